@@ -1,0 +1,114 @@
+#pragma once
+/// The codec interface (style.md §3.2, adapted to kvbench.md §4–§6).
+///
+/// A `Codec` is built by the registry from resolved parameters for one cell. The runner then, per layer:
+///   fit(layer, calibration caches)         -- only when info().trainable; never sees evaluation queries
+///   encode(layer, cache, previous layer)   -- returns an EncodedLayer that owns every byte it stores
+///   EncodedLayer::scores / attend          -- straight from the compressed form (no dense copy of the cache)
+///   EncodedLayer::storage                  -- measured from the buffers actually allocated
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kvb/core/params.h"
+#include "kvb/core/tensor.h"
+
+namespace kvb {
+
+/// What a storage item is, for kvbench.md §5's memory split.
+enum class StorageKind {
+  kCompressed,  ///< grows with compressed tokens: codes, per-token scales/norms, per-group metadata
+  kBuffer,      ///< full-precision windows and sink tokens kept verbatim
+  kFixed,       ///< does not grow with tokens: codebooks, projections, weights (a seeded matrix costs its seed)
+};
+
+/// One allocation of an encoded layer. `bytes` is the size of the real buffer (summed over the layer's
+/// KV heads); for kCompressed items `tokens` is how many tokens of each KV head that buffer covers.
+struct StorageItem {
+  std::string name;  ///< e.g. "k.codes", "k.scale_min", "v.window"
+  StorageKind kind = StorageKind::kCompressed;
+  uint64_t bytes = 0;
+  int64_t tokens = 0;
+};
+
+/// The storage of one encoded layer (all its KV heads).
+struct Storage {
+  int kv_heads = 0;
+  std::vector<StorageItem> items;
+  /// The codec's own steady-state cost per compressed token per KV head (K and V together), from its
+  /// formula. Used only when no token reached a compressed region (e.g. C smaller than a fp16 window),
+  /// and compared with the measured value by tests.
+  double nominal_bytes_per_token = 0;
+};
+
+/// Per-thread scratch memory for attend/scores, so the hot loop never allocates.
+struct Scratch {
+  std::vector<float> f;
+  std::vector<float> f2;
+  std::vector<double> d;
+  float* floats(size_t n) {
+    if (f.size() < n) f.resize(n);
+    return f.data();
+  }
+  float* floats2(size_t n) {
+    if (f2.size() < n) f2.resize(n);
+    return f2.data();
+  }
+};
+
+/// A layer's compressed cache.
+class EncodedLayer {
+ public:
+  virtual ~EncodedLayer() = default;
+  EncodedLayer() = default;
+  EncodedLayer(const EncodedLayer&) = delete;
+  EncodedLayer& operator=(const EncodedLayer&) = delete;
+
+  /// Number of cached tokens C this layer was encoded from.
+  virtual int64_t tokens() const = 0;
+  virtual Storage storage() const = 0;
+
+  /// Approximate logits ŝ[C] (softmax_scale and softcap applied) of query q[head_dim] against KV head g.
+  /// Returns false when the codec defines no logits (then s_out is untouched).
+  virtual bool scores(int g, const float* q, float* s_out, Scratch& scratch) const {
+    (void)g, (void)q, (void)s_out, (void)scratch;
+    return false;
+  }
+  /// Approximate attention output ô[head_dim] of q against KV head g, from the compressed form.
+  virtual void attend(int g, const float* q, float* o_out, Scratch& scratch) const = 0;
+  /// For token-dropping codecs: mask[C], 1 where the token is still held. Empty = every token is held.
+  virtual std::vector<uint8_t> held_tokens(int g) const {
+    (void)g;
+    return {};
+  }
+};
+
+/// Everything a codec may know about the run, besides its parameters.
+struct CodecContext {
+  ModelShape shape;
+  AttnConfig attn;
+  uint64_t seed = 0;  ///< derive every random stream from this (kvb/core/rng.h)
+};
+
+class Codec {
+ public:
+  virtual ~Codec() = default;
+  Codec() = default;
+  Codec(const Codec&) = delete;
+  Codec& operator=(const Codec&) = delete;
+
+  /// Fit layer `layer` on calibration caches (other sequences than the evaluated one). Called once per
+  /// layer before any encode of that layer, only for trainable codecs.
+  virtual void fit(int layer, const std::vector<const LayerKV*>& calib, const CodecContext& ctx) {
+    (void)layer, (void)calib, (void)ctx;
+  }
+  /// Encode one layer's cache. `prev` is the same sequence's previous layer as this codec encoded it
+  /// (nullptr for layer 0), for cross-layer codecs.
+  virtual std::unique_ptr<EncodedLayer> encode(int layer, const LayerKV& kv, const EncodedLayer* prev,
+                                               const CodecContext& ctx) const = 0;
+  /// Extra facts for results.json (training time, losses, variant that ran, ...).
+  virtual Json report() const { return Json::object(); }
+};
+
+}  // namespace kvb

@@ -1,0 +1,22 @@
+#pragma once
+/// Host-side view of the CUDA runtime (implemented in src/kvb/cuda/*.cu when built with CUDA,
+/// and by a CPU-only fallback otherwise). No CUDA types cross this header.
+#include <string>
+
+namespace kvb::cuda {
+
+struct GpuProperties {
+  std::string name;
+  int sm_count = 0;
+  int cc_major = 0, cc_minor = 0;
+  unsigned long long global_mem_bytes = 0;
+  int l2_bytes = 0;
+  int driver_version = 0;   ///< e.g. 12080 = 12.8
+  int runtime_version = 0;
+};
+
+/// Number of usable CUDA devices (0 without a device, a driver, or a CUDA build); `error` gets why.
+int device_count(std::string* error);
+bool device_properties(int ordinal, GpuProperties* out, std::string* error);
+
+}  // namespace kvb::cuda

@@ -1,0 +1,18 @@
+// CPU-only builds: no CUDA runtime is linked, so no device is ever usable.
+#ifndef KVB_WITH_CUDA
+#include "kvb/run/device_api.h"
+
+namespace kvb::cuda {
+
+int device_count(std::string* error) {
+  if (error) *error = "kvbench was built without CUDA (nvcc not found at configure time)";
+  return 0;
+}
+
+bool device_properties(int, GpuProperties*, std::string* error) {
+  if (error) *error = "kvbench was built without CUDA";
+  return false;
+}
+
+}  // namespace kvb::cuda
+#endif
