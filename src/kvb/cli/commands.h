@@ -1,0 +1,21 @@
+#pragma once
+/// Each kvbench subcommand registers itself on the root CLI11 app and returns the action to run
+/// when it was selected. Actions return the process exit code; errors are thrown as kvb::Error.
+#include <functional>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+namespace kvb {
+
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+void add_run_command(CLI::App& root, std::vector<Command>& out);      // cmd_run.cpp
+void add_list_command(CLI::App& root, std::vector<Command>& out);     // cmd_list.cpp
+void add_gen_command(CLI::App& root, std::vector<Command>& out);      // cmd_gen.cpp
+void add_inspect_command(CLI::App& root, std::vector<Command>& out);  // cmd_inspect.cpp
+
+}  // namespace kvb
