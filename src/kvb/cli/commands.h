@@ -17,5 +17,6 @@ void add_run_command(CLI::App& root, std::vector<Command>& out);      // cmd_run
 void add_list_command(CLI::App& root, std::vector<Command>& out);     // cmd_list.cpp
 void add_gen_command(CLI::App& root, std::vector<Command>& out);      // cmd_gen.cpp
 void add_inspect_command(CLI::App& root, std::vector<Command>& out);  // cmd_inspect.cpp
+void add_membw_command(CLI::App& root, std::vector<Command>& out);    // cmd_membw.cpp
 
 }  // namespace kvb

@@ -1,0 +1,29 @@
+#include <cstdio>
+
+#include "kvb/cli/commands.h"
+#include "kvb/run/membw.h"
+
+namespace kvb {
+
+void add_membw_command(CLI::App& root, std::vector<Command>& out) {
+  struct Opts {
+    int mib = 1024;
+    int threads = 0;
+    double min_time = 1.0;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* sub = root.add_subcommand(
+      "membw", "Measure this machine's memory read bandwidth (streaming read of a buffer larger than the caches): "
+               "the denominator of the README's bytes/s figures.");
+  sub->add_option("--mib", o->mib, "buffer size in MiB (default 1024)")->check(CLI::Range(1, 1 << 20));
+  sub->add_option("--threads", o->threads, "threads (0 = all hardware threads)")->check(CLI::Range(0, 4096));
+  sub->add_option("--min-time", o->min_time, "seconds to repeat for (default 1)")->check(CLI::Range(0.0, 600.0));
+  out.push_back({sub, [o]() {
+                   const auto r = measure_read_bandwidth(static_cast<size_t>(o->mib) << 20, o->threads, o->min_time);
+                   std::printf("memory read bandwidth: %.2f GB/s median (p95 %.2f GB/s) over %d repeats, %d threads, %zu MiB\n",
+                               r.bytes_per_s_median / 1e9, r.bytes_per_s_p95 / 1e9, r.repeats, r.threads, r.bytes >> 20);
+                   return 0;
+                 }});
+}
+
+}  // namespace kvb

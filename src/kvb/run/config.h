@@ -1,0 +1,58 @@
+#pragma once
+/// The run config of kvbench.md §7: strict parsing (unknown keys, wrong JSON types and bad ranges are
+/// UsageErrors naming the key and the allowed values), defaults filled in, and the cells it expands to.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kvb/core/params.h"
+#include "kvb/core/registry.h"
+
+namespace kvb {
+
+struct DatasetSpec {
+  std::string path;                   ///< resolved against the config file's directory
+  std::string path_as_given;
+  std::vector<std::string> sequences;  ///< ids; empty = all
+  std::vector<int> layers;             ///< empty = all
+  int64_t max_queries = 64;            ///< per head and sequence; 0 = all
+};
+
+/// One entry of "codecs": a codec, explicit params, and either budgets, a preset, or neither
+/// (neither = the codec's defaults, one cell).
+struct CodecSpec {
+  std::string codec;
+  Json params = Json::object();
+  std::vector<Budget> budgets;
+  std::string preset;
+  std::string where;  ///< "codecs[3]" for messages
+};
+
+struct Config {
+  std::string name;
+  std::string path;  ///< the config file
+  std::string dir;   ///< its directory
+  std::vector<DatasetSpec> datasets;
+  int calibration_sequences = -1;  ///< -1 = default: 1 when a dataset has >= 2 sequences, else 0
+  std::vector<CodecSpec> codecs;
+  int64_t topk = 32;
+  bool kendall = false;
+  std::string device = "auto";  ///< cpu | cuda | auto
+  int threads = 0;               ///< 0 = all hardware threads
+  uint64_t seed = 0;
+  int repeats = 3;
+  double min_time_s = 0.2;
+  bool throughput = true;
+  Json raw;  ///< the config as given
+  Json resolved() const;  ///< the config with every default filled in (written into results.json)
+};
+
+/// Parse and validate a config file. Every problem with the config itself, including a missing or
+/// unparsable config file, is a UsageError (exit 2); problems with the data it names surface later as
+/// DataErrors (exit 3).
+Config load_config(const std::string& path);
+/// Same, from an already-parsed JSON value (tests); `dir` resolves relative dataset paths.
+Config parse_config(const Json& j, const std::string& path, const std::string& dir);
+
+}  // namespace kvb

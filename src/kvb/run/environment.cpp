@@ -1,0 +1,88 @@
+#include "kvb/run/environment.h"
+
+#include <H5public.h>
+#include <sys/utsname.h>
+
+#include <chrono>
+#include <ctime>
+#include <fstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "kvb/run/device_api.h"
+#include "kvb/version.h"
+
+namespace kvb {
+
+std::string version_string() {
+  return fmt::format("kvbench {} (git {}{}, {} build, {}{})", KVB_VERSION, KVB_GIT_SHA, KVB_GIT_DIRTY ? "-dirty" : "",
+                     KVB_BUILD_TYPE, KVB_CXX_COMPILER, KVB_CUDA_BUILT ? ", CUDA" : ", CPU only");
+}
+
+Json build_info_json() {
+  Json j{{"version", KVB_VERSION},
+         {"git_sha", KVB_GIT_SHA},
+         {"git_dirty", static_cast<bool>(KVB_GIT_DIRTY)},
+         {"build_type", KVB_BUILD_TYPE},
+         {"compiler", KVB_CXX_COMPILER},
+         {"cuda_built", static_cast<bool>(KVB_CUDA_BUILT)}};
+  if (std::string(KVB_BUILD_TYPE) != "Release")
+    j["warning"] = "not a Release build: throughput numbers are not representative";
+  return j;
+}
+
+std::string utc_now_iso8601() {
+  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+namespace {
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const auto pos = line.find(':');
+      if (pos != std::string::npos) return line.substr(pos + 2);
+    }
+  }
+  return "unknown";
+}
+}  // namespace
+
+Json environment_json(int threads) {
+  Json j;
+  j["cpu_model"] = cpu_model();
+  j["hardware_threads"] = std::thread::hardware_concurrency();
+  j["threads"] = threads;
+  utsname u{};
+  if (uname(&u) == 0) j["os"] = fmt::format("{} {} {}", u.sysname, u.release, u.machine);
+  j["libraries"] = {{"hdf5", H5_VERS_INFO},
+                    {"fmt", fmt::format("{}.{}.{}", FMT_VERSION / 10000, FMT_VERSION / 100 % 100, FMT_VERSION % 100)},
+                    {"nlohmann_json", fmt::format("{}.{}.{}", NLOHMANN_JSON_VERSION_MAJOR, NLOHMANN_JSON_VERSION_MINOR,
+                                                  NLOHMANN_JSON_VERSION_PATCH)}};
+  std::string err;
+  const int n = cuda::device_count(&err);
+  Json gpus = Json::array();
+  for (int i = 0; i < n; ++i) {
+    cuda::GpuProperties p;
+    if (!cuda::device_properties(i, &p, &err)) continue;
+    gpus.push_back({{"name", p.name},
+                    {"sm_count", p.sm_count},
+                    {"compute_capability", fmt::format("{}.{}", p.cc_major, p.cc_minor)},
+                    {"memory_bytes", p.global_mem_bytes},
+                    {"l2_bytes", p.l2_bytes},
+                    {"driver_version", p.driver_version},
+                    {"runtime_version", p.runtime_version}});
+  }
+  j["gpus"] = gpus;
+  if (n == 0) j["gpu_note"] = err;
+  return j;
+}
+
+}  // namespace kvb

@@ -1,0 +1,53 @@
+#include "kvb/run/results_io.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "kvb/core/error.h"
+#include "kvb/run/runner.h"
+
+namespace kvb {
+namespace fs = std::filesystem;
+
+void write_file_atomic(const std::string& path, const std::string& content) {
+  const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw RuntimeError(fmt::format("{}: cannot create: {}", tmp, std::strerror(errno)));
+  size_t off = 0;
+  while (off < content.size()) {
+    const ssize_t n = ::write(fd, content.data() + off, content.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int e = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw RuntimeError(fmt::format("{}: write failed: {}", tmp, std::strerror(e)));
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    throw RuntimeError(fmt::format("{}: cannot flush: {}", tmp, std::strerror(errno)));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    throw RuntimeError(fmt::format("{}: cannot rename into place: {}", path, std::strerror(e)));
+  }
+}
+
+void write_results_dir(const std::string& dir, const Json& doc, const std::string& csv) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw RuntimeError(fmt::format("{}: cannot create the results directory: {}", dir, ec.message()));
+  // dump() throws on invalid UTF-8; replace rather than lose a finished run.
+  write_file_atomic((fs::path(dir) / "results.json").string(),
+                    doc.dump(2, ' ', false, Json::error_handler_t::replace) + "\n");
+  write_file_atomic((fs::path(dir) / "results.csv").string(), csv);
+}
+
+}  // namespace kvb

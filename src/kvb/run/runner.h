@@ -1,0 +1,36 @@
+#pragma once
+/// `kvbench run`: expand the config into cells (dataset × codec × budget), evaluate every cell on the
+/// protocol of kvbench.md §4, and write the results directory of §8.
+#include <string>
+#include <vector>
+
+#include "kvb/core/params.h"
+#include "kvb/run/config.h"
+
+namespace kvb {
+
+struct RunOptions {
+  std::string output_dir;  ///< empty = results/<name> under the current directory
+  std::string device;      ///< empty = the config's
+  int threads = -1;        ///< -1 = the config's; 0 = all hardware threads
+  bool progress = false;   ///< progress line on stderr (the CLI sets it when stderr is a terminal)
+  std::vector<std::string> argv;
+};
+
+struct RunSummary {
+  int cells = 0, ok = 0, skipped = 0, errors = 0;
+  std::string output_dir;
+  double seconds = 0;
+};
+
+/// Runs the whole sweep and writes results.json and results.csv atomically. Throws kvb::Error for
+/// config (2), data (3) and runtime (4) failures that make the whole run meaningless; per-cell failures
+/// become records with status "skipped" or "error".
+RunSummary run_benchmark(const Config& cfg, const RunOptions& opts);
+
+/// The CSV header of kvbench.md §8 (a stable contract; columns are only ever appended).
+const std::vector<std::string>& csv_columns();
+/// One CSV row per cell of a results document.
+std::string results_csv(const Json& results);
+
+}  // namespace kvb
