@@ -36,8 +36,8 @@ using Clock = std::chrono::steady_clock;
 double ref_out_tolerance(const std::string& orig_dtype) { return orig_dtype == "float32" ? 1e-3 : 3e-2; }
 
 /// Per-query metric names in results order (kendall only when configured).
-const std::vector<std::string> kMetricNames = {"cosine", "rel_l2", "spearman", "kendall",
-                                               "topk_recall", "kl", "score_rel_err", "mass_lost"};
+const std::vector<std::string> kMetricNames = {"cosine", "rel_l2", "spearman", "kendall", "topk_recall",
+                                               "kl", "score_rel_err", "mass_lost", "l2_err"};
 
 struct StorageAcc {
   // Means over the evaluated (sequence, layer) pairs, per KV head.
@@ -292,6 +292,7 @@ bool evaluate_layer(const EncodedLayer& enc, const LayerData& L, const ModelShap
     const auto& m = out[i];
     push("cosine", m.cosine);
     push("rel_l2", m.rel_l2);
+    push("l2_err", m.l2_err);
     if (m.spearman) push("spearman", *m.spearman);
     if (m.kendall) push("kendall", *m.kendall);
     if (m.topk_recall) push("topk_recall", *m.topk_recall);
