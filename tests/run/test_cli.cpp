@@ -2,7 +2,9 @@
 // the exit codes and messages of kvbench.md §9, and the acceptance numbers of the foundation issue.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <set>
 #include <limits>
 
 #include "kvb/io/kvdump.h"
