@@ -20,19 +20,66 @@ struct GenOptions {
   DType dtype = DType::kFloat16;
   std::string rope_style = "half";  ///< "half" | "interleaved" | "none"
   double rope_theta = 10000.0;
-  // --- statistics knobs (the helper that implements gen documents each in generator.cpp) ---
-  int outlier_channels = 4;          ///< per KV head: channels with 10-50x larger key magnitude
+  // --- statistics knobs (kvbench.md §3.3; each is a `kvbench gen` flag of the same name) ---------
+  /// Per KV head: key channels whose RMS is 10-50x the median channel's, consistent across tokens and
+  /// with a large nonzero per-channel mean. Allocated in whole RoPE pairs (rounded up to even) among the
+  /// low-frequency pairs, as in real post-RoPE keys; at most head_dim/2 - 2 pairs (the two lowest pairs
+  /// carry the sink). 0 = none.
+  int outlier_channels = 4;
+  /// Outlier channel RMS / median channel RMS, drawn log-uniformly per outlier pair in [min, max].
   double outlier_scale_min = 10, outlier_scale_max = 50;
-  double sink_share_min = 0.1, sink_share_max = 0.6;  ///< per-head target attention share of token 0
-  double focus_min = 0.0, focus_max = 1.0;  ///< per-head query-key alignment: 0 = broad, 1 = peaked
-  double value_scale_spread = 0.5;   ///< sigma of the log-normal per-token value scale
+  /// Std of the per-channel mean of pre-RoPE keys, in units of the channel's std (real keys are biased).
+  double channel_mean = 0.4;
+  /// Per query head, the target share of attention that the first ("sink") token draws, drawn
+  /// uniformly in [min, max]; each query varies around it (sink_share_jitter).
+  double sink_share_min = 0.1, sink_share_max = 0.6;
+  /// Per-query std of logit(sink share) around the head's target.
+  double sink_share_jitter = 0.3;
+  /// Key norm of the sink token / typical key norm.
+  double sink_key_scale = 4.0;
+  /// Value norm of the sink token / typical value norm (real sinks carry little value: a "no-op").
+  double sink_value_scale = 0.1;
+  /// Per query head focus, uniform in [min, max]: 0 = broad (queries follow the head's generic
+  /// projection of the current token), 1 = peaked (queries aligned with a few earlier tokens' keys).
+  double focus_min = 0.0, focus_max = 1.0;
+  /// Target entropy of a head's non-sink attention, as a fraction of ln(C), for focus 0 and focus 1
+  /// (linear in between): at C = 4096, 0.9 -> 7.5 nats and 0.25 -> 2.1 nats; with the sink's share the
+  /// heads then span about 1.5-7 nats. Each head's temperature is fitted on a calibration draw.
+  double entropy_broad = 0.9, entropy_peaked = 0.25;
+  /// Sigma of the log-normal per-token value scale (token-to-token value norm spread).
+  double value_scale_spread = 0.5;
+  /// Dimension of the latent per-token state ("topics") that keys, values and queries project from:
+  /// the low-rank structure of real K/V.
+  int rank = 32;
+  /// Std of the isotropic noise in keys' / values' per-channel variation (the rest, sqrt(1 - noise^2),
+  /// is the rank-`rank` projection). In [0, 1).
+  double key_noise = 0.5, value_noise = 0.5;
+  /// AR(1) coefficient of the sequence's topic state: how slowly content drifts (local correlation).
+  double topic_persistence = 0.98;
+  /// Per-token probability of starting to copy an earlier span of 4-32 tokens (repeats give peaked
+  /// heads real targets, like induction heads).
+  double copy_prob = 0.02;
+  /// Queries per head of the calibration draw that fits each head's temperature and sink logit.
+  int calib_queries = 16;
+  // --- file layout ---
+  int64_t chunk_tokens = 1024;  ///< HDF5 chunk = (1 head, chunk_tokens, head_dim)
+  int deflate = 0;              ///< 0 = uncompressed, 1..9 deflate level
+  bool write_ref_out = true;    ///< store ref_out (exact float64 attention over the C context tokens)
 };
 
 /// Names of the presets: "tiny", "llama2-7b", "llama3-8b", ...
 std::vector<std::string> gen_presets();
 /// A preset's options (throws UsageError listing the presets when unknown).
 GenOptions gen_preset(const std::string& name);
-/// Write the dump (with ref_out) to `path`, atomically. Deterministic for a given options+seed.
+/// Throws UsageError naming the `kvbench gen` flag when an option is out of range.
+void validate_gen_options(const GenOptions& opts);
+/// Write the dump (with ref_out) to `path`, atomically. Deterministic for a given options+seed: the
+/// same options give bitwise-identical tensors. Queries are the last Q positions (C = T - Q).
 void generate_dump(const std::string& path, const GenOptions& opts);
+
+/// Rotate x[head_dim] in place by RoPE at position `pos` (a negative position rotates back).
+/// style "half": channel pairs (i, i + d/2) (rotate_half, Hugging Face Llama); "interleaved": pairs
+/// (2i, 2i+1) (Meta / GPT-J); "none": no-op. Pair i turns by pos * theta^(-2i/d).
+void apply_rope(float* x, int head_dim, int64_t pos, const std::string& style, double theta);
 
 }  // namespace kvb

@@ -30,7 +30,7 @@ struct DumpAttrs {
   std::string rope_style = "half";  ///< "half" | "interleaved" | "none"
   double rope_theta = 10000.0;
   int qk_norm = 0;
-  double softmax_scale = 0;  ///< usually 1/sqrt(head_dim)
+  double softmax_scale = 0;  ///< usually 1/sqrt(head_dim); the writer stores 1/sqrt(head_dim) when 0
   double attn_softcap = 0;   ///< 0 = none
   std::string orig_dtype = "float16";
   std::optional<int64_t> seed;
@@ -111,7 +111,22 @@ class KvDumpWriter {
   KvDumpWriter(const KvDumpWriter&) = delete;
   KvDumpWriter& operator=(const KvDumpWriter&) = delete;
 
+  /// Writes one whole sequence (begin_sequence + write_layer for every layer + end_sequence).
+  /// Shapes that do not match the root attributes, C outside [1, T], Q = 0 or a query position < C
+  /// throw UsageError before anything is written; a value that is not finite (or overflows float16 /
+  /// bfloat16) throws DataError. After an exception in the middle of a sequence the writer can only be
+  /// destroyed (which removes the temporary file).
   void write_sequence(const SequenceData& seq);
+
+  /// Streaming form, so a generator or recorder holds one layer at a time: begin_sequence takes the
+  /// sequence header from `seq` (id, n_tokens, context_len, query_positions, tokens; `seq.layers` is
+  /// ignored), then write_layer(0), write_layer(1), ... in order, then end_sequence().
+  void begin_sequence(const SequenceData& seq);
+  void write_layer(int layer, const SequenceData::Layer& data);
+  void end_sequence();
+
+  /// Closes the file and renames it to its final name. Throws UsageError when a sequence is still
+  /// open or none was written (a dump needs >= 1 sequence), RuntimeError on I/O failure.
   void close();
 
  private:

@@ -1,0 +1,749 @@
+#include "kvb/gen/generator.h"
+
+/// The synthetic model (kvbench.md §3.3). Everything a real LLM's K/V/Q has that makes compression
+/// hard, each behind a GenOptions knob:
+///
+///   sequence content  tokens w_t (Zipf-like, with copied spans) and a latent state e_t in R^rank:
+///                     e_t = sqrt(.5) E(w_t) + sqrt(.5) c_t, E a fixed token embedding, c_t an AR(1) "topic"
+///                     state (unit variance, correlation topic_persistence between neighbours).
+///                     Shared by all layers and heads; only this depends on the sequence.
+///   key head (l, g)   fixed by (seed, l, g) like weights: pre-RoPE k_t = mu + s * x_t with
+///                     x_t = sqrt(1-nu^2) W_k e_t + nu * noise (unit variance per channel), per-pair channel
+///                     scales s, per-channel means mu (nonzero: real keys are biased), outlier pairs with
+///                     RMS 10-50x the median channel, and "sink" pairs that are quiet for every token but the
+///                     first, whose key gets a large extra component (norm sink_key_scale x typical).
+///                     Then RoPE at the token's position (half or interleaved pairs, theta).
+///   value head        rho_t * (x^v_t * vs) + vmu, rho_t log-normal (value_scale_spread); the sink's value is
+///                     small (sink_value_scale), as in real models.
+///   query head h      (seed, l, h): a focus f (broad .. peaked), a sink share, a generic projection W_q.
+///                     Its content direction at position p mixes f x (the whitened keys of 1-4 earlier
+///                     "target" tokens, recent or anywhere) and (1-f) x (W_q e_p, rotated to p). A temperature
+///                     tau, fitted on a calibration draw so the head's non-sink entropy hits its target,
+///                     scales it; then a component along the sink key's direction sets the sink logit to
+///                     logit(share) + log-sum-exp of the query's other logits, so the sink draws the
+///                     head's share of attention (jittered per query). GQA: every query head has its own
+///                     focus, share, W_q and targets.
+///   ref_out           exact float64 attention over the first C tokens of the tensors as stored (after
+///                     rounding to the file dtype), so kvbench's self-check agrees to float32 precision.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include <fmt/format.h>
+
+#include "kvb/core/error.h"
+#include "kvb/core/half.h"
+#include "kvb/core/rng.h"
+#include "kvb/io/attn_batch.h"
+#include "kvb/version.h"
+
+namespace kvb {
+namespace {
+
+// Purpose tags of the random streams (derive_seed(seed, {tag, ...})).
+constexpr uint64_t kTagKvHead = 0x4b56484541440001ull;
+constexpr uint64_t kTagQHead = 0x5148454144000002ull;
+constexpr uint64_t kTagContent = 0x434f4e5445000003ull;
+constexpr uint64_t kTagEmbed = 0x454d424544000004ull;
+constexpr uint64_t kTagKeyNoise = 0x4b4e4f4953000005ull;
+constexpr uint64_t kTagValNoise = 0x564e4f4953000006ull;
+constexpr uint64_t kTagQuery = 0x5155455259000007ull;
+constexpr uint64_t kTagCalib = 0x43414c4942000008ull;
+constexpr uint64_t kCalibSequence = 0xffffffffull;  // content key of the calibration draw (never written)
+constexpr int32_t kVocab = 32000;
+constexpr int32_t kBos = 1;
+
+/// Approximately standard normal from one 64-bit draw (Irwin-Hall of four 16-bit uniforms, bounded at
+/// +-3.46): the bulk per-token noise, ~10x cheaper than Box-Muller.
+inline float fast_normal(Rng& r) {
+  const uint64_t u = r.next_u64();
+  const float s = static_cast<float>((u & 0xffffu) + ((u >> 16) & 0xffffu) + ((u >> 32) & 0xffffu) + (u >> 48));
+  return (s - 131070.0f) * (1.7320508075688772f / 65536.0f);
+}
+
+/// exp(x) for x <= 0 (x < -700 is clamped), relative error ~1e-13; branch-free so loops over it
+/// vectorize. Only for the generator's own fitting (sink logits, temperatures) — never for ref_out.
+inline double exp_neg(double x) {
+  const double y = x + 700.0;
+  x = 0.5 * (y + std::fabs(y)) - 700.0;  // max(x, -700) without a branch (lets the loop vectorize)
+  const double t = x * 1.4426950408889634;  // x / ln 2
+  const double kRound = 6755399441055744.0;  // 1.5 * 2^52: t + kRound rounds t to an integer n
+  const double tm = t + kRound;
+  const double n = tm - kRound;
+  const double r = (t - n) * 0.6931471805599453;  // |r| <= ln2 / 2
+  double p = 1.0 / 39916800.0;  // Taylor series of exp(r) to degree 11 (error < 1e-14)
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  int64_t ni;
+  std::memcpy(&ni, &tm, sizeof ni);
+  ni -= 0x4338000000000000ll;  // the integer n, from the bits of t + kRound
+  const uint64_t bits = static_cast<uint64_t>(ni + 1023) << 52;
+  double scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+/// log(sum_t exp(a[t])) over a[0..n), n >= 1; `buf` is scratch of n doubles.
+double log_sum_exp(const double* a, int64_t n, double* buf) {
+  double m = -INFINITY;
+  for (int64_t t = 0; t < n; ++t) m = std::max(m, a[t]);
+  for (int64_t t = 0; t < n; ++t) buf[t] = exp_neg(a[t] - m);
+  double z = 0;
+  for (int64_t t = 0; t < n; ++t) z += buf[t];
+  return m + std::log(z);
+}
+
+enum class RopeStyle { kNone, kHalf, kInterleaved };
+
+RopeStyle parse_rope(const std::string& s) {
+  if (s == "half") return RopeStyle::kHalf;
+  if (s == "interleaved") return RopeStyle::kInterleaved;
+  if (s == "none") return RopeStyle::kNone;
+  throw UsageError(fmt::format("--rope-style: expected half, interleaved or none, got '{}'", s));
+}
+
+/// The two channels of RoPE pair i of P = d/2 pairs (for style none, the half layout names the pairs).
+inline int pair_a(RopeStyle st, int /*P*/, int i) { return st == RopeStyle::kInterleaved ? 2 * i : i; }
+inline int pair_b(RopeStyle st, int P, int i) { return st == RopeStyle::kInterleaved ? 2 * i + 1 : i + P; }
+
+inline void rotate_pair(float& a, float& b, float c, float s) {
+  const float x = a, y = b;
+  a = x * c - y * s;
+  b = y * c + x * s;
+}
+
+inline void rope_cos_sin(int64_t pos, int i, int d, double theta, float* c, float* s) {
+  const double inv_freq = std::pow(theta, -2.0 * i / d);
+  const double ang = static_cast<double>(pos) * inv_freq;
+  *c = static_cast<float>(std::cos(ang));
+  *s = static_cast<float>(std::sin(ang));
+}
+
+/// cos/sin of every (position, pair), so RoPE costs d multiply-adds per vector.
+struct Rope {
+  RopeStyle style = RopeStyle::kHalf;
+  int D = 0, P = 0;
+  std::vector<float> cs, sn;  // [positions][P]
+
+  Rope(RopeStyle st, int d, double theta, int64_t positions) : style(st), D(d), P(d / 2) {
+    if (style == RopeStyle::kNone) return;
+    cs.resize(static_cast<size_t>(positions) * P);
+    sn.resize(cs.size());
+    for (int64_t p = 0; p < positions; ++p)
+      for (int i = 0; i < P; ++i) rope_cos_sin(p, i, D, theta, &cs[p * P + i], &sn[p * P + i]);
+  }
+  void apply(float* x, int64_t pos) const {
+    if (style == RopeStyle::kNone) return;
+    const float* c = cs.data() + pos * P;
+    const float* s = sn.data() + pos * P;
+    if (style == RopeStyle::kHalf) {
+      for (int i = 0; i < P; ++i) rotate_pair(x[i], x[i + P], c[i], s[i]);
+    } else {
+      for (int i = 0; i < P; ++i) rotate_pair(x[2 * i], x[2 * i + 1], c[i], s[i]);
+    }
+  }
+};
+
+float round_to(DType dt, float x) {
+  switch (dt) {
+    case DType::kFloat16: return round_f16(x);
+    case DType::kBFloat16: return bf16_to_f32(f32_to_bf16(x));
+    case DType::kFloat32: return x;
+  }
+  return x;
+}
+
+/// One sequence's content: tokens and the latent state e_t (shared by every layer and head).
+struct Content {
+  int r = 0;
+  std::vector<int32_t> tokens;
+  std::vector<float> e;  // [T][r]
+  const float* row(int64_t t) const { return e.data() + static_cast<size_t>(t) * r; }
+};
+
+void embed(uint64_t seed, int32_t w, int r, float* out) {
+  Rng rng(derive_seed(seed, {kTagEmbed, static_cast<uint64_t>(w)}));
+  for (int j = 0; j < r; ++j) out[j] = static_cast<float>(rng.normal());
+}
+
+Content make_content(const GenOptions& o, uint64_t seq_key, int64_t T) {
+  Content c;
+  c.r = o.rank;
+  Rng rng(derive_seed(o.seed, {kTagContent, seq_key}));
+  c.tokens.resize(static_cast<size_t>(T));
+  c.tokens[0] = kBos;
+  int64_t src = 0, left = 0;
+  const double ln_v = std::log(static_cast<double>(kVocab - 2));
+  for (int64_t t = 1; t < T; ++t) {
+    if (left == 0 && t > 8 && rng.uniform() < o.copy_prob) {
+      left = 4 + static_cast<int64_t>(rng.below(29));
+      src = 1 + static_cast<int64_t>(rng.below(static_cast<uint64_t>(t - 1)));
+    }
+    if (left > 0) {
+      c.tokens[t] = c.tokens[src++];
+      --left;
+    } else {  // Zipf(1)-like: log-uniform rank over the vocabulary
+      const double rank = std::floor(std::exp(rng.uniform() * ln_v));
+      c.tokens[t] = 2 + static_cast<int32_t>(std::min<double>(kVocab - 3, rank - 1));
+    }
+  }
+  const int r = o.rank;
+  c.e.resize(static_cast<size_t>(T) * r);
+  std::vector<float> emb(r), ctx(r);
+  const float rho = static_cast<float>(o.topic_persistence);
+  const float a = std::sqrt(1.0f - rho * rho), h = std::sqrt(0.5f);
+  // The topic state drifts with its own zero-mean innovations (driving it with the token embeddings
+  // would amplify their frequency-weighted mean by sqrt((1 + rho) / (1 - rho))).
+  for (int64_t t = 0; t < T; ++t) {
+    embed(o.seed, c.tokens[t], r, emb.data());
+    float* e = c.e.data() + static_cast<size_t>(t) * r;
+    for (int j = 0; j < r; ++j) {
+      const float xi = static_cast<float>(rng.normal());
+      ctx[j] = t == 0 ? xi : rho * ctx[j] + a * xi;
+      e[j] = h * emb[j] + h * ctx[j];
+    }
+  }
+  return c;
+}
+
+/// The fixed "weights" of one KV head.
+struct KvHead {
+  std::vector<float> s, mu;   // [D] pre-RoPE key channel scale (equal within a RoPE pair) and mean
+  std::vector<float> wk, wv;  // [r][D] latent -> key / value projections
+  std::vector<float> vs, vmu; // [D] value channel scale and mean
+  std::vector<float> sink_dir;  // [D] unit vector on the sink pairs
+  float sink_lambda = 0;        // extra magnitude of the sink key along sink_dir
+  std::vector<int> outliers;    // outlier channels
+};
+
+/// The fixed "weights" of one query head, plus its calibration.
+struct QHead {
+  std::vector<float> wq;  // [r][D] generic query projection
+  double focus = 0, sink_share = 0;
+  double tau = 1;  // calibrated temperature
+};
+
+KvHead make_kv_head(const GenOptions& o, RopeStyle st, int layer, int g) {
+  const int D = o.shape.head_dim, P = D / 2, r = o.rank;
+  Rng rng(derive_seed(o.seed, {kTagKvHead, static_cast<uint64_t>(layer), static_cast<uint64_t>(g)}));
+  KvHead k;
+  k.s.resize(D);
+  k.mu.resize(D);
+  const double cm = o.channel_mean;
+  const double norm = 1.0 / std::sqrt(1.0 + cm * cm);  // median channel RMS ~ 1
+  for (int i = 0; i < P; ++i) {
+    const float sc = static_cast<float>(std::exp(0.3 * rng.normal()) * norm);
+    for (int c : {pair_a(st, P, i), pair_b(st, P, i)}) {
+      k.s[c] = sc;
+      k.mu[c] = static_cast<float>(sc * cm * rng.normal());
+    }
+  }
+  // Sink pairs: the lowest-frequency pairs (they barely rotate), quiet for ordinary tokens.
+  const int n_sink = P >= 4 ? 2 : 1;
+  k.sink_dir.assign(D, 0.f);
+  double sd2 = 0;
+  for (int i = P - n_sink; i < P; ++i) {
+    for (int c : {pair_a(st, P, i), pair_b(st, P, i)}) {
+      k.s[c] *= 0.5f;
+      k.mu[c] = 0;
+      k.sink_dir[c] = static_cast<float>(rng.normal());
+      sd2 += static_cast<double>(k.sink_dir[c]) * k.sink_dir[c];
+    }
+  }
+  for (float& v : k.sink_dir) v = static_cast<float>(v / std::sqrt(sd2));
+  // Outlier pairs among the low-frequency pairs next to the sink pairs.
+  const int n_out_pairs = std::min((o.outlier_channels + 1) / 2, P - n_sink);
+  if (n_out_pairs > 0) {
+    const int window = std::min(P - n_sink, std::max(2 * n_out_pairs, P / 4));
+    std::vector<int> cand(window);
+    std::iota(cand.begin(), cand.end(), P - n_sink - window);
+    for (int i = 0; i < n_out_pairs; ++i) std::swap(cand[i], cand[i + rng.below(window - i)]);
+    const double lo = std::log(o.outlier_scale_min), hi = std::log(o.outlier_scale_max);
+    for (int i = 0; i < n_out_pairs; ++i) {
+      const double m = std::exp(lo + (hi - lo) * rng.uniform());  // target RMS / median RMS
+      const double b = (rng.uniform() < 0.5 ? -1 : 1) * (0.8 + 0.2 * rng.uniform());
+      const double amp = m / std::sqrt(b * b + 0.09);  // value = amp * (b + 0.3 x): RMS = m
+      const int pi = cand[i];
+      for (int c : {pair_a(st, P, pi), pair_b(st, P, pi)}) {
+        k.s[c] = static_cast<float>(0.3 * amp);
+        k.mu[c] = static_cast<float>(amp * b);
+        k.outliers.push_back(c);
+      }
+    }
+    std::sort(k.outliers.begin(), k.outliers.end());
+  }
+  // Typical key norm (E|k|^2 over ordinary tokens) sets the sink's extra magnitude.
+  double e2 = 0;
+  for (int c = 0; c < D; ++c) e2 += static_cast<double>(k.mu[c]) * k.mu[c] + static_cast<double>(k.s[c]) * k.s[c];
+  k.sink_lambda = static_cast<float>(std::sqrt(e2 * std::max(0.0, o.sink_key_scale * o.sink_key_scale - 1.0)));
+
+  const float wkn = static_cast<float>(std::sqrt((1.0 - o.key_noise * o.key_noise) / r));
+  const float wvn = static_cast<float>(std::sqrt((1.0 - o.value_noise * o.value_noise) / r));
+  k.wk.resize(static_cast<size_t>(r) * D);
+  k.wv.resize(static_cast<size_t>(r) * D);
+  for (float& w : k.wk) w = static_cast<float>(rng.normal()) * wkn;
+  for (float& w : k.wv) w = static_cast<float>(rng.normal()) * wvn;
+  k.vs.resize(D);
+  k.vmu.resize(D);
+  for (int c = 0; c < D; ++c) {
+    k.vs[c] = static_cast<float>(std::exp(0.2 * rng.normal()));
+    k.vmu[c] = static_cast<float>(0.1 * rng.normal());
+  }
+  return k;
+}
+
+QHead make_q_head(const GenOptions& o, int layer, int h) {
+  const int D = o.shape.head_dim, r = o.rank;
+  Rng rng(derive_seed(o.seed, {kTagQHead, static_cast<uint64_t>(layer), static_cast<uint64_t>(h)}));
+  QHead q;
+  q.focus = o.focus_min + (o.focus_max - o.focus_min) * rng.uniform();
+  q.sink_share = o.sink_share_min + (o.sink_share_max - o.sink_share_min) * rng.uniform();
+  q.wq.resize(static_cast<size_t>(r) * D);
+  for (float& w : q.wq) w = static_cast<float>(rng.normal());
+  return q;
+}
+
+/// Post-RoPE keys of one KV head for tokens [0, n): K [n][D].
+void gen_keys(const GenOptions& o, const KvHead& kh, const Content& ct, int64_t n, uint64_t noise_seed,
+              const Rope& rope, float* K) {
+  const int D = o.shape.head_dim, r = o.rank;
+  const float nu = static_cast<float>(o.key_noise);
+  Rng rng(noise_seed);
+  for (int64_t t = 0; t < n; ++t) {
+    float* k = K + t * D;
+    std::fill(k, k + D, 0.f);
+    const float* e = ct.row(t);
+    for (int j = 0; j < r; ++j) {
+      const float ej = e[j];
+      const float* w = kh.wk.data() + static_cast<size_t>(j) * D;
+      for (int c = 0; c < D; ++c) k[c] += w[c] * ej;
+    }
+    for (int c = 0; c < D; ++c) k[c] = kh.mu[c] + kh.s[c] * (k[c] + nu * fast_normal(rng));
+    if (t == 0)
+      for (int c = 0; c < D; ++c) k[c] += kh.sink_lambda * kh.sink_dir[c];
+    rope.apply(k, t);
+  }
+}
+
+/// Values of one KV head for tokens [0, n): V [n][D].
+void gen_values(const GenOptions& o, const KvHead& kh, const Content& ct, int64_t n, uint64_t noise_seed, float* V) {
+  const int D = o.shape.head_dim, r = o.rank;
+  const float nu = static_cast<float>(o.value_noise);
+  const double sig = o.value_scale_spread;
+  Rng rng(noise_seed);
+  for (int64_t t = 0; t < n; ++t) {
+    float* v = V + t * D;
+    std::fill(v, v + D, 0.f);
+    const float* e = ct.row(t);
+    for (int j = 0; j < r; ++j) {
+      const float ej = e[j];
+      const float* w = kh.wv.data() + static_cast<size_t>(j) * D;
+      for (int c = 0; c < D; ++c) v[c] += w[c] * ej;
+    }
+    float rho = static_cast<float>(std::exp(sig * rng.normal() - 0.5 * sig * sig));
+    if (t == 0) rho *= static_cast<float>(o.sink_value_scale);
+    for (int c = 0; c < D; ++c) v[c] = rho * (v[c] + nu * fast_normal(rng)) * kh.vs[c] + kh.vmu[c] * (t == 0 ? rho : 1.f);
+  }
+}
+
+/// The content direction (post-RoPE, before the temperature) of head `qh`'s query at position p over
+/// keys K (post-RoPE, [>= C][D]).
+void query_content(const GenOptions& o, const KvHead& kh, const QHead& qh, const Content& ct, const float* K,
+                   int64_t C, int64_t p, const Rope& rope, Rng& rng, float* out, std::vector<float>& tmp) {
+  const int D = o.shape.head_dim, r = o.rank;
+  tmp.resize(3 * static_cast<size_t>(D));
+  float* g = tmp.data();
+  float* u = g + D;
+  float* m = u + D;
+  // Generic part: the head's projection of the current token's state, whitened and rotated to p.
+  std::fill(g, g + D, 0.f);
+  const float* e = ct.row(p);
+  for (int j = 0; j < r; ++j) {
+    const float ej = e[j];
+    const float* w = qh.wq.data() + static_cast<size_t>(j) * D;
+    for (int c = 0; c < D; ++c) g[c] += w[c] * ej;
+  }
+  double gn = 0;
+  for (int c = 0; c < D; ++c) gn += static_cast<double>(g[c]) * g[c];
+  const float ginv = gn > 0 ? static_cast<float>(1.0 / std::sqrt(gn)) : 0.f;
+  for (int c = 0; c < D; ++c) g[c] = g[c] * ginv / kh.s[c];
+  rope.apply(g, p);
+  // Target part: the whitened variation of 1-4 earlier tokens' keys (half recent, half anywhere).
+  std::fill(u, u + D, 0.f);
+  if (C >= 2) {
+    const int nt = 1 + static_cast<int>(rng.below(4));
+    for (int k = 0; k < nt; ++k) {
+      int64_t j;
+      if (rng.uniform() < 0.5) {
+        const double back = std::floor(-std::log(1.0 - rng.uniform()) * 16.0);
+        j = C - 1 - static_cast<int64_t>(std::min<double>(static_cast<double>(C - 2), back));
+      } else {
+        j = 1 + static_cast<int64_t>(rng.below(static_cast<uint64_t>(C - 1)));
+      }
+      std::copy(kh.mu.begin(), kh.mu.end(), m);
+      rope.apply(m, j);
+      const float* kj = K + j * D;
+      for (int c = 0; c < D; ++c) u[c] += (kj[c] - m[c]) / kh.s[c];
+    }
+  }
+  double un = 0;
+  for (int c = 0; c < D; ++c) un += static_cast<double>(u[c]) * u[c];
+  const float uinv = un > 0 ? static_cast<float>(1.0 / std::sqrt(un)) : 0.f;
+  const float f = static_cast<float>(qh.focus);
+  for (int c = 0; c < D; ++c) out[c] = f * (u[c] * uinv / kh.s[c]) + (1.f - f) * g[c];
+}
+
+/// Mean entropy and mean d(entropy)/d(log tau) of softmax(tau * a_i) over the calibration rows.
+void entropy_at(const std::vector<std::vector<double>>& a, double tau, double* H, double* dH) {
+  double hs = 0, ds = 0;
+  std::vector<double> w;
+  for (const auto& row : a) {
+    const size_t n = row.size();
+    double m = -INFINITY;
+    for (double x : row) m = std::max(m, tau * x);
+    w.resize(n);
+    for (size_t t = 0; t < n; ++t) w[t] = exp_neg(tau * row[t] - m);
+    double z = 0, e1 = 0, e2 = 0;
+    for (size_t t = 0; t < n; ++t) {
+      z += w[t];
+      e1 += w[t] * row[t];
+      e2 += w[t] * row[t] * row[t];
+    }
+    e1 /= z;
+    e2 /= z;
+    hs += std::log(z) + m - tau * e1;
+    ds += -tau * tau * std::max(0.0, e2 - e1 * e1);
+  }
+  const double n = static_cast<double>(a.size());
+  *H = hs / n;
+  *dH = ds / n;
+}
+
+/// Fits tau (safeguarded Newton on log tau) so the mean non-sink entropy equals `target`.
+double fit_temperature(const std::vector<std::vector<double>>& a, double target) {
+  // tau multiplies a unit-whitened content direction, so logits move by O(tau / sqrt(d)) per unit;
+  // peaked heads need tau ~ 10-50. The bracket keeps queries far from float16 overflow.
+  double lo = std::log(1e-3), hi = std::log(1e3);
+  if (a.front().size() < 2) return 1.0;  // one non-sink token: its entropy is 0 whatever tau is
+  double sd = 0;
+  for (const auto& row : a) {
+    double m1 = 0, m2 = 0;
+    for (double x : row) {
+      m1 += x;
+      m2 += x * x;
+    }
+    m1 /= static_cast<double>(row.size());
+    sd += std::sqrt(std::max(1e-30, m2 / static_cast<double>(row.size()) - m1 * m1));
+  }
+  sd /= static_cast<double>(a.size());
+  const double n = static_cast<double>(a.front().size());
+  double lt = std::log(std::sqrt(2.0 * std::max(std::log(n) - target, 0.05)) / std::max(sd, 1e-6));
+  lt = std::clamp(lt, lo, hi);
+  double H = 0, dH = 0;
+  for (int it = 0; it < 60; ++it) {
+    entropy_at(a, std::exp(lt), &H, &dH);
+    const double gap = H - target;
+    if (std::abs(gap) < 1e-3) break;
+    if (gap > 0) lo = lt; else hi = lt;  // entropy falls as tau grows
+    double next = dH < -1e-12 ? lt - gap / dH : 0.5 * (lo + hi);
+    if (!(next > lo && next < hi)) next = 0.5 * (lo + hi);
+    if (hi - lo < 1e-9) break;
+    lt = next;
+  }
+  return std::exp(lt);
+}
+
+struct LayerModel {
+  std::vector<KvHead> kv;
+  std::vector<QHead> q;
+};
+
+LayerModel make_layer(const GenOptions& o, RopeStyle st, int layer) {
+  LayerModel m;
+  for (int g = 0; g < o.shape.n_kv_heads; ++g) m.kv.push_back(make_kv_head(o, st, layer, g));
+  for (int h = 0; h < o.shape.n_heads; ++h) m.q.push_back(make_q_head(o, layer, h));
+  return m;
+}
+
+double target_entropy(const GenOptions& o, double focus, int64_t C) {
+  const double frac = o.entropy_broad + (o.entropy_peaked - o.entropy_broad) * focus;
+  return frac * std::log(static_cast<double>(std::max<int64_t>(C - 1, 1)));
+}
+
+/// Fits every query head's temperature and sink logit offset on the calibration draw.
+void calibrate_layer(const GenOptions& o, int layer, LayerModel& lm, const Content& cal, int64_t C,
+                     const Rope& rope) {
+  const int D = o.shape.head_dim, G = o.shape.n_kv_heads, gs = o.shape.group();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  std::vector<float> K(static_cast<size_t>(C) * D), qcs, tmp;
+  std::vector<double> logits;
+  for (int g = 0; g < G; ++g) {
+    gen_keys(o, lm.kv[g], cal, C,
+             derive_seed(o.seed, {kTagCalib, kTagKeyNoise, static_cast<uint64_t>(layer), static_cast<uint64_t>(g)}),
+             rope, K.data());
+    for (int hh = 0; hh < gs; ++hh) {
+      const int h = g * gs + hh;
+      QHead& qh = lm.q[h];
+      if (C < 2) {
+        qh.tau = 1;
+        continue;
+      }
+      const int nc = o.calib_queries;
+      qcs.resize(static_cast<size_t>(nc) * D);
+      for (int i = 0; i < nc; ++i) {
+        Rng rng(derive_seed(o.seed, {kTagCalib, kTagQuery, static_cast<uint64_t>(layer), static_cast<uint64_t>(h),
+                                     static_cast<uint64_t>(i)}));
+        query_content(o, lm.kv[g], qh, cal, K.data(), C, C + i, rope, rng, qcs.data() + static_cast<size_t>(i) * D,
+                      tmp);
+      }
+      logits.resize(static_cast<size_t>(nc) * C);
+      exact_logits_batch_f64(K.data(), C, D, qcs.data(), nc, scale, 0.0, logits.data());
+      std::vector<std::vector<double>> a(static_cast<size_t>(nc));
+      for (int i = 0; i < nc; ++i)  // the non-sink tokens 1..C-1
+        a[i].assign(logits.begin() + static_cast<std::ptrdiff_t>(i) * C + 1,
+                    logits.begin() + static_cast<std::ptrdiff_t>(i + 1) * C);
+      qh.tau = fit_temperature(a, target_entropy(o, qh.focus, C));
+    }
+  }
+}
+
+/// One layer of one sequence: keys, values, queries (rounded to the file dtype) and ref_out.
+void gen_layer(const GenOptions& o, uint64_t seq, int layer, const LayerModel& lm, const Content& ct, int64_t T,
+               int64_t C, int64_t Q, const Rope& rope, SequenceData::Layer& out) {
+  const int D = o.shape.head_dim, G = o.shape.n_kv_heads, H = o.shape.n_heads, gs = o.shape.group();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const size_t head_kv = static_cast<size_t>(T) * D, head_q = static_cast<size_t>(Q) * D;
+  out.keys.resize(G * head_kv);
+  out.values.resize(G * head_kv);
+  out.queries.resize(H * head_q);
+  out.ref_out.assign(o.write_ref_out ? H * head_q : 0, 0.f);
+  out.sliding_window = 0;
+  std::vector<float> K(head_kv), qc(gs * head_q), tmp;
+  std::vector<double> o64(gs * head_q), logits(static_cast<size_t>(gs) * Q * C), want(static_cast<size_t>(gs) * Q),
+      scratch(static_cast<size_t>(C));
+  const uint64_t L = static_cast<uint64_t>(layer);
+  for (int g = 0; g < G; ++g) {
+    const KvHead& kh = lm.kv[g];
+    gen_keys(o, kh, ct, T, derive_seed(o.seed, {kTagKeyNoise, seq, L, static_cast<uint64_t>(g)}), rope, K.data());
+    float* ks = out.keys.data() + g * head_kv;
+    float* vs = out.values.data() + g * head_kv;
+    for (size_t i = 0; i < head_kv; ++i) ks[i] = round_to(o.dtype, K[i]);
+    gen_values(o, kh, ct, T, derive_seed(o.seed, {kTagValNoise, seq, L, static_cast<uint64_t>(g)}), vs);
+    for (size_t i = 0; i < head_kv; ++i) vs[i] = round_to(o.dtype, vs[i]);
+    // Each query = tau * content + beta * sink_dir, with beta chosen so that the sink's logit is
+    // logit(share) + log-sum-exp of the query's other logits: the sink then draws the head's share
+    // (jittered per query) of the attention. The other tokens barely see sink_dir (quiet channels).
+    for (int hh = 0; hh < gs; ++hh) {
+      const int h = g * gs + hh;
+      const QHead& qh = lm.q[h];
+      const double base_logit = std::log(qh.sink_share / (1.0 - qh.sink_share));
+      for (int64_t i = 0; i < Q; ++i) {
+        Rng rng(derive_seed(o.seed, {kTagQuery, seq, L, static_cast<uint64_t>(h), static_cast<uint64_t>(i)}));
+        float* q = qc.data() + (static_cast<size_t>(hh) * Q + i) * D;
+        query_content(o, kh, qh, ct, K.data(), C, C + i, rope, rng, q, tmp);
+        for (int c = 0; c < D; ++c) q[c] = static_cast<float>(q[c] * qh.tau);
+        want[static_cast<size_t>(hh) * Q + i] = base_logit + o.sink_share_jitter * rng.normal();
+      }
+    }
+    exact_logits_batch_f64(ks, C, D, qc.data(), gs * Q, scale, 0.0, logits.data());
+    double b0 = 0;  // the sink's logit per unit of sink_dir
+    for (int c = 0; c < D; ++c) b0 += static_cast<double>(kh.sink_dir[c]) * ks[c];
+    b0 *= scale;
+    for (int64_t row = 0; row < gs * Q; ++row) {
+      const double* a = logits.data() + row * C;
+      const double lse = log_sum_exp(a + 1, C - 1, scratch.data());
+      const double beta = (want[static_cast<size_t>(row)] + lse - a[0]) / b0;
+      const float* q = qc.data() + row * D;
+      float* qs = out.queries.data() + (static_cast<size_t>(g) * gs * Q + row) * D;
+      for (int c = 0; c < D; ++c) qs[c] = round_to(o.dtype, static_cast<float>(q[c] + beta * kh.sink_dir[c]));
+    }
+    if (o.write_ref_out) {
+      exact_attention_batch_f64(ks, vs, C, D, out.queries.data() + static_cast<size_t>(g) * gs * head_q, gs * Q, scale,
+                                0.0, o64.data(), nullptr);
+      float* ro = out.ref_out.data() + static_cast<size_t>(g) * gs * head_q;
+      for (size_t i = 0; i < o64.size(); ++i) ro[i] = static_cast<float>(o64[i]);
+    }
+  }
+}
+
+void check(bool ok, const std::string& msg) {
+  if (!ok) throw UsageError(msg);
+}
+
+}  // namespace
+
+void apply_rope(float* x, int head_dim, int64_t pos, const std::string& style, double theta) {
+  const RopeStyle st = parse_rope(style);
+  if (st == RopeStyle::kNone) return;
+  const int P = head_dim / 2;
+  for (int i = 0; i < P; ++i) {
+    float c, s;
+    rope_cos_sin(pos, i, head_dim, theta, &c, &s);
+    if (st == RopeStyle::kHalf) rotate_pair(x[i], x[i + P], c, s);
+    else rotate_pair(x[2 * i], x[2 * i + 1], c, s);
+  }
+}
+
+std::vector<std::string> gen_presets() {
+  return {"tiny", "llama2-7b", "llama3-8b", "mistral-7b", "qwen2-7b", "gpt2"};
+}
+
+GenOptions gen_preset(const std::string& name) {
+  GenOptions o;
+  o.model_like = name;
+  o.sequences = 2;
+  o.tokens = 4096 + 64;
+  o.queries = 64;
+  auto shape = [&](int l, int h, int g, int d) { o.shape = ModelShape{l, h, g, d}; };
+  if (name == "tiny") {
+    shape(2, 4, 2, 64);
+    o.tokens = 512 + 16;
+    o.queries = 16;
+  } else if (name == "llama2-7b") {
+    shape(32, 32, 32, 128);
+    o.rope_theta = 10000;
+  } else if (name == "llama3-8b") {
+    shape(32, 32, 8, 128);
+    o.rope_theta = 500000;
+    o.dtype = DType::kBFloat16;
+  } else if (name == "mistral-7b") {
+    shape(32, 32, 8, 128);
+    o.rope_theta = 1000000;
+    o.dtype = DType::kBFloat16;
+  } else if (name == "qwen2-7b") {
+    shape(28, 28, 4, 128);
+    o.rope_theta = 1000000;
+    o.dtype = DType::kBFloat16;
+  } else if (name == "gpt2") {
+    shape(12, 12, 12, 64);
+    o.rope_style = "none";
+    o.tokens = 1024;
+    o.queries = 32;
+  } else {
+    std::string list;
+    for (const auto& p : gen_presets()) list += (list.empty() ? "" : ", ") + p;
+    throw UsageError(fmt::format("--model-like: unknown preset '{}' (available: {})", name, list));
+  }
+  o.rope_style = name == "gpt2" ? "none" : "half";
+  return o;
+}
+
+void validate_gen_options(const GenOptions& o) {
+  const ModelShape& s = o.shape;
+  check(s.n_layers >= 1 && s.n_layers <= 1000, fmt::format("--layers: expected 1..1000, got {}", s.n_layers));
+  check(s.n_heads >= 1 && s.n_heads <= 1024, fmt::format("--heads: expected 1..1024, got {}", s.n_heads));
+  check(s.n_kv_heads >= 1 && s.n_kv_heads <= s.n_heads && s.n_heads % s.n_kv_heads == 0,
+        fmt::format("--kv-heads: expected a divisor of --heads ({}), got {}", s.n_heads, s.n_kv_heads));
+  check(s.head_dim >= 4 && s.head_dim <= 1024 && s.head_dim % 2 == 0,
+        fmt::format("--head-dim: the generator needs an even head_dim in [4, 1024] (RoPE pairs), got {}", s.head_dim));
+  check(o.queries >= 1, fmt::format("--queries: expected >= 1, got {}", o.queries));
+  check(o.tokens >= o.queries + 2,
+        fmt::format("--tokens: expected >= --queries + 2 (a context of >= 2 tokens), got {} with {} queries", o.tokens,
+                    o.queries));
+  check(o.tokens <= (int64_t(1) << 20), fmt::format("--tokens: expected <= 1048576, got {}", o.tokens));
+  check(o.sequences >= 1 && o.sequences <= 100000, fmt::format("--sequences: expected >= 1, got {}", o.sequences));
+  parse_rope(o.rope_style);
+  check(std::isfinite(o.rope_theta) && o.rope_theta > 1, fmt::format("--rope-theta: expected > 1, got {}", o.rope_theta));
+  check(o.outlier_channels >= 0 && o.outlier_channels <= s.head_dim,
+        fmt::format("--outlier-channels: expected 0..head_dim = {}, got {}", s.head_dim, o.outlier_channels));
+  check(o.outlier_scale_min >= 1 && o.outlier_scale_min <= o.outlier_scale_max && o.outlier_scale_max <= 1000,
+        fmt::format("--outlier-scale-min/max: expected 1 <= min <= max <= 1000, got {} and {}", o.outlier_scale_min,
+                    o.outlier_scale_max));
+  check(o.channel_mean >= 0 && o.channel_mean <= 3, fmt::format("--channel-mean: expected 0..3, got {}", o.channel_mean));
+  check(o.sink_share_min > 0 && o.sink_share_min <= o.sink_share_max && o.sink_share_max < 1,
+        fmt::format("--sink-share-min/max: expected 0 < min <= max < 1, got {} and {}", o.sink_share_min,
+                    o.sink_share_max));
+  check(o.sink_share_jitter >= 0 && o.sink_share_jitter <= 3,
+        fmt::format("--sink-share-jitter: expected 0..3, got {}", o.sink_share_jitter));
+  check(o.sink_key_scale >= 1.5 && o.sink_key_scale <= 100,
+        fmt::format("--sink-key-scale: expected 1.5..100, got {}", o.sink_key_scale));
+  check(o.sink_value_scale >= 0 && o.sink_value_scale <= 10,
+        fmt::format("--sink-value-scale: expected 0..10, got {}", o.sink_value_scale));
+  check(o.focus_min >= 0 && o.focus_min <= o.focus_max && o.focus_max <= 1,
+        fmt::format("--focus-min/max: expected 0 <= min <= max <= 1, got {} and {}", o.focus_min, o.focus_max));
+  check(o.entropy_broad > 0 && o.entropy_broad <= 1 && o.entropy_peaked > 0 && o.entropy_peaked <= 1,
+        fmt::format("--entropy-broad/peaked: expected fractions of ln(C) in (0, 1], got {} and {}", o.entropy_broad,
+                    o.entropy_peaked));
+  check(o.value_scale_spread >= 0 && o.value_scale_spread <= 3,
+        fmt::format("--value-scale-spread: expected 0..3, got {}", o.value_scale_spread));
+  check(o.rank >= 1 && o.rank <= 1024, fmt::format("--rank: expected 1..1024, got {}", o.rank));
+  check(o.key_noise >= 0 && o.key_noise < 1, fmt::format("--key-noise: expected [0, 1), got {}", o.key_noise));
+  check(o.value_noise >= 0 && o.value_noise < 1, fmt::format("--value-noise: expected [0, 1), got {}", o.value_noise));
+  check(o.topic_persistence >= 0 && o.topic_persistence < 1,
+        fmt::format("--topic-persistence: expected [0, 1), got {}", o.topic_persistence));
+  check(o.copy_prob >= 0 && o.copy_prob <= 1, fmt::format("--copy-prob: expected 0..1, got {}", o.copy_prob));
+  check(o.calib_queries >= 1 && o.calib_queries <= 1024,
+        fmt::format("--calib-queries: expected 1..1024, got {}", o.calib_queries));
+  check(o.chunk_tokens >= 0, fmt::format("--chunk-tokens: expected >= 0, got {}", o.chunk_tokens));
+  check(o.deflate >= 0 && o.deflate <= 9, fmt::format("--deflate: expected 0..9, got {}", o.deflate));
+}
+
+void generate_dump(const std::string& path, const GenOptions& o) {
+  validate_gen_options(o);
+  const RopeStyle st = parse_rope(o.rope_style);
+  const int64_t T = o.tokens, Q = o.queries, C = T - Q;
+  const int D = o.shape.head_dim;
+
+  DumpAttrs attrs;
+  attrs.model = "synthetic:" + o.model_like;
+  attrs.model_revision = fmt::format("kvbench-gen/1 seed={}", o.seed);
+  attrs.source = std::string("kvbench gen ") + KVB_VERSION;
+  attrs.shape = o.shape;
+  attrs.rope_applied = st == RopeStyle::kNone ? 0 : 1;
+  attrs.rope_style = o.rope_style;
+  attrs.rope_theta = o.rope_theta;
+  attrs.qk_norm = 0;
+  attrs.softmax_scale = 1.0 / std::sqrt(static_cast<double>(D));
+  attrs.attn_softcap = 0;
+  attrs.orig_dtype = to_string(o.dtype);
+  attrs.seed = static_cast<int64_t>(o.seed);
+
+  WriterOptions wo;
+  wo.dtype = o.dtype;
+  wo.chunk_tokens = o.chunk_tokens;
+  wo.deflate = o.deflate;
+  KvDumpWriter writer(path, attrs, wo);
+
+  const Rope rope(st, D, o.rope_theta, std::max<int64_t>(T, C + o.calib_queries));
+  const Content cal = make_content(o, kCalibSequence, C + o.calib_queries);
+  // Per-layer calibration (tau per query head) is fitted once, on the calibration draw, and reused by
+  // every sequence: like weights, it does not depend on the evaluated sequences.
+  std::vector<std::vector<double>> calib(static_cast<size_t>(o.shape.n_layers));
+  SequenceData::Layer layer;
+  for (int s = 0; s < o.sequences; ++s) {
+    const Content ct = make_content(o, static_cast<uint64_t>(s), T);
+    SequenceData header;
+    header.id = fmt::format("s{}", s);
+    header.n_tokens = T;
+    header.context_len = C;
+    header.tokens = ct.tokens;
+    for (int64_t i = 0; i < Q; ++i) header.query_positions.push_back(C + i);
+    writer.begin_sequence(header);
+    for (int l = 0; l < o.shape.n_layers; ++l) {
+      LayerModel lm = make_layer(o, st, l);
+      auto& cl = calib[static_cast<size_t>(l)];
+      if (cl.empty()) {
+        calibrate_layer(o, l, lm, cal, C, rope);
+        for (const auto& q : lm.q) cl.push_back(q.tau);
+      } else {
+        for (size_t h = 0; h < lm.q.size(); ++h) lm.q[h].tau = cl[h];
+      }
+      gen_layer(o, static_cast<uint64_t>(s), l, lm, ct, T, C, Q, rope, layer);
+      writer.write_layer(l, layer);
+    }
+    writer.end_sequence();
+  }
+  writer.close();
+}
+
+}  // namespace kvb
