@@ -1,10 +1,26 @@
 #include "kvb/core/registry.h"
 
+#include "codecs/baselines.h"
+
 namespace kvb {
 
 /// The one list of every codec kvbench knows: one line per codec.
 void register_all_codecs(CodecRegistry& r) {
-  (void)r;
+  r.add(codecs::fp16_entry());
+  r.add(codecs::fp8_entry());
+  r.add(codecs::int_entry());
+  r.add(codecs::kivi_entry());
+}
+
+/// The process-wide registry (declared in kvb/core/registry.h), defined beside the list so that the core
+/// library has no link-time dependency on the codecs.
+const CodecRegistry& registry() {
+  static const CodecRegistry r = [] {
+    CodecRegistry reg;
+    register_all_codecs(reg);
+    return reg;
+  }();
+  return r;
 }
 
 }  // namespace kvb

@@ -1,0 +1,50 @@
+#include "codecs/common/baseline.h"
+
+#include <cmath>
+
+#include "kvb/core/attn_math.h"
+#include "kvb/core/error.h"
+
+namespace kvb::codecs {
+
+void check_layer(const LayerKV& kv, const std::string& codec) {
+  KVB_CHECK(kv.kv_heads >= 1 && kv.tokens >= 1 && kv.head_dim >= 1, DataError,
+            "{}: cannot encode a cache of {} KV heads x {} tokens x head_dim {} (each must be >= 1)", codec,
+            kv.kv_heads, kv.tokens, kv.head_dim);
+  const size_t n = static_cast<size_t>(kv.kv_heads) * static_cast<size_t>(kv.tokens) * static_cast<size_t>(kv.head_dim);
+  KVB_CHECK(kv.k.size() == n && kv.v.size() == n, DataError,
+            "{}: cache of shape [{}, {}, {}] needs {} floats for keys and values, found {} and {}", codec,
+            kv.kv_heads, kv.tokens, kv.head_dim, n, kv.k.size(), kv.v.size());
+}
+
+bool BaselineLayer::scores(int g, const float* q, float* s_out, Scratch& scratch) const {
+  key_dots(g, q, s_out, scratch);
+  const float scale = attn_.softmax_scale, cap = attn_.softcap;
+  if (cap > 0.f) {
+    for (int64_t t = 0; t < C_; ++t) s_out[t] = softcap_f(scale * s_out[t], cap);
+  } else {
+    for (int64_t t = 0; t < C_; ++t) s_out[t] = scale * s_out[t];
+  }
+  return true;
+}
+
+void BaselineLayer::attend(int g, const float* q, float* o_out, Scratch& scratch) const {
+  float* s = scratch.floats(static_cast<size_t>(C_));
+  scores(g, q, s, scratch);
+  float m = -INFINITY;
+  for (int64_t t = 0; t < C_; ++t) m = s[t] > m ? s[t] : m;
+  // The normalizer is summed in double: it adds C weights dominated by the largest few, where float32
+  // would lose ~sqrt(C) ulps; one scalar, so it costs nothing measurable.
+  double l = 0.0;
+  if (std::isinf(m) && m > 0) {
+    // Logits overflowed float (absurd inputs): the +Inf tokens share the mass equally, never NaN.
+    for (int64_t t = 0; t < C_; ++t) l += (s[t] = (s[t] == m) ? 1.f : 0.f);
+  } else {
+    for (int64_t t = 0; t < C_; ++t) l += (s[t] = std::exp(s[t] - m));
+  }
+  weighted_values(g, s, o_out, scratch);
+  const float inv = static_cast<float>(1.0 / l);  // l >= 1: the max token contributes exp(0)
+  for (int j = 0; j < d_; ++j) o_out[j] *= inv;
+}
+
+}  // namespace kvb::codecs

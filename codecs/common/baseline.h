@@ -1,0 +1,124 @@
+#pragma once
+/// Glue shared by the baseline codecs (fp16, fp8, int, kivi) and their references: boundary checks,
+/// the per-KV-head encode loop, storage bookkeeping, and the scores -> softmax -> weighted-sum driver.
+/// Each codec supplies only what differs: how it encodes one KV head, how it dots a query with its keys
+/// and how it sums weighted values, always straight from its compressed buffers.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kvb/core/codec.h"
+#include "kvb/core/registry.h"
+
+namespace kvb::codecs {
+
+/// Throws DataError unless `kv` is a non-empty [kv_heads, tokens, head_dim] cache whose k and v hold
+/// exactly that many floats. `codec` names the codec in the message.
+void check_layer(const LayerKV& kv, const std::string& codec);
+
+/// Runs f(g) for every KV head g, in parallel (OpenMP) when there is more than one head. f must not throw
+/// (validate before calling): an exception cannot leave an OpenMP region.
+template <class F>
+void for_each_head(int kv_heads, F&& f) {
+#pragma omp parallel for schedule(static) if (kv_heads > 1)
+  for (int g = 0; g < kv_heads; ++g) f(g);
+}
+
+/// Size in bytes of a buffer.
+template <class T>
+uint64_t bytes_of(const std::vector<T>& v) {
+  return static_cast<uint64_t>(v.size()) * sizeof(T);
+}
+
+/// Builds a Storage from the buffers a layer actually holds.
+class StorageList {
+ public:
+  StorageList(int kv_heads, double nominal_bytes_per_token) {
+    s_.kv_heads = kv_heads;
+    s_.nominal_bytes_per_token = nominal_bytes_per_token;
+  }
+  StorageList& add(std::string name, StorageKind kind, uint64_t bytes, int64_t tokens) {
+    s_.items.push_back(StorageItem{std::move(name), kind, bytes, tokens});
+    return *this;
+  }
+  Storage get() const { return s_; }
+
+ private:
+  Storage s_;
+};
+
+/// An encoded layer whose logits are softmax_scale·<q, k̂_t> (then softcap) over all C tokens, and whose
+/// output is Σ softmax(ŝ)_t v̂_t. attend() runs two passes: logits into scratch.floats(C), then one
+/// weighted pass over the values. Two passes beat an online softmax here because ŝ must be produced
+/// anyway (scores()), and the value pass then needs no rescaling of the accumulator.
+class BaselineLayer : public EncodedLayer {
+ public:
+  BaselineLayer(int kv_heads, int64_t tokens, int head_dim, AttnConfig attn)
+      : kv_heads_(kv_heads), C_(tokens), d_(head_dim), attn_(attn) {}
+
+  int64_t tokens() const final { return C_; }
+  bool scores(int g, const float* q, float* s_out, Scratch& scratch) const final;
+  void attend(int g, const float* q, float* o_out, Scratch& scratch) const final;
+
+ protected:
+  /// dots[t] = <q, k̂_t> for t in [0, C), computed from the compressed keys of KV head g.
+  /// May use scratch.floats2(), never scratch.floats() (attend keeps the logits there).
+  virtual void key_dots(int g, const float* q, float* dots, Scratch& scratch) const = 0;
+  /// out[0, d) = Σ_t w[t]·v̂_t over KV head g (out is overwritten). w points into scratch.floats();
+  /// may use scratch.floats2().
+  virtual void weighted_values(int g, const float* w, float* out, Scratch& scratch) const = 0;
+
+  int kv_heads_;
+  int64_t C_;
+  int d_;
+  AttnConfig attn_;
+};
+
+/// A Codec that validates the cache and delegates to `encode_fn(params, kv, ctx)`. P must provide
+/// `void check(int head_dim) const` (throws Unsupported) and `std::string label() const`.
+template <class P>
+class FnCodec final : public Codec {
+ public:
+  using EncodeFn = std::unique_ptr<EncodedLayer> (*)(const P&, const LayerKV&, const CodecContext&);
+  FnCodec(P p, EncodeFn fn, std::string impl) : p_(std::move(p)), fn_(fn), impl_(std::move(impl)) {}
+
+  std::unique_ptr<EncodedLayer> encode(int layer, const LayerKV& kv, const EncodedLayer* prev,
+                                       const CodecContext& ctx) const override {
+    (void)layer, (void)prev;
+    check_layer(kv, p_.label());
+    p_.check(kv.head_dim);
+    return fn_(p_, kv, ctx);
+  }
+  Json report() const override { return Json{{"label", p_.label()}, {"implementation", impl_}}; }
+
+ private:
+  P p_;
+  EncodeFn fn_;
+  std::string impl_;
+};
+
+/// A CodecFactory for parameter struct P: resolves the JSON against `specs` (defaults filled), builds P
+/// with P::from_json, checks it against the model's head_dim (when known), then wraps `fn`.
+template <class P>
+CodecFactory fn_factory(std::vector<ParamSpec> specs, std::string name, typename FnCodec<P>::EncodeFn fn,
+                        std::string impl) {
+  return [specs = std::move(specs), name = std::move(name), fn, impl = std::move(impl)](
+             const Json& params, const ModelShape& shape) -> std::unique_ptr<Codec> {
+    P p = P::from_json(resolve_params(specs, params, name + ".params"));
+    if (shape.head_dim > 0) p.check(shape.head_dim);
+    return std::make_unique<FnCodec<P>>(std::move(p), fn, impl);
+  };
+}
+
+/// The entry's label function: resolves (defaults filled) and asks P for its label.
+template <class P>
+std::function<std::string(const Json&)> fn_label(std::vector<ParamSpec> specs, std::string name) {
+  return [specs = std::move(specs), name = std::move(name)](const Json& params) {
+    return P::from_json(resolve_params(specs, params, name + ".params")).label();
+  };
+}
+
+}  // namespace kvb::codecs

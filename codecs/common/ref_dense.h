@@ -1,0 +1,29 @@
+#pragma once
+/// Helpers for the baseline codecs' naive references (`*_ref.cpp`). A reference is the specification
+/// written as literally as possible and WITHOUT the shared per-element math headers (fp8.h, uniform.h,
+/// fp16_store.h, half.h), so that a bug there shows up as a cpu-vs-ref mismatch. A reference encode
+/// quantizes, dequantizes to a dense float copy of K̂ and V̂ (allowed only here), and answers scores and
+/// attend with kvbench's float64 exact attention over that copy. Its storage is computed from the
+/// byte-count formulas, independently of the buffers the CPU implementation allocates.
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "kvb/core/codec.h"
+
+namespace kvb::codecs::ref {
+
+/// x rounded to the nearest binary16 value (ties to even), saturating at ±65504, in double arithmetic.
+float round_f16_sat(float x);
+
+/// Asymmetric min-max quantize -> dequantize of the n values x[0], x[stride], ... into out[i*stride]:
+/// mn = min, mx = max, scale = fp16((mx - mn) / (2^bits - 1)), mn = fp16(mn),
+/// code = clamp(floor((x - mn) / scale + 0.5), 0, 2^bits - 1) (code 0 when scale == 0),
+/// x̂ = code·scale + mn.
+void minmax_qdq(const float* x, int64_t n, int64_t stride, int bits, float* out);
+
+/// An encoded layer that holds dense K̂, V̂ [kv_heads, C, d] and computes everything in float64.
+std::unique_ptr<EncodedLayer> dense_layer(const LayerKV& kv, std::vector<float> k_hat, std::vector<float> v_hat,
+                                          const CodecContext& ctx, Storage storage);
+
+}  // namespace kvb::codecs::ref

@@ -1,0 +1,20 @@
+#pragma once
+/// fp16: the cache stored as IEEE binary16 and attended exactly — the "exact fp16 attention" row
+/// every throughput number is compared with (kvbench.md §5).
+#include <memory>
+#include <string>
+
+#include "kvb/core/codec.h"
+
+namespace kvb::codecs {
+
+struct Fp16Params {
+  static Fp16Params from_json(const Json&) { return {}; }
+  void check(int) const {}
+  std::string label() const { return "fp16"; }
+};
+
+std::unique_ptr<EncodedLayer> fp16_encode_cpu(const Fp16Params& p, const LayerKV& kv, const CodecContext& ctx);
+std::unique_ptr<EncodedLayer> fp16_encode_ref(const Fp16Params& p, const LayerKV& kv, const CodecContext& ctx);
+
+}  // namespace kvb::codecs

@@ -1,0 +1,102 @@
+/// fp8 reference, independent of fp8.h's bit manipulation: codes are decoded by the textbook formula
+/// and encoded by searching the sorted table of finite values for the nearest one.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "codecs/common/baseline.h"
+#include "codecs/common/ref_dense.h"
+#include "codecs/fp8/fp8_codec.h"
+
+namespace kvb::codecs::ref {
+namespace {
+
+struct FormatDef {
+  int man_bits, bias;
+  int max_code;  // largest finite code, sign cleared: E4M3FN 0x7e (S.1111.111 is NaN), E5M2 0x7b
+  double max_value;
+};
+
+FormatDef def(fp8::Format f) { return f == fp8::Format::kE4M3 ? FormatDef{3, 7, 0x7e, 448.0} : FormatDef{2, 15, 0x7b, 57344.0}; }
+
+/// values[c] for the non-negative finite codes c = 0 .. max_code, increasing in c.
+const std::vector<double>& positive_values(fp8::Format f) {
+  static const std::vector<double> tables[2] = {
+      [] {
+        std::vector<double> v;
+        for (int c = 0; c <= def(fp8::Format::kE4M3).max_code; ++c) v.push_back(fp8_decode_formula(fp8::Format::kE4M3, static_cast<uint8_t>(c)));
+        return v;
+      }(),
+      [] {
+        std::vector<double> v;
+        for (int c = 0; c <= def(fp8::Format::kE5M2).max_code; ++c) v.push_back(fp8_decode_formula(fp8::Format::kE5M2, static_cast<uint8_t>(c)));
+        return v;
+      }()};
+  return tables[f == fp8::Format::kE4M3 ? 0 : 1];
+}
+
+}  // namespace
+
+double fp8_decode_formula(fp8::Format f, uint8_t code) {
+  const FormatDef d = def(f);
+  const int exp_bits = 7 - d.man_bits;
+  const int s = code >> 7, e = (code >> d.man_bits) & ((1 << exp_bits) - 1), m = code & ((1 << d.man_bits) - 1);
+  const double sign = s ? -1.0 : 1.0;
+  if ((code & 0x7f) > d.max_code) {
+    if (f == fp8::Format::kE5M2 && (code & 0x7f) == 0x7c) return sign * INFINITY;
+    return NAN;
+  }
+  if (e == 0) return sign * std::ldexp(static_cast<double>(m), 1 - d.bias - d.man_bits);
+  return sign * std::ldexp(1.0 + std::ldexp(static_cast<double>(m), -d.man_bits), e - d.bias);
+}
+
+uint8_t fp8_encode_nearest(fp8::Format f, float x) {
+  const FormatDef d = def(f);
+  if (std::isnan(x)) return static_cast<uint8_t>(std::signbit(x) ? 0xff : 0x7f);
+  const uint8_t sign = std::signbit(x) ? 0x80 : 0x00;
+  const double a = std::fabs(static_cast<double>(x));
+  if (a >= d.max_value) return static_cast<uint8_t>(sign | d.max_code);
+  const auto& v = positive_values(f);
+  // first value >= a; the nearest code is it or its predecessor
+  const int hi = static_cast<int>(std::lower_bound(v.begin(), v.end(), a) - v.begin());
+  int c = hi;
+  if (hi > 0) {
+    const double below = a - v[hi - 1], above = v[hi] - a;
+    if (below < above || (below == above && (hi - 1) % 2 == 0)) c = hi - 1;
+  }
+  return static_cast<uint8_t>(sign | c);
+}
+
+}  // namespace kvb::codecs::ref
+
+namespace kvb::codecs {
+
+std::unique_ptr<EncodedLayer> fp8_encode_ref(const Fp8Params& p, const LayerKV& kv, const CodecContext& ctx) {
+  const double fmax = ref::def(p.format).max_value;
+  const int64_t n = kv.tokens * kv.head_dim;
+  std::vector<float> k(kv.k.size()), v(kv.v.size());
+  auto qdq = [&](const float* x, float* out) {
+    float absmax = 0.f;
+    for (int64_t i = 0; i < n; ++i) absmax = std::max(absmax, std::fabs(x[i]));
+    float scale = absmax / static_cast<float>(fmax);
+    if (!(scale >= 1.17549435e-38f)) scale = 1.f;  // all-zero (or denormal-only) head
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = static_cast<float>(ref::fp8_decode_formula(p.format, ref::fp8_encode_nearest(p.format, x[i] / scale)) *
+                                  scale);
+  };
+  for (int g = 0; g < kv.kv_heads; ++g) {
+    qdq(kv.k_head(g), k.data() + g * n);
+    qdq(kv.v_head(g), v.data() + g * n);
+  }
+  const uint64_t codes = static_cast<uint64_t>(kv.kv_heads) * n;  // one byte per element
+  const uint64_t scales = 4ull * kv.kv_heads;                     // one fp32 per KV head
+  Storage st = StorageList(kv.kv_heads, 2.0 * kv.head_dim)
+                   .add("k.fp8", StorageKind::kCompressed, codes, kv.tokens)
+                   .add("v.fp8", StorageKind::kCompressed, codes, kv.tokens)
+                   .add("k.scale", StorageKind::kFixed, scales, 0)
+                   .add("v.scale", StorageKind::kFixed, scales, 0)
+                   .get();
+  return ref::dense_layer(kv, std::move(k), std::move(v), ctx, std::move(st));
+}
+
+}  // namespace kvb::codecs

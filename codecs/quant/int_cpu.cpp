@@ -1,0 +1,58 @@
+/// int CPU implementation. Layout per KV head, token-major so attend streams one token at a time:
+///   k_codes, v_codes [kv_head][token][row_bytes(head_dim, code_bits)]
+///   k_sm,    v_sm    [kv_head][token][head_dim / group_size] (fp16 scale, fp16 min)
+#include "codecs/common/baseline.h"
+#include "codecs/quant/int_codec.h"
+#include "codecs/quant/uniform_cpu.h"
+
+namespace kvb::codecs {
+namespace {
+
+class IntLayer final : public BaselineLayer {
+ public:
+  IntLayer(const IntParams& p, const LayerKV& kv, const CodecContext& ctx)
+      : BaselineLayer(kv.kv_heads, kv.tokens, kv.head_dim, ctx.attn), p_(p),
+        f_{kv.head_dim, p.code_bits, p.group_size},
+        k_codes_(static_cast<size_t>(kv_heads_ * C_ * f_.bytes())), v_codes_(k_codes_.size()),
+        k_sm_(static_cast<size_t>(kv_heads_ * C_ * f_.groups())), v_sm_(k_sm_.size()) {
+    for_each_head(kv_heads_, [&](int g) {
+      uq::encode_rows(f_, kv.k_head(g), C_, k_codes_.data() + codes_at(g), k_sm_.data() + sm_at(g));
+      uq::encode_rows(f_, kv.v_head(g), C_, v_codes_.data() + codes_at(g), v_sm_.data() + sm_at(g));
+    });
+  }
+
+  Storage storage() const override {
+    return StorageList(kv_heads_, p_.bytes_per_token(d_))
+        .add("k.codes", StorageKind::kCompressed, bytes_of(k_codes_), C_)
+        .add("k.scale_min", StorageKind::kCompressed, bytes_of(k_sm_), C_)
+        .add("v.codes", StorageKind::kCompressed, bytes_of(v_codes_), C_)
+        .add("v.scale_min", StorageKind::kCompressed, bytes_of(v_sm_), C_)
+        .get();
+  }
+
+ protected:
+  void key_dots(int g, const float* q, float* dots, Scratch& scratch) const override {
+    uq::dot_rows(f_, q, k_codes_.data() + codes_at(g), k_sm_.data() + sm_at(g), C_, dots, scratch.floats2(f_.scratch_floats()));
+  }
+  void weighted_values(int g, const float* w, float* out, Scratch& scratch) const override {
+    for (int j = 0; j < d_; ++j) out[j] = 0.f;
+    uq::accumulate_rows(f_, w, v_codes_.data() + codes_at(g), v_sm_.data() + sm_at(g), C_, out, scratch.floats2(f_.scratch_floats()));
+  }
+
+ private:
+  size_t codes_at(int g) const { return static_cast<size_t>(g * C_ * f_.bytes()); }  // head g's first row
+  size_t sm_at(int g) const { return static_cast<size_t>(g * C_ * f_.groups()); }
+
+  IntParams p_;
+  uq::RowFormat f_;
+  std::vector<uint8_t> k_codes_, v_codes_;      // [kv_head][token][row bytes]
+  std::vector<uq::GroupParams> k_sm_, v_sm_;  // [kv_head][token][group]
+};
+
+}  // namespace
+
+std::unique_ptr<EncodedLayer> int_encode_cpu(const IntParams& p, const LayerKV& kv, const CodecContext& ctx) {
+  return std::make_unique<IntLayer>(p, kv, ctx);
+}
+
+}  // namespace kvb::codecs

@@ -1,0 +1,52 @@
+#pragma once
+/// kivi: KIVI (Liu et al., arXiv 2402.02750; codecs.md §6).
+///  - keys per CHANNEL: the first C - (C mod R) tokens in blocks of G consecutive tokens; each block stores
+///    one fp16 (scale, min) per channel. The last C mod R keys stay fp16 (flush-when-full residual).
+///  - values per TOKEN: all but the last min(R, C) tokens, in groups of G channels with fp16 (scale, min);
+///    the last min(R, C) values stay fp16 (sliding window).
+/// Quantizer and packing: codecs/quant/uniform.h (the same one `int` uses).
+#include <algorithm>
+#include <memory>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "kvb/core/codec.h"
+#include "kvb/core/error.h"
+
+namespace kvb::codecs {
+
+struct KiviParams {
+  int code_bits = 2;
+  int group_size = 32;  ///< G: tokens per key block and channels per value group
+  int residual = 128;   ///< R: fp16 key residual capacity and value window length
+
+  static KiviParams from_json(const Json& p) {
+    return KiviParams{p.at("code_bits").get<int>(), p.at("group_size").get<int>(), p.at("residual").get<int>()};
+  }
+  void check(int head_dim) const {
+    KVB_CHECK(residual % group_size == 0, Unsupported,
+              "kivi: residual {} is not a multiple of group_size {} (KIVI flushes the key residual in whole "
+              "groups)",
+              residual, group_size);
+    KVB_CHECK(head_dim % group_size == 0, Unsupported,
+              "kivi: group_size {} (channels per value group) does not divide head_dim {}", group_size, head_dim);
+  }
+  std::string label() const { return fmt::format("kivi{}-g{}-r{}", code_bits, group_size, residual); }
+
+  /// Keys quantized: whole residual flushes.
+  int64_t key_quant_tokens(int64_t C) const { return C - C % residual; }
+  /// Values quantized: everything before the fp16 window of the last min(R, C) tokens.
+  int64_t value_quant_tokens(int64_t C) const { return C - std::min<int64_t>(residual, C); }
+  /// Bytes per quantized token per KV head, K and V together: two packed rows, the key block's per-channel
+  /// (scale, min) amortized over G tokens, and the value's per-group (scale, min).
+  double bytes_per_token(int head_dim) const {
+    const double row = static_cast<double>((static_cast<int64_t>(head_dim) * code_bits + 7) / 8);
+    return 2.0 * row + 4.0 * head_dim / group_size + 4.0 * (head_dim / group_size);
+  }
+};
+
+std::unique_ptr<EncodedLayer> kivi_encode_cpu(const KiviParams& p, const LayerKV& kv, const CodecContext& ctx);
+std::unique_ptr<EncodedLayer> kivi_encode_ref(const KiviParams& p, const LayerKV& kv, const CodecContext& ctx);
+
+}  // namespace kvb::codecs

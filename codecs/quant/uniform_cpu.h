@@ -1,0 +1,96 @@
+#pragma once
+/// CPU loops over packed uniform-quantized rows (math in uniform.h), shared by `int` (keys and values)
+/// and `kivi` (values; its per-channel keys reuse unpack_rows). Token-major layout throughout:
+///   codes [n][row_bytes(d, bits)]   one packed row per token
+///   sm    [n][d / group]            GroupParams (fp16 scale, fp16 min) per token and channel group
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+#include "codecs/common/row_kernels.h"
+#include "codecs/quant/uniform.h"
+
+namespace kvb::codecs::uq {
+
+static_assert(sizeof(GroupParams) == 4, "GroupParams is stored as two binary16 values");
+
+/// Calls f(std::integral_constant<int, B>{}) for B = bits (1..8), so loops get compile-time shifts.
+template <class F>
+decltype(auto) dispatch_bits(int bits, F&& f) {
+  switch (bits) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
+}
+
+/// Same, as a statement calling fn<B>(args...) — for hot loops compiled with KVB_CPU_CLONES, where the
+/// per-width body must be inlined into the cloned function (mark it KVB_FORCE_INLINE).
+#define KVB_DISPATCH_BITS(bits, fn, ...)   \
+  switch (bits) {                          \
+    case 1: fn<1>(__VA_ARGS__); break;     \
+    case 2: fn<2>(__VA_ARGS__); break;     \
+    case 3: fn<3>(__VA_ARGS__); break;     \
+    case 4: fn<4>(__VA_ARGS__); break;     \
+    case 5: fn<5>(__VA_ARGS__); break;     \
+    case 6: fn<6>(__VA_ARGS__); break;     \
+    case 7: fn<7>(__VA_ARGS__); break;     \
+    default: fn<8>(__VA_ARGS__); break;    \
+  }
+
+/// Unpacks the n codes of one packed row into floats, minus `offset`: out[j] = code_j - offset (exact for
+/// the half-integer offsets used here). Widths dividing 8 go byte by byte (a loop the compiler vectorizes:
+/// ~4x faster than the generic path); the others assemble 8 codes from B bytes at a time (unpack8).
+template <int B>
+KVB_FORCE_INLINE void unpack_row(const uint8_t* row, int n, float* out, float offset = 0.f) {
+  int j = 0;
+  if constexpr (8 % B == 0) {
+    constexpr int kPerByte = 8 / B;
+    constexpr uint32_t kMask = (1u << B) - 1u;
+    const int full = n / kPerByte;
+    for (int i = 0; i < full; ++i) {
+      const uint32_t byte = row[i];
+      for (int k = 0; k < kPerByte; ++k)
+        out[i * kPerByte + k] = static_cast<float>((byte >> (k * B)) & kMask) - offset;
+    }
+    j = full * kPerByte;
+  } else {
+    for (; j + 8 <= n; j += 8) {
+      uint32_t c[8];
+      unpack8<B>(row + (j / 8) * B, c);
+      for (int k = 0; k < 8; ++k) out[j + k] = static_cast<float>(c[k]) - offset;
+    }
+  }
+  for (; j < n; ++j) out[j] = static_cast<float>(unpack_code(row, j, B)) - offset;
+}
+
+/// Token rows quantized per token in groups of `group` channels.
+struct RowFormat {
+  int d = 0;      ///< channels per row (head_dim)
+  int bits = 0;   ///< code width, 1..8
+  int group = 0;  ///< channels per (scale, min) group; divides d
+  int64_t bytes() const { return row_bytes(d, bits); }
+  int groups() const { return d / group; }
+  /// Floats of scratch dot_rows and accumulate_rows need.
+  size_t scratch_floats() const { return static_cast<size_t>(d + groups()); }
+};
+
+/// Quantizes rows x[n][d]: writes codes[n][f.bytes()] (fully, padding bits zero) and sm[n][f.groups()].
+void encode_rows(const RowFormat& f, const float* x, int64_t n, uint8_t* codes, GroupParams* sm);
+/// dots[t] = <q, x̂_t> for t < n. tmp: scratch of d + d/group floats.
+void dot_rows(const RowFormat& f, const float* q, const uint8_t* codes, const GroupParams* sm, int64_t n,
+              float* dots, float* tmp);
+/// out[j] += Σ_t w[t]·x̂_tj for t < n (tokens with w[t] == 0 are skipped). tmp: scratch of d + d/group
+/// floats.
+void accumulate_rows(const RowFormat& f, const float* w, const uint8_t* codes, const GroupParams* sm, int64_t n,
+                     float* out, float* tmp);
+
+/// Packs n codes (each < 2^bits) into a row of row_bytes(n, bits) bytes (written fully).
+void pack_row(const uint32_t* codes, int n, int bits, uint8_t* row);
+
+}  // namespace kvb::codecs::uq

@@ -1,0 +1,150 @@
+#pragma once
+// Shared helpers of the codec tests: LLM-like synthetic caches and small metric helpers (local, so the
+// codec tests do not depend on kvb_metrics being implemented).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "kvb/attention/exact.h"
+#include "kvb/core/codec.h"
+#include "kvb/core/rng.h"
+
+namespace kvb::test {
+
+/// One layer of a synthetic model: the cache, and `nq` decode queries per query head.
+struct SynthLayer {
+  ModelShape shape;
+  LayerKV kv;
+  int nq = 0;
+  std::vector<float> q;  // [n_heads][nq][head_dim]
+  AttnConfig attn;
+  const float* query(int h, int i) const { return q.data() + (static_cast<size_t>(h) * nq + i) * shape.head_dim; }
+  CodecContext ctx() const { return CodecContext{shape, attn, 7}; }
+  std::string describe() const {
+    return fmt::format("C={} head_dim={} kv_heads={} heads={} softcap={}", kv.tokens, shape.head_dim,
+                       shape.n_kv_heads, shape.n_heads, attn.softcap);
+  }
+};
+
+struct SynthOptions {
+  int kv_heads = 2;
+  int group = 1;  // query heads per KV head
+  int64_t tokens = 127;
+  int head_dim = 64;
+  int queries = 2;
+  uint64_t seed = 1;
+  int outliers = 2;            // key channels with a ~20x larger, token-consistent magnitude
+  float outlier_scale = 20.f;  // their |mean|; their spread along tokens is 2x a normal channel's
+  float sink_logit = 10.f;     // mean extra logit of token 0 (the "sink") for the head's queries
+  float softcap = 0.f;
+};
+
+/// Keys: per-channel mean and scale, a few outlier channels ~20x larger (consistent across tokens), a
+/// high-norm sink token 0 aligned with the head's shared query direction (its logit exceeds the others'
+/// by ~sink_logit, giving it a sizeable share of the mass at a few thousand tokens). Values: per-token
+/// log-normal scale spread. Queries: the shared direction, plus a per-query alignment ("focus") with a
+/// random cached key, plus noise, so attention ranges from peaked (entropy ~1 nat) to broad (~7 nats).
+inline SynthLayer make_layer(const SynthOptions& o) {
+  SynthLayer L;
+  const int d = o.head_dim;
+  const int64_t C = o.tokens;
+  const float sqrt_d = std::sqrt(static_cast<float>(d));
+  L.shape = ModelShape{1, o.kv_heads * o.group, o.kv_heads, d};
+  L.attn.softmax_scale = 1.f / sqrt_d;
+  L.attn.softcap = o.softcap;
+  L.kv.kv_heads = o.kv_heads;
+  L.kv.tokens = C;
+  L.kv.head_dim = d;
+  L.kv.k.resize(static_cast<size_t>(o.kv_heads) * C * d);
+  L.kv.v.resize(L.kv.k.size());
+  L.nq = o.queries;
+  L.q.resize(static_cast<size_t>(L.shape.n_heads) * o.queries * d);
+  for (int g = 0; g < o.kv_heads; ++g) {
+    Rng rng(derive_seed(o.seed, {static_cast<uint64_t>(g), 11}));
+    std::vector<float> mu(d), sc(d), dir(d);
+    for (int j = 0; j < d; ++j) {
+      mu[j] = static_cast<float>(0.5 * rng.normal());
+      sc[j] = static_cast<float>(std::exp(0.3 * rng.normal()));
+    }
+    for (int i = 0; i < std::min(o.outliers, d); ++i) {
+      const int j = static_cast<int>(rng.below(static_cast<uint64_t>(d)));
+      mu[j] = o.outlier_scale * (rng.uniform() < 0.5 ? -1.f : 1.f);
+      sc[j] *= 2.f;
+    }
+    double dn = 0;
+    for (int j = 0; j < d; ++j) dn += (dir[j] = static_cast<float>(rng.normal())) * dir[j];
+    for (int j = 0; j < d; ++j) dir[j] = static_cast<float>(dir[j] / std::sqrt(dn));  // unit query direction
+    float* K = L.kv.k_head(g);
+    float* V = L.kv.v_head(g);
+    for (int64_t t = 0; t < C; ++t) {
+      const float vs = static_cast<float>(std::exp(0.5 * rng.normal()));
+      for (int j = 0; j < d; ++j) {
+        K[t * d + j] = mu[j] + sc[j] * static_cast<float>(rng.normal());
+        V[t * d + j] = 0.2f * mu[j] / (std::fabs(mu[j]) + 1.f) + vs * static_cast<float>(rng.normal());
+      }
+    }
+    // Shared query component a·dir; the sink key gets (sink_logit·√d / a)·dir, i.e. + sink_logit logit.
+    const float a = 0.4f * sqrt_d;
+    const float boost = o.sink_logit * static_cast<float>(0.7 + 0.6 * rng.uniform());
+    for (int j = 0; j < d; ++j) K[j] += dir[j] * boost * sqrt_d / a;
+    for (int h = g * o.group; h < (g + 1) * o.group; ++h)
+      for (int i = 0; i < o.queries; ++i) {
+        float* q = L.q.data() + (static_cast<size_t>(h) * o.queries + i) * d;
+        const int64_t t = static_cast<int64_t>(rng.below(static_cast<uint64_t>(C)));
+        const float focus = static_cast<float>(rng.uniform()) * 0.8f;
+        double kn = 0;
+        for (int j = 0; j < d; ++j) kn += static_cast<double>(K[t * d + j] - mu[j]) * (K[t * d + j] - mu[j]);
+        const float ks = kn > 0 ? static_cast<float>(std::sqrt(d / kn)) : 0.f;
+        for (int j = 0; j < d; ++j)
+          q[j] = a * dir[j] + focus * ks * (K[t * d + j] - mu[j]) + 0.7f * static_cast<float>(rng.normal());
+      }
+  }
+  return L;
+}
+
+template <class A, class B>
+double cosine(const A* a, const B* b, int64_t n) {
+  double ab = 0, aa = 0, bb = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    ab += static_cast<double>(a[i]) * b[i];
+    aa += static_cast<double>(a[i]) * a[i];
+    bb += static_cast<double>(b[i]) * b[i];
+  }
+  if (aa == 0 && bb == 0) return 1.0;
+  if (aa == 0 || bb == 0) return 0.0;
+  return ab / std::sqrt(aa * bb);
+}
+
+/// ‖approx − exact‖ / max(‖exact‖, 1e-8)
+template <class A, class B>
+double rel_l2(const A* approx, const B* exact, int64_t n) {
+  double e = 0, x = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double diff = static_cast<double>(approx[i]) - static_cast<double>(exact[i]);
+    e += diff * diff;
+    x += static_cast<double>(exact[i]) * exact[i];
+  }
+  return std::sqrt(e) / std::max(std::sqrt(x), 1e-8);
+}
+
+template <class T>
+bool all_finite(const T* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) return false;
+  return true;
+}
+
+/// Exact float64 attention output of query q of head h.
+inline std::vector<double> exact_output(const SynthLayer& L, int h, const float* q) {
+  const int g = h / L.shape.group();
+  std::vector<double> o(static_cast<size_t>(L.shape.head_dim));
+  exact_attention_f64(L.kv.k_head(g), L.kv.v_head(g), L.kv.tokens, L.shape.head_dim, q, L.attn.softmax_scale,
+                      L.attn.softcap, nullptr, nullptr, o.data());
+  return o;
+}
+
+}  // namespace kvb::test
