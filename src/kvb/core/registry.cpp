@@ -35,15 +35,6 @@ std::string CodecRegistry::names() const {
   return out;
 }
 
-const CodecRegistry& registry() {
-  static const CodecRegistry r = [] {
-    CodecRegistry reg;
-    register_all_codecs(reg);
-    return reg;
-  }();
-  return r;
-}
-
 double Budget::target_bits(int head_dim) const {
   switch (kind) {
     case Kind::kBits: return value;

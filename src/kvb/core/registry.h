@@ -62,7 +62,8 @@ class CodecRegistry {
 /// Defined in codecs/register_all.cpp: the one list of every codec.
 void register_all_codecs(CodecRegistry& r);
 
-/// The process-wide registry, filled on first use.
+/// The process-wide registry, filled on first use. Defined beside the list in codecs/register_all.cpp
+/// (kvb_codecs), so the core library has no link-time dependency on the codecs.
 const CodecRegistry& registry();
 
 /// A budget as given in a config: bits per element, bytes per token (per KV head, K+V), or a
