@@ -75,7 +75,7 @@ double pearson(const std::vector<double>& x, const std::vector<double>& y) {
 TEST(MetricRegistry, FixedOrderAndDirections) {
   const auto& ms = km::all_metrics();
   const std::vector<std::string> names = {"cosine", "rel_l2",        "spearman", "kendall",
-                                          "topk_recall", "kl", "score_rel_err", "mass_lost"};
+                                          "topk_recall", "kl", "score_rel_err", "mass_lost", "l2_err"};
   ASSERT_EQ(ms.size(), names.size());
   for (size_t i = 0; i < names.size(); ++i) {
     SCOPED_TRACE(names[i]);
