@@ -5,12 +5,12 @@
 namespace kvb::cuda {
 
 int device_count(std::string* error) {
-  if (error) *error = "kvbench was built without CUDA (nvcc not found at configure time)";
+  if (error) *error = "this kvbench was built without the CUDA backend (nvcc not found, or KVB_ENABLE_CUDA=OFF)";
   return 0;
 }
 
 bool device_properties(int, GpuProperties*, std::string* error) {
-  if (error) *error = "kvbench was built without CUDA";
+  if (error) *error = "this kvbench was built without the CUDA backend";
   return false;
 }
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# CPU throughput benchmark (README "Performance"): memory read bandwidth, then exact fp16 attention and
+# every baseline codec at C = 4096 and C = 32768, head_dim 128 (Llama-3-8B shapes, one layer), as
+# ratios against the fp16 row measured in the same run. Usage: scripts/bench_cpu.sh [threads]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+threads=${1:-0}
+build=${KVB_BUILD_DIR:-build}
+[ -x "$build/kvbench" ] || bash scripts/build.sh
+mkdir -p data results
+"$build/kvbench" membw --mib 2048 --threads "$threads"
+for C in 4096 32768; do
+  f=data/bench-c$C.h5
+  [ -f "$f" ] || "$build/kvbench" gen --model-like llama3-8b --layers 1 --sequences 1 --tokens $((C + 16)) --queries 16 --no-ref-out --out "$f"
+  cat > results/bench-c$C.json <<JSON
+{"name": "bench-c$C", "datasets": [{"path": "../$f", "max_queries": 16}],
+ "codecs": [{"codec": "fp16"}, {"codec": "fp8"}, {"codec": "int", "bits": [3, 5, 9]}, {"codec": "kivi", "bits": [3, 5]}],
+ "metrics": {"topk": 32}, "threads": $threads, "repeats": 5, "min_time_s": 1.0, "seed": 1}
+JSON
+  "$build/kvbench" run results/bench-c$C.json -q --output results/bench-c$C >/dev/null
+  python3 - "results/bench-c$C/results.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+ref = d["datasets"][0]["reference_throughput"]
+C = ref["context_len"]
+print(f"\nC = {C}, head_dim 128, {ref['queries']} queries (32 heads x 16), threads {d['run']['threads']}")
+print(f"{'label':18s} {'bits':>5s} {'queries/s':>10s} {'GB/s scanned':>12s} {'vs fp16':>8s} {'encode Mtok/s':>13s}")
+for c in d["cells"]:
+    t = c["throughput"]
+    print(f"{c['label']:18s} {c['storage']['bits_per_element']:5.2f} {t['attend_queries_per_s']['median']:10.1f} "
+          f"{t['attend_bytes_per_s']['median']/1e9:12.2f} {t['attend_speedup_vs_fp16']:8.2f} {t['encode_tokens_per_s']['median']/1e6:13.2f}")
+PY
+done
