@@ -128,4 +128,23 @@ const RowKernels& row_kernels() {
 
 const RowKernels& row_kernels_portable() { return kPortable; }
 
+namespace {
+bool cpu_has_avx2() {
+#if defined(KVB_ROW_X86)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+bool g_simd_on = true;
+}  // namespace
+
+bool simd_kernels_enabled() {
+  static const bool has = cpu_has_avx2();
+  return has && g_simd_on;
+}
+
+void set_simd_kernels(bool enabled) { g_simd_on = enabled; }
+
 }  // namespace kvb::codecs

@@ -28,6 +28,13 @@ const RowKernels& row_kernels();
 /// The portable kernels (tests compare the two).
 const RowKernels& row_kernels_portable();
 
+/// True when the hand-written AVX2/FMA/F16C attend kernels (uniform_avx2.cpp, fp8_cpu.cpp) may run: the CPU
+/// has those extensions (checked once via cpuid) and they have not been switched off.
+bool simd_kernels_enabled();
+/// Switches the hand-written AVX2 kernels off (false) or back on; for tests comparing them with the portable
+/// loops. Not thread-safe: call it while no attend is running.
+void set_simd_kernels(bool enabled);
+
 /// Hot loops that are not behind RowKernels (they inline the codec's own decoding) are compiled twice on
 /// x86-64 with GCC/Clang: for AVX2+FMA+F16C (x86-64-v3) and for the baseline, picked at load time (ifunc).
 #if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)

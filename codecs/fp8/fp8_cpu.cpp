@@ -4,6 +4,10 @@
 #include <algorithm>
 #include <cmath>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
+
 #include "codecs/common/baseline.h"
 #include "codecs/common/row_kernels.h"
 #include "codecs/fp8/fp8_codec.h"
@@ -54,6 +58,98 @@ KVB_CPU_CLONES void fp8_values(const float* lut, const float* w, const uint8_t* 
   for (int j = 0; j < d; ++j) out[j] *= scale;
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define KVB_FP8_X86 1
+#define KVB_FP8_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define KVB_FP8_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
+
+// AVX2 kernels (d % 8 == 0): FP8 -> binary16 is a shift, then vcvtph2ps converts 8 at a time.
+//  E5M2 is the upper byte of a binary16: f16(code << 8) = dec(code) exactly, Inf and NaN included.
+//  E4M3FN: f16((sign << 15) | ((code & 0x7f) << 7)) = dec(code)·2^-8 exactly, subnormals included (an
+//  E4M3 subnormal m·2^-9 lands on the binary16 subnormal m·2^-17); the 2^8 is folded into the head's
+//  scale (exact: a power of two). Only the NaN code 0x7f / 0xff has no such image: layers holding it use
+//  the table path (their inputs had NaN; the loader rejects those, so in practice never).
+
+/// dec(c)·2^-8 (E4M3) or dec(c) (E5M2) of the 8 codes at p.
+template <fp8::Format F>
+KVB_FP8_AVX2_INLINE __m256 dec8(const uint8_t* p) {
+  const __m128i c = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));  // sign-extended
+  if constexpr (F == fp8::Format::kE4M3)
+    return _mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16(c, 7), _mm_set1_epi16(static_cast<short>(0xBF80))));
+  else
+    return _mm256_cvtph_ps(_mm_slli_epi16(c, 8));
+}
+
+template <fp8::Format F>
+KVB_FP8_AVX2_INLINE __m256 dot_row(const float* q, const uint8_t* k, int d) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int j = 0;
+  for (; j + 16 <= d; j += 16) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), dec8<F>(k + j), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 8), dec8<F>(k + j + 8), a1);
+  }
+  if (j < d) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), dec8<F>(k + j), a0);
+  return _mm256_add_ps(a0, a1);
+}
+
+KVB_FP8_AVX2_INLINE float hsum8(__m256 v) {
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+  return _mm_cvtss_f32(lo);
+}
+
+/// dots[t] = scale · Σ_j q_j·dec'(k_tj) (dec' = dec8's lanes; scale already includes the 2^8 for E4M3).
+template <fp8::Format F>
+KVB_FP8_AVX2 void fp8_dots_avx2(const float* q, const uint8_t* k, int64_t n, int d, float scale, float* dots) {
+  const __m128 vs = _mm_set1_ps(scale);
+  int64_t t = 0;
+  for (; t + 4 <= n; t += 4, k += 4 * d) {
+    const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(dot_row<F>(q, k, d), dot_row<F>(q, k + d, d)),
+                                    _mm256_hadd_ps(dot_row<F>(q, k + 2 * d, d), dot_row<F>(q, k + 3 * d, d)));
+    _mm_storeu_ps(dots + t, _mm_mul_ps(vs, _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1))));
+  }
+  for (; t < n; ++t, k += d) dots[t] = scale * hsum8(dot_row<F>(q, k, d));
+}
+
+/// out[j0, j0 + 8·NV) += Σ_{t<nb} w_t·dec'(v_t,j): NV accumulators in registers over a block of tokens.
+template <fp8::Format F, int NV>
+KVB_FP8_AVX2_INLINE void value_chunk(const float* w, const uint8_t* v, int64_t nb, int d, int j0, float* out) {
+  __m256 acc[NV];
+  for (int i = 0; i < NV; ++i) acc[i] = _mm256_setzero_ps();
+  v += j0;
+  for (int64_t t = 0; t < nb; ++t, v += d) {
+    const __m256 wv = _mm256_broadcast_ss(w + t);
+    for (int i = 0; i < NV; ++i) acc[i] = _mm256_fmadd_ps(wv, dec8<F>(v + 8 * i), acc[i]);
+  }
+  for (int i = 0; i < NV; ++i)
+    _mm256_storeu_ps(out + j0 + 8 * i, _mm256_add_ps(_mm256_loadu_ps(out + j0 + 8 * i), acc[i]));
+}
+
+/// out[j] = scale · Σ_t w_t·dec'(v_tj), in blocks of 32 tokens × 64 channels.
+template <fp8::Format F>
+KVB_FP8_AVX2 void fp8_values_avx2(const float* w, const uint8_t* v, int64_t n, int d, float scale, float* out) {
+  for (int j = 0; j < d; ++j) out[j] = 0.f;
+  for (int64_t t0 = 0; t0 < n; t0 += 32) {
+    const int64_t nb = std::min<int64_t>(32, n - t0);
+    const uint8_t* vb = v + t0 * d;
+    for (int j0 = 0; j0 < d; j0 += 64) {
+      switch (std::min(8, (d - j0) / 8)) {
+        case 1: value_chunk<F, 1>(w + t0, vb, nb, d, j0, out); break;
+        case 2: value_chunk<F, 2>(w + t0, vb, nb, d, j0, out); break;
+        case 3: value_chunk<F, 3>(w + t0, vb, nb, d, j0, out); break;
+        case 4: value_chunk<F, 4>(w + t0, vb, nb, d, j0, out); break;
+        case 5: value_chunk<F, 5>(w + t0, vb, nb, d, j0, out); break;
+        case 6: value_chunk<F, 6>(w + t0, vb, nb, d, j0, out); break;
+        case 7: value_chunk<F, 7>(w + t0, vb, nb, d, j0, out); break;
+        default: value_chunk<F, 8>(w + t0, vb, nb, d, j0, out); break;
+      }
+    }
+  }
+  for (int j = 0; j < d; ++j) out[j] *= scale;
+}
+#endif
+
 template <fp8::Format F>
 KVB_FORCE_INLINE void encode_f(const float* x, int64_t n, float scale, uint8_t* codes) {
   for (int64_t i = 0; i < n; ++i)
@@ -77,13 +173,18 @@ class Fp8Layer final : public BaselineLayer {
  public:
   Fp8Layer(const Fp8Params& p, const LayerKV& kv, const CodecContext& ctx)
       : BaselineLayer(kv.kv_heads, kv.tokens, kv.head_dim, ctx.attn),
-        lut_(p.format == fp8::Format::kE4M3 ? kTables.e4m3 : kTables.e5m2),
+        format_(p.format), lut_(p.format == fp8::Format::kE4M3 ? kTables.e4m3 : kTables.e5m2),
         k_(kv.k.size()), v_(kv.v.size()), k_scale_(kv.kv_heads), v_scale_(kv.kv_heads) {
     const int64_t n = C_ * d_;
     for_each_head(kv_heads_, [&](int g) {
       k_scale_[g] = encode_head(p.format, kv.k_head(g), n, &k_[g * n]);
       v_scale_[g] = encode_head(p.format, kv.v_head(g), n, &v_[g * n]);
     });
+    // The shift decode of the AVX2 path has no image for E4M3's NaN code (see dec8).
+    const auto is_nan = [](uint8_t c) { return (c & 0x7fu) == 0x7fu; };
+    shift_decode_ok_ = d_ % 8 == 0 && (p.format == fp8::Format::kE5M2 ||
+                                       (std::none_of(k_.begin(), k_.end(), is_nan) &&
+                                        std::none_of(v_.begin(), v_.end(), is_nan)));
   }
 
   Storage storage() const override {
@@ -97,13 +198,31 @@ class Fp8Layer final : public BaselineLayer {
 
  protected:
   void key_dots(int g, const float* q, float* dots, Scratch& scratch) const override {
+#if defined(KVB_FP8_X86)
+    if (shift_decode_ok_ && simd_kernels_enabled()) {
+      const uint8_t* k = &k_[static_cast<size_t>(g) * C_ * d_];
+      if (format_ == fp8::Format::kE4M3) fp8_dots_avx2<fp8::Format::kE4M3>(q, k, C_, d_, 256.f * k_scale_[g], dots);
+      else fp8_dots_avx2<fp8::Format::kE5M2>(q, k, C_, d_, k_scale_[g], dots);
+      return;
+    }
+#endif
     fp8_dots(lut_, q, &k_[static_cast<size_t>(g) * C_ * d_], C_, d_, k_scale_[g], dots, scratch.floats2(d_));
   }
   void weighted_values(int g, const float* w, float* out, Scratch& scratch) const override {
+#if defined(KVB_FP8_X86)
+    if (shift_decode_ok_ && simd_kernels_enabled()) {
+      const uint8_t* v = &v_[static_cast<size_t>(g) * C_ * d_];
+      if (format_ == fp8::Format::kE4M3) fp8_values_avx2<fp8::Format::kE4M3>(w, v, C_, d_, 256.f * v_scale_[g], out);
+      else fp8_values_avx2<fp8::Format::kE5M2>(w, v, C_, d_, v_scale_[g], out);
+      return;
+    }
+#endif
     fp8_values(lut_, w, &v_[static_cast<size_t>(g) * C_ * d_], C_, d_, v_scale_[g], out, scratch.floats2(d_));
   }
 
  private:
+  fp8::Format format_;
+  bool shift_decode_ok_ = false;          // the AVX2 shift decode applies (d % 8 == 0, no E4M3 NaN code)
   const float* lut_;                      // [256] dec(code) of this layer's format
   std::vector<uint8_t> k_, v_;            // [kv_head][token][head_dim] FP8 codes
   std::vector<float> k_scale_, v_scale_;  // [kv_head] fp32 scales

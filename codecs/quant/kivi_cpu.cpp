@@ -114,8 +114,12 @@ class KiviLayer final : public BaselineLayer {
  protected:
   void key_dots(int g, const float* q, float* dots, Scratch& scratch) const override {
     const int64_t blocks = Cq_ / G_;
-    key_block_dots(p_.code_bits, q, k_codes_.data() + g * Cq_ * rb_, k_sm_.data() + g * blocks * d_, blocks, G_, d_,
-                   dots, scratch.floats2(2 * static_cast<size_t>(d_)));
+    if (simd_kernels_enabled() && d_ % 8 == 0)
+      uq::key_block_dots_avx2(p_.code_bits, q, k_codes_.data() + g * Cq_ * rb_, k_sm_.data() + g * blocks * d_, blocks,
+                              G_, d_, dots, scratch.floats2(uq::key_block_scratch_floats(d_)));
+    else
+      key_block_dots(p_.code_bits, q, k_codes_.data() + g * Cq_ * rb_, k_sm_.data() + g * blocks * d_, blocks, G_,
+                     d_, dots, scratch.floats2(2 * static_cast<size_t>(d_)));
     const auto dot = row_kernels().dot_f16;
     const uint16_t* res = k_res_.data() + static_cast<size_t>(g) * (C_ - Cq_) * d_;
     for (int64_t t = Cq_; t < C_; ++t, res += d_) dots[t] = dot(q, res, d_);

@@ -131,14 +131,26 @@ KVB_FORCE_INLINE void accumulate_rows_b(const RowFormat& f, const float* w, cons
     for (int j = gi * G; j < (gi + 1) * G; ++j) out[j] += macc[gi];
 }
 
-KVB_CPU_CLONES void dot_rows(const RowFormat& f, const float* q, const uint8_t* codes, const GroupParams* sm,
+KVB_CPU_CLONES void dot_rows_portable(const RowFormat& f, const float* q, const uint8_t* codes, const GroupParams* sm,
                              int64_t n, float* dots, float* tmp) {
   KVB_DISPATCH_BITS(f.bits, dot_rows_b, f, q, codes, sm, n, dots, tmp)
 }
 
-KVB_CPU_CLONES void accumulate_rows(const RowFormat& f, const float* w, const uint8_t* codes, const GroupParams* sm,
+KVB_CPU_CLONES void accumulate_rows_portable(const RowFormat& f, const float* w, const uint8_t* codes, const GroupParams* sm,
                                     int64_t n, float* out, float* tmp) {
   KVB_DISPATCH_BITS(f.bits, accumulate_rows_b, f, w, codes, sm, n, out, tmp)
+}
+
+void dot_rows(const RowFormat& f, const float* q, const uint8_t* codes, const GroupParams* sm, int64_t n,
+              float* dots, float* tmp) {
+  if (simd_kernels_enabled() && avx2_rows_ok(f)) dot_rows_avx2(f, q, codes, sm, n, dots, tmp);
+  else dot_rows_portable(f, q, codes, sm, n, dots, tmp);
+}
+
+void accumulate_rows(const RowFormat& f, const float* w, const uint8_t* codes, const GroupParams* sm, int64_t n,
+                     float* out, float* tmp) {
+  if (simd_kernels_enabled() && avx2_rows_ok(f)) accumulate_rows_avx2(f, w, codes, sm, n, out, tmp);
+  else accumulate_rows_portable(f, w, codes, sm, n, out, tmp);
 }
 
 }  // namespace kvb::codecs::uq

@@ -76,8 +76,9 @@ struct RowFormat {
   int group = 0;  ///< channels per (scale, min) group; divides d
   int64_t bytes() const { return row_bytes(d, bits); }
   int groups() const { return d / group; }
-  /// Floats of scratch dot_rows and accumulate_rows need.
-  size_t scratch_floats() const { return static_cast<size_t>(d + groups()); }
+  /// Floats of scratch dot_rows and accumulate_rows need (either path: the AVX2 one unpacks a block of
+  /// kRowBlock rows to bytes and converts their (scale, min) pairs).
+  size_t scratch_floats() const { return static_cast<size_t>(16 * d / 4 + 2 * 16 * groups() + 2 * groups() + d + 64); }
 };
 
 /// Quantizes rows x[n][d]: writes codes[n][f.bytes()] (fully, padding bits zero) and sm[n][f.groups()].
@@ -89,6 +90,32 @@ void dot_rows(const RowFormat& f, const float* q, const uint8_t* codes, const Gr
 /// floats.
 void accumulate_rows(const RowFormat& f, const float* w, const uint8_t* codes, const GroupParams* sm, int64_t n,
                      float* out, float* tmp);
+
+/// The portable loops behind dot_rows / accumulate_rows (centred form; compiled for AVX2 and the baseline).
+void dot_rows_portable(const RowFormat& f, const float* q, const uint8_t* codes, const GroupParams* sm, int64_t n,
+                       float* dots, float* tmp);
+void accumulate_rows_portable(const RowFormat& f, const float* w, const uint8_t* codes, const GroupParams* sm,
+                              int64_t n, float* out, float* tmp);
+
+/// Hand-written AVX2/FMA/F16C kernels (uniform_avx2.cpp). They need d % 8 == 0 and group % 8 == 0
+/// (avx2_rows_ok) and a CPU with those extensions (simd_kernels_enabled()); dot_rows / accumulate_rows
+/// pick them by themselves. Same math up to float reassociation:
+///   <q, x̂_t> = Σ_g scale_g·(Σ_{j∈g} q_j·code_j) + Σ_g min_g·(Σ_{j∈g} q_j)
+///   Σ_t w_t·x̂_tj = Σ_blocks [Σ_{t∈block} (w_t·scale_tg)·code_tj + Σ_{t∈block} w_t·min_tg]
+/// The value sum is formed per block of kRowBlock tokens before it joins the output, so the large
+/// opposite-signed code and min totals only ever cancel within a block (that cancellation over whole
+/// 4k-token sums is what uniform.h's centred form avoids in the portable loop).
+constexpr int kRowBlock = 16;
+bool avx2_rows_ok(const RowFormat& f);
+void dot_rows_avx2(const RowFormat& f, const float* q, const uint8_t* codes, const GroupParams* sm, int64_t n,
+                   float* dots, float* tmp);
+void accumulate_rows_avx2(const RowFormat& f, const float* w, const uint8_t* codes, const GroupParams* sm,
+                          int64_t n, float* out, float* tmp);
+/// KIVI keys (per-channel (scale, min) of blocks of G tokens, codes token-major, d % 8 == 0):
+/// dots[b·G + t] = Σ_j (q_j·scale_bj)·code_tj + Σ_j q_j·min_bj. tmp: key_block_scratch_floats(d).
+void key_block_dots_avx2(int bits, const float* q, const uint8_t* codes, const GroupParams* sm, int64_t blocks,
+                         int G, int d, float* dots, float* tmp);
+inline size_t key_block_scratch_floats(int d) { return static_cast<size_t>(2 * d + 4 * d / 4 + 64); }
 
 /// Packs n codes (each < 2^bits) into a row of row_bytes(n, bits) bytes (written fully).
 void pack_row(const uint32_t* codes, int n, int bits, uint8_t* row);
