@@ -285,6 +285,7 @@ TEST(Generator, KeysAreRotatedByPosition) {
     o.tokens = 1024 + 8;
     o.shape.n_layers = 1;
     o.outlier_channels = 0;  // their huge static means would leak into any un-rotation, right or wrong
+    o.key_scale_tilt = 0;    // likewise the larger means of the slow pairs (the wrong pairing's partners)
     SCOPED_TRACE(describe(o));
     const std::string p = scratch(fmt::format("rope_{}.h5", style));
     kvb::generate_dump(p, o);
@@ -435,6 +436,93 @@ TEST(Generator, LlamaLikeStatistics) {
     std::nth_element(vs.begin(), vs.begin() + vs.size() / 2, vs.end());
     EXPECT_GT(kn[0], 3.0 * ks[ks.size() / 2]) << "kv head " << g;
     EXPECT_LT(vn[0], 0.5 * vs[vs.size() / 2]) << "kv head " << g;
+  }
+}
+
+TEST(Generator, SinkKeyIsSpreadAndAlignedLikeRealSinks) {
+  // A real attention sink's logit comes from alignment with a component the queries share, on slowly
+  // rotating pairs; its key may be large but no channel is extreme: no sink-key channel exceeds the
+  // outlier channels' peaks, its energy is spread over many channels, and per-token quantization (int8,
+  // 32-channel groups, asymmetric min-max) gets its logit about as right as any other token's.
+  kvb::GenOptions o = kvb::gen_preset("llama3-8b");
+  o.shape.n_layers = 1;
+  o.tokens = 2048 + 16;
+  o.queries = 16;
+  o.sequences = 1;
+  o.seed = 7;
+  SCOPED_TRACE(describe(o));
+  const std::string p = scratch("sink_spread.h5");
+  kvb::generate_dump(p, o);
+  const kvb::KvDumpReader r(p);
+  const int D = o.shape.head_dim, gs = o.shape.group();
+  const int64_t C = o.tokens - o.queries;
+  const double scale = r.attrs().softmax_scale;
+  const auto kv = r.read_kv(0, 0, 0, C);
+  const auto lq = r.read_queries(0, 0, 0);
+  // Per-token asymmetric min-max quantization in groups of 32 channels, as the int baseline does.
+  auto qdq = [&](const float* x, std::vector<double>& out, int bits) {
+    out.assign(x, x + D);
+    for (int j0 = 0; j0 < D; j0 += 32) {
+      const int n = std::min(32, D - j0);
+      const double mn = *std::min_element(x + j0, x + j0 + n), mx = *std::max_element(x + j0, x + j0 + n);
+      const double step = (mx - mn) / ((1 << bits) - 1);
+      if (step > 0)
+        for (int j = j0; j < j0 + n; ++j) out[j] = mn + std::floor((x[j] - mn) / step + 0.5) * step;
+    }
+  };
+  for (int g = 0; g < o.shape.n_kv_heads; ++g) {
+    const float* K = kv.k_head(g);
+    std::vector<double> rms(D, 0.0);
+    for (int64_t t = 1; t < C; ++t)
+      for (int c = 0; c < D; ++c) rms[c] += static_cast<double>(K[t * D + c]) * K[t * D + c];
+    for (double& x : rms) x = std::sqrt(x / (C - 1));
+    std::vector<double> sorted = rms;
+    std::nth_element(sorted.begin(), sorted.begin() + D / 2, sorted.end());
+    const double med = sorted[D / 2];
+    double outlier_peak = 0, sink_peak = 0, s2 = 0, s4 = 0;
+    for (int c = 0; c < D; ++c) {
+      if (rms[c] > 5 * med)
+        for (int64_t t = 1; t < C; ++t) outlier_peak = std::max(outlier_peak, std::abs(static_cast<double>(K[t * D + c])));
+      const double k0 = K[c];
+      sink_peak = std::max(sink_peak, std::abs(k0));
+      s2 += k0 * k0;
+      s4 += k0 * k0 * k0 * k0;
+    }
+    const double participation = s2 * s2 / s4;  // ~ number of channels carrying the sink key's energy
+    // Quantization error of each token's logit, RMS over the queries of this KV head's group.
+    std::vector<double> kq(static_cast<size_t>(C) * D), tmp;
+    for (int64_t t = 0; t < C; ++t) {
+      qdq(K + t * D, tmp, 8);
+      std::copy(tmp.begin(), tmp.end(), kq.begin() + t * D);
+    }
+    std::vector<double> err2(static_cast<size_t>(C), 0.0), s(static_cast<size_t>(C));
+    int nq = 0, aligned = 0;
+    for (int hh = 0; hh < gs; ++hh)
+      for (int64_t i = 0; i < lq.n; ++i, ++nq) {
+        const float* q = lq.query(g * gs + hh, i);
+        for (int64_t t = 0; t < C; ++t) {
+          double e = 0, st = 0;
+          for (int c = 0; c < D; ++c) {
+            e += (kq[t * D + c] - K[t * D + c]) * q[c];
+            st += static_cast<double>(K[t * D + c]) * q[c];
+          }
+          err2[t] += (e * scale) * (e * scale);
+          s[t] = st * scale;
+        }
+        // The sink's logit stands above every other token's for most queries.
+        if (s[0] > *std::max_element(s.begin() + 1, s.end())) ++aligned;
+      }
+    double ord = 0;
+    for (int64_t t = 1; t < C; ++t) ord += err2[t];
+    const double sink_err = std::sqrt(err2[0] / nq), ord_err = std::sqrt(ord / ((C - 1) * nq));
+    SCOPED_TRACE(fmt::format("kv head {}: sink peak {:.1f}, outlier peak {:.1f}, participation {:.1f} channels, "
+                             "int8 logit error sink {:.4f} vs ordinary {:.4f}, sink logit on top for {}/{} queries",
+                             g, sink_peak, outlier_peak, participation, sink_err, ord_err, aligned, nq));
+    EXPECT_GT(outlier_peak, 0.0) << "no outlier channels found";
+    EXPECT_LE(sink_peak, outlier_peak);
+    EXPECT_GE(participation, 16.0) << "the sink key's norm piles up in a few channels";
+    EXPECT_LE(sink_err, 3.0 * ord_err) << "per-token int8 gets the sink's logit much worse than other tokens'";
+    EXPECT_GE(aligned, nq / 2);
   }
 }
 

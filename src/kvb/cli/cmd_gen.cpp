@@ -110,6 +110,12 @@ void add_gen_command(CLI::App& root, std::vector<Command>& out) {
        "per-query std of logit(sink share) around the head's target");
   knob(sub, *st, "--sink-key-scale", &GenOptions::sink_key_scale, "sink key norm / typical key norm");
   knob(sub, *st, "--sink-value-scale", &GenOptions::sink_value_scale, "sink value norm / typical value norm");
+  knob(sub, *st, "--sink-content", &GenOptions::sink_content,
+       "weight of the slow (sink) RoPE pairs in a query's content part, in [0, 1]: queries reach the sink "
+       "through a shared direction there, their token content sits mostly on the faster pairs");
+  knob(sub, *st, "--key-scale-tilt", &GenOptions::key_scale_tilt,
+       "log-ratio of key channel scale from the fastest to the slowest RoPE pair (real keys are larger at "
+       "low frequencies; 0 = flat)");
   knob(sub, *st, "--focus-min", &GenOptions::focus_min, "smallest per-head focus (0 = broad attention)");
   knob(sub, *st, "--focus-max", &GenOptions::focus_max, "largest per-head focus (1 = peaked on a few tokens)");
   knob(sub, *st, "--entropy-broad", &GenOptions::entropy_broad,

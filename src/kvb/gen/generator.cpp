@@ -9,20 +9,28 @@
 ///                     Shared by all layers and heads; only this depends on the sequence.
 ///   key head (l, g)   fixed by (seed, l, g) like weights: pre-RoPE k_t = mu + s * x_t with
 ///                     x_t = sqrt(1-nu^2) W_k e_t + nu * noise (unit variance per channel), per-pair channel
-///                     scales s, per-channel means mu (nonzero: real keys are biased), outlier pairs with
-///                     RMS 10-50x the median channel, and "sink" pairs that are quiet for every token but the
-///                     first, whose key gets a large extra component (norm sink_key_scale x typical).
+///                     scales s (log-normal around a trend that grows toward the slow, low-frequency pairs:
+///                     key_scale_tilt), per-channel means mu (nonzero: real keys are biased), and outlier
+///                     pairs among the slowest quarter of the pairs with RMS 10-50x the median channel and a
+///                     large mean. The other pairs of the slowest half are the "sink" pairs: they barely
+///                     rotate over a context, the first token's key gets its extra norm there (up to
+///                     sink_key_scale x typical), spread over all of them along a fixed direction d, so no
+///                     channel of the sink key exceeds 1.5x the largest outlier mean (its per-token value
+///                     range stays like an ordinary token's; no real sink key has 100x single channels).
 ///                     Then RoPE at the token's position (half or interleaved pairs, theta).
 ///   value head        rho_t * (x^v_t * vs) + vmu, rho_t log-normal (value_scale_spread); the sink's value is
 ///                     small (sink_value_scale), as in real models.
 ///   query head h      (seed, l, h): a focus f (broad .. peaked), a sink share, a generic projection W_q.
 ///                     Its content direction at position p mixes f x (the whitened keys of 1-4 earlier
-///                     "target" tokens, recent or anywhere) and (1-f) x (W_q e_p, rotated to p). A temperature
-///                     tau, fitted on a calibration draw so the head's non-sink entropy hits its target,
-///                     scales it; then a component along the sink key's direction sets the sink logit to
-///                     logit(share) + log-sum-exp of the query's other logits, so the sink draws the
-///                     head's share of attention (jittered per query). GQA: every query head has its own
-///                     focus, share, W_q and targets.
+///                     "target" tokens, recent or anywhere) and (1-f) x (W_q e_p, rotated to p), weighted
+///                     down to sink_content on the sink pairs and made orthogonal to d. A temperature tau,
+///                     fitted on a calibration draw so the head's non-sink entropy hits its target, scales
+///                     it. The sink's logit comes from alignment, as in real models (the first key acts as
+///                     a key bias that the queries' shared component points at): every query adds beta x d,
+///                     with beta chosen so that the sink's logit is logit(share) + log-sum-exp of the
+///                     query's other logits, so the sink draws the head's share of attention (jittered per
+///                     query). GQA: every query head has its own focus, share, W_q, targets and beta; the
+///                     heads of a group share their KV head's d.
 ///   ref_out           exact float64 attention over the first C tokens of the tensors as stored (after
 ///                     rounding to the file dtype), so kvbench's self-check agrees to float32 precision.
 #include <algorithm>
@@ -53,6 +61,7 @@ constexpr uint64_t kTagCalib = 0x43414c4942000008ull;
 constexpr uint64_t kCalibSequence = 0xffffffffull;  // content key of the calibration draw (never written)
 constexpr int32_t kVocab = 32000;
 constexpr int32_t kBos = 1;
+constexpr double kPi = 3.14159265358979323846;
 
 /// Approximately standard normal from one 64-bit draw (Irwin-Hall of four 16-bit uniforms, bounded at
 /// +-3.46): the bulk per-token noise, ~10x cheaper than Box-Muller.
@@ -221,6 +230,7 @@ struct KvHead {
   std::vector<float> s, mu;   // [D] pre-RoPE key channel scale (equal within a RoPE pair) and mean
   std::vector<float> wk, wv;  // [r][D] latent -> key / value projections
   std::vector<float> vs, vmu; // [D] value channel scale and mean
+  std::vector<float> qw;        // [D] weight of each channel in the queries' content part
   std::vector<float> sink_dir;  // [D] unit vector on the sink pairs
   float sink_lambda = 0;        // extra magnitude of the sink key along sink_dir
   std::vector<int> outliers;    // outlier channels
@@ -239,53 +249,86 @@ KvHead make_kv_head(const GenOptions& o, RopeStyle st, int layer, int g) {
   KvHead k;
   k.s.resize(D);
   k.mu.resize(D);
+  k.qw.assign(D, 1.f);
   const double cm = o.channel_mean;
   const double norm = 1.0 / std::sqrt(1.0 + cm * cm);  // median channel RMS ~ 1
+  // Pair i turns by theta^(-2i/d) per token: i = 0 is the fastest pair, P - 1 the slowest. Channel scales
+  // are log-normal around a trend that grows toward the slow pairs (key_scale_tilt), as in real keys.
   for (int i = 0; i < P; ++i) {
-    const float sc = static_cast<float>(std::exp(0.3 * rng.normal()) * norm);
+    const double slow = P > 1 ? static_cast<double>(i) / (P - 1) - 0.5 : 0.0;
+    const float sc = static_cast<float>(std::exp(0.3 * rng.normal() + o.key_scale_tilt * slow) * norm);
     for (int c : {pair_a(st, P, i), pair_b(st, P, i)}) {
       k.s[c] = sc;
       k.mu[c] = static_cast<float>(sc * cm * rng.normal());
     }
   }
-  // Sink pairs: the lowest-frequency pairs (they barely rotate), quiet for ordinary tokens.
-  const int n_sink = P >= 4 ? 2 : 1;
-  k.sink_dir.assign(D, 0.f);
-  double sd2 = 0;
-  for (int i = P - n_sink; i < P; ++i) {
-    for (int c : {pair_a(st, P, i), pair_b(st, P, i)}) {
-      k.s[c] *= 0.5f;
-      k.mu[c] = 0;
-      k.sink_dir[c] = static_cast<float>(rng.normal());
-      sd2 += static_cast<double>(k.sink_dir[c]) * k.sink_dir[c];
-    }
-  }
-  for (float& v : k.sink_dir) v = static_cast<float>(v / std::sqrt(sd2));
-  // Outlier pairs among the low-frequency pairs next to the sink pairs.
-  const int n_out_pairs = std::min((o.outlier_channels + 1) / 2, P - n_sink);
+  // Outlier pairs: placed at random among the slowest quarter of the pairs (more if many are asked for),
+  // with RMS m x the median channel RMS and a large mean (consistent across tokens).
+  std::vector<double> rms(static_cast<size_t>(D));
+  for (int c = 0; c < D; ++c) rms[c] = std::sqrt(static_cast<double>(k.s[c]) * k.s[c] + static_cast<double>(k.mu[c]) * k.mu[c]);
+  std::nth_element(rms.begin(), rms.begin() + D / 2, rms.end());
+  const double med = rms[D / 2];
+  const int n_out_pairs = std::min((o.outlier_channels + 1) / 2, P - 1);
+  std::vector<char> is_out(static_cast<size_t>(P), 0);
+  double out_mean = 0;  // the largest |mean| of an outlier channel
   if (n_out_pairs > 0) {
-    const int window = std::min(P - n_sink, std::max(2 * n_out_pairs, P / 4));
-    std::vector<int> cand(window);
-    std::iota(cand.begin(), cand.end(), P - n_sink - window);
+    const int window = std::min(P, std::max(2 * n_out_pairs, P / 4));
+    std::vector<int> cand(static_cast<size_t>(window));
+    std::iota(cand.begin(), cand.end(), P - window);
     for (int i = 0; i < n_out_pairs; ++i) std::swap(cand[i], cand[i + rng.below(window - i)]);
     const double lo = std::log(o.outlier_scale_min), hi = std::log(o.outlier_scale_max);
     for (int i = 0; i < n_out_pairs; ++i) {
       const double m = std::exp(lo + (hi - lo) * rng.uniform());  // target RMS / median RMS
       const double b = (rng.uniform() < 0.5 ? -1 : 1) * (0.8 + 0.2 * rng.uniform());
-      const double amp = m / std::sqrt(b * b + 0.09);  // value = amp * (b + 0.3 x): RMS = m
+      const double amp = m * med / std::sqrt(b * b + 0.09);  // value = amp * (b + 0.3 x): RMS = m * med
       const int pi = cand[i];
-      for (int c : {pair_a(st, P, pi), pair_b(st, P, pi)}) {
+      is_out[pi] = 1;
+      out_mean = std::max(out_mean, amp * std::abs(b));
+      // The pair's mean vector (norm sqrt(2) amp |b|) sits at 45 degrees in the middle of the sequence,
+      // so RoPE's slow turn over the tokens leaves both channels with RMS m on average (a fixed 45-degree
+      // phase would pile up to sqrt(2) m in one channel where the pair turns by ~pi/2 over the context).
+      const double omega = st == RopeStyle::kNone ? 0.0 : std::pow(o.rope_theta, -2.0 * pi / D);
+      const double phase = 0.25 * kPi - 0.5 * omega * static_cast<double>(std::max<int64_t>(o.tokens - 1, 0));
+      const int ca = pair_a(st, P, pi), cb = pair_b(st, P, pi);
+      k.mu[ca] = static_cast<float>(std::sqrt(2.0) * amp * b * std::cos(phase));
+      k.mu[cb] = static_cast<float>(std::sqrt(2.0) * amp * b * std::sin(phase));
+      for (int c : {ca, cb}) {
         k.s[c] = static_cast<float>(0.3 * amp);
-        k.mu[c] = static_cast<float>(amp * b);
         k.outliers.push_back(c);
       }
     }
     std::sort(k.outliers.begin(), k.outliers.end());
   }
-  // Typical key norm (E|k|^2 over ordinary tokens) sets the sink's extra magnitude.
+  // Sink pairs: the other pairs of the slowest half. The sink direction is spread over all of them
+  // (equal magnitudes, random phases), so the sink key's extra norm is carried by many channels
+  // instead of piling up in a few; these pairs barely rotate over a context, so the queries' shared
+  // component along it keeps the sink's logit high at every position. The queries' content part is weak
+  // on these pairs (sink_content).
+  const int slow = std::min(P, std::max(P / 2, n_out_pairs + 1));
+  k.sink_dir.assign(D, 0.f);
+  double sd2 = 0;
+  for (int i = P - slow; i < P; ++i) {
+    if (is_out[i]) continue;
+    const double ph = 2 * kPi * rng.uniform();
+    const int a = pair_a(st, P, i), b = pair_b(st, P, i);
+    k.sink_dir[a] = static_cast<float>(std::cos(ph));
+    k.sink_dir[b] = static_cast<float>(std::sin(ph));
+    k.qw[a] = k.qw[b] = static_cast<float>(o.sink_content);
+    sd2 += 1.0;
+  }
+  double dmax = 0;
+  for (float& v : k.sink_dir) {
+    v = static_cast<float>(v / std::sqrt(sd2));
+    dmax = std::max(dmax, static_cast<double>(std::abs(v)));
+  }
+  // The typical key norm (E|k|^2 over ordinary tokens) sets the sink's extra magnitude, limited so that
+  // no channel of the sink key exceeds 1.5x the largest outlier channel's mean (ordinary tokens reach
+  // ~2x there): the sink's per-token value range stays like an ordinary token's.
   double e2 = 0;
   for (int c = 0; c < D; ++c) e2 += static_cast<double>(k.mu[c]) * k.mu[c] + static_cast<double>(k.s[c]) * k.s[c];
-  k.sink_lambda = static_cast<float>(std::sqrt(e2 * std::max(0.0, o.sink_key_scale * o.sink_key_scale - 1.0)));
+  double lambda = std::sqrt(e2 * std::max(0.0, o.sink_key_scale * o.sink_key_scale - 1.0));
+  if (n_out_pairs > 0) lambda = std::min(lambda, 1.5 * out_mean / dmax);
+  k.sink_lambda = static_cast<float>(lambda);
 
   const float wkn = static_cast<float>(std::sqrt((1.0 - o.key_noise * o.key_noise) / r));
   const float wvn = static_cast<float>(std::sqrt((1.0 - o.value_noise * o.value_noise) / r));
@@ -400,7 +443,12 @@ void query_content(const GenOptions& o, const KvHead& kh, const QHead& qh, const
   for (int c = 0; c < D; ++c) un += static_cast<double>(u[c]) * u[c];
   const float uinv = un > 0 ? static_cast<float>(1.0 / std::sqrt(un)) : 0.f;
   const float f = static_cast<float>(qh.focus);
-  for (int c = 0; c < D; ++c) out[c] = f * (u[c] * uinv / kh.s[c]) + (1.f - f) * g[c];
+  double dd = 0;
+  for (int c = 0; c < D; ++c) {
+    out[c] = (f * (u[c] * uinv / kh.s[c]) + (1.f - f) * g[c]) * kh.qw[c];
+    dd += static_cast<double>(out[c]) * kh.sink_dir[c];
+  }
+  for (int c = 0; c < D; ++c) out[c] -= static_cast<float>(dd) * kh.sink_dir[c];
 }
 
 /// Mean entropy and mean d(entropy)/d(log tau) of softmax(tau * a_i) over the calibration rows.
@@ -542,7 +590,8 @@ void gen_layer(const GenOptions& o, uint64_t seq, int layer, const LayerModel& l
     for (size_t i = 0; i < head_kv; ++i) vs[i] = round_to(o.dtype, vs[i]);
     // Each query = tau * content + beta * sink_dir, with beta chosen so that the sink's logit is
     // logit(share) + log-sum-exp of the query's other logits: the sink then draws the head's share
-    // (jittered per query) of the attention. The other tokens barely see sink_dir (quiet channels).
+    // (jittered per query) of the attention. The content is orthogonal to sink_dir, and the other
+    // tokens' keys have no extra component along it, so beta barely moves their logits.
     for (int hh = 0; hh < gs; ++hh) {
       const int h = g * gs + hh;
       const QHead& qh = lm.q[h];
@@ -667,6 +716,10 @@ void validate_gen_options(const GenOptions& o) {
         fmt::format("--sink-share-jitter: expected 0..3, got {}", o.sink_share_jitter));
   check(o.sink_key_scale >= 1.5 && o.sink_key_scale <= 100,
         fmt::format("--sink-key-scale: expected 1.5..100, got {}", o.sink_key_scale));
+  check(o.sink_content >= 0 && o.sink_content <= 1,
+        fmt::format("--sink-content: expected 0..1, got {}", o.sink_content));
+  check(o.key_scale_tilt >= 0 && o.key_scale_tilt <= 5,
+        fmt::format("--key-scale-tilt: expected 0..5, got {}", o.key_scale_tilt));
   check(o.sink_value_scale >= 0 && o.sink_value_scale <= 10,
         fmt::format("--sink-value-scale: expected 0..10, got {}", o.sink_value_scale));
   check(o.focus_min >= 0 && o.focus_min <= o.focus_max && o.focus_max <= 1,

@@ -23,11 +23,14 @@ struct GenOptions {
   // --- statistics knobs (kvbench.md §3.3; each is a `kvbench gen` flag of the same name) ---------
   /// Per KV head: key channels whose RMS is 10-50x the median channel's, consistent across tokens and
   /// with a large nonzero per-channel mean. Allocated in whole RoPE pairs (rounded up to even) among the
-  /// low-frequency pairs, as in real post-RoPE keys; at most head_dim/2 - 2 pairs (the two lowest pairs
-  /// carry the sink). 0 = none.
+  /// slowest quarter of the pairs, as in real post-RoPE keys; at most head_dim/2 - 1 pairs (one pair at
+  /// least carries the sink). 0 = none.
   int outlier_channels = 4;
   /// Outlier channel RMS / median channel RMS, drawn log-uniformly per outlier pair in [min, max].
   double outlier_scale_min = 10, outlier_scale_max = 50;
+  /// ln(channel scale of the slowest RoPE pair / of the fastest): real keys are larger on the
+  /// low-frequency pairs. Each pair's scale is log-normal (sigma 0.3) around this trend. In [0, 5].
+  double key_scale_tilt = 1.0;
   /// Std of the per-channel mean of pre-RoPE keys, in units of the channel's std (real keys are biased).
   double channel_mean = 0.4;
   /// Per query head, the target share of attention that the first ("sink") token draws, drawn
@@ -35,8 +38,14 @@ struct GenOptions {
   double sink_share_min = 0.1, sink_share_max = 0.6;
   /// Per-query std of logit(sink share) around the head's target.
   double sink_share_jitter = 0.3;
-  /// Key norm of the sink token / typical key norm.
+  /// Key norm of the sink token / typical key norm. The extra norm is spread over the sink pairs (the
+  /// non-outlier pairs of the slowest half) and capped so that no sink-key channel exceeds 1.5x the
+  /// largest outlier channel's mean: with outliers, the achieved ratio can be below this (~3-4 by default).
   double sink_key_scale = 4.0;
+  /// Weight of the sink pairs in the queries' content (varying) part, relative to the other pairs: on
+  /// those slow pairs what queries share is the sink component (a "key bias"), and their
+  /// token-to-token variation lives mostly on the other pairs. In [0, 1].
+  double sink_content = 0.2;
   /// Value norm of the sink token / typical value norm (real sinks carry little value: a "no-op").
   double sink_value_scale = 0.1;
   /// Per query head focus, uniform in [min, max]: 0 = broad (queries follow the head's generic
