@@ -340,6 +340,29 @@ Json measure_throughput(const Codec& codec, const LayerData& L, const CodecConte
               {"note", "median and p95 over timed repeats (p95 of rates is the slow tail); host clock, CPU"}};
 }
 
+/// Runs one step of a cell. A codec's own failure becomes the cell's status ("skipped" when it cannot
+/// run this configuration, "error" otherwise) and the sweep goes on; config and data errors abort the
+/// run, since they make every cell meaningless.
+template <class F>
+void guarded(Cell& c, const std::string& where, F&& f) {
+  try {
+    f();
+  } catch (const Unsupported& e) {
+    c.status = "skipped";
+    c.reason = e.what();
+  } catch (const UsageError&) {
+    throw;
+  } catch (const DataError&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    c.status = "error";
+    c.reason = where + ": out of memory";
+  } catch (const std::exception& e) {
+    c.status = "error";
+    c.reason = where + ": " + e.what();
+  }
+}
+
 uint64_t fnv1a(const std::string& s) {
   uint64_t h = 1469598103934665603ull;
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
@@ -518,19 +541,7 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
         for (auto& kv : calib) ptrs.push_back(&kv);
         for (auto& c : cells) {
           if (c.dataset != di || c.status != "ok" || !c.entry->info.trainable) continue;
-          try {
-            c.codec->fit(l, ptrs, ctx_for(c));
-          } catch (const Unsupported& e) {
-            c.status = "skipped";
-            c.reason = e.what();
-          } catch (const UsageError&) {
-            throw;
-          } catch (const DataError&) {
-            throw;
-          } catch (const std::exception& e) {
-            c.status = "error";
-            c.reason = fmt::format("fit failed at layer {}: {}", l, e.what());
-          }
+          guarded(c, fmt::format("fit of layer {}", l), [&] { c.codec->fit(l, ptrs, ctx_for(c)); });
         }
       }
       Json ids = Json::array();
@@ -588,7 +599,7 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
         for (auto& c : cells) {
           if (c.dataset != di || c.status != "ok") continue;
           const CodecContext ctx = ctx_for(c);
-          try {
+          guarded(c, fmt::format("layer {}", l), [&] {
             auto enc = c.codec->encode(l, L.kv, c.prev.get(), ctx);
             const Storage st = enc->storage();
             StorageAcc layer_acc;
@@ -599,24 +610,11 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
             if (!evaluate_layer(*enc, L, shape, cfg.topk, cfg.kendall, c, &why)) {
               c.status = "error";
               c.reason = why;
-              continue;
+              return;
             }
             if (first_layer && cfg.throughput) c.throughput = measure_throughput(*c.codec, L, ctx, cfg, *enc, layer_acc);
             c.prev = std::move(enc);
-          } catch (const Unsupported& e) {
-            c.status = "skipped";
-            c.reason = e.what();
-          } catch (const UsageError&) {
-            throw;
-          } catch (const DataError&) {
-            throw;
-          } catch (const std::bad_alloc&) {
-            c.status = "error";
-            c.reason = fmt::format("out of memory while encoding or attending layer {}", l);
-          } catch (const std::exception& e) {
-            c.status = "error";
-            c.reason = fmt::format("layer {}: {}", l, e.what());
-          }
+          });
         }
         // The exact fp16 attention on the same device is the reference row of the throughput table.
         if (first_layer && cfg.throughput) {
