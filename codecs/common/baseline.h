@@ -62,6 +62,16 @@ class BaselineLayer : public EncodedLayer {
   int64_t tokens() const final { return C_; }
   bool scores(int g, const float* q, float* s_out, Scratch& scratch) const final;
   void attend(int g, const float* q, float* o_out, Scratch& scratch) const final;
+  /// GQA groups: each block of kDecodeRows key rows is decoded once (decode_keys) and dotted with all the
+  /// queries (row_kernels dots_many), then per query the same softmax as attend(), then each block of value
+  /// rows is decoded once (decode_values) and added into every query's output (axpy_many). Queries go in
+  /// chunks of kManyQueries (logits [chunk][C] in scratch.floats()). Equals attend() per query up to float
+  /// rounding: reassociated sums, and the decoded row is one float rounding of the stored value where
+  /// attend() folds scales into its sums instead (see tests/codecs/attend_many_test.cpp).
+  void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const final;
+
+  static constexpr int kDecodeRows = 16;   ///< rows decoded per block by attend_many
+  static constexpr int kManyQueries = 8;  ///< queries attend_many handles per pass
 
  protected:
   /// dots[t] = <q, k̂_t> for t in [0, C), computed from the compressed keys of KV head g.
@@ -70,6 +80,21 @@ class BaselineLayer : public EncodedLayer {
   /// out[0, d) = Σ_t w[t]·v̂_t over KV head g (out is overwritten). w points into scratch.floats();
   /// may use scratch.floats2().
   virtual void weighted_values(int g, const float* w, float* out, Scratch& scratch) const = 0;
+  /// For attend_many: out[r·d + j] = x̂_{t0 + r, j}, r < n <= kDecodeRows, the stored keys (values) of KV
+  /// head g as floats, divided by key_factor(g) (value_factor(g)), a per-head constant (fp8's scale) that
+  /// attend_many applies to the logits (outputs) once. tmp: decode_tmp_floats() floats.
+  virtual void decode_keys(int g, int64_t t0, int n, float* out, float* tmp) const = 0;
+  virtual void decode_values(int g, int64_t t0, int n, float* out, float* tmp) const = 0;
+  virtual float key_factor(int g) const {
+    (void)g;
+    return 1.f;
+  }
+  virtual float value_factor(int g) const {
+    (void)g;
+    return 1.f;
+  }
+  /// Scratch floats decode_keys / decode_values need.
+  virtual size_t decode_tmp_floats() const { return 8 * static_cast<size_t>(d_) + 64; }
 
   int kv_heads_;
   int64_t C_;

@@ -21,12 +21,23 @@ struct RowKernels {
   void (*axpy_f16)(float w, const uint16_t* x, float* y, int n);
   /// out[j] = binary16 bits of x[j], round to nearest even, saturating (see fp16_store.h); NaN stays NaN.
   void (*to_f16_sat)(const float* x, uint16_t* out, int64_t n);
+  /// out[j] = f16(x[j]), n values.
+  void (*from_f16)(const uint16_t* x, float* out, int64_t n);
+  /// Many-query dots over a block of decoded rows (attend_many): for i < nq, r < nr
+  ///   dots[i·dstride + r] = Σ_j qs[i][j]·rows[r·d + j].
+  void (*dots_many)(const float* rows, int nr, int d, const float* const* qs, int nq, float* dots, int64_t dstride);
+  /// Many-query weighted sums over a block of decoded rows: for i < nq, j < d
+  ///   outs[i][j] += Σ_{r < nr} w[i·wstride + r]·rows[r·d + j].
+  void (*axpy_many)(const float* rows, int nr, int d, const float* w, int64_t wstride, int nq, float* const* outs);
 };
 
 /// The fastest kernels this CPU supports (chosen once, thread-safe).
 const RowKernels& row_kernels();
 /// The portable kernels (tests compare the two).
 const RowKernels& row_kernels_portable();
+/// row_kernels() while simd_kernels_enabled(), else row_kernels_portable() (attend_many uses these, so the
+/// SIMD switch of tests covers its loops too).
+const RowKernels& row_kernels_switched();
 
 /// True when the hand-written AVX2/FMA/F16C attend kernels (uniform_avx2.cpp, fp8_cpu.cpp) may run: the CPU
 /// has those extensions (checked once via cpuid) and they have not been switched off.

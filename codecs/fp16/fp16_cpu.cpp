@@ -39,6 +39,12 @@ class Fp16Layer final : public BaselineLayer {
     for (int64_t t = 0; t < C_; ++t)
       if (w[t] != 0.f) axpy(w[t], v + t * d_, out, d_);
   }
+  void decode_keys(int g, int64_t t0, int n, float* out, float*) const override {
+    row_kernels_switched().from_f16(&k_[(static_cast<size_t>(g) * C_ + t0) * d_], out, static_cast<int64_t>(n) * d_);
+  }
+  void decode_values(int g, int64_t t0, int n, float* out, float*) const override {
+    row_kernels_switched().from_f16(&v_[(static_cast<size_t>(g) * C_ + t0) * d_], out, static_cast<int64_t>(n) * d_);
+  }
 
  private:
   std::vector<uint16_t> k_, v_;  // [kv_head][token][head_dim] binary16

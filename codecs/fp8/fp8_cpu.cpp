@@ -148,7 +148,18 @@ KVB_FP8_AVX2 void fp8_values_avx2(const float* w, const uint8_t* v, int64_t n, i
   }
   for (int j = 0; j < d; ++j) out[j] *= scale;
 }
+
+/// out[i] = dec'(c_i) (dec8's lanes), n % 8 == 0.
+template <fp8::Format F>
+KVB_FP8_AVX2 void fp8_decode_avx2(const uint8_t* c, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; i += 8) _mm256_storeu_ps(out + i, dec8<F>(c + i));
+}
 #endif
+
+/// out[i] = dec(c_i) through the table.
+KVB_CPU_CLONES void fp8_decode(const float* lut, const uint8_t* c, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = lut[c[i]];
+}
 
 template <fp8::Format F>
 KVB_FORCE_INLINE void encode_f(const float* x, int64_t n, float scale, uint8_t* codes) {
@@ -219,8 +230,36 @@ class Fp8Layer final : public BaselineLayer {
 #endif
     fp8_values(lut_, w, &v_[static_cast<size_t>(g) * C_ * d_], C_, d_, v_scale_[g], out, scratch.floats2(d_));
   }
+  void decode_keys(int g, int64_t t0, int n, float* out, float*) const override {
+    decode(&k_[(static_cast<size_t>(g) * C_ + t0) * d_], static_cast<int64_t>(n) * d_, out);
+  }
+  void decode_values(int g, int64_t t0, int n, float* out, float*) const override {
+    decode(&v_[(static_cast<size_t>(g) * C_ + t0) * d_], static_cast<int64_t>(n) * d_, out);
+  }
+  // The shift decode of E4M3 yields dec·2^-8: the 2^8 joins the head's scale (as in key_dots).
+  float key_factor(int g) const override { return shift_factor() * k_scale_[g]; }
+  float value_factor(int g) const override { return shift_factor() * v_scale_[g]; }
 
  private:
+  bool shift_path() const {
+#if defined(KVB_FP8_X86)
+    return shift_decode_ok_ && simd_kernels_enabled();
+#else
+    return false;
+#endif
+  }
+  float shift_factor() const { return shift_path() && format_ == fp8::Format::kE4M3 ? 256.f : 1.f; }
+  void decode(const uint8_t* c, int64_t n, float* out) const {
+#if defined(KVB_FP8_X86)
+    if (shift_path()) {
+      if (format_ == fp8::Format::kE4M3) fp8_decode_avx2<fp8::Format::kE4M3>(c, n, out);
+      else fp8_decode_avx2<fp8::Format::kE5M2>(c, n, out);
+      return;
+    }
+#endif
+    fp8_decode(lut_, c, n, out);
+  }
+
   fp8::Format format_;
   bool shift_decode_ok_ = false;          // the AVX2 shift decode applies (d % 8 == 0, no E4M3 NaN code)
   const float* lut_;                      // [256] dec(code) of this layer's format

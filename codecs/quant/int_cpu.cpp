@@ -38,6 +38,14 @@ class IntLayer final : public BaselineLayer {
     for (int j = 0; j < d_; ++j) out[j] = 0.f;
     uq::accumulate_rows(f_, w, v_codes_.data() + codes_at(g), v_sm_.data() + sm_at(g), C_, out, scratch.floats2(f_.scratch_floats()));
   }
+  void decode_keys(int g, int64_t t0, int n, float* out, float* tmp) const override {
+    uq::decode_rows(f_, k_codes_.data() + codes_at(g) + t0 * f_.bytes(), k_sm_.data() + sm_at(g) + t0 * f_.groups(), n,
+                    out, tmp);
+  }
+  void decode_values(int g, int64_t t0, int n, float* out, float* tmp) const override {
+    uq::decode_rows(f_, v_codes_.data() + codes_at(g) + t0 * f_.bytes(), v_sm_.data() + sm_at(g) + t0 * f_.groups(), n,
+                    out, tmp);
+  }
 
  private:
   size_t codes_at(int g) const { return static_cast<size_t>(g * C_ * f_.bytes()); }  // head g's first row

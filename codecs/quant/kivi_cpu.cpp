@@ -134,6 +134,38 @@ class KiviLayer final : public BaselineLayer {
     for (int64_t t = Vq_; t < C_; ++t, win += d_)
       if (w[t] != 0.f) axpy(w[t], win, out, d_);
   }
+  void decode_keys(int g, int64_t t0, int n, float* out, float* tmp) const override {
+    const int64_t blocks = Cq_ / G_;
+    float* scale = tmp;   // [d] the block's per-channel scale
+    float* mn = tmp + d_;  // [d] and min
+    int r = 0;
+    while (r < n && t0 + r < Cq_) {  // quantized rows, one key block at a time
+      const int64_t t = t0 + r, b = t / G_;
+      const int m = static_cast<int>(std::min<int64_t>({static_cast<int64_t>(n - r), (b + 1) * G_ - t, Cq_ - t}));
+      const uq::GroupParams* sm = k_sm_.data() + (g * blocks + b) * d_;
+      for (int j = 0; j < d_; ++j) {
+        scale[j] = f16_to_f32(sm[j].scale);
+        mn[j] = f16_to_f32(sm[j].min);
+      }
+      uq::decode_rows_channel(p_.code_bits, k_codes_.data() + (g * Cq_ + t) * rb_, m, d_, scale, mn,
+                              out + static_cast<int64_t>(r) * d_, tmp + 2 * d_);
+      r += m;
+    }
+    if (r < n)  // fp16 residual
+      row_kernels_switched().from_f16(k_res_.data() + (static_cast<size_t>(g) * (C_ - Cq_) + (t0 + r - Cq_)) * d_,
+                                      out + static_cast<int64_t>(r) * d_, static_cast<int64_t>(n - r) * d_);
+  }
+  void decode_values(int g, int64_t t0, int n, float* out, float* tmp) const override {
+    int r = 0;
+    if (t0 < Vq_) {
+      r = static_cast<int>(std::min<int64_t>(n, Vq_ - t0));
+      uq::decode_rows(vf_, v_codes_.data() + (g * Vq_ + t0) * rb_, v_sm_.data() + (g * Vq_ + t0) * vf_.groups(), r, out,
+                      tmp);
+    }
+    if (r < n)  // fp16 window
+      row_kernels_switched().from_f16(v_win_.data() + (static_cast<size_t>(g) * (C_ - Vq_) + (t0 + r - Vq_)) * d_,
+                                      out + static_cast<int64_t>(r) * d_, static_cast<int64_t>(n - r) * d_);
+  }
 
  private:
   KiviParams p_;

@@ -250,6 +250,51 @@ KVB_AVX2_INLINE void key_block_dots_b(const float* q, const uint8_t* codes, cons
   }
 }
 
+/// x̂ rows of format f: codes expanded to bytes once for the n rows, then per group one FMA per 8 codes.
+template <int B>
+KVB_AVX2_INLINE void decode_rows_b(const RowFormat& f, const uint8_t* codes, const GroupParams* sm, int n, float* out,
+                                   float* tmp) {
+  const int d = f.d, G = f.group, ng = f.groups();
+  float* par = tmp;                                           // [2·ng] (scale, min) of one row
+  uint8_t* cb = reinterpret_cast<uint8_t*>(tmp + 2 * ng + 8);  // [n][d]
+  const uint8_t* blk;
+  if constexpr (B == 8) {
+    blk = codes;
+  } else {
+    expand_codes<B>(codes, static_cast<int64_t>(n) * d, cb);
+    blk = cb;
+  }
+  for (int r = 0; r < n; ++r) {
+    params_f32(sm + static_cast<int64_t>(r) * ng, ng, 1.f, par);
+    const uint8_t* c = blk + static_cast<int64_t>(r) * d;
+    float* o = out + static_cast<int64_t>(r) * d;
+    for (int g = 0; g < ng; ++g) {
+      const __m256 vs = _mm256_set1_ps(par[2 * g]), vm = _mm256_set1_ps(par[2 * g + 1]);
+      for (int j = g * G; j < (g + 1) * G; j += 8) _mm256_storeu_ps(o + j, _mm256_fmadd_ps(codes8(c + j), vs, vm));
+    }
+  }
+}
+
+/// KIVI key rows (per-channel scale and min, d % 8 == 0).
+template <int B>
+KVB_AVX2_INLINE void decode_rows_channel_b(const uint8_t* codes, int n, int d, const float* scale, const float* mn,
+                                           float* out, float* tmp) {
+  uint8_t* cb = reinterpret_cast<uint8_t*>(tmp);  // [n][d]
+  const uint8_t* blk;
+  if constexpr (B == 8) {
+    blk = codes;
+  } else {
+    expand_codes<B>(codes, static_cast<int64_t>(n) * d, cb);
+    blk = cb;
+  }
+  for (int r = 0; r < n; ++r) {
+    const uint8_t* c = blk + static_cast<int64_t>(r) * d;
+    float* o = out + static_cast<int64_t>(r) * d;
+    for (int j = 0; j < d; j += 8)
+      _mm256_storeu_ps(o + j, _mm256_fmadd_ps(codes8(c + j), _mm256_loadu_ps(scale + j), _mm256_loadu_ps(mn + j)));
+  }
+}
+
 #define KVB_UQ_BITS(bits, fn, ...)     \
   switch (bits) {                      \
     case 1: fn<1>(__VA_ARGS__); break; \
@@ -281,7 +326,24 @@ KVB_AVX2 void key_block_dots_avx2(int bits, const float* q, const uint8_t* codes
   KVB_UQ_BITS(bits, key_block_dots_b, q, codes, sm, blocks, G, d, dots, tmp)
 }
 
+KVB_AVX2 void decode_rows_avx2(const RowFormat& f, const uint8_t* codes, const GroupParams* sm, int n, float* out,
+                               float* tmp) {
+  KVB_UQ_BITS(f.bits, decode_rows_b, f, codes, sm, n, out, tmp)
+}
+
+KVB_AVX2 void decode_rows_channel_avx2(int bits, const uint8_t* codes, int n, int d, const float* scale,
+                                       const float* mn, float* out, float* tmp) {
+  KVB_UQ_BITS(bits, decode_rows_channel_b, codes, n, d, scale, mn, out, tmp)
+}
+
 #else  // not x86-64: the portable loops only
+void decode_rows_avx2(const RowFormat& f, const uint8_t* codes, const GroupParams* sm, int n, float* out, float*) {
+  decode_rows_portable(f, codes, sm, n, out);
+}
+void decode_rows_channel_avx2(int bits, const uint8_t* codes, int n, int d, const float* scale, const float* mn,
+                              float* out, float*) {
+  decode_rows_channel_portable(bits, codes, n, d, scale, mn, out);
+}
 
 bool avx2_rows_ok(const RowFormat&) { return false; }
 void dot_rows_avx2(const RowFormat& f, const float* q, const uint8_t* codes, const GroupParams* sm, int64_t n,

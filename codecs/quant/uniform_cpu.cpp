@@ -141,6 +141,53 @@ KVB_CPU_CLONES void accumulate_rows_portable(const RowFormat& f, const float* w,
   KVB_DISPATCH_BITS(f.bits, accumulate_rows_b, f, w, codes, sm, n, out, tmp)
 }
 
+template <int B>
+KVB_FORCE_INLINE void decode_rows_b(const RowFormat& f, const uint8_t* codes, const GroupParams* sm, int n, float* out) {
+  const int d = f.d, G = f.group, ng = f.groups();
+  const int64_t rb = f.bytes();
+  for (int r = 0; r < n; ++r) {
+    float* o = out + static_cast<int64_t>(r) * d;
+    unpack_row<B>(codes + r * rb, d, o);
+    const GroupParams* p = sm + static_cast<int64_t>(r) * ng;
+    for (int gi = 0; gi < ng; ++gi) {
+      const float scale = f16_to_f32(p[gi].scale), mn = f16_to_f32(p[gi].min);
+      for (int j = gi * G; j < (gi + 1) * G; ++j) o[j] = dequantize(o[j], scale, mn);
+    }
+  }
+}
+
+template <int B>
+KVB_FORCE_INLINE void decode_rows_channel_b(const uint8_t* codes, int n, int d, const float* scale, const float* mn,
+                                            float* out) {
+  const int64_t rb = row_bytes(d, B);
+  for (int r = 0; r < n; ++r) {
+    float* o = out + static_cast<int64_t>(r) * d;
+    unpack_row<B>(codes + r * rb, d, o);
+    for (int j = 0; j < d; ++j) o[j] = dequantize(o[j], scale[j], mn[j]);
+  }
+}
+
+KVB_CPU_CLONES void decode_rows_portable(const RowFormat& f, const uint8_t* codes, const GroupParams* sm, int n,
+                                         float* out) {
+  KVB_DISPATCH_BITS(f.bits, decode_rows_b, f, codes, sm, n, out)
+}
+
+KVB_CPU_CLONES void decode_rows_channel_portable(int bits, const uint8_t* codes, int n, int d, const float* scale,
+                                                 const float* mn, float* out) {
+  KVB_DISPATCH_BITS(bits, decode_rows_channel_b, codes, n, d, scale, mn, out)
+}
+
+void decode_rows(const RowFormat& f, const uint8_t* codes, const GroupParams* sm, int n, float* out, float* tmp) {
+  if (simd_kernels_enabled() && avx2_rows_ok(f)) decode_rows_avx2(f, codes, sm, n, out, tmp);
+  else decode_rows_portable(f, codes, sm, n, out);
+}
+
+void decode_rows_channel(int bits, const uint8_t* codes, int n, int d, const float* scale, const float* mn, float* out,
+                         float* tmp) {
+  if (simd_kernels_enabled() && d % 8 == 0) decode_rows_channel_avx2(bits, codes, n, d, scale, mn, out, tmp);
+  else decode_rows_channel_portable(bits, codes, n, d, scale, mn, out);
+}
+
 void dot_rows(const RowFormat& f, const float* q, const uint8_t* codes, const GroupParams* sm, int64_t n,
               float* dots, float* tmp) {
   if (simd_kernels_enabled() && avx2_rows_ok(f)) dot_rows_avx2(f, q, codes, sm, n, dots, tmp);

@@ -117,6 +117,21 @@ void key_block_dots_avx2(int bits, const float* q, const uint8_t* codes, const G
                          int G, int d, float* dots, float* tmp);
 inline size_t key_block_scratch_floats(int d) { return static_cast<size_t>(2 * d + 4 * d / 4 + 64); }
 
+/// attend_many's row decoding: out[r·d + j] = x̂_rj = dequantize(code_rj, scale, min) (uniform.h), r < n
+/// rows of format f starting at codes / sm. n <= 16; tmp: decode_scratch_floats(d). Picks the AVX2 loop
+/// when simd_kernels_enabled() and avx2_rows_ok(f).
+void decode_rows(const RowFormat& f, const uint8_t* codes, const GroupParams* sm, int n, float* out, float* tmp);
+/// Same for KIVI key rows with per-channel parameters scale[d], mn[d] (floats): x̂_rj = code_rj·scale_j + mn_j.
+void decode_rows_channel(int bits, const uint8_t* codes, int n, int d, const float* scale, const float* mn, float* out,
+                         float* tmp);
+inline size_t decode_scratch_floats(int d) { return static_cast<size_t>(6 * d + 64); }
+void decode_rows_portable(const RowFormat& f, const uint8_t* codes, const GroupParams* sm, int n, float* out);
+void decode_rows_channel_portable(int bits, const uint8_t* codes, int n, int d, const float* scale, const float* mn,
+                                  float* out);
+void decode_rows_avx2(const RowFormat& f, const uint8_t* codes, const GroupParams* sm, int n, float* out, float* tmp);
+void decode_rows_channel_avx2(int bits, const uint8_t* codes, int n, int d, const float* scale, const float* mn,
+                              float* out, float* tmp);
+
 /// Packs n codes (each < 2^bits) into a row of row_bytes(n, bits) bytes (written fully).
 void pack_row(const uint32_t* codes, int n, int bits, uint8_t* row);
 

@@ -77,6 +77,12 @@ class EncodedLayer {
   }
   /// Approximate attention output ô[head_dim] of q against KV head g, from the compressed form.
   virtual void attend(int g, const float* q, float* o_out, Scratch& scratch) const = 0;
+  /// Attention outputs of nq queries against KV head g in one call: outs[i][0..head_dim) for qs[i].
+  /// Must equal attend() per query up to float reassociation. The default loops over attend();
+  /// codecs override it to read and unpack each compressed row once for all nq queries (GQA groups).
+  virtual void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const {
+    for (int i = 0; i < nq; ++i) attend(g, qs[i], outs[i], scratch);
+  }
   /// For token-dropping codecs: mask[C], 1 where the token is still held. Empty = every token is held.
   virtual std::vector<uint8_t> held_tokens(int g) const {
     (void)g;
