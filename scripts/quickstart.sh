@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-bash scripts/build.sh
+KVB_BUILD_TARGET=kvbench bash scripts/build.sh  # the tool only; scripts/test.sh builds the tests
 mkdir -p data
 if [ ! -f data/llama-like.h5 ]; then
   # Llama-3-8B shapes (32 heads, 8 KV heads, head_dim 128), 4 of its 32 layers, C = 4096 context tokens
