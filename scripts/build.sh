@@ -4,5 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc 2>/dev/null || echo 2)
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "$@" | grep -E "^-- kvbench:|Error|error" || true
+log=$(mktemp)
+if ! cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "$@" >"$log" 2>&1; then
+  cat "$log" >&2
+  rm -f "$log"
+  echo "build.sh: CMake configuration failed (run scripts/setup.sh to install the dependencies)" >&2
+  exit 1
+fi
+grep -E "^-- kvbench:" "$log" || true
+rm -f "$log"
 cmake --build build -j"$jobs" ${KVB_BUILD_TARGET:+--target "$KVB_BUILD_TARGET"}
