@@ -24,6 +24,7 @@ int cli_main(int argc, char** argv) {
   add_gen_command(app, commands);
   add_inspect_command(app, commands);
   add_membw_command(app, commands);
+  add_capture_command(app, commands);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -18,5 +18,6 @@ void add_list_command(CLI::App& root, std::vector<Command>& out);     // cmd_lis
 void add_gen_command(CLI::App& root, std::vector<Command>& out);      // cmd_gen.cpp
 void add_inspect_command(CLI::App& root, std::vector<Command>& out);  // cmd_inspect.cpp
 void add_membw_command(CLI::App& root, std::vector<Command>& out);    // cmd_membw.cpp
+void add_capture_command(CLI::App& root, std::vector<Command>& out);  // cmd_capture.cpp
 
 }  // namespace kvb

@@ -1,0 +1,260 @@
+// llama2.c checkpoint loader and run.c-equivalent float32 forward pass (see llama2.h).
+#include "kvb/capture/llama2.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "kvb/core/error.h"
+
+namespace kvb {
+namespace {
+
+// run.c's building blocks, kept in the same float32 operation order.
+void rmsnorm(float* o, const float* x, const float* weight, int size) {
+  float ss = 0.0f;
+  for (int j = 0; j < size; j++) ss += x[j] * x[j];
+  ss /= static_cast<float>(size);
+  ss += 1e-5f;
+  ss = 1.0f / std::sqrt(ss);
+  for (int j = 0; j < size; j++) o[j] = weight[j] * (ss * x[j]);
+}
+
+void softmax(float* x, int size) {
+  float max_val = x[0];
+  for (int i = 1; i < size; i++)
+    if (x[i] > max_val) max_val = x[i];
+  float sum = 0.0f;
+  for (int i = 0; i < size; i++) {
+    x[i] = std::exp(x[i] - max_val);
+    sum += x[i];
+  }
+  for (int i = 0; i < size; i++) x[i] /= sum;
+}
+
+/// W (d, n) @ x (n) -> xout (d)
+void matmul(float* xout, const float* x, const float* w, int n, int d) {
+  for (int i = 0; i < d; i++) {
+    float val = 0.0f;
+    const float* row = w + static_cast<size_t>(i) * static_cast<size_t>(n);
+    for (int j = 0; j < n; j++) val += row[j] * x[j];
+    xout[i] = val;
+  }
+}
+
+}  // namespace
+
+int argmax(const float* x, int n) {
+  int best = 0;
+  for (int i = 1; i < n; i++)
+    if (x[i] > x[best]) best = i;
+  return best;
+}
+
+Llama2Model Llama2Model::load(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  KVB_CHECK(fs::is_regular_file(path, ec), DataError, "{}: checkpoint not found (expected a llama2.c .bin file)",
+            path);
+  const uint64_t file_bytes = fs::file_size(path, ec);
+  KVB_CHECK(!ec, DataError, "{}: cannot read the file size: {}", path, ec.message());
+  constexpr uint64_t kHeader = 7 * sizeof(int32_t);
+  KVB_CHECK(file_bytes >= kHeader, DataError,
+            "{}: truncated llama2.c checkpoint: expected at least a {}-byte header, found {} bytes", path, kHeader,
+            file_bytes);
+
+  std::ifstream in(path, std::ios::binary);
+  KVB_CHECK(in.good(), DataError, "{}: cannot open the checkpoint", path);
+  int32_t h[7];
+  in.read(reinterpret_cast<char*>(h), sizeof(h));
+  KVB_CHECK(in.good(), DataError, "{}: cannot read the 28-byte header", path);
+
+  Llama2Model m;
+  m.path_ = path;
+  Llama2Config& c = m.cfg_;
+  c.dim = h[0];
+  c.hidden_dim = h[1];
+  c.n_layers = h[2];
+  c.n_heads = h[3];
+  c.n_kv_heads = h[4];
+  c.shared_classifier = h[5] > 0;
+  c.vocab_size = h[5] > 0 ? h[5] : (h[5] == INT32_MIN ? 0 : -h[5]);
+  c.seq_len = h[6];
+  const std::string hdr = fmt::format("dim={} hidden_dim={} n_layers={} n_heads={} n_kv_heads={} vocab_size={} seq_len={}",
+                                      h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
+  auto in_range = [](int v, int lo, int hi) { return v >= lo && v <= hi; };
+  KVB_CHECK(in_range(c.dim, 2, 1 << 16) && in_range(c.hidden_dim, 1, 1 << 18) && in_range(c.n_layers, 1, 1024) &&
+                in_range(c.n_heads, 1, 1024) && in_range(c.n_kv_heads, 1, 1024) && in_range(c.vocab_size, 1, 1 << 22) &&
+                in_range(c.seq_len, 1, 1 << 20),
+            DataError, "{}: not a llama2.c legacy (version 0) checkpoint: implausible header ({})", path, hdr);
+  KVB_CHECK(c.dim % c.n_heads == 0 && c.n_heads % c.n_kv_heads == 0 && c.head_size() % 2 == 0, DataError,
+            "{}: inconsistent header ({}): expected dim divisible by n_heads, n_heads by n_kv_heads and an even "
+            "head size",
+            path, hdr);
+
+  // Sizes in floats, in the file's order.
+  const uint64_t dim = static_cast<uint64_t>(c.dim), hid = static_cast<uint64_t>(c.hidden_dim),
+                 L = static_cast<uint64_t>(c.n_layers), V = static_cast<uint64_t>(c.vocab_size),
+                 kv = static_cast<uint64_t>(c.kv_dim()), hs = static_cast<uint64_t>(c.head_size()),
+                 S = static_cast<uint64_t>(c.seq_len);
+  uint64_t n = 0;
+  auto take = [&n](uint64_t count) {
+    const uint64_t at = n;
+    n += count;
+    return static_cast<size_t>(at);
+  };
+  Offsets& o = m.off_;
+  o.tok = take(V * dim);
+  o.rms_att = take(L * dim);
+  o.wq = take(L * dim * dim);
+  o.wk = take(L * kv * dim);
+  o.wv = take(L * kv * dim);
+  o.wo = take(L * dim * dim);
+  o.rms_ffn = take(L * dim);
+  o.w1 = take(L * hid * dim);
+  o.w2 = take(L * dim * hid);
+  o.w3 = take(L * hid * dim);
+  o.rms_final = take(dim);
+  take(S * hs / 2);  // freq_cis_real (legacy; RoPE is computed as run.c does)
+  take(S * hs / 2);  // freq_cis_imag
+  o.wcls = c.shared_classifier ? o.tok : take(V * dim);
+  const uint64_t expected = kHeader + n * sizeof(float);
+  KVB_CHECK(file_bytes == expected, DataError,
+            "{}: {} llama2.c checkpoint: the header ({}, {} classifier) implies {} bytes, found {} bytes", path,
+            file_bytes < expected ? "truncated" : "oversized or non-legacy", hdr,
+            c.shared_classifier ? "shared" : "unshared", expected, file_bytes);
+
+  m.w_.resize(static_cast<size_t>(n));
+  in.read(reinterpret_cast<char*>(m.w_.data()), static_cast<std::streamsize>(n * sizeof(float)));
+  KVB_CHECK(in.good() && static_cast<uint64_t>(in.gcount()) == n * sizeof(float), DataError,
+            "{}: short read: expected {} bytes of weights, got {}", path, n * sizeof(float), in.gcount());
+  for (size_t i = 0; i < m.w_.size(); ++i)
+    KVB_CHECK(std::isfinite(m.w_[i]), DataError, "{}: weight {} (byte offset {}) is not finite", path, i,
+              kHeader + i * sizeof(float));
+  return m;
+}
+
+const float* Llama2Model::rms_att(int l) const { return w_.data() + off_.rms_att + size_t(l) * cfg_.dim; }
+const float* Llama2Model::wq(int l) const { return w_.data() + off_.wq + size_t(l) * cfg_.dim * cfg_.dim; }
+const float* Llama2Model::wk(int l) const { return w_.data() + off_.wk + size_t(l) * cfg_.kv_dim() * cfg_.dim; }
+const float* Llama2Model::wv(int l) const { return w_.data() + off_.wv + size_t(l) * cfg_.kv_dim() * cfg_.dim; }
+const float* Llama2Model::wo(int l) const { return w_.data() + off_.wo + size_t(l) * cfg_.dim * cfg_.dim; }
+const float* Llama2Model::rms_ffn(int l) const { return w_.data() + off_.rms_ffn + size_t(l) * cfg_.dim; }
+const float* Llama2Model::w1(int l) const { return w_.data() + off_.w1 + size_t(l) * cfg_.hidden_dim * cfg_.dim; }
+const float* Llama2Model::w2(int l) const { return w_.data() + off_.w2 + size_t(l) * cfg_.dim * cfg_.hidden_dim; }
+const float* Llama2Model::w3(int l) const { return w_.data() + off_.w3 + size_t(l) * cfg_.hidden_dim * cfg_.dim; }
+
+Llama2Runner::Llama2Runner(const Llama2Model& model) : m_(model), c_(model.config()) {
+  const size_t dim = size_t(c_.dim), hid = size_t(c_.hidden_dim), kv = size_t(c_.kv_dim()), L = size_t(c_.n_layers),
+               S = size_t(c_.seq_len);
+  x_.assign(dim, 0.f);
+  xb_.assign(dim, 0.f);
+  xb2_.assign(dim, 0.f);
+  hb_.assign(hid, 0.f);
+  hb2_.assign(hid, 0.f);
+  q_.assign(dim, 0.f);
+  k_.assign(kv, 0.f);
+  v_.assign(kv, 0.f);
+  att_.assign(size_t(c_.n_heads) * S, 0.f);
+  logits_.assign(size_t(c_.vocab_size), 0.f);
+  key_cache_.assign(L * S * kv, 0.f);
+  value_cache_.assign(L * S * kv, 0.f);
+  last_q_.assign(L * dim, 0.f);
+  last_att_out_.assign(L * dim, 0.f);
+}
+
+const float* Llama2Runner::key(int l, int p) const {
+  return key_cache_.data() + (size_t(l) * c_.seq_len + size_t(p)) * c_.kv_dim();
+}
+const float* Llama2Runner::value(int l, int p) const {
+  return value_cache_.data() + (size_t(l) * c_.seq_len + size_t(p)) * c_.kv_dim();
+}
+const float* Llama2Runner::query(int l) const { return last_q_.data() + size_t(l) * c_.dim; }
+const float* Llama2Runner::attn_out(int l) const { return last_att_out_.data() + size_t(l) * c_.dim; }
+
+const float* Llama2Runner::forward(int token, int pos) {
+  KVB_CHECK(token >= 0 && token < c_.vocab_size, UsageError, "{}: token id {} out of range [0, {})", m_.path(), token,
+            c_.vocab_size);
+  KVB_CHECK(pos >= 0 && pos < c_.seq_len, UsageError, "{}: position {} out of range [0, seq_len={})", m_.path(), pos,
+            c_.seq_len);
+  const int dim = c_.dim, kv_dim = c_.kv_dim(), kv_mul = c_.kv_mul(), hidden_dim = c_.hidden_dim,
+            head_size = c_.head_size();
+  float* x = x_.data();
+  std::memcpy(x, m_.token_embedding() + size_t(token) * dim, size_t(dim) * sizeof(float));
+
+  for (int l = 0; l < c_.n_layers; l++) {
+    rmsnorm(xb_.data(), x, m_.rms_att(l), dim);
+    float* kc = key_cache_.data() + (size_t(l) * c_.seq_len + size_t(pos)) * kv_dim;
+    float* vc = value_cache_.data() + (size_t(l) * c_.seq_len + size_t(pos)) * kv_dim;
+    float* q = q_.data();
+    matmul(q, xb_.data(), m_.wq(l), dim, dim);
+    matmul(kc, xb_.data(), m_.wk(l), dim, kv_dim);
+    matmul(vc, xb_.data(), m_.wv(l), dim, kv_dim);
+
+    // RoPE, as run.c: relative positional encoding on adjacent pairs of each head.
+    for (int i = 0; i < dim; i += 2) {
+      const int head_dim = i % head_size;
+      const float freq = 1.0f / std::pow(10000.0f, static_cast<float>(head_dim) / static_cast<float>(head_size));
+      const float val = static_cast<float>(pos) * freq;
+      const float fcr = std::cos(val);
+      const float fci = std::sin(val);
+      const int rotn = i < kv_dim ? 2 : 1;
+      for (int vi = 0; vi < rotn; vi++) {
+        float* vec = vi == 0 ? q : kc;
+        const float v0 = vec[i];
+        const float v1 = vec[i + 1];
+        vec[i] = v0 * fcr - v1 * fci;
+        vec[i + 1] = v0 * fci + v1 * fcr;
+      }
+    }
+    std::memcpy(last_q_.data() + size_t(l) * dim, q, size_t(dim) * sizeof(float));
+
+    // Multi-head attention over positions 0..pos.
+    for (int h = 0; h < c_.n_heads; h++) {
+      const float* qh = q + h * head_size;
+      float* att = att_.data() + size_t(h) * c_.seq_len;
+      for (int t = 0; t <= pos; t++) {
+        const float* k = key(l, t) + (h / kv_mul) * head_size;
+        float score = 0.0f;
+        for (int i = 0; i < head_size; i++) score += qh[i] * k[i];
+        score /= std::sqrt(static_cast<float>(head_size));
+        att[t] = score;
+      }
+      softmax(att, pos + 1);
+      float* xb = xb_.data() + h * head_size;
+      std::memset(xb, 0, size_t(head_size) * sizeof(float));
+      for (int t = 0; t <= pos; t++) {
+        const float* v = value(l, t) + (h / kv_mul) * head_size;
+        const float a = att[t];
+        for (int i = 0; i < head_size; i++) xb[i] += a * v[i];
+      }
+    }
+    std::memcpy(last_att_out_.data() + size_t(l) * dim, xb_.data(), size_t(dim) * sizeof(float));
+
+    matmul(xb2_.data(), xb_.data(), m_.wo(l), dim, dim);
+    for (int i = 0; i < dim; i++) x[i] += xb2_[size_t(i)];
+
+    // SwiGLU FFN: w2(silu(w1 x) * w3 x).
+    rmsnorm(xb_.data(), x, m_.rms_ffn(l), dim);
+    matmul(hb_.data(), xb_.data(), m_.w1(l), dim, hidden_dim);
+    matmul(hb2_.data(), xb_.data(), m_.w3(l), dim, hidden_dim);
+    for (int i = 0; i < hidden_dim; i++) {
+      float val = hb_[size_t(i)];
+      val *= (1.0f / (1.0f + std::exp(-val)));
+      val *= hb2_[size_t(i)];
+      hb_[size_t(i)] = val;
+    }
+    matmul(xb_.data(), hb_.data(), m_.w2(l), hidden_dim, dim);
+    for (int i = 0; i < dim; i++) x[i] += xb_[size_t(i)];
+  }
+
+  rmsnorm(x, x, m_.rms_final(), dim);
+  matmul(logits_.data(), x, m_.wcls(), dim, c_.vocab_size);
+  return logits_.data();
+}
+
+}  // namespace kvb

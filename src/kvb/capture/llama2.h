@@ -1,0 +1,95 @@
+#pragma once
+/// A llama2.c checkpoint (legacy "version 0" format) and a float32 forward pass that matches
+/// llama2.c `run.c` operation for operation: RMSNorm (eps 1e-5), RoPE on adjacent pairs (2i, 2i+1)
+/// with freq = 1 / 10000^(2i / head_size), grouped-query attention (query head h reads KV head
+/// h / (n_heads / n_kv_heads)), softmax scale 1/sqrt(head_size), SwiGLU FFN, final RMSNorm and a
+/// classifier shared with the token embedding when vocab_size > 0 in the header.
+///
+/// The runner keeps run.c's KV cache ([layer][pos][kv_dim], keys post-RoPE) and, for the last
+/// forward() call, every layer's post-RoPE query and attention output (before wo), so a recorder
+/// can store exactly what the model computed.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvb {
+
+struct Llama2Config {
+  int dim = 0;
+  int hidden_dim = 0;
+  int n_layers = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int vocab_size = 0;  ///< always positive here; `shared_classifier` keeps the header's sign
+  int seq_len = 0;
+  bool shared_classifier = true;
+  int head_size() const { return dim / n_heads; }
+  int kv_dim() const { return dim / n_heads * n_kv_heads; }
+  int kv_mul() const { return n_heads / n_kv_heads; }
+};
+
+/// Weights of a legacy llama2.c checkpoint, in the file's layout.
+class Llama2Model {
+ public:
+  /// Reads and validates `path`: the header must describe a consistent model and the file length must
+  /// equal the header's expected size. Missing, short or garbled files throw DataError naming the file
+  /// and the expected vs found bytes.
+  static Llama2Model load(const std::string& path);
+
+  const Llama2Config& config() const { return cfg_; }
+  const std::string& path() const { return path_; }
+
+  // Weight views (row-major, as in the file).
+  const float* token_embedding() const { return w_.data() + off_.tok; }  ///< [vocab, dim]
+  const float* rms_att(int l) const;   ///< [dim]
+  const float* wq(int l) const;        ///< [dim, dim]
+  const float* wk(int l) const;        ///< [kv_dim, dim]
+  const float* wv(int l) const;        ///< [kv_dim, dim]
+  const float* wo(int l) const;        ///< [dim, dim]
+  const float* rms_ffn(int l) const;   ///< [dim]
+  const float* w1(int l) const;        ///< [hidden, dim]
+  const float* w2(int l) const;        ///< [dim, hidden]
+  const float* w3(int l) const;        ///< [hidden, dim]
+  const float* rms_final() const { return w_.data() + off_.rms_final; }  ///< [dim]
+  const float* wcls() const { return w_.data() + off_.wcls; }            ///< [vocab, dim]
+
+ private:
+  struct Offsets {
+    size_t tok = 0, rms_att = 0, wq = 0, wk = 0, wv = 0, wo = 0, rms_ffn = 0, w1 = 0, w2 = 0, w3 = 0,
+           rms_final = 0, wcls = 0;
+  };
+  std::string path_;
+  Llama2Config cfg_;
+  Offsets off_;
+  std::vector<float> w_;  ///< every float after the header
+};
+
+/// run.c's RunState and forward(): one token at a time, positions 0, 1, 2, ...
+class Llama2Runner {
+ public:
+  explicit Llama2Runner(const Llama2Model& model);
+
+  /// Runs token `token` at position `pos` (0 <= pos < seq_len, positions in order) and returns the
+  /// logits [vocab]. Throws UsageError for an out-of-range token or position.
+  const float* forward(int token, int pos);
+
+  /// Post-RoPE keys / values of layer l at position p: [kv_dim] (head g at offset g * head_size).
+  const float* key(int l, int p) const;
+  const float* value(int l, int p) const;
+  /// The last forward()'s post-RoPE query of layer l: [dim] (head h at offset h * head_size).
+  const float* query(int l) const;
+  /// The last forward()'s attention output of layer l before wo: [dim] (head h at h * head_size).
+  const float* attn_out(int l) const;
+
+ private:
+  const Llama2Model& m_;
+  Llama2Config c_;
+  std::vector<float> x_, xb_, xb2_, hb_, hb2_, q_, k_, v_, att_, logits_;
+  std::vector<float> key_cache_, value_cache_;  ///< [L, seq_len, kv_dim]
+  std::vector<float> last_q_, last_att_out_;    ///< [L, dim]
+};
+
+/// Index of the largest value (the first one on ties), as run.c's sample_argmax.
+int argmax(const float* x, int n);
+
+}  // namespace kvb
