@@ -295,17 +295,6 @@ KVB_AVX2_INLINE void decode_rows_channel_b(const uint8_t* codes, int n, int d, c
   }
 }
 
-#define KVB_UQ_BITS(bits, fn, ...)     \
-  switch (bits) {                      \
-    case 1: fn<1>(__VA_ARGS__); break; \
-    case 2: fn<2>(__VA_ARGS__); break; \
-    case 3: fn<3>(__VA_ARGS__); break; \
-    case 4: fn<4>(__VA_ARGS__); break; \
-    case 5: fn<5>(__VA_ARGS__); break; \
-    case 6: fn<6>(__VA_ARGS__); break; \
-    case 7: fn<7>(__VA_ARGS__); break; \
-    default: fn<8>(__VA_ARGS__); break; \
-  }
 
 }  // namespace
 
@@ -313,27 +302,27 @@ bool avx2_rows_ok(const RowFormat& f) { return f.d % 8 == 0 && f.group % 8 == 0;
 
 KVB_AVX2 void dot_rows_avx2(const RowFormat& f, const float* q, const uint8_t* codes, const GroupParams* sm,
                             int64_t n, float* dots, float* tmp) {
-  KVB_UQ_BITS(f.bits, dot_rows_b, f, q, codes, sm, n, dots, tmp)
+  KVB_DISPATCH_BITS(f.bits, dot_rows_b, f, q, codes, sm, n, dots, tmp)
 }
 
 KVB_AVX2 void accumulate_rows_avx2(const RowFormat& f, const float* w, const uint8_t* codes, const GroupParams* sm,
                                    int64_t n, float* out, float* tmp) {
-  KVB_UQ_BITS(f.bits, accumulate_rows_b, f, w, codes, sm, n, out, tmp)
+  KVB_DISPATCH_BITS(f.bits, accumulate_rows_b, f, w, codes, sm, n, out, tmp)
 }
 
 KVB_AVX2 void key_block_dots_avx2(int bits, const float* q, const uint8_t* codes, const GroupParams* sm,
                                   int64_t blocks, int G, int d, float* dots, float* tmp) {
-  KVB_UQ_BITS(bits, key_block_dots_b, q, codes, sm, blocks, G, d, dots, tmp)
+  KVB_DISPATCH_BITS(bits, key_block_dots_b, q, codes, sm, blocks, G, d, dots, tmp)
 }
 
 KVB_AVX2 void decode_rows_avx2(const RowFormat& f, const uint8_t* codes, const GroupParams* sm, int n, float* out,
                                float* tmp) {
-  KVB_UQ_BITS(f.bits, decode_rows_b, f, codes, sm, n, out, tmp)
+  KVB_DISPATCH_BITS(f.bits, decode_rows_b, f, codes, sm, n, out, tmp)
 }
 
 KVB_AVX2 void decode_rows_channel_avx2(int bits, const uint8_t* codes, int n, int d, const float* scale,
                                        const float* mn, float* out, float* tmp) {
-  KVB_UQ_BITS(bits, decode_rows_channel_b, codes, n, d, scale, mn, out, tmp)
+  KVB_DISPATCH_BITS(bits, decode_rows_channel_b, codes, n, d, scale, mn, out, tmp)
 }
 
 #else  // not x86-64: the portable loops only
