@@ -19,5 +19,6 @@ void add_gen_command(CLI::App& root, std::vector<Command>& out);      // cmd_gen
 void add_inspect_command(CLI::App& root, std::vector<Command>& out);  // cmd_inspect.cpp
 void add_membw_command(CLI::App& root, std::vector<Command>& out);    // cmd_membw.cpp
 void add_capture_command(CLI::App& root, std::vector<Command>& out);  // cmd_capture.cpp
+void add_compare_command(CLI::App& root, std::vector<Command>& out);  // cmd_compare.cpp
 
 }  // namespace kvb
