@@ -2,7 +2,7 @@
 // numbers of kvb::exact_attention_f64 (the same operations in the same order).
 #include "io_test_util.h"
 #include "kvb/attention/exact.h"
-#include "kvb/io/attn_batch.h"
+#include "kvb/attention/exact_batch.h"
 
 using namespace kvbtest;
 

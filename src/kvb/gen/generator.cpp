@@ -43,7 +43,7 @@
 #include "kvb/core/error.h"
 #include "kvb/core/half.h"
 #include "kvb/core/rng.h"
-#include "kvb/io/attn_batch.h"
+#include "kvb/attention/exact_batch.h"
 #include "kvb/version.h"
 
 namespace kvb {

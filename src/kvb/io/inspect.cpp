@@ -5,7 +5,7 @@
 #include <limits>
 
 #include "kvb/attention/exact.h"
-#include "kvb/io/attn_batch.h"
+#include "kvb/attention/exact_batch.h"
 
 namespace kvb {
 namespace {

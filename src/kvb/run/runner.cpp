@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "kvb/attention/exact.h"
+#include "kvb/attention/exact_batch.h"
 #include "kvb/core/error.h"
 #include "kvb/core/registry.h"
 #include "kvb/core/rng.h"
@@ -210,12 +211,18 @@ void compute_exact(LayerData& L, const ModelShape& shape, const AttnConfig& attn
   L.s.assign(static_cast<size_t>(P * C), 0.0);
   L.p.assign(static_cast<size_t>(P * C), 0.0);
   L.o.assign(static_cast<size_t>(P * d), 0.0);
-#pragma omp parallel for schedule(dynamic, 4)
-  for (int64_t i = 0; i < P; ++i) {
-    const auto [h, qi] = L.pairs[i];
+  // Pairs are (query head, query) in head-major order, so each head's queries are one contiguous batch:
+  // the tiled float64 kernels compute exactly exact_attention_f64's numbers (tests/io/test_attn_batch.cpp).
+  const int64_t nq = L.q.n;
+  KVB_ASSERT(P == static_cast<int64_t>(shape.n_heads) * nq);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int h = 0; h < shape.n_heads; ++h) {
     const int g = h / shape.group();
-    exact_attention_f64(L.kv.k_head(g), L.kv.v_head(g), C, d, L.q.query(h, qi), attn.softmax_scale, attn.softcap,
-                        &L.s[i * C], &L.p[i * C], &L.o[i * d]);
+    const size_t row = static_cast<size_t>(h) * nq;
+    exact_logits_batch_f64(L.kv.k_head(g), C, d, L.q.query(h, 0), nq, attn.softmax_scale, attn.softcap,
+                           &L.s[row * C]);
+    exact_attention_batch_f64(L.kv.k_head(g), L.kv.v_head(g), C, d, L.q.query(h, 0), nq, attn.softmax_scale,
+                              attn.softcap, &L.o[row * d], &L.p[row * C]);
   }
 }
 

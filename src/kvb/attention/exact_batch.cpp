@@ -1,4 +1,4 @@
-#include "kvb/io/attn_batch.h"
+#include "kvb/attention/exact_batch.h"
 
 #include <algorithm>
 #include <cmath>
