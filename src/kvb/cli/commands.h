@@ -20,5 +20,6 @@ void add_inspect_command(CLI::App& root, std::vector<Command>& out);  // cmd_ins
 void add_membw_command(CLI::App& root, std::vector<Command>& out);    // cmd_membw.cpp
 void add_capture_command(CLI::App& root, std::vector<Command>& out);  // cmd_capture.cpp
 void add_compare_command(CLI::App& root, std::vector<Command>& out);  // cmd_compare.cpp
+void add_merge_command(CLI::App& root, std::vector<Command>& out);    // cmd_merge.cpp
 
 }  // namespace kvb

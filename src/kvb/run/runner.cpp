@@ -9,7 +9,9 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <fstream>
 #include <optional>
+#include <sstream>
 
 #include "kvb/attention/exact.h"
 #include "kvb/attention/exact_batch.h"
@@ -52,6 +54,10 @@ struct StorageAcc {
 
 struct Cell {
   size_t dataset = 0;
+  size_t index = 0;     ///< position in the full expansion (cells/<index>.json, --shard)
+  size_t spec_idx = 0;  ///< the codecs[] entry it came from (one batch per entry and dataset)
+  bool selected = true;  ///< in this run's shard
+  Json record = nullptr;  ///< the finished results.json record (computed or resumed)
   const CodecEntry* entry = nullptr;
   const CodecSpec* spec = nullptr;
   std::optional<Budget> budget;
@@ -85,6 +91,7 @@ struct DatasetRun {
   bool ref_checked = false;
   int64_t ref_skipped_sliding = 0;
   Json reference_throughput = nullptr;
+  Json record = nullptr;  ///< {ref_out_check, reference_throughput} once computed (or resumed)
 };
 
 std::string fmt_duration(double s) {
@@ -391,6 +398,98 @@ uint64_t fnv1a(const std::string& s) {
   return h;
 }
 
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+std::string run_key(const Config& cfg) {
+  Json r = cfg.resolved();
+  for (const char* k : {"output", "device", "threads"}) r.erase(k);
+  const Json b = build_info_json();
+  return fmt::format("{:016x}", fnv1a(r.dump() + "\n" + b["git_sha"].get<std::string>()));
+}
+
+namespace {
+
+/// The results.json record of one finished cell (also persisted as cells/<index>.json).
+Json cell_record(Cell& c, const DatasetRun& D, const Config& cfg) {
+  const ModelShape& shape = D.reader->attrs().shape;
+  Json j;
+  j["dataset"] = D.spec->path_as_given;
+  j["codec"] = c.entry->info.name;
+  j["label"] = c.label;
+  j["params"] = c.params;
+  j["preset"] = c.spec->preset.empty() ? Json(nullptr) : Json(c.spec->preset);
+  if (c.budget) {
+    j["budget"] = {{"kind", c.budget->describe()}, {"target_bits", c.bits_target}};
+    j["bits_target"] = c.bits_target;
+  } else {
+    j["budget"] = nullptr;
+    j["bits_target"] = nullptr;
+  }
+  j["bits_candidate"] = std::isfinite(c.candidate_bits) ? Json(c.candidate_bits) : Json(nullptr);
+  j["device"] = c.device;
+  if (c.status == "ok" && c.values["cosine"].empty()) {
+    c.status = "error";
+    c.reason = "no query was evaluated";
+  }
+  j["status"] = c.status;
+  j["reason"] = c.reason;
+  if (c.status == "ok") {
+    j["storage"] = storage_json(c.storage, shape.head_dim);
+    Json fid = Json::object();
+    Json na = Json::object();
+    for (const auto& name : kMetricNames) {
+      if (name == "kendall" && !cfg.kendall) continue;
+      const auto it = c.values.find(name);
+      if (it == c.values.end() || it->second.empty()) {
+        fid[name] = nullptr;
+        if (name == "mass_lost")
+          na[name] = "the codec holds every token";
+        else if (name == "spearman" || name == "kendall" || name == "topk_recall" || name == "kl" || name == "score_rel_err")
+          na[name] = c.entry->info.defines_scores ? "undefined for every query (constant logits)" : "the codec defines no logits";
+        continue;
+      }
+      fid[name] = aggregate_json(it->second);
+    }
+    for (const auto& [k, v] : c.not_applicable) na[k] = v;
+    j["fidelity"] = fid;
+    j["not_applicable"] = na;
+    Json pl = Json::array();
+    for (const auto& [layer, vals] : c.per_layer) {
+      Json lj{{"layer", layer}};
+      for (const auto& [name, v] : vals)
+        if (!v.empty()) lj[name + "_mean"] = metrics::aggregate(v).mean;
+      const auto sit = c.per_layer_storage.find(layer);
+      if (sit != c.per_layer_storage.end()) {
+        lj["bits_per_element"] = 8.0 * sit->second.bytes_per_token / (2.0 * shape.head_dim);
+        lj["bits_per_element_with_fixed"] = sit->second.bits_with_fixed;
+      }
+      pl.push_back(lj);
+    }
+    j["per_layer"] = pl;
+    if (!c.throughput.is_null()) {
+      Json tp = c.throughput;
+      const Json& ref = D.record.is_null() ? D.reference_throughput : D.record["reference_throughput"];
+      if (!ref.is_null()) {
+        const double r = ref["attend_queries_per_s"]["median"].get<double>();
+        tp["attend_speedup_vs_fp16"] = r > 0 ? tp["attend_queries_per_s"]["median"].get<double>() / r : 0.0;
+      }
+      j["throughput"] = tp;
+    } else {
+      j["throughput"] = nullptr;
+    }
+    j["codec_report"] = c.codec ? c.codec->report() : Json::object();
+    if (!c.calibration.is_null()) j["calibration"] = c.calibration;
+  }
+  return j;
+}
+
 }  // namespace
 
 RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
@@ -472,11 +571,14 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
   std::vector<Cell> cells;
   for (size_t di = 0; di < dsr.size(); ++di) {
     const ModelShape& shape = dsr[di].reader->attrs().shape;
-    for (const auto& spec : cfg.codecs) {
+    for (size_t ci = 0; ci < cfg.codecs.size(); ++ci) {
+      const auto& spec = cfg.codecs[ci];
       const CodecEntry& entry = registry().at(spec.codec);
       auto add_cell = [&](std::optional<Budget> budget) {
         Cell c;
         c.dataset = di;
+        c.spec_idx = ci;
+        c.index = cells.size();
         c.entry = &entry;
         c.spec = &spec;
         c.budget = budget;
@@ -526,15 +628,81 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
       }
     }
   }
-  summary.cells = static_cast<int>(cells.size());
+  // ---- shard, run key, resume ----
+  const std::string out_dir = opts.output_dir.empty() ? (fs::path("results") / cfg.name).string() : opts.output_dir;
+  const fs::path cells_dir = fs::path(out_dir) / "cells", datasets_dir = fs::path(out_dir) / "datasets";
+  {
+    std::error_code ec;
+    fs::create_directories(cells_dir, ec);
+    if (!ec) fs::create_directories(datasets_dir, ec);
+    if (ec) throw RuntimeError(fmt::format("{}: cannot create the results directory: {}", out_dir, ec.message()));
+  }
+  const std::string key = run_key(cfg);
+  const bool sharded = opts.shard_n > 0;
+  for (auto& c : cells) c.selected = !sharded || static_cast<int>(c.index % opts.shard_n) == opts.shard_k - 1;
+  // A record file is reused only when it parses and carries this run's key (same resolved config and build).
+  auto load_record = [&](const fs::path& p) -> Json {
+    std::error_code ec;
+    if (!fs::exists(p, ec)) return nullptr;
+    try {
+      Json j = Json::parse(read_text(p));
+      if (j.value("run_key", std::string()) == key) return j;
+    } catch (const std::exception&) {
+    }
+    return nullptr;
+  };
+  int resumed = 0;
+  if (opts.resume) {
+    for (auto& c : cells) {
+      if (!c.selected) continue;
+      Json j = load_record(cells_dir / fmt::format("{}.json", c.index));
+      if (j.is_null() || !j.contains("cell")) continue;
+      c.record = j["cell"];
+      c.codec.reset();
+      ++resumed;
+    }
+    for (size_t di = 0; di < dsr.size(); ++di) {
+      Json j = load_record(datasets_dir / fmt::format("{}.json", di));
+      if (!j.is_null() && j.contains("dataset")) dsr[di].record = j["dataset"];
+    }
+    std::fprintf(stderr, "kvbench run: resumed %d cells from %s\n", resumed, cells_dir.string().c_str());
+  }
 
-  // ---- evaluate, streaming one (sequence, layer) at a time ----
+  // ---- batches: the pending cells of one codecs[] entry on one dataset ----
+  // Each batch streams the dataset's (sequence, layer) pairs on its own, so its cells are finished (and
+  // persisted) as soon as the batch ends. The data is re-read and the exact reference recomputed per batch:
+  // that costs a few extra reads and float64 attentions, which is acceptable next to the codecs' own work,
+  // and keeps every cell's numbers identical to a single pass (cells never depend on each other).
+  struct Batch {
+    size_t dataset = 0;
+    std::vector<Cell*> cells;
+    bool streams = false;  ///< evaluates data (has an ok cell or must compute the dataset record)
+  };
+  std::vector<Batch> batches;
+  for (size_t di = 0; di < dsr.size(); ++di) {
+    bool need_dataset = dsr[di].record.is_null();
+    for (size_t ci = 0; ci < cfg.codecs.size(); ++ci) {
+      Batch b;
+      b.dataset = di;
+      for (auto& c : cells)
+        if (c.dataset == di && c.spec_idx == ci && c.selected && c.record.is_null()) b.cells.push_back(&c);
+      if (b.cells.empty()) continue;
+      for (Cell* c : b.cells) b.streams = b.streams || c->status == "ok";
+      if (need_dataset) b.streams = true;
+      need_dataset = false;
+      batches.push_back(std::move(b));
+    }
+    if (need_dataset) batches.push_back(Batch{di, {}, true});
+  }
   int64_t steps = 0;
-  for (const auto& D : dsr) steps += static_cast<int64_t>(D.eval_seqs.size() * D.layers.size());
+  for (const auto& b : batches)
+    if (b.streams) steps += static_cast<int64_t>(dsr[b.dataset].eval_seqs.size() * dsr[b.dataset].layers.size());
   Progress progress(opts.progress, steps);
 
-  for (size_t di = 0; di < dsr.size(); ++di) {
+  auto evaluate_batch = [&](Batch& batch) {
+    const size_t di = batch.dataset;
     auto& D = dsr[di];
+    const bool dataset_pass = D.record.is_null();  // this pass computes the ref_out check and fp16 reference
     const auto& at = D.reader->attrs();
     const ModelShape shape = at.shape;
     AttnConfig attn;
@@ -551,8 +719,8 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
 
     // Calibration: trainable codecs fit each layer on the calibration sequences only.
     bool any_trainable = false;
-    for (auto& c : cells)
-      if (c.dataset == di && c.status == "ok" && c.entry->info.trainable) any_trainable = true;
+    for (Cell* c : batch.cells)
+      if (c->status == "ok" && c->entry->info.trainable) any_trainable = true;
     if (any_trainable) {
       const bool overlap = D.calib_seqs.empty();
       const std::vector<size_t>& fit_seqs = overlap ? D.eval_seqs : D.calib_seqs;
@@ -561,26 +729,26 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
         for (size_t si : fit_seqs) calib.push_back(D.reader->read_kv(si, l, 0, seqs[si].context_len));
         std::vector<const LayerKV*> ptrs;
         for (auto& kv : calib) ptrs.push_back(&kv);
-        for (auto& c : cells) {
-          if (c.dataset != di || c.status != "ok" || !c.entry->info.trainable) continue;
-          guarded(c, fmt::format("fit of layer {}", l), [&] { c.codec->fit(l, ptrs, ctx_for(c)); });
+        for (Cell* c : batch.cells) {
+          if (c->status != "ok" || !c->entry->info.trainable) continue;
+          guarded(*c, fmt::format("fit of layer {}", l), [&] { c->codec->fit(l, ptrs, ctx_for(*c)); });
         }
       }
       Json ids = Json::array();
       for (size_t si : fit_seqs) ids.push_back(seqs[si].id);
-      for (auto& c : cells)
-        if (c.dataset == di && c.entry->info.trainable)
-          c.calibration = {{"sequences", ids},
-                           {"overlaps_evaluation", overlap},
-                           {"note", overlap ? "the dataset has a single selected sequence: this codec was fitted on "
-                                              "its own evaluation data"
-                                            : "fitted on sequences that are never evaluated"}};
+      for (Cell* c : batch.cells)
+        if (c->entry->info.trainable)
+          c->calibration = {{"sequences", ids},
+                            {"overlaps_evaluation", overlap},
+                            {"note", overlap ? "the dataset has a single selected sequence: this codec was fitted on "
+                                               "its own evaluation data"
+                                             : "fitted on sequences that are never evaluated"}};
     }
 
     bool first_layer = true;
     for (size_t si : D.eval_seqs) {
       const auto& S = seqs[si];
-      for (auto& c : cells) c.prev.reset();
+      for (Cell* c : batch.cells) c->prev.reset();
       for (int l : D.layers) {
         LayerData L;
         L.layer = l;
@@ -595,7 +763,7 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
         compute_exact(L, shape, attn);
 
         // ref_out self-check (skipped on sliding-window layers, where the recorder's window moves per query).
-        if (!L.q.ref_out.empty()) {
+        if (dataset_pass && !L.q.ref_out.empty()) {
           if (sliding) {
             D.ref_skipped_sliding += 1;
           } else {
@@ -618,8 +786,9 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
           }
         }
 
-        for (auto& c : cells) {
-          if (c.dataset != di || c.status != "ok") continue;
+        for (Cell* cp : batch.cells) {
+          Cell& c = *cp;
+          if (c.status != "ok") continue;
           const CodecContext ctx = ctx_for(c);
           guarded(c, fmt::format("layer {}", l), [&] {
             auto enc = c.codec->encode(l, L.kv, c.prev.get(), ctx);
@@ -639,7 +808,7 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
           });
         }
         // The exact fp16 attention on the same device is the reference row of the throughput table.
-        if (first_layer && cfg.throughput) {
+        if (dataset_pass && first_layer && cfg.throughput) {
           const CodecEntry& fp16 = registry().at("fp16");
           auto ref = fp16.make_cpu(resolve_params(fp16.info.params, Json::object(), "fp16"), shape);
           CodecContext ctx;
@@ -657,10 +826,56 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
         progress.step(fmt::format("{} seq {} layer {}", fs::path(D.spec->path).filename().string(), S.id, l));
       }
     }
+    for (Cell* c : batch.cells) c->prev.reset();
+    if (dataset_pass) {
+      Json check;
+      if (D.ref_checked) {
+        check = {{"status", "passed"},
+                 {"max_rel_l2", D.ref_max_err},
+                 {"median_rel_l2", metrics::aggregate(D.ref_errs).median},
+                 {"tolerance", ref_out_tolerance(at.orig_dtype)}};
+      } else {
+        check = {{"status", "not run"},
+                 {"reason", D.ref_skipped_sliding > 0 ? "only sliding-window layers carry ref_out"
+                                                      : "the dump has no ref_out"}};
+      }
+      D.record = {{"ref_out_check", check}, {"reference_throughput", D.reference_throughput}};
+      write_file_atomic((datasets_dir / fmt::format("{}.json", di)).string(),
+                        Json{{"run_key", key}, {"index", di}, {"dataset", D.record}}.dump(2, ' ', false,
+                                                                                         Json::error_handler_t::replace) +
+                            "\n");
+    }
+  };
+
+  for (auto& b : batches) {
+    if (b.streams) evaluate_batch(b);
+    for (Cell* c : b.cells) {
+      c->record = cell_record(*c, dsr[c->dataset], cfg);
+      c->codec.reset();
+      write_file_atomic((cells_dir / fmt::format("{}.json", c->index)).string(),
+                        Json{{"run_key", key}, {"index", c->index}, {"cell", c->record}}.dump(
+                            2, ' ', false, Json::error_handler_t::replace) +
+                            "\n");
+    }
   }
   progress.finish();
 
   // ---- assemble results ----
+  Json jcells = Json::array();
+  Json indices = Json::array();
+  int n_selected = 0;
+  for (auto& c : cells) {
+    if (!c.selected) continue;
+    ++n_selected;
+    KVB_ASSERT(!c.record.is_null());
+    const std::string st = c.record.value("status", std::string());
+    if (st == "ok") ++summary.ok;
+    else if (st == "skipped") ++summary.skipped;
+    else ++summary.errors;
+    jcells.push_back(c.record);
+    indices.push_back(c.index);
+  }
+  summary.cells = n_selected;
   Json doc;
   doc["schema_version"] = kResultsSchemaVersion;
   doc["kvbench"] = build_info_json();
@@ -673,7 +888,12 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
                 {"device_requested", device_req},
                 {"device_note", device_note},
                 {"threads", threads},
-                {"seed", cfg.seed}};
+                {"seed", cfg.seed},
+                {"run_key", key},
+                {"cells_total", cells.size()},
+                {"cell_indices", indices},
+                {"resumed_cells", resumed}};
+  if (sharded) doc["run"]["shard"] = {{"k", opts.shard_k}, {"n", opts.shard_n}};
   doc["config"] = cfg.resolved();
   doc["environment"] = environment_json(threads);
   Json datasets = Json::array();
@@ -704,17 +924,9 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
     for (size_t si : D.calib_seqs) cal.push_back(D.reader->sequences()[si].id);
     dj["evaluated_sequences"] = ev;
     dj["calibration_sequences"] = cal;
-    if (D.ref_checked) {
-      dj["ref_out_check"] = {{"status", "passed"},
-                             {"max_rel_l2", D.ref_max_err},
-                             {"median_rel_l2", metrics::aggregate(D.ref_errs).median},
-                             {"tolerance", ref_out_tolerance(at.orig_dtype)}};
-    } else {
-      dj["ref_out_check"] = {{"status", "not run"},
-                             {"reason", D.ref_skipped_sliding > 0 ? "only sliding-window layers carry ref_out"
-                                                                  : "the dump has no ref_out"}};
-    }
-    dj["reference_throughput"] = D.reference_throughput;
+    KVB_ASSERT(!D.record.is_null());
+    dj["ref_out_check"] = D.record["ref_out_check"];
+    dj["reference_throughput"] = D.record["reference_throughput"];
     datasets.push_back(dj);
   }
   doc["datasets"] = datasets;
@@ -726,90 +938,12 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
                      {"applies_to", m.applies_to}});
   doc["metrics"] = mlist;
 
-  Json jcells = Json::array();
-  for (auto& c : cells) {
-    const auto& D = dsr[c.dataset];
-    const ModelShape& shape = D.reader->attrs().shape;
-    Json j;
-    j["dataset"] = D.spec->path_as_given;
-    j["codec"] = c.entry->info.name;
-    j["label"] = c.label;
-    j["params"] = c.params;
-    j["preset"] = c.spec->preset.empty() ? Json(nullptr) : Json(c.spec->preset);
-    if (c.budget) {
-      j["budget"] = {{"kind", c.budget->describe()}, {"target_bits", c.bits_target}};
-      j["bits_target"] = c.bits_target;
-    } else {
-      j["budget"] = nullptr;
-      j["bits_target"] = nullptr;
-    }
-    j["bits_candidate"] = std::isfinite(c.candidate_bits) ? Json(c.candidate_bits) : Json(nullptr);
-    j["device"] = c.device;
-    if (c.status == "ok" && c.values["cosine"].empty()) {
-      c.status = "error";
-      c.reason = "no query was evaluated";
-    }
-    j["status"] = c.status;
-    j["reason"] = c.reason;
-    if (c.status == "ok") {
-      ++summary.ok;
-      j["storage"] = storage_json(c.storage, shape.head_dim);
-      Json fid = Json::object();
-      Json na = Json::object();
-      for (const auto& name : kMetricNames) {
-        if (name == "kendall" && !cfg.kendall) continue;
-        const auto it = c.values.find(name);
-        if (it == c.values.end() || it->second.empty()) {
-          fid[name] = nullptr;
-          if (name == "mass_lost")
-            na[name] = "the codec holds every token";
-          else if (name == "spearman" || name == "kendall" || name == "topk_recall" || name == "kl" || name == "score_rel_err")
-            na[name] = c.entry->info.defines_scores ? "undefined for every query (constant logits)" : "the codec defines no logits";
-          continue;
-        }
-        fid[name] = aggregate_json(it->second);
-      }
-      for (const auto& [k, v] : c.not_applicable) na[k] = v;
-      j["fidelity"] = fid;
-      j["not_applicable"] = na;
-      Json pl = Json::array();
-      for (const auto& [layer, vals] : c.per_layer) {
-        Json lj{{"layer", layer}};
-        for (const auto& [name, v] : vals)
-          if (!v.empty()) lj[name + "_mean"] = metrics::aggregate(v).mean;
-        const auto sit = c.per_layer_storage.find(layer);
-        if (sit != c.per_layer_storage.end()) {
-          lj["bits_per_element"] = 8.0 * sit->second.bytes_per_token / (2.0 * shape.head_dim);
-          lj["bits_per_element_with_fixed"] = sit->second.bits_with_fixed;
-        }
-        pl.push_back(lj);
-      }
-      j["per_layer"] = pl;
-      if (!c.throughput.is_null()) {
-        Json tp = c.throughput;
-        const Json& ref = D.reference_throughput;
-        if (!ref.is_null()) {
-          const double r = ref["attend_queries_per_s"]["median"].get<double>();
-          tp["attend_speedup_vs_fp16"] = r > 0 ? tp["attend_queries_per_s"]["median"].get<double>() / r : 0.0;
-        }
-        j["throughput"] = tp;
-      } else {
-        j["throughput"] = nullptr;
-      }
-      j["codec_report"] = c.codec ? c.codec->report() : Json::object();
-      if (!c.calibration.is_null()) j["calibration"] = c.calibration;
-    } else if (c.status == "skipped") {
-      ++summary.skipped;
-    } else {
-      ++summary.errors;
-    }
-    jcells.push_back(j);
-  }
   doc["cells"] = jcells;
   doc["summary"] = {{"cells", summary.cells}, {"ok", summary.ok}, {"skipped", summary.skipped}, {"errors", summary.errors}};
   doc["run"]["duration_s"] = std::chrono::duration<double>(Clock::now() - t_start).count();
 
-  summary.output_dir = opts.output_dir.empty() ? (fs::path("results") / cfg.name).string() : opts.output_dir;
+  summary.output_dir = out_dir;
+  summary.resumed = resumed;
   write_results_dir(summary.output_dir, doc, results_csv(doc));
   summary.seconds = doc["run"]["duration_s"].get<double>();
   return summary;
