@@ -55,6 +55,18 @@ KVB_AVX2_INLINE void expand_codes(const uint8_t* src, int64_t n, uint8_t* out) {
   }
 }
 
+/// One byte per code for n codes: 8-bit rows are used in place, narrower ones expanded into `scratch`.
+template <int B>
+KVB_AVX2_INLINE const uint8_t* code_bytes(const uint8_t* codes, int64_t n, uint8_t* scratch) {
+  if constexpr (B == 8) {
+    (void)n, (void)scratch;
+    return codes;
+  } else {
+    expand_codes<B>(codes, n, scratch);
+    return scratch;
+  }
+}
+
 /// 8 byte codes at p -> 8 floats.
 KVB_AVX2_INLINE __m256 codes8(const uint8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
@@ -118,13 +130,7 @@ KVB_AVX2_INLINE void dot_rows_b(const RowFormat& f, const float* q, const uint8_
   }
   for (int64_t t0 = 0; t0 < n; t0 += kRowBlock) {
     const int nb = static_cast<int>(std::min<int64_t>(kRowBlock, n - t0));
-    const uint8_t* blk;
-    if constexpr (B == 8) {
-      blk = codes + t0 * rb;
-    } else {
-      expand_codes<B>(codes + t0 * rb, static_cast<int64_t>(nb) * d, cb);
-      blk = cb;
-    }
+    const uint8_t* blk = code_bytes<B>(codes + t0 * rb, static_cast<int64_t>(nb) * d, cb);
     for (int i = 0; i < nb; ++i) params_f32(sm + (t0 + i) * ng, ng, 1.f, par + i * 2 * ng);
     int i = 0;
     for (; i + 4 <= nb; i += 4) {
@@ -170,13 +176,7 @@ KVB_AVX2_INLINE void accumulate_rows_b(const RowFormat& f, const float* w, const
   uint8_t* cb = reinterpret_cast<uint8_t*>(par + ps * kRowBlock);  // [kRowBlock][d]
   for (int64_t t0 = 0; t0 < n; t0 += kRowBlock) {
     const int nb = static_cast<int>(std::min<int64_t>(kRowBlock, n - t0));
-    const uint8_t* blk;
-    if constexpr (B == 8) {
-      blk = codes + t0 * rb;
-    } else {
-      expand_codes<B>(codes + t0 * rb, static_cast<int64_t>(nb) * d, cb);
-      blk = cb;
-    }
+    const uint8_t* blk = code_bytes<B>(codes + t0 * rb, static_cast<int64_t>(nb) * d, cb);
     for (int k = 0; k < ps; ++k) msum[k] = 0.f;
     for (int i = 0; i < nb; ++i) {
       float* p = par + i * ps;
@@ -228,23 +228,11 @@ KVB_AVX2_INLINE void key_block_dots_b(const float* q, const uint8_t* codes, cons
     float* dt = dots + b * G;
     int t = 0;
     for (; t + 4 <= G; t += 4, codes += 4 * rb) {
-      const uint8_t* c;
-      if constexpr (B == 8) {
-        c = codes;
-      } else {
-        expand_codes<B>(codes, 4 * static_cast<int64_t>(d), cb);
-        c = cb;
-      }
+      const uint8_t* c = code_bytes<B>(codes, 4 * static_cast<int64_t>(d), cb);
       _mm_storeu_ps(dt + t, _mm_add_ps(hsum4(scaled_dot(qs, c, d), scaled_dot(qs, c + d, d), scaled_dot(qs, c + 2 * d, d), scaled_dot(qs, c + 3 * d, d)), vmin));
     }
     for (; t < G; ++t, codes += rb) {
-      const uint8_t* c;
-      if constexpr (B == 8) {
-        c = codes;
-      } else {
-        expand_codes<B>(codes, d, cb);
-        c = cb;
-      }
+      const uint8_t* c = code_bytes<B>(codes, d, cb);
       dt[t] = hsum(scaled_dot(qs, c, d)) + qmin;
     }
   }
@@ -257,13 +245,7 @@ KVB_AVX2_INLINE void decode_rows_b(const RowFormat& f, const uint8_t* codes, con
   const int d = f.d, G = f.group, ng = f.groups();
   float* par = tmp;                                           // [2·ng] (scale, min) of one row
   uint8_t* cb = reinterpret_cast<uint8_t*>(tmp + 2 * ng + 8);  // [n][d]
-  const uint8_t* blk;
-  if constexpr (B == 8) {
-    blk = codes;
-  } else {
-    expand_codes<B>(codes, static_cast<int64_t>(n) * d, cb);
-    blk = cb;
-  }
+  const uint8_t* blk = code_bytes<B>(codes, static_cast<int64_t>(n) * d, cb);
   for (int r = 0; r < n; ++r) {
     params_f32(sm + static_cast<int64_t>(r) * ng, ng, 1.f, par);
     const uint8_t* c = blk + static_cast<int64_t>(r) * d;
@@ -280,13 +262,7 @@ template <int B>
 KVB_AVX2_INLINE void decode_rows_channel_b(const uint8_t* codes, int n, int d, const float* scale, const float* mn,
                                            float* out, float* tmp) {
   uint8_t* cb = reinterpret_cast<uint8_t*>(tmp);  // [n][d]
-  const uint8_t* blk;
-  if constexpr (B == 8) {
-    blk = codes;
-  } else {
-    expand_codes<B>(codes, static_cast<int64_t>(n) * d, cb);
-    blk = cb;
-  }
+  const uint8_t* blk = code_bytes<B>(codes, static_cast<int64_t>(n) * d, cb);
   for (int r = 0; r < n; ++r) {
     const uint8_t* c = blk + static_cast<int64_t>(r) * d;
     float* o = out + static_cast<int64_t>(r) * d;
