@@ -5,6 +5,7 @@
 #include "kvb/cli/commands.h"
 #include "kvb/core/registry.h"
 #include "kvb/metrics/metrics.h"
+#include "kvb/run/results_io.h"
 
 namespace kvb {
 
@@ -66,13 +67,7 @@ void add_list_command(CLI::App& root, std::vector<Command>& out) {
                    if (o->json) {
                      Json codecs = Json::array();
                      for (const auto& e : registry().all()) codecs.push_back(describe(e, o->head_dim));
-                     Json ms = Json::array();
-                     for (const auto& m : metrics::all_metrics())
-                       ms.push_back({{"name", m.name},
-                                     {"description", m.description},
-                                     {"better", m.better == metrics::Better::kHigher ? "higher" : "lower"},
-                                     {"applies_to", m.applies_to}});
-                     std::printf("%s\n", Json{{"codecs", codecs}, {"metrics", ms}}.dump(2).c_str());
+                     std::printf("%s\n", Json{{"codecs", codecs}, {"metrics", metrics_json()}}.dump(2).c_str());
                    } else {
                      print_text(o->head_dim);
                    }

@@ -174,12 +174,9 @@ Json load_results_file(const std::string& path) {
   KVB_CHECK(fs::exists(file, ec), DataError, "{}: no such file (expected a kvbench results.json or results directory)",
             file);
   KVB_CHECK(!fs::is_directory(file, ec), DataError, "{}: is a directory, expected a results.json file", file);
-  std::ifstream in(file, std::ios::binary);
-  KVB_CHECK(in.good(), DataError, "{}: cannot open for reading", file);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  KVB_CHECK(!in.bad(), DataError, "{}: read error", file);
-  Json doc = Json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  const auto text = read_file(file);
+  KVB_CHECK(text.has_value(), DataError, "{}: cannot open or read", file);
+  Json doc = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
   KVB_CHECK(!doc.is_discarded(), DataError, "{}: not valid JSON (truncated or corrupt results file)", file);
   validate_results(doc, file);
   return doc;

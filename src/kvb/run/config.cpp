@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "kvb/core/error.h"
+#include "kvb/run/results_io.h"
 
 namespace kvb {
 namespace fs = std::filesystem;
@@ -204,13 +205,11 @@ Config parse_config(const Json& j, const std::string& path, const std::string& d
 }
 
 Config load_config(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw UsageError(fmt::format("{}: cannot open config file", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
+  const auto text = read_file(path);
+  if (!text) throw UsageError(fmt::format("{}: cannot open config file", path));
   Json j;
   try {
-    j = Json::parse(ss.str());
+    j = Json::parse(*text);
   } catch (const Json::parse_error& e) {
     throw UsageError(fmt::format("{}: not valid JSON: {}", path, e.what()));
   }

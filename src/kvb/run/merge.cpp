@@ -18,13 +18,11 @@ namespace {
 
 Json load_shard(const std::string& dir) {
   const fs::path p = fs::path(dir) / "results.json";
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw DataError(fmt::format("{}: cannot open (is {} a results directory?)", p.string(), dir));
-  std::stringstream ss;
-  ss << in.rdbuf();
+  const auto text = read_file(p.string());
+  if (!text) throw DataError(fmt::format("{}: cannot open (is {} a results directory?)", p.string(), dir));
   Json j;
   try {
-    j = Json::parse(ss.str());
+    j = Json::parse(*text);
   } catch (const std::exception& e) {
     throw DataError(fmt::format("{}: invalid JSON: {}", p.string(), e.what()));
   }

@@ -6,8 +6,11 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "kvb/core/error.h"
+#include "kvb/metrics/metrics.h"
 #include "kvb/run/runner.h"
 
 namespace kvb {
@@ -38,6 +41,25 @@ void write_file_atomic(const std::string& path, const std::string& content) {
     ::unlink(tmp.c_str());
     throw RuntimeError(fmt::format("{}: cannot rename into place: {}", path, std::strerror(e)));
   }
+}
+
+std::optional<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return std::nullopt;
+  return ss.str();
+}
+
+Json metrics_json() {
+  Json out = Json::array();
+  for (const auto& m : metrics::all_metrics())
+    out.push_back({{"name", m.name},
+                   {"description", m.description},
+                   {"better", m.better == metrics::Better::kHigher ? "higher" : "lower"},
+                   {"applies_to", m.applies_to}});
+  return out;
 }
 
 void write_results_dir(const std::string& dir, const Json& doc, const std::string& csv) {

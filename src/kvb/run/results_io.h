@@ -1,6 +1,7 @@
 #pragma once
 /// Writing the results directory atomically (kvbench.md §8): every file is written to a temporary name
 /// in the same directory, flushed, and renamed, so an interrupted run never leaves a truncated file.
+#include <optional>
 #include <string>
 
 #include "kvb/core/params.h"
@@ -12,6 +13,11 @@ inline constexpr int kResultsSchemaVersion = 1;
 
 /// Write `content` to `path` atomically (temp file + fsync + rename). Throws RuntimeError on failure.
 void write_file_atomic(const std::string& path, const std::string& content);
+/// The whole file as bytes; std::nullopt when it cannot be opened or read.
+std::optional<std::string> read_file(const std::string& path);
+/// The metric registry (name, description, better direction, applies_to) as written into results.json
+/// and printed by `kvbench list --json`.
+Json metrics_json();
 /// Create `dir` and write results.json and results.csv into it.
 void write_results_dir(const std::string& dir, const Json& doc, const std::string& csv);
 

@@ -398,13 +398,6 @@ uint64_t fnv1a(const std::string& s) {
   return h;
 }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 }  // namespace
 
 std::string run_key(const Config& cfg) {
@@ -642,14 +635,10 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
   for (auto& c : cells) c.selected = !sharded || static_cast<int>(c.index % opts.shard_n) == opts.shard_k - 1;
   // A record file is reused only when it parses and carries this run's key (same resolved config and build).
   auto load_record = [&](const fs::path& p) -> Json {
-    std::error_code ec;
-    if (!fs::exists(p, ec)) return nullptr;
-    try {
-      Json j = Json::parse(read_text(p));
-      if (j.value("run_key", std::string()) == key) return j;
-    } catch (const std::exception&) {
-    }
-    return nullptr;
+    const auto text = read_file(p.string());  // nullopt when absent
+    if (!text) return nullptr;
+    const Json j = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
+    return j.is_object() && j.value("run_key", std::string()) == key ? j : Json(nullptr);
   };
   int resumed = 0;
   if (opts.resume) {
@@ -930,13 +919,7 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
     datasets.push_back(dj);
   }
   doc["datasets"] = datasets;
-  Json mlist = Json::array();
-  for (const auto& m : metrics::all_metrics())
-    mlist.push_back({{"name", m.name},
-                     {"description", m.description},
-                     {"better", m.better == metrics::Better::kHigher ? "higher" : "lower"},
-                     {"applies_to", m.applies_to}});
-  doc["metrics"] = mlist;
+  doc["metrics"] = metrics_json();
 
   doc["cells"] = jcells;
   doc["summary"] = {{"cells", summary.cells}, {"ok", summary.ok}, {"skipped", summary.skipped}, {"errors", summary.errors}};
