@@ -1,6 +1,5 @@
 // `kvbench gen`: determinism, shapes, GQA, ref_out, RoPE, and the LLM-like statistics of kvbench.md §3.3.
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <functional>
 
@@ -28,9 +27,6 @@ kvb::GenOptions small_gen(uint64_t seed = 1) {
   return o;
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 /// Max over queries of ‖exact − ref_out‖ / ‖exact‖, recomputing exact attention with exact_attention_f64
 /// from the tensors as read, with query head h reading KV head kv_of(h).
@@ -540,32 +536,4 @@ TEST(Generator, KnobsChangeTheStatistics) {
     EXPECT_LT(l.top_outliers[0].ratio, 6.0) << "no outlier channels asked for";
     EXPECT_LT(l.sink_mass.max, 0.06) << "a tiny sink share asked for";
   }
-}
-
-TEST(Generator, TinyIsFast) {
-  const kvb::GenOptions o = kvb::gen_preset("tiny");
-  SCOPED_TRACE(describe(o));
-  const auto t0 = std::chrono::steady_clock::now();
-  kvb::generate_dump(scratch("tiny.h5"), o);
-  const double secs = seconds_since(t0);
-  std::cout << "[ timing ] gen tiny: " << secs << " s\n";
-#ifdef NDEBUG
-  EXPECT_LT(secs, 1.0);
-#endif
-}
-
-TEST(Generator, TimingLlama3Like) {
-  if (!std::getenv("KVB_IO_TIMING")) GTEST_SKIP() << "set KVB_IO_TIMING=1 to time a 4-layer llama3-8b-like dump";
-  kvb::GenOptions o = kvb::gen_preset("llama3-8b");
-  o.shape.n_layers = 4;
-  SCOPED_TRACE(describe(o));
-  const std::string p = scratch("llama3_4l.h5");
-  auto t0 = std::chrono::steady_clock::now();
-  kvb::generate_dump(p, o);
-  std::cout << "[ timing ] gen llama3-8b --layers 4 --tokens 4160: " << seconds_since(t0) << " s\n";
-  const kvb::KvDumpReader r(p);
-  t0 = std::chrono::steady_clock::now();
-  const auto st = kvb::inspect_dump(r, {});
-  std::cout << "[ timing ] inspect (16 queries per head): " << seconds_since(t0) << " s\n"
-            << kvb::to_json(st).dump() << "\n";
 }
