@@ -83,8 +83,9 @@ std::string join(const std::vector<std::string>& v) {
   return out;
 }
 
-Json check_value(const ParamSpec& s, const Json& v, const std::string& where) {
-  const std::string key = where + "." + s.name;
+}  // namespace
+
+Json check_param(const ParamSpec& s, const Json& v, const std::string& key) {
   switch (s.type) {
     case ParamType::kInt: {
       // Accept 4 and 4.0, reject 4.5, strings and booleans.
@@ -129,8 +130,6 @@ Json check_value(const ParamSpec& s, const Json& v, const std::string& where) {
   return v;
 }
 
-}  // namespace
-
 Json resolve_params(const std::vector<ParamSpec>& specs, const Json& given, const std::string& where) {
   if (!given.is_null() && !given.is_object())
     throw UsageError(fmt::format("{}: expected an object of parameters, found {} ({})", where, given.dump(),
@@ -146,7 +145,7 @@ Json resolve_params(const std::vector<ParamSpec>& specs, const Json& given, cons
   Json out = Json::object();
   for (const auto& s : specs) {
     if (given.is_object() && given.contains(s.name)) {
-      out[s.name] = check_value(s, given.at(s.name), where);
+      out[s.name] = check_param(s, given.at(s.name), where + "." + s.name);
     } else {
       out[s.name] = s.default_value;
     }

@@ -34,6 +34,10 @@ struct ParamSpec {
 /// Throws UsageError on unknown keys, wrong JSON types and out-of-range values.
 Json resolve_params(const std::vector<ParamSpec>& specs, const Json& given, const std::string& where);
 
+/// Validate one value against one spec; `key` is the full config location (e.g. "codecs[2].params.bits"
+/// or "seed"). Returns the normalized value (integers as integers). Throws UsageError.
+Json check_param(const ParamSpec& spec, const Json& value, const std::string& key);
+
 /// The names of `specs`, comma separated (for "allowed: ..." messages).
 std::string param_names(const std::vector<ParamSpec>& specs);
 

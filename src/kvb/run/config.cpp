@@ -45,24 +45,17 @@ std::string get_string(const Json& v, const std::string& key) {
   return v.get<std::string>();
 }
 
+// Scalars are checked by the same code as codec parameters, so config and params read alike.
 int64_t get_int(const Json& v, const std::string& key, int64_t lo, int64_t hi) {
-  if (!v.is_number() || v.is_boolean()) bad_type(key, "an integer", v);
-  const double d = v.get<double>();
-  if (std::floor(d) != d || d < static_cast<double>(lo) || d > static_cast<double>(hi))
-    throw UsageError(fmt::format("{}: expected an integer in [{}, {}], found {}", key, lo, hi, v.dump()));
-  return static_cast<int64_t>(d);
+  return check_param(ParamSpec::Int("", 0, lo, hi, ""), v, key).get<int64_t>();
 }
 
 double get_number(const Json& v, const std::string& key, double lo, double hi) {
-  if (!v.is_number() || v.is_boolean()) bad_type(key, "a number", v);
-  const double d = v.get<double>();
-  if (!(d >= lo && d <= hi)) throw UsageError(fmt::format("{}: expected a number in [{}, {}], found {}", key, lo, hi, v.dump()));
-  return d;
+  return check_param(ParamSpec::Float("", 0, lo, hi, ""), v, key).get<double>();
 }
 
 bool get_bool(const Json& v, const std::string& key) {
-  if (!v.is_boolean()) bad_type(key, "true or false", v);
-  return v.get<bool>();
+  return check_param(ParamSpec::Bool("", false, ""), v, key).get<bool>();
 }
 
 DatasetSpec parse_dataset(const Json& j, const std::string& where, const std::string& dir) {
