@@ -33,6 +33,13 @@ uint64_t bytes_of(const std::vector<T>& v) {
   return static_cast<uint64_t>(v.size()) * sizeof(T);
 }
 
+/// A buffer's bytes under its storage name (EncodedLayer::buffers()).
+template <class T>
+NamedBuffer named_buffer(std::string name, const std::vector<T>& v) {
+  const auto* p = reinterpret_cast<const uint8_t*>(v.data());
+  return NamedBuffer{std::move(name), std::vector<uint8_t>(p, p + bytes_of(v))};
+}
+
 /// Builds a Storage from the buffers a layer actually holds.
 class StorageList {
  public:

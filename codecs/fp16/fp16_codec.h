@@ -16,5 +16,7 @@ struct Fp16Params {
 
 std::unique_ptr<EncodedLayer> fp16_encode_cpu(const Fp16Params& p, const LayerKV& kv, const CodecContext& ctx);
 std::unique_ptr<EncodedLayer> fp16_encode_ref(const Fp16Params& p, const LayerKV& kv, const CodecContext& ctx);
+/// The CUDA backend (codecs/common/gpu_layer.h); defined only in builds with KVB_WITH_CUDA.
+std::unique_ptr<EncodedLayer> fp16_encode_cuda(const Fp16Params& p, const LayerKV& kv, const CodecContext& ctx);
 
 }  // namespace kvb::codecs

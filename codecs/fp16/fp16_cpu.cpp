@@ -26,6 +26,8 @@ class Fp16Layer final : public BaselineLayer {
         .get();
   }
 
+  std::vector<NamedBuffer> buffers() const override { return {named_buffer("k.fp16", k_), named_buffer("v.fp16", v_)}; }
+
  protected:
   void key_dots(int g, const float* q, float* dots, Scratch&) const override {
     const auto dot = row_kernels().dot_f16;

@@ -16,6 +16,9 @@ CodecEntry fp16_entry() {
   e.label = fn_label<Fp16Params>(e.info.params, "fp16");
   e.make_cpu = fn_factory<Fp16Params>(e.info.params, "fp16", fp16_encode_cpu, "cpu");
   e.make_ref = fn_factory<Fp16Params>(e.info.params, "fp16", fp16_encode_ref, "ref");
+#ifdef KVB_WITH_CUDA
+  e.make_cuda = fn_factory<Fp16Params>(e.info.params, "fp16", fp16_encode_cuda, "cuda");
+#endif
   return e;
 }
 

@@ -22,6 +22,8 @@ struct Fp8Params {
 
 std::unique_ptr<EncodedLayer> fp8_encode_cpu(const Fp8Params& p, const LayerKV& kv, const CodecContext& ctx);
 std::unique_ptr<EncodedLayer> fp8_encode_ref(const Fp8Params& p, const LayerKV& kv, const CodecContext& ctx);
+/// The CUDA backend (codecs/common/gpu_layer.h); defined only in builds with KVB_WITH_CUDA.
+std::unique_ptr<EncodedLayer> fp8_encode_cuda(const Fp8Params& p, const LayerKV& kv, const CodecContext& ctx);
 
 namespace ref {
 /// Independent FP8 encoder for tests: nearest of the format's finite values found by search over the

@@ -207,6 +207,11 @@ class Fp8Layer final : public BaselineLayer {
         .get();
   }
 
+  std::vector<NamedBuffer> buffers() const override {
+    return {named_buffer("k.fp8", k_), named_buffer("v.fp8", v_), named_buffer("k.scale", k_scale_),
+            named_buffer("v.scale", v_scale_)};
+  }
+
  protected:
   void key_dots(int g, const float* q, float* dots, Scratch& scratch) const override {
 #if defined(KVB_FP8_X86)

@@ -24,6 +24,9 @@ CodecEntry fp8_entry() {
   e.label = fn_label<Fp8Params>(e.info.params, "fp8");
   e.make_cpu = fn_factory<Fp8Params>(e.info.params, "fp8", fp8_encode_cpu, "cpu");
   e.make_ref = fn_factory<Fp8Params>(e.info.params, "fp8", fp8_encode_ref, "ref");
+#ifdef KVB_WITH_CUDA
+  e.make_cuda = fn_factory<Fp8Params>(e.info.params, "fp8", fp8_encode_cuda, "cuda");
+#endif
   return e;
 }
 

@@ -34,5 +34,7 @@ struct IntParams {
 
 std::unique_ptr<EncodedLayer> int_encode_cpu(const IntParams& p, const LayerKV& kv, const CodecContext& ctx);
 std::unique_ptr<EncodedLayer> int_encode_ref(const IntParams& p, const LayerKV& kv, const CodecContext& ctx);
+/// The CUDA backend (codecs/common/gpu_layer.h); defined only in builds with KVB_WITH_CUDA.
+std::unique_ptr<EncodedLayer> int_encode_cuda(const IntParams& p, const LayerKV& kv, const CodecContext& ctx);
 
 }  // namespace kvb::codecs

@@ -30,6 +30,11 @@ class IntLayer final : public BaselineLayer {
         .get();
   }
 
+  std::vector<NamedBuffer> buffers() const override {
+    return {named_buffer("k.codes", k_codes_), named_buffer("k.scale_min", k_sm_), named_buffer("v.codes", v_codes_),
+            named_buffer("v.scale_min", v_sm_)};
+  }
+
  protected:
   void key_dots(int g, const float* q, float* dots, Scratch& scratch) const override {
     uq::dot_rows(f_, q, k_codes_.data() + codes_at(g), k_sm_.data() + sm_at(g), C_, dots, scratch.floats2(f_.scratch_floats()));

@@ -37,6 +37,9 @@ CodecEntry int_entry() {
   e.label = fn_label<IntParams>(e.info.params, "int");
   e.make_cpu = fn_factory<IntParams>(e.info.params, "int", int_encode_cpu, "cpu");
   e.make_ref = fn_factory<IntParams>(e.info.params, "int", int_encode_ref, "ref");
+#ifdef KVB_WITH_CUDA
+  e.make_cuda = fn_factory<IntParams>(e.info.params, "int", int_encode_cuda, "cuda");
+#endif
   return e;
 }
 

@@ -48,5 +48,7 @@ struct KiviParams {
 
 std::unique_ptr<EncodedLayer> kivi_encode_cpu(const KiviParams& p, const LayerKV& kv, const CodecContext& ctx);
 std::unique_ptr<EncodedLayer> kivi_encode_ref(const KiviParams& p, const LayerKV& kv, const CodecContext& ctx);
+/// The CUDA backend (codecs/common/gpu_layer.h); defined only in builds with KVB_WITH_CUDA.
+std::unique_ptr<EncodedLayer> kivi_encode_cuda(const KiviParams& p, const LayerKV& kv, const CodecContext& ctx);
 
 }  // namespace kvb::codecs

@@ -111,6 +111,11 @@ class KiviLayer final : public BaselineLayer {
         .get();
   }
 
+  std::vector<NamedBuffer> buffers() const override {
+    return {named_buffer("k.codes", k_codes_),   named_buffer("k.scale_min", k_sm_), named_buffer("k.residual", k_res_),
+            named_buffer("v.codes", v_codes_),   named_buffer("v.scale_min", v_sm_), named_buffer("v.window", v_win_)};
+  }
+
  protected:
   void key_dots(int g, const float* q, float* dots, Scratch& scratch) const override {
     const int64_t blocks = Cq_ / G_;

@@ -46,6 +46,9 @@ CodecEntry kivi_entry() {
   e.label = fn_label<KiviParams>(e.info.params, "kivi");
   e.make_cpu = fn_factory<KiviParams>(e.info.params, "kivi", kivi_encode_cpu, "cpu");
   e.make_ref = fn_factory<KiviParams>(e.info.params, "kivi", kivi_encode_ref, "ref");
+#ifdef KVB_WITH_CUDA
+  e.make_cuda = fn_factory<KiviParams>(e.info.params, "kivi", kivi_encode_cuda, "cuda");
+#endif
   return e;
 }
 

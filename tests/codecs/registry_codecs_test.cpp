@@ -228,7 +228,14 @@ TEST(RegistryCodecs, BaselinesAreRegisteredWithInfo) {
     EXPECT_FALSE(e->info.budget_rule.empty());
     EXPECT_TRUE(e->info.defines_scores);
     EXPECT_FALSE(e->info.trainable);
+#ifdef KVB_WITH_CUDA
+    // The CUDA backend of the baselines is built in: the registry lists it because make_cuda is set.
+    EXPECT_TRUE(static_cast<bool>(e->make_cuda));
+    EXPECT_EQ(e->info.backends, (std::vector<std::string>{"cpu", "cuda"}));
+#else
+    EXPECT_FALSE(static_cast<bool>(e->make_cuda));
     EXPECT_EQ(e->info.backends, std::vector<std::string>{"cpu"});
+#endif
     for (const auto& p : e->info.params) EXPECT_FALSE(p.help.empty()) << p.name;
     EXPECT_NO_THROW(describe(*e, 128));
     EXPECT_NO_THROW(describe(*e, 8));

@@ -42,6 +42,21 @@ struct Storage {
   double nominal_bytes_per_token = 0;
 };
 
+/// The raw bytes of one buffer of an encoded layer (tests and `kvbench selftest` compare CPU and GPU
+/// encodes byte for byte through this).
+struct NamedBuffer {
+  std::string name;  ///< the StorageItem name it backs, e.g. "k.codes"
+  std::vector<uint8_t> bytes;
+};
+
+/// Device-side timings of a layer that lives on a GPU (CUDA events; kvbench.md §5).
+struct DeviceTimes {
+  double encode_median_s = 0, encode_p95_s = 0;
+  double attend_median_s = 0, attend_p95_s = 0;  ///< one launch attending every query of every query head
+  int encode_samples = 0, attend_samples = 0;
+  std::string device;  ///< e.g. "cuda:0 NVIDIA H100 80GB HBM3"
+};
+
 /// Per-thread scratch memory for attend/scores, so the hot loop never allocates.
 struct Scratch {
   std::vector<float> f;
@@ -87,6 +102,17 @@ class EncodedLayer {
   virtual std::vector<uint8_t> held_tokens(int g) const {
     (void)g;
     return {};
+  }
+  /// The stored buffers, byte for byte, under their StorageItem names (empty when a codec does not expose
+  /// them). Used to check GPU encodes against CPU encodes exactly.
+  virtual std::vector<NamedBuffer> buffers() const { return {}; }
+  /// Layers resident on a GPU: time the encode of this layer's cache `kv` and one batched attend of every
+  /// query in `q` (query head h reads KV head h / group) with CUDA events, the data already on the device.
+  /// Returns false for host layers (the runner then times attend_many with the host clock).
+  virtual bool device_timing(const LayerKV& kv, const LayerQueries& q, int min_repeats, double min_time_s,
+                             DeviceTimes* out) const {
+    (void)kv, (void)q, (void)min_repeats, (void)min_time_s, (void)out;
+    return false;
   }
 };
 

@@ -1,5 +1,7 @@
 #include "kvb/core/registry.h"
 
+#include <algorithm>
+
 #include <cmath>
 #include <limits>
 
@@ -11,6 +13,8 @@ void CodecRegistry::add(CodecEntry e) {
   KVB_ASSERT(!e.info.name.empty());
   KVB_ASSERT(find(e.info.name) == nullptr);
   KVB_ASSERT(e.candidates && e.label && e.make_cpu && e.make_ref);
+  auto& b = e.info.backends;
+  if (e.make_cuda && std::find(b.begin(), b.end(), "cuda") == b.end()) b.push_back("cuda");
   entries_.push_back(std::move(e));
 }
 

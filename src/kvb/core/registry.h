@@ -26,7 +26,7 @@ struct CodecInfo {
   std::string budget_rule;  ///< how `bits` maps to the parameters, one or two sentences
   std::vector<ParamSpec> params;
   std::vector<std::pair<std::string, Json>> presets;  ///< name -> parameter object
-  std::vector<std::string> backends = {"cpu"};        ///< implemented backends
+  std::vector<std::string> backends = {"cpu"};        ///< implemented backends ("cuda" added by add() when make_cuda is set)
   bool trainable = false;       ///< needs fit() on calibration data
   bool defines_scores = true;   ///< has logits ŝ (spearman, kl, topk, score_rel_err apply)
   bool selects_tokens = false;  ///< drops or merges tokens (mass_lost applies)
@@ -45,6 +45,9 @@ struct CodecEntry {
   CodecFactory make_cpu;
   /// The naive, independent reference (tests compare make_cpu against it).
   CodecFactory make_ref;
+  /// The CUDA implementation (device-resident layers), set only in builds with the CUDA backend
+  /// (KVB_WITH_CUDA); empty otherwise. Tests and `kvbench selftest` compare it with make_cpu.
+  CodecFactory make_cuda;
 };
 
 class CodecRegistry {

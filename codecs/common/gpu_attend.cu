@@ -1,0 +1,154 @@
+// Split-context decode attention over the baseline codecs' compressed caches (see gpu_kernels.h).
+// One thread block (kThreads) per (query, chunk):
+//   1. the query is staged in shared memory; each warp takes every kWarps-th token of the chunk and its
+//      lanes dot channels j = lane, lane+32, ... with the key row, dequantized on load (gpu_view.h load(),
+//      the same math the CPU path decodes with); logits ŝ = softcap(scale·<q,k̂>) go to shared memory;
+//   2. block max m and p_t = exp(ŝ_t - m), l = Σ p_t (max-shifted: no overflow whatever the logits);
+//   3. thread j sums Σ_t p_t·v̂_tj for its channels (loads coalesced across threads);
+// the partial (m, l, o) of each chunk goes to `work` and attend_merge combines the chunks of a query with
+// merge_factors (gpu_view.h). K and V formats are template parameters, so the per-element switch of
+// load() is resolved at compile time.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "codecs/common/gpu_kernels.h"
+#include "kvb/core/attn_math.h"
+
+namespace kvb::codecs::gpu {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / 32;
+
+template <Fmt F>
+__device__ __forceinline__ float load_as(const Part& p, int64_t C, int d, int g, int64_t t, int j) {
+  if (t >= p.q_tokens) {
+    const int64_t tail = C - p.q_tokens;
+    return f16_to_f32(p.tail[(static_cast<int64_t>(g) * tail + (t - p.q_tokens)) * d + j]);
+  }
+  Part q = p;
+  q.fmt = F;  // constant-folds load()'s switch
+  return load(q, C, d, g, t, j);
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+template <Fmt KF, Fmt VF>
+__global__ void __launch_bounds__(kThreads) attend_split(AttendArgs a) {
+  extern __shared__ float sh[];
+  const int d = a.L.d;
+  const int64_t C = a.L.C;
+  float* qs = sh;               // [d]
+  float* s = sh + d;            // [chunk]
+  float* red = s + a.chunk;     // [kWarps]
+  const int qi = blockIdx.x, split = blockIdx.y;
+  const int g = a.q_head[qi];
+  const int64_t t0 = static_cast<int64_t>(split) * a.chunk;
+  const int n = static_cast<int>(min(static_cast<int64_t>(a.chunk), C - t0));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int j = threadIdx.x; j < d; j += kThreads) qs[j] = a.q[static_cast<int64_t>(qi) * d + j];
+  __syncthreads();
+
+  for (int i = warp; i < n; i += kWarps) {
+    float acc = 0.f;
+    for (int j = lane; j < d; j += 32) acc += qs[j] * load_as<KF>(a.L.k, C, d, g, t0 + i, j);
+    acc = warp_sum(acc);
+    if (lane == 0) {
+      const float logit = softcap_f(acc * a.softmax_scale, a.softcap);
+      s[i] = logit;
+      if (a.logits) a.logits[static_cast<int64_t>(qi) * C + t0 + i] = logit;
+    }
+  }
+  __syncthreads();
+
+  float m = -INFINITY;
+  for (int i = threadIdx.x; i < n; i += kThreads) m = fmaxf(m, s[i]);
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if (lane == 0) red[warp] = m;
+  __syncthreads();
+  m = red[0];
+  for (int w = 1; w < kWarps; ++w) m = fmaxf(m, red[w]);
+  __syncthreads();
+  float l = 0.f;
+  for (int i = threadIdx.x; i < n; i += kThreads) {
+    const float p = expf(s[i] - m);
+    s[i] = p;
+    l += p;
+  }
+  l = warp_sum(l);
+  if (lane == 0) red[warp] = l;
+  __syncthreads();
+  l = 0.f;
+  for (int w = 0; w < kWarps; ++w) l += red[w];
+
+  float* part = a.work + (static_cast<int64_t>(qi) * a.splits + split) * (d + 2);
+  for (int j = threadIdx.x; j < d; j += kThreads) {
+    float acc = 0.f;
+    for (int i = 0; i < n; ++i) acc += s[i] * load_as<VF>(a.L.v, C, d, g, t0 + i, j);
+    part[2 + j] = acc;
+  }
+  if (threadIdx.x == 0) {
+    part[0] = m;
+    part[1] = l;
+  }
+}
+
+/// out[qi] = Σ_split e^{m_s - M} o_s / Σ_split e^{m_s - M} l_s, merged pairwise with merge_factors.
+__global__ void __launch_bounds__(kThreads) attend_merge(AttendArgs a) {
+  const int d = a.L.d;
+  const int qi = blockIdx.x;
+  const float* base = a.work + static_cast<int64_t>(qi) * a.splits * (d + 2);
+  for (int j = threadIdx.x; j < d; j += kThreads) {
+    float m = -INFINITY, l = 0.f, o = 0.f;
+    for (int sp = 0; sp < a.splits; ++sp) {
+      const float* p = base + static_cast<int64_t>(sp) * (d + 2);
+      const MergeFactors f = merge_factors(m, p[0]);
+      l = l * f.a + p[1] * f.b;
+      o = o * f.a + p[2 + j] * f.b;
+      m = f.m;
+    }
+    a.out[static_cast<int64_t>(qi) * d + j] = l > 0.f ? o / l : 0.f;
+  }
+}
+
+template <Fmt KF, Fmt VF>
+cudaError_t launch_pair(const AttendArgs& a, cudaStream_t st) {
+  const size_t shmem = (static_cast<size_t>(a.L.d) + a.chunk + kWarps) * sizeof(float);
+  attend_split<KF, VF><<<dim3(a.nq, a.splits), kThreads, shmem, st>>>(a);
+  attend_merge<<<a.nq, kThreads, 0, st>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+int64_t plan_attend(int nq, int64_t C, int d, int* chunk, int* splits) {
+  // Aim for >= 2048 blocks (a few waves on 132 SMs) without chunks shorter than 64 tokens.
+  int64_t c = 64;
+  while (c < kMaxChunk && static_cast<int64_t>(nq) * ((C + c - 1) / c) > 2048) c *= 2;
+  *chunk = static_cast<int>(c);
+  *splits = static_cast<int>((C + c - 1) / c);
+  return static_cast<int64_t>(nq) * *splits * (d + 2);
+}
+
+cudaError_t launch_attend(const AttendArgs& a, cudaStream_t st) {
+  if (a.nq <= 0) return cudaSuccess;
+  if (a.L.d > kMaxHeadDim || a.chunk <= 0 || a.chunk > kMaxChunk) return cudaErrorInvalidValue;
+  const Fmt kf = a.L.k.q_tokens > 0 ? a.L.k.fmt : Fmt::kF16;
+  const Fmt vf = a.L.v.q_tokens > 0 ? a.L.v.fmt : Fmt::kF16;
+  // The format pairs the baseline codecs produce (anything else is a programming error).
+  if (kf == Fmt::kF16 && vf == Fmt::kF16) return launch_pair<Fmt::kF16, Fmt::kF16>(a, st);
+  if (kf == Fmt::kFp8E4M3 && vf == Fmt::kFp8E4M3) return launch_pair<Fmt::kFp8E4M3, Fmt::kFp8E4M3>(a, st);
+  if (kf == Fmt::kFp8E5M2 && vf == Fmt::kFp8E5M2) return launch_pair<Fmt::kFp8E5M2, Fmt::kFp8E5M2>(a, st);
+  if (kf == Fmt::kTokenQuant && vf == Fmt::kTokenQuant) return launch_pair<Fmt::kTokenQuant, Fmt::kTokenQuant>(a, st);
+  if (kf == Fmt::kChannelQuant && vf == Fmt::kTokenQuant)
+    return launch_pair<Fmt::kChannelQuant, Fmt::kTokenQuant>(a, st);
+  if (kf == Fmt::kChannelQuant && vf == Fmt::kF16) return launch_pair<Fmt::kChannelQuant, Fmt::kF16>(a, st);
+  if (kf == Fmt::kF16 && vf == Fmt::kTokenQuant) return launch_pair<Fmt::kF16, Fmt::kTokenQuant>(a, st);
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace kvb::codecs::gpu

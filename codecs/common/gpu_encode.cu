@@ -1,0 +1,23 @@
+// fp16 rows on the GPU: the fp16 codec's cache and kivi's key residual / value window.
+#include <cuda_runtime.h>
+
+#include "codecs/common/fp16_store.h"
+#include "codecs/common/gpu_kernels.h"
+
+namespace kvb::codecs::gpu {
+namespace {
+__global__ void to_f16_kernel(const float* x, int64_t n, uint16_t* out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[i] = f32_to_f16_sat(x[i]);  // the CPU's f32_to_f16_sat_row, element by element
+}
+}  // namespace
+
+cudaError_t launch_to_f16(const float* x, int64_t n, uint16_t* out, cudaStream_t s) {
+  if (n <= 0) return cudaSuccess;
+  const int64_t blocks = (n + 255) / 256;
+  to_f16_kernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), 256, 0, s>>>(x, n, out);
+  return cudaGetLastError();
+}
+
+}  // namespace kvb::codecs::gpu

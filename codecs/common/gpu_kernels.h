@@ -1,0 +1,55 @@
+#pragma once
+/// Launchers of the baseline codecs' CUDA kernels (defined in codecs/common/gpu_attend.cu,
+/// codecs/common/gpu_encode.cu, codecs/fp8/fp8_cuda.cu and codecs/quant/quant_cuda.cu). Host-callable,
+/// no kernel code here; each returns the launch status (cudaGetLastError) for kvb::cuda::check.
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "codecs/common/gpu_view.h"
+
+namespace kvb::codecs::gpu {
+
+/// Split-context decode attention (flash-decoding): every query i attends KV head q_head[i] of `L`; the
+/// context is cut into `splits` chunks of `chunk` tokens, one thread block per (query, chunk) computes
+/// its logits from the compressed rows (dequantization fused into the loads, gpu_view.h load()), a
+/// max-shifted softmax and the weighted value sum, and a second kernel merges the chunks
+/// (merge_factors). Optional `logits` [nq][C] receives ŝ (softmax_scale and softcap applied).
+struct AttendArgs {
+  LayerView L;
+  const float* q = nullptr;      ///< [nq][d]
+  const int* q_head = nullptr;   ///< [nq] KV head of each query
+  int nq = 0;
+  float softmax_scale = 1.f;
+  float softcap = 0.f;
+  float* out = nullptr;          ///< [nq][d]
+  float* logits = nullptr;       ///< [nq][C] or nullptr
+  float* work = nullptr;         ///< attend_work_floats(...) floats
+  int chunk = 0, splits = 0;     ///< from plan_attend
+};
+
+/// Chooses chunk and splits for nq queries over C tokens (enough blocks to fill the GPU, chunks of at
+/// most kMaxChunk tokens so a chunk's logits fit in shared memory); returns the work floats needed.
+constexpr int kMaxChunk = 2048;
+constexpr int kMaxHeadDim = 512;
+int64_t plan_attend(int nq, int64_t C, int d, int* chunk, int* splits);
+
+cudaError_t launch_attend(const AttendArgs& a, cudaStream_t s);
+
+/// out[i] = f32_to_f16_sat(x[i]) (fp16 caches, kivi's residual and window).
+cudaError_t launch_to_f16(const float* x, int64_t n, uint16_t* out, cudaStream_t s);
+
+/// fp8: per head g of `heads` with n floats each, scale[g] = fp8::head_scale(absmax) and codes of x/scale.
+cudaError_t launch_fp8_encode(const float* x, int heads, int64_t n, bool e4m3, uint8_t* codes, float* scale,
+                              cudaStream_t s);
+
+/// Per-token asymmetric rows (uniform.h): x [rows][d] -> codes [rows][row_bytes], sm [rows][d/group].
+cudaError_t launch_token_quant(const float* x, int64_t rows, int d, int bits, int group, uint8_t* codes,
+                               uq::GroupParams* sm, cudaStream_t s);
+
+/// KIVI keys: per head, per block of `block` tokens and per channel, over the first q_tokens tokens of
+/// each head (x [heads][C][d]): sm [heads][q_tokens/block][d] and token rows codes [heads][q_tokens][row_bytes].
+cudaError_t launch_channel_quant(const float* x, int heads, int64_t C, int64_t q_tokens, int d, int bits,
+                                 int block, uint8_t* codes, uq::GroupParams* sm, cudaStream_t s);
+
+}  // namespace kvb::codecs::gpu

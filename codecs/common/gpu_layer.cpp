@@ -1,0 +1,247 @@
+// Device-resident baseline layers (see gpu_layer.h). Compiled only with the CUDA backend.
+#ifdef KVB_WITH_CUDA
+#include "codecs/common/gpu_layer.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "codecs/common/baseline.h"
+#include "codecs/common/gpu_kernels.h"
+#include "kvb/core/error.h"
+#include "kvb/cuda/runtime.h"
+
+namespace kvb::codecs::gpu {
+namespace {
+
+using cuda::check;
+using cuda::DeviceBuffer;
+
+/// The device buffers of one part (K or V), sized as the CPU layer's vectors.
+struct PartBuffers {
+  DeviceBuffer codes, sm, scale, tail;
+};
+
+class GpuLayer final : public EncodedLayer {
+ public:
+  GpuLayer(const LayerSpec& spec, const LayerKV& kv, const CodecContext& ctx)
+      : spec_(spec), heads_(kv.kv_heads), C_(kv.tokens), d_(kv.head_dim), attn_(ctx.attn) {
+    cuda::require_device();
+    alloc(spec_.k, kb_);
+    alloc(spec_.v, vb_);
+    view_.heads = heads_;
+    view_.C = C_;
+    view_.d = d_;
+    view_.k = part_view(spec_.k, kb_);
+    view_.v = part_view(spec_.v, vb_);
+    const cudaStream_t s = cuda::run_stream();
+    DeviceBuffer dk = upload_floats(kv.k, s), dv = upload_floats(kv.v, s);
+    run_encode(dk.as<float>(), dv.as<float>(), s);
+    check(cudaStreamSynchronize(s), "baseline encode kernels");
+  }
+
+  int64_t tokens() const override { return C_; }
+
+  Storage storage() const override {
+    StorageList st(heads_, spec_.nominal_bytes_per_token);
+    add_items(st, spec_.k, kb_);
+    add_items(st, spec_.v, vb_);
+    return st.get();
+  }
+
+  std::vector<NamedBuffer> buffers() const override {
+    std::vector<NamedBuffer> out;
+    for (const auto& [ps, pb] : {std::pair{&spec_.k, &kb_}, std::pair{&spec_.v, &vb_}}) {
+      if (!ps->codes_name.empty()) out.push_back({ps->codes_name, pb->codes.to_host()});
+      if (!ps->sm_name.empty()) out.push_back({ps->sm_name, pb->sm.to_host()});
+      if (!ps->scale_name.empty()) out.push_back({ps->scale_name, pb->scale.to_host()});
+      if (!ps->tail_name.empty()) out.push_back({ps->tail_name, pb->tail.to_host()});
+    }
+    return out;
+  }
+
+  bool scores(int g, const float* q, float* s_out, Scratch& scratch) const override {
+    (void)scratch;
+    std::vector<float> o(static_cast<size_t>(d_));
+    run_attend(g, &q, 1, o.data(), s_out);
+    return true;
+  }
+  void attend(int g, const float* q, float* o_out, Scratch& scratch) const override {
+    (void)scratch;
+    run_attend(g, &q, 1, o_out, nullptr);
+  }
+  void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
+    (void)scratch;
+    std::vector<float> o(static_cast<size_t>(nq) * d_);
+    run_attend(g, qs, nq, o.data(), nullptr);
+    for (int i = 0; i < nq; ++i) std::copy_n(o.data() + static_cast<size_t>(i) * d_, d_, outs[i]);
+  }
+
+  bool device_timing(const LayerKV& kv, const LayerQueries& q, int min_repeats, double min_time_s,
+                     DeviceTimes* out) const override {
+    const cudaStream_t s = cuda::run_stream();
+    DeviceBuffer dk = upload_floats(kv.k, s), dv = upload_floats(kv.v, s);
+    // Re-encoding the same cache rewrites identical bytes into this layer's buffers (encode is deterministic).
+    const cuda::EventTiming te =
+        cuda::time_events([&](cudaStream_t st) { run_encode(dk.as<float>(), dv.as<float>(), st); }, s, min_repeats,
+                          min_time_s);
+    const int nq = static_cast<int>(static_cast<int64_t>(q.heads) * q.n);
+    const int group = q.heads / heads_;
+    std::vector<int> qh(static_cast<size_t>(nq));
+    for (int i = 0; i < nq; ++i) qh[i] = static_cast<int>(i / q.n) / group;  // q is [heads][n][d]
+    DeviceBuffer dq = DeviceBuffer::from(q.q), dqh = DeviceBuffer::from(qh);
+    AttendArgs a = args(dq.as<float>(), dqh.as<int>(), nq);
+    DeviceBuffer dout(static_cast<size_t>(nq) * d_ * sizeof(float));
+    DeviceBuffer work(static_cast<size_t>(plan_attend(nq, C_, d_, &a.chunk, &a.splits)) * sizeof(float));
+    a.out = dout.as<float>();
+    a.work = work.as<float>();
+    const cuda::EventTiming ta = cuda::time_events(
+        [&](cudaStream_t st) { check(launch_attend(a, st), "attend kernel"); }, s, min_repeats, min_time_s);
+    out->encode_median_s = te.median_s;
+    out->encode_p95_s = te.p95_s;
+    out->encode_samples = te.samples;
+    out->attend_median_s = ta.median_s;
+    out->attend_p95_s = ta.p95_s;
+    out->attend_samples = ta.samples;
+    out->device = cuda::device_label();
+    return true;
+  }
+
+ private:
+  static DeviceBuffer upload_floats(const std::vector<float>& x, cudaStream_t s) {
+    DeviceBuffer b(x.size() * sizeof(float));
+    b.upload(x.data(), x.size() * sizeof(float), s);
+    return b;
+  }
+
+  void alloc(const PartSpec& p, PartBuffers& b) const {
+    const int64_t q = p.q_tokens, tail = C_ - p.q_tokens;
+    const int64_t H = heads_;
+    switch (p.fmt) {
+      case Fmt::kFp8E4M3:
+      case Fmt::kFp8E5M2:
+        b.codes.alloc(static_cast<size_t>(H * q * d_));
+        b.scale.alloc(static_cast<size_t>(H) * sizeof(float));
+        break;
+      case Fmt::kTokenQuant:
+        b.codes.alloc(static_cast<size_t>(H * q * uq::row_bytes(d_, p.bits)));
+        b.sm.alloc(static_cast<size_t>(H * q * (d_ / p.group)) * sizeof(uq::GroupParams));
+        break;
+      case Fmt::kChannelQuant:
+        b.codes.alloc(static_cast<size_t>(H * q * uq::row_bytes(d_, p.bits)));
+        b.sm.alloc(static_cast<size_t>(H * (q / p.group) * d_) * sizeof(uq::GroupParams));
+        break;
+      case Fmt::kF16:
+        break;
+    }
+    b.tail.alloc(static_cast<size_t>(H * tail * d_) * sizeof(uint16_t));
+    // Zero-filled packed rows: the bit-stream writer stores whole bytes, but a zero start keeps buffers()
+    // deterministic for empty ranges too.
+    b.codes.zero();
+  }
+
+  static Part part_view(const PartSpec& p, const PartBuffers& b) {
+    Part v;
+    v.fmt = p.fmt;
+    v.bits = p.bits;
+    v.group = p.group;
+    v.q_tokens = p.q_tokens;
+    v.codes = b.codes.as<uint8_t>();
+    v.sm = b.sm.as<uq::GroupParams>();
+    v.head_scale = b.scale.as<float>();
+    v.tail = b.tail.as<uint16_t>();
+    return v;
+  }
+
+  void encode_part(const PartSpec& p, const PartBuffers& b, const float* x, cudaStream_t s) const {
+    const int64_t q = p.q_tokens, tail = C_ - q;
+    switch (p.fmt) {
+      case Fmt::kFp8E4M3:
+      case Fmt::kFp8E5M2:
+        check(launch_fp8_encode(x, heads_, C_ * d_, p.fmt == Fmt::kFp8E4M3, b.codes.as<uint8_t>(), b.scale.as<float>(), s),
+              "fp8 encode kernels");
+        break;
+      case Fmt::kTokenQuant:
+        for (int g = 0; g < heads_; ++g)
+          check(launch_token_quant(x + static_cast<int64_t>(g) * C_ * d_, q, d_, p.bits, p.group,
+                                   b.codes.as<uint8_t>() + g * q * uq::row_bytes(d_, p.bits),
+                                   b.sm.as<uq::GroupParams>() + g * q * (d_ / p.group), s),
+                "per-token quantization kernel");
+        break;
+      case Fmt::kChannelQuant:
+        check(launch_channel_quant(x, heads_, C_, q, d_, p.bits, p.group, b.codes.as<uint8_t>(),
+                                   b.sm.as<uq::GroupParams>(), s),
+              "per-channel quantization kernels");
+        break;
+      case Fmt::kF16:
+        break;
+    }
+    if (tail > 0)
+      for (int g = 0; g < heads_; ++g)
+        check(launch_to_f16(x + (static_cast<int64_t>(g) * C_ + q) * d_, tail * d_,
+                            b.tail.as<uint16_t>() + static_cast<int64_t>(g) * tail * d_, s),
+              "fp16 rows kernel");
+  }
+
+  void run_encode(const float* dk, const float* dv, cudaStream_t s) const {
+    encode_part(spec_.k, kb_, dk, s);
+    encode_part(spec_.v, vb_, dv, s);
+  }
+
+  void add_items(StorageList& st, const PartSpec& p, const PartBuffers& b) const {
+    if (!p.codes_name.empty()) st.add(p.codes_name, StorageKind::kCompressed, b.codes.bytes(), p.q_tokens);
+    if (!p.sm_name.empty()) st.add(p.sm_name, StorageKind::kCompressed, b.sm.bytes(), p.q_tokens);
+    if (!p.scale_name.empty()) st.add(p.scale_name, StorageKind::kFixed, b.scale.bytes(), 0);
+    if (!p.tail_name.empty()) st.add(p.tail_name, p.tail_kind, b.tail.bytes(), C_ - p.q_tokens);
+  }
+
+  AttendArgs args(const float* q, const int* qh, int nq) const {
+    AttendArgs a;
+    a.L = view_;
+    a.q = q;
+    a.q_head = qh;
+    a.nq = nq;
+    a.softmax_scale = attn_.softmax_scale;
+    a.softcap = attn_.softcap;
+    return a;
+  }
+
+  /// nq queries against KV head g: o [nq][d] (host), optional logits [nq][C] (host).
+  void run_attend(int g, const float* const* qs, int nq, float* o, float* logits) const {
+    const cudaStream_t s = cuda::run_stream();
+    std::vector<float> qh_host(static_cast<size_t>(nq) * d_);
+    for (int i = 0; i < nq; ++i) std::copy_n(qs[i], d_, qh_host.data() + static_cast<size_t>(i) * d_);
+    const std::vector<int> heads(static_cast<size_t>(nq), g);
+    DeviceBuffer dq(qh_host.size() * sizeof(float)), dh(heads.size() * sizeof(int));
+    dq.upload(qh_host.data(), dq.bytes(), s);
+    dh.upload(heads.data(), dh.bytes(), s);
+    AttendArgs a = args(dq.as<float>(), dh.as<int>(), nq);
+    DeviceBuffer work(static_cast<size_t>(plan_attend(nq, C_, d_, &a.chunk, &a.splits)) * sizeof(float));
+    DeviceBuffer dout(static_cast<size_t>(nq) * d_ * sizeof(float));
+    DeviceBuffer dlog(logits ? static_cast<size_t>(nq) * C_ * sizeof(float) : 0);
+    a.work = work.as<float>();
+    a.out = dout.as<float>();
+    a.logits = logits ? dlog.as<float>() : nullptr;
+    check(launch_attend(a, s), "attend kernel");
+    dout.download(o, dout.bytes(), s);
+    if (logits) dlog.download(logits, dlog.bytes(), s);
+  }
+
+  LayerSpec spec_;
+  int heads_;
+  int64_t C_;
+  int d_;
+  AttnConfig attn_;
+  PartBuffers kb_, vb_;
+  LayerView view_;
+};
+
+}  // namespace
+
+std::unique_ptr<EncodedLayer> encode_on_gpu(const LayerSpec& spec, const LayerKV& kv, const CodecContext& ctx) {
+  KVB_CHECK(kv.head_dim <= kMaxHeadDim, Unsupported, "CUDA attention supports head_dim up to {}, found {}",
+            kMaxHeadDim, kv.head_dim);
+  return std::make_unique<GpuLayer>(spec, kv, ctx);
+}
+
+}  // namespace kvb::codecs::gpu
+#endif  // KVB_WITH_CUDA

@@ -1,0 +1,90 @@
+#pragma once
+/// The device-side description of a baseline codec's cache (fp16, fp8, int, kivi), shared by the CUDA
+/// kernels (codecs/common/gpu_attend.cu, codecs/*/..._cuda.cu) and the host layer (gpu_layer.cpp).
+/// Plain data and KVB_HD functions only: nvcc compiles this as C++17.
+///
+/// Every baseline stores K (and V) of one KV head as two token ranges, with the CPU layouts unchanged:
+///   tokens [0, q_tokens)   in the part's format (codes + metadata, token-major rows)
+///   tokens [q_tokens, C)   verbatim fp16 rows (kivi's key residual / value window; all of fp16's cache)
+/// so one attention kernel serves all four codecs, with the dequantization fused into its loads
+/// (`load` below, one definition of each format's math: fp8.h and uniform.h).
+#include <cmath>
+#include <cstdint>
+
+#include "codecs/fp8/fp8.h"
+#include "codecs/quant/uniform.h"
+#include "kvb/core/half.h"
+#include "kvb/core/hd.h"
+
+namespace kvb::codecs::gpu {
+
+enum class Fmt : int {
+  kF16 = 0,      ///< no quantized range (q_tokens = 0): every row fp16
+  kFp8E4M3 = 1,  ///< codes [head][t][d], one fp32 scale per head
+  kFp8E5M2 = 2,
+  kTokenQuant = 3,    ///< int / kivi values: codes [head][t][row_bytes], sm [head][t][d/group]
+  kChannelQuant = 4,  ///< kivi keys: codes [head][t][row_bytes], sm [head][t/group][d] (per channel per block)
+};
+
+/// One of K or V, all KV heads of the layer.
+struct Part {
+  Fmt fmt = Fmt::kF16;
+  int bits = 0;            ///< code width (quant formats)
+  int group = 0;           ///< channels per group (token quant) or tokens per block (channel quant)
+  int64_t q_tokens = 0;    ///< tokens per head in the quantized range
+  const uint8_t* codes = nullptr;
+  const uq::GroupParams* sm = nullptr;
+  const float* head_scale = nullptr;  ///< fp8: [heads]
+  const uint16_t* tail = nullptr;     ///< fp16 rows [heads][C - q_tokens][d]
+};
+
+struct LayerView {
+  int heads = 0;
+  int64_t C = 0;
+  int d = 0;
+  Part k, v;
+};
+
+/// Element j of token t of KV head g, dequantized from the stored form (what the CPU decodes too).
+KVB_HD_INLINE float load(const Part& p, int64_t C, int d, int g, int64_t t, int j) {
+  if (t >= p.q_tokens) {
+    const int64_t tail = C - p.q_tokens;
+    return f16_to_f32(p.tail[(static_cast<int64_t>(g) * tail + (t - p.q_tokens)) * d + j]);
+  }
+  switch (p.fmt) {
+    case Fmt::kFp8E4M3:
+      return fp8::decode_e4m3(p.codes[(static_cast<int64_t>(g) * p.q_tokens + t) * d + j]) * p.head_scale[g];
+    case Fmt::kFp8E5M2:
+      return fp8::decode_e5m2(p.codes[(static_cast<int64_t>(g) * p.q_tokens + t) * d + j]) * p.head_scale[g];
+    case Fmt::kTokenQuant: {
+      const int64_t rb = uq::row_bytes(d, p.bits);
+      const int ng = d / p.group;
+      const uq::GroupParams s = p.sm[(static_cast<int64_t>(g) * p.q_tokens + t) * ng + j / p.group];
+      const uint32_t c = uq::unpack_code(p.codes + (static_cast<int64_t>(g) * p.q_tokens + t) * rb, j, p.bits);
+      return uq::dequantize(static_cast<float>(c), f16_to_f32(s.scale), f16_to_f32(s.min));
+    }
+    case Fmt::kChannelQuant: {
+      const int64_t rb = uq::row_bytes(d, p.bits);
+      const int64_t blocks = p.q_tokens / p.group;
+      const uq::GroupParams s = p.sm[(static_cast<int64_t>(g) * blocks + t / p.group) * d + j];
+      const uint32_t c = uq::unpack_code(p.codes + (static_cast<int64_t>(g) * p.q_tokens + t) * rb, j, p.bits);
+      return uq::dequantize(static_cast<float>(c), f16_to_f32(s.scale), f16_to_f32(s.min));
+    }
+    default:
+      return 0.f;  // kF16 has no quantized range
+  }
+}
+
+/// Merging two partial softmax states (m: max logit, l: Σ exp(s - m), o: Σ exp(s - m)·v) of disjoint token
+/// ranges: the split-context reduction of the attention kernel (flash-decoding). Returns the factors that
+/// scale each side's l and o onto the merged max.
+struct MergeFactors {
+  float m, a, b;
+};
+KVB_HD_INLINE MergeFactors merge_factors(float m1, float m2) {
+  const float m = m1 > m2 ? m1 : m2;
+  if (m == -INFINITY) return MergeFactors{m, 0.f, 0.f};  // both empty
+  return MergeFactors{m, m1 == -INFINITY ? 0.f : expf(m1 - m), m2 == -INFINITY ? 0.f : expf(m2 - m)};
+}
+
+}  // namespace kvb::codecs::gpu

@@ -1,0 +1,49 @@
+// fp8 encode on the GPU: one block per (KV head) finds the absmax (order-free, so the scale is bitwise the
+// CPU's), then every element is encoded with fp8.h's encode of x / scale, as fp8_cpu.cpp does.
+#include <cuda_runtime.h>
+
+#include "codecs/common/gpu_kernels.h"
+#include "codecs/fp8/fp8.h"
+
+namespace kvb::codecs::gpu {
+namespace {
+
+constexpr int kThreads = 1024;
+
+__global__ void __launch_bounds__(kThreads) fp8_scale_kernel(const float* x, int64_t n, bool e4m3, float* scale) {
+  __shared__ float red[kThreads / 32];
+  const float* xh = x + static_cast<int64_t>(blockIdx.x) * n;
+  float m = 0.f;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) m = fmaxf(m, fabsf(xh[i]));
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float a = 0.f;
+    for (int w = 0; w < kThreads / 32; ++w) a = fmaxf(a, red[w]);
+    scale[blockIdx.x] = fp8::head_scale(a, e4m3 ? fp8::Format::kE4M3 : fp8::Format::kE5M2);
+  }
+}
+
+__global__ void fp8_codes_kernel(const float* x, int heads, int64_t n, bool e4m3, const float* scale, uint8_t* codes) {
+  const int64_t total = static_cast<int64_t>(heads) * n;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float y = x[i] / scale[i / n];
+    codes[i] = e4m3 ? fp8::encode_e4m3(y) : fp8::encode_e5m2(y);
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_fp8_encode(const float* x, int heads, int64_t n, bool e4m3, uint8_t* codes, float* scale,
+                              cudaStream_t s) {
+  if (heads <= 0 || n <= 0) return cudaSuccess;
+  fp8_scale_kernel<<<heads, kThreads, 0, s>>>(x, n, e4m3, scale);
+  const int64_t blocks = (static_cast<int64_t>(heads) * n + 255) / 256;
+  fp8_codes_kernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), 256, 0, s>>>(x, heads, n, e4m3, scale,
+                                                                                           codes);
+  return cudaGetLastError();
+}
+
+}  // namespace kvb::codecs::gpu
