@@ -27,6 +27,7 @@ int cli_main(int argc, char** argv) {
   add_capture_command(app, commands);
   add_compare_command(app, commands);
   add_merge_command(app, commands);
+  add_selftest_command(app, commands);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

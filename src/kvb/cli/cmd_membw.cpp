@@ -1,6 +1,8 @@
 #include <cstdio>
 
 #include "kvb/cli/commands.h"
+#include "kvb/core/error.h"
+#include "kvb/run/device_api.h"
 #include "kvb/run/membw.h"
 
 namespace kvb {
@@ -10,6 +12,7 @@ void add_membw_command(CLI::App& root, std::vector<Command>& out) {
     int mib = 1024;
     int threads = 0;
     double min_time = 1.0;
+    std::string device = "cpu";
   };
   auto o = std::make_shared<Opts>();
   auto* sub = root.add_subcommand(
@@ -18,7 +21,17 @@ void add_membw_command(CLI::App& root, std::vector<Command>& out) {
   sub->add_option("--mib", o->mib, "buffer size in MiB (default 1024)")->check(CLI::Range(1, 1 << 20));
   sub->add_option("--threads", o->threads, "threads (0 = all hardware threads)")->check(CLI::Range(0, 4096));
   sub->add_option("--min-time", o->min_time, "seconds to repeat for (default 1)")->check(CLI::Range(0.0, 600.0));
+  sub->add_option("--device", o->device,
+                  "cpu (host read bandwidth) or cuda (GPU device-to-device copy bandwidth, read + write bytes)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   out.push_back({sub, [o]() {
+                   if (o->device == "cuda") {
+                     std::string err;
+                     const double bw = cuda::device_copy_bandwidth(static_cast<size_t>(o->mib) << 20, &err);
+                     if (bw <= 0) throw RuntimeError("membw --device cuda: " + err);
+                     std::printf("device copy bandwidth: %.2f GB/s median (read + write), %d MiB copies\n", bw / 1e9, o->mib);
+                     return 0;
+                   }
                    const auto r = measure_read_bandwidth(static_cast<size_t>(o->mib) << 20, o->threads, o->min_time);
                    std::printf("memory read bandwidth: %.2f GB/s median (p95 %.2f GB/s) over %d repeats, %d threads, %zu MiB\n",
                                r.bytes_per_s_median / 1e9, r.bytes_per_s_p95 / 1e9, r.repeats, r.threads, r.bytes >> 20);

@@ -1,6 +1,7 @@
 #pragma once
 /// Host-side view of the CUDA runtime (implemented in src/kvb/cuda/*.cu when built with CUDA,
 /// and by a CPU-only fallback otherwise). No CUDA types cross this header.
+#include <cstddef>
 #include <string>
 
 namespace kvb::cuda {
@@ -18,5 +19,8 @@ struct GpuProperties {
 /// Number of usable CUDA devices (0 without a device, a driver, or a CUDA build); `error` gets why.
 int device_count(std::string* error);
 bool device_properties(int ordinal, GpuProperties* out, std::string* error);
+/// Device-to-device copy bandwidth of device 0 in bytes/s (read + write), median over repeats of a
+/// `bytes` copy; 0 with `error` set when no device is usable.
+double device_copy_bandwidth(size_t bytes, std::string* error);
 
 }  // namespace kvb::cuda

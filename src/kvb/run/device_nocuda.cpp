@@ -14,5 +14,10 @@ bool device_properties(int, GpuProperties*, std::string* error) {
   return false;
 }
 
+double device_copy_bandwidth(size_t, std::string* error) {
+  if (error) *error = "this kvbench was built without the CUDA backend";
+  return 0;
+}
+
 }  // namespace kvb::cuda
 #endif

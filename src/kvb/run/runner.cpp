@@ -90,8 +90,9 @@ struct DatasetRun {
   std::vector<double> ref_errs;
   bool ref_checked = false;
   int64_t ref_skipped_sliding = 0;
-  Json reference_throughput = nullptr;
-  Json record = nullptr;  ///< {ref_out_check, reference_throughput} once computed (or resumed)
+  Json reference_throughput = nullptr;       ///< exact fp16 attention on the CPU
+  Json reference_throughput_cuda = nullptr;  ///< and on the GPU, when cells of this dataset ran there
+  Json record = nullptr;  ///< {ref_out_check, reference_throughput[, reference_throughput_cuda]} once computed (or resumed)
 };
 
 std::string fmt_duration(double s) {
@@ -324,12 +325,43 @@ Json measure_throughput(const Codec& codec, const LayerData& L, const CodecConte
   const ModelShape& shape = ctx.shape;
   const int64_t C = L.kv.tokens;
   const int64_t P = static_cast<int64_t>(L.pairs.size());
+  const int G = shape.group();
+  const int64_t n_groups = static_cast<int64_t>(shape.n_kv_heads) * L.q.n;
+  const double tokens = static_cast<double>(C) * shape.n_kv_heads;
+  // Bytes one GQA group scans per call: its KV head's compressed tokens plus its verbatim buffers.
+  const double bytes_per_group = static_cast<double>(C) * layer_storage.bytes_per_token + layer_storage.buffer_bytes;
+  auto rate = [](double n, double t) { return t > 0 ? n / t : 0.0; };
+  auto record = [&](double enc_med, double enc_p95, int enc_n, double att_med, double att_p95, int att_n,
+                    const std::string& note) {
+    return Json{{"encode_tokens_per_s", {{"median", rate(tokens, enc_med)}, {"p95", rate(tokens, enc_p95)}}},
+                {"attend_queries_per_s",
+                 {{"median", rate(static_cast<double>(P), att_med)}, {"p95", rate(static_cast<double>(P), att_p95)}}},
+                {"attend_bytes_per_s",
+                 {{"median", rate(static_cast<double>(n_groups) * bytes_per_group, att_med)},
+                  {"p95", rate(static_cast<double>(n_groups) * bytes_per_group, att_p95)}}},
+                {"encode_samples", enc_n},
+                {"attend_samples", att_n},
+                {"layer", L.layer},
+                {"context_len", C},
+                {"queries", P},
+                {"gqa_group", G},
+                {"note", note}};
+  };
+  // Device-resident layers time themselves with CUDA events, the data already on the GPU.
+  DeviceTimes dt;
+  if (enc.device_timing(L.kv, L.q, cfg.repeats, cfg.min_time_s, &dt)) {
+    Json j = record(dt.encode_median_s, dt.encode_p95_s, dt.encode_samples, dt.attend_median_s, dt.attend_p95_s,
+                    dt.attend_samples,
+                    "median and p95 over timed repeats; CUDA events on " + dt.device +
+                        "; encode of the layer's cache already on the device; one launch attends every query of every "
+                        "query head (split-context kernel); bytes count each KV head's compressed cache once per GQA group");
+    j["device_name"] = dt.device;
+    return j;
+  }
   const Timing te = time_call([&] { auto e = codec.encode(L.layer, L.kv, nullptr, ctx); }, cfg.repeats, cfg.min_time_s);
   // A decode step attends the G query heads of a GQA group against their shared KV head at once
   // (attend_many), so a codec reads and unpacks its compressed rows once per group, as a serving
   // kernel does. Work items are (KV head, query index) groups.
-  const int G = shape.group();
-  const int64_t n_groups = static_cast<int64_t>(shape.n_kv_heads) * L.q.n;
   const Timing ta = time_call(
       [&] {
 #pragma omp parallel
@@ -349,24 +381,10 @@ Json measure_throughput(const Codec& codec, const LayerData& L, const CodecConte
         }
       },
       cfg.repeats, cfg.min_time_s);
-  const double tokens = static_cast<double>(C) * shape.n_kv_heads;
-  // Bytes one GQA group scans per call: its KV head's compressed tokens plus its verbatim buffers.
-  const double bytes_per_group = static_cast<double>(C) * layer_storage.bytes_per_token + layer_storage.buffer_bytes;
-  auto rate = [](double n, double t) { return t > 0 ? n / t : 0.0; };
-  return Json{{"encode_tokens_per_s", {{"median", rate(tokens, te.median_s)}, {"p95", rate(tokens, te.p95_s)}}},
-              {"attend_queries_per_s", {{"median", rate(static_cast<double>(P), ta.median_s)}, {"p95", rate(static_cast<double>(P), ta.p95_s)}}},
-              {"attend_bytes_per_s",
-               {{"median", rate(static_cast<double>(n_groups) * bytes_per_group, ta.median_s)},
-                {"p95", rate(static_cast<double>(n_groups) * bytes_per_group, ta.p95_s)}}},
-              {"encode_samples", te.samples},
-              {"attend_samples", ta.samples},
-              {"layer", L.layer},
-              {"context_len", C},
-              {"queries", P},
-              {"gqa_group", G},
-              {"note", "median and p95 over timed repeats (p95 of rates is the slow tail); host clock, CPU; "
-                       "each call attends the G query heads of a KV head together (attend_many); bytes count "
-                       "each KV head's compressed cache once per group"}};
+  return record(te.median_s, te.p95_s, te.samples, ta.median_s, ta.p95_s, ta.samples,
+                "median and p95 over timed repeats (p95 of rates is the slow tail); host clock, CPU; each call attends "
+                "the G query heads of a KV head together (attend_many); bytes count each KV head's compressed cache "
+                "once per group");
 }
 
 /// Runs one step of a cell. A codec's own failure becomes the cell's status ("skipped" when it cannot
@@ -468,7 +486,11 @@ Json cell_record(Cell& c, const DatasetRun& D, const Config& cfg) {
     j["per_layer"] = pl;
     if (!c.throughput.is_null()) {
       Json tp = c.throughput;
-      const Json& ref = D.record.is_null() ? D.reference_throughput : D.record["reference_throughput"];
+      // The reference row of the device the cell ran on (exact fp16 attention there).
+      const char* ref_key = c.device == "cuda" ? "reference_throughput_cuda" : "reference_throughput";
+      const Json ref = !D.record.is_null() ? D.record.value(ref_key, Json())
+                       : c.device == "cuda" ? D.reference_throughput_cuda
+                                            : D.reference_throughput;
       if (!ref.is_null()) {
         const double r = ref["attend_queries_per_s"]["median"].get<double>();
         tp["attend_speedup_vs_fp16"] = r > 0 ? tp["attend_queries_per_s"]["median"].get<double>() / r : 0.0;
@@ -502,6 +524,8 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
   if (device_req == "auto")
     device_note = n_gpus > 0 ? "auto: a CUDA device is present; codecs with a CUDA backend run there, the rest on the CPU"
                              : fmt::format("auto: no usable CUDA device ({}); running on the CPU", cuda_err);
+  // cuda, or auto with a usable device: codecs with a CUDA backend run on the GPU (the rest on the CPU).
+  const bool use_gpu = n_gpus > 0 && device_req != "cpu";
   const int threads_req = opts.threads >= 0 ? opts.threads : cfg.threads;
   const int threads = threads_req > 0 ? threads_req : omp_get_num_procs();
   omp_set_num_threads(threads);
@@ -595,7 +619,9 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
           }
           if (c.status == "ok") {
             c.label = entry.label(c.params);
-            c.codec = entry.make_cpu(c.params, shape);
+            const bool on_gpu = use_gpu && static_cast<bool>(entry.make_cuda);
+            c.codec = on_gpu ? entry.make_cuda(c.params, shape) : entry.make_cpu(c.params, shape);
+            c.device = on_gpu ? "cuda" : "cpu";
           }
         } catch (const Unsupported& e) {
           c.status = "skipped";
@@ -610,7 +636,6 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
             c.reason = fmt::format("--device cuda: codec \"{}\" has no CUDA implementation yet (backends: cpu)", entry.info.name);
             c.codec.reset();
           }
-          c.device = "cpu";
         }
         cells.push_back(std::move(c));
       };
@@ -799,17 +824,25 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
         // The exact fp16 attention on the same device is the reference row of the throughput table.
         if (dataset_pass && first_layer && cfg.throughput) {
           const CodecEntry& fp16 = registry().at("fp16");
-          auto ref = fp16.make_cpu(resolve_params(fp16.info.params, Json::object(), "fp16"), shape);
           CodecContext ctx;
           ctx.shape = shape;
           ctx.attn = attn;
           ctx.seed = cfg.seed;
-          auto enc = ref->encode(l, L.kv, nullptr, ctx);
-          StorageAcc acc;
-          account_storage(enc->storage(), L.kv.tokens, shape.head_dim, acc, false);
-          D.reference_throughput = measure_throughput(*ref, L, ctx, cfg, *enc, acc);
-          D.reference_throughput["codec"] = "fp16";
-          D.reference_throughput["device"] = "cpu";
+          auto reference = [&](bool gpu) {
+            const Json p = resolve_params(fp16.info.params, Json::object(), "fp16");
+            auto ref = gpu ? fp16.make_cuda(p, shape) : fp16.make_cpu(p, shape);
+            auto enc = ref->encode(l, L.kv, nullptr, ctx);
+            StorageAcc acc;
+            account_storage(enc->storage(), L.kv.tokens, shape.head_dim, acc, false);
+            Json t = measure_throughput(*ref, L, ctx, cfg, *enc, acc);
+            t["codec"] = "fp16";
+            t["device"] = gpu ? "cuda" : "cpu";
+            return t;
+          };
+          bool any_cpu = false, any_gpu = false;
+          for (const Cell* c : batch.cells) (c->device == "cuda" ? any_gpu : any_cpu) = true;
+          if (any_cpu || !any_gpu) D.reference_throughput = reference(false);
+          if (any_gpu && fp16.make_cuda) D.reference_throughput_cuda = reference(true);
         }
         first_layer = false;
         progress.step(fmt::format("{} seq {} layer {}", fs::path(D.spec->path).filename().string(), S.id, l));
@@ -829,6 +862,7 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
                                                       : "the dump has no ref_out"}};
       }
       D.record = {{"ref_out_check", check}, {"reference_throughput", D.reference_throughput}};
+      if (!D.reference_throughput_cuda.is_null()) D.record["reference_throughput_cuda"] = D.reference_throughput_cuda;
       write_file_atomic((datasets_dir / fmt::format("{}.json", di)).string(),
                         Json{{"run_key", key}, {"index", di}, {"dataset", D.record}}.dump(2, ' ', false,
                                                                                          Json::error_handler_t::replace) +
@@ -916,6 +950,7 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
     KVB_ASSERT(!D.record.is_null());
     dj["ref_out_check"] = D.record["ref_out_check"];
     dj["reference_throughput"] = D.record["reference_throughput"];
+    if (D.record.contains("reference_throughput_cuda")) dj["reference_throughput_cuda"] = D.record["reference_throughput_cuda"];
     datasets.push_back(dj);
   }
   doc["datasets"] = datasets;

@@ -1,0 +1,247 @@
+// The CUDA backend's parity suite (label gpu). Two kinds of tests:
+//  - GpuParity.*: CUDA vs CPU through kvbench's selftest (stored bytes exact, storage exact, logits and outputs
+//    within kSelftestScoreTol / kSelftestAttendTol). They skip with a message when the build has no CUDA
+//    backend or no device is usable, and run on a GPU machine (scripts/bench_gpu.sh runs them).
+//  - DeviceMath.*: run everywhere. They evaluate the kernels' per-element math (gpu_view.h load(), the
+//    split-context merge) on the host, over the CPU encoder's own buffers, so the arithmetic the GPU runs is
+//    checked against the CPU path on every machine.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <vector>
+
+#include "codecs/common/gpu_view.h"
+#include "kvb/core/attn_math.h"
+#include "kvb/core/registry.h"
+#include "kvb/core/rng.h"
+#include "kvb/run/device_api.h"
+#include "kvb/run/selftest.h"
+
+namespace kvb {
+namespace {
+
+using codecs::gpu::Fmt;
+using codecs::gpu::LayerView;
+using codecs::gpu::Part;
+
+bool gpu_usable(std::string* why) {
+  const CodecEntry* e = registry().find("fp16");
+  if (!e || !e->make_cuda) {
+    *why = "this build has no CUDA backend (nvcc not found or KVB_ENABLE_CUDA=OFF)";
+    return false;
+  }
+  std::string err;
+  if (cuda::device_count(&err) == 0) {
+    *why = "no usable CUDA device: " + err;
+    return false;
+  }
+  return true;
+}
+
+void run_device_cases(const std::string& codec, bool full) {
+  std::string why;
+  if (!gpu_usable(&why)) GTEST_SKIP() << why;
+  int ran = 0;
+  for (const auto& c : selftest_cases("cuda", full)) {
+    if (c.codec != codec) continue;
+    SCOPED_TRACE(c.describe());
+    const SelftestResult r = run_selftest_case(c, "cuda");
+    if (r.skipped) continue;
+    ++ran;
+    for (const auto& k : r.checks) EXPECT_TRUE(k.pass) << k.name << " = " << k.value << " > " << k.tol << " " << k.detail;
+  }
+  EXPECT_GT(ran, 0) << "no case ran for " << codec;
+}
+
+TEST(GpuParity, Fp16) { run_device_cases("fp16", false); }
+TEST(GpuParity, Fp8) { run_device_cases("fp8", false); }
+TEST(GpuParity, Int) { run_device_cases("int", false); }
+TEST(GpuParity, Kivi) { run_device_cases("kivi", false); }
+TEST(GpuParity, LongContexts) {
+  for (const char* c : {"fp16", "int", "kivi"}) run_device_cases(c, true);
+}
+
+TEST(GpuParity, DeviceCudaWithoutDeviceIsExit4) {
+  std::string why;
+  if (gpu_usable(&why)) GTEST_SKIP() << "a device is present";
+  const std::string cmd = std::string(KVB_BINARY) + " selftest --device cuda >/dev/null 2>&1";
+  const int rc = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(rc));
+  EXPECT_EQ(WEXITSTATUS(rc), 4);
+}
+
+// ---- the kernels' math on the host ----
+
+/// Points a Part at host copies of the CPU layer's buffers.
+struct HostBuffers {
+  std::map<std::string, std::vector<uint8_t>> m;
+  const uint8_t* get(const std::string& n) const {
+    const auto it = m.find(n);
+    return it == m.end() ? nullptr : it->second.data();
+  }
+};
+
+/// Attention of q against KV head g the way attend_split + attend_merge compute it: chunks of `chunk`
+/// tokens, a max-shifted softmax per chunk, merged with merge_factors.
+std::vector<float> emulate_kernel(const LayerView& L, int g, const float* q, float scale, int chunk) {
+  const int d = L.d;
+  float m = -INFINITY, l = 0;
+  std::vector<float> o(d, 0.f);
+  for (int64_t t0 = 0; t0 < L.C; t0 += chunk) {
+    const int64_t n = std::min<int64_t>(chunk, L.C - t0);
+    std::vector<float> s(n);
+    float cm = -INFINITY;
+    for (int64_t i = 0; i < n; ++i) {
+      float acc = 0;
+      for (int j = 0; j < d; ++j) acc += q[j] * codecs::gpu::load(L.k, L.C, d, g, t0 + i, j);
+      s[i] = softcap_f(acc * scale, 0.f);
+      cm = std::max(cm, s[i]);
+    }
+    float cl = 0;
+    for (auto& x : s) cl += (x = std::exp(x - cm));
+    std::vector<float> co(d, 0.f);
+    for (int j = 0; j < d; ++j)
+      for (int64_t i = 0; i < n; ++i) co[j] += s[i] * codecs::gpu::load(L.v, L.C, d, g, t0 + i, j);
+    const auto f = codecs::gpu::merge_factors(m, cm);
+    l = l * f.a + cl * f.b;
+    for (int j = 0; j < d; ++j) o[j] = o[j] * f.a + co[j] * f.b;
+    m = f.m;
+  }
+  for (auto& x : o) x /= l;
+  return o;
+}
+
+struct MathCase {
+  std::string codec;
+  Json params;
+  Fmt kf, vf;
+  int bits = 0, group = 0;
+};
+
+TEST(DeviceMath, LoadAndSplitMergeReproduceTheCpuPath) {
+  const std::vector<MathCase> cases = {
+      {"fp16", Json::object(), Fmt::kF16, Fmt::kF16},
+      {"fp8", Json{{"format", "e4m3"}}, Fmt::kFp8E4M3, Fmt::kFp8E4M3},
+      {"fp8", Json{{"format", "e5m2"}}, Fmt::kFp8E5M2, Fmt::kFp8E5M2},
+      {"int", Json{{"code_bits", 3}, {"group_size", 32}}, Fmt::kTokenQuant, Fmt::kTokenQuant, 3, 32},
+      {"int", Json{{"code_bits", 4}, {"group_size", 32}}, Fmt::kTokenQuant, Fmt::kTokenQuant, 4, 32},
+      {"kivi", Json{{"code_bits", 2}, {"group_size", 32}, {"residual", 64}}, Fmt::kChannelQuant, Fmt::kTokenQuant, 2,
+       32},
+  };
+  for (const auto& mc : cases)
+    for (int d : {64, 96})
+      for (int64_t C : {int64_t{1}, int64_t{7}, int64_t{300}}) {
+        SelftestCase sc;
+        sc.codec = mc.codec, sc.params = mc.params, sc.head_dim = d, sc.tokens = C, sc.kv_heads = 2, sc.group = 1;
+        sc.seed = 77 + static_cast<uint64_t>(C) + d;
+        SCOPED_TRACE(sc.describe());
+        const CodecEntry& e = registry().at(mc.codec);
+        ModelShape shape;
+        shape.n_kv_heads = 2, shape.n_heads = 2, shape.head_dim = d, shape.n_layers = 1;
+        CodecContext ctx;
+        ctx.shape = shape;
+        ctx.attn.softmax_scale = 1.f / std::sqrt(static_cast<float>(d));
+        Rng r(sc.seed);
+        LayerKV kv;
+        kv.kv_heads = 2, kv.tokens = C, kv.head_dim = d;
+        kv.k.resize(static_cast<size_t>(2 * C * d));
+        kv.v.resize(kv.k.size());
+        for (auto& x : kv.k) x = static_cast<float>(r.normal() * 2.0);
+        for (auto& x : kv.v) x = static_cast<float>(r.normal());
+        auto enc = e.make_cpu(resolve_params(e.info.params, mc.params, "t"), shape)->encode(0, kv, nullptr, ctx);
+        HostBuffers hb;
+        for (auto& b : enc->buffers()) hb.m[b.name] = b.bytes;
+        ASSERT_FALSE(hb.m.empty());
+        LayerView L;
+        L.heads = 2, L.C = C, L.d = d;
+        auto part = [&](char kv_c, Fmt f) {
+          Part p;
+          p.fmt = f, p.bits = mc.bits, p.group = mc.group;
+          const std::string pre(1, kv_c);
+          if (mc.codec == "fp16") {
+            p.tail = reinterpret_cast<const uint16_t*>(hb.get(pre + ".fp16"));
+          } else if (mc.codec == "fp8") {
+            p.q_tokens = C;
+            p.codes = hb.get(pre + ".fp8");
+            p.head_scale = reinterpret_cast<const float*>(hb.get(pre + ".scale"));
+          } else {
+            p.codes = hb.get(pre + ".codes");
+            p.sm = reinterpret_cast<const codecs::uq::GroupParams*>(hb.get(pre + ".scale_min"));
+            if (mc.codec == "int") {
+              p.q_tokens = C;
+            } else {  // kivi: R = 64
+              p.q_tokens = kv_c == 'k' ? C - C % 64 : C - std::min<int64_t>(64, C);
+              p.tail = reinterpret_cast<const uint16_t*>(hb.get(kv_c == 'k' ? "k.residual" : "v.window"));
+            }
+          }
+          return p;
+        };
+        L.k = part('k', mc.kf);
+        L.v = part('v', mc.vf);
+        Rng rq(sc.seed + 1);
+        std::vector<float> q(d);
+        for (int g = 0; g < 2; ++g) {
+          for (auto& x : q) x = static_cast<float>(rq.normal());
+          Scratch scratch;
+          std::vector<float> cpu(d);
+          enc->attend(g, q.data(), cpu.data(), scratch);
+          for (int chunk : {64, 2048}) {
+            const auto dev = emulate_kernel(L, g, q.data(), ctx.attn.softmax_scale, chunk);
+            double num = 0, den = 0;
+            for (int j = 0; j < d; ++j) {
+              num += (dev[j] - cpu[j]) * (dev[j] - cpu[j]);
+              den += cpu[j] * cpu[j];
+            }
+            EXPECT_LE(std::sqrt(num / den), kSelftestAttendTol) << "head " << g << " chunk " << chunk;
+          }
+        }
+      }
+}
+
+TEST(DeviceMath, MergeFactorsEqualOneSoftmax) {
+  // Two chunks' (m, l) merged equal the single-pass normalizer; empty chunks (m = -inf) contribute nothing.
+  const std::vector<float> s = {3.f, -1.f, 80.f, 79.5f, -200.f, 0.f};
+  double m = -INFINITY;
+  for (float x : s) m = std::max<double>(m, x);
+  double l = 0;
+  for (float x : s) l += std::exp(x - m);
+  for (size_t cut = 0; cut <= s.size(); ++cut) {
+    auto part = [&](size_t a, size_t b, float* pm, float* pl) {
+      *pm = -INFINITY, *pl = 0;
+      for (size_t i = a; i < b; ++i) *pm = std::max(*pm, s[i]);
+      for (size_t i = a; i < b; ++i) *pl += std::exp(s[i] - *pm);
+    };
+    float m1, l1, m2, l2;
+    part(0, cut, &m1, &l1);
+    part(cut, s.size(), &m2, &l2);
+    const auto f = codecs::gpu::merge_factors(m1, m2);
+    EXPECT_FLOAT_EQ(f.m, static_cast<float>(m)) << "cut " << cut;
+    EXPECT_NEAR(l1 * f.a + l2 * f.b, l, 1e-6 * l) << "cut " << cut;
+  }
+  const auto e = codecs::gpu::merge_factors(-INFINITY, -INFINITY);
+  EXPECT_EQ(e.a, 0.f);
+  EXPECT_EQ(e.b, 0.f);
+}
+
+TEST(Selftest, CpuPathsMatchTheirReferences) {
+  // `kvbench selftest --device cpu`: the same harness, fast CPU paths against the naive references.
+  int ran = 0;
+  for (const auto& c : selftest_cases("cpu", false)) {
+    if (c.codec != "fp16" && c.codec != "fp8" && c.codec != "int" && c.codec != "kivi") continue;
+    if (c.tokens > 129) continue;  // keep the CPU suite quick; 4097 runs in `kvbench selftest`
+    SCOPED_TRACE(c.describe());
+    const SelftestResult r = run_selftest_case(c, "cpu");
+    if (r.skipped) continue;
+    ++ran;
+    for (const auto& k : r.checks) EXPECT_TRUE(k.pass) << k.name << " = " << k.value << " > " << k.tol << " " << k.detail;
+  }
+  EXPECT_GT(ran, 20);
+}
+
+}  // namespace
+}  // namespace kvb
