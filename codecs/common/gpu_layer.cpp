@@ -135,8 +135,9 @@ class GpuLayer final : public EncodedLayer {
     }
     b.tail.alloc(static_cast<size_t>(H * tail * d_) * sizeof(uint16_t));
     // Zero-filled packed rows: the bit-stream writer stores whole bytes, but a zero start keeps buffers()
-    // deterministic for empty ranges too.
-    b.codes.zero();
+    // deterministic for empty ranges too. On the run stream: it is non-blocking, so a memset on the legacy
+    // default stream would not be ordered before the encode kernels.
+    b.codes.zero(cuda::run_stream());
   }
 
   static Part part_view(const PartSpec& p, const PartBuffers& b) {

@@ -139,8 +139,8 @@ EventTiming time_events(const std::function<void(cudaStream_t)>& launch, cudaStr
 double copy_bandwidth(size_t bytes, int repeats) {
   require_device();
   DeviceBuffer src(bytes), dst(bytes);
-  src.zero();
   Stream s;
+  src.zero(s.get());
   const EventTiming t = time_events(
       [&](cudaStream_t st) {
         check(cudaMemcpyAsync(dst.as<void>(), src.as<void>(), bytes, cudaMemcpyDeviceToDevice, st), "cudaMemcpyAsync");
