@@ -1,0 +1,80 @@
+#pragma once
+/// h1b: H1B-KV hybrid one-bit keys (Vejendla; arXiv 2510.05529; codecs.md §3). Per KV head and token:
+///   k.sketch  [bits]    sign(R k), R [bits][head_dim] i.i.d. N(0, 1) from the seed (costs its 8 bytes)
+///   k.norms   fp16 ‖k‖  (angle variant only)
+///   v         per-token asymmetric value_bits codes in groups of value_group channels (0 = one group per
+///             token), fp16 (scale, min) per group (codecs/quant/uniform.h); no fp16 window (§3.4)
+/// The query is sketched with the same R; a key's score comes from the Hamming distance h of the two
+/// sketches (XOR + popcount):
+///   variant "angle" (default, training-free §3.3): ŝ = softmax_scale·‖q‖·‖k‖·cos(π·h/bits)  (SimHash angle)
+///   variant "temp"  (§3.3 H1B-TF-temp, nearest to the paper): ŝ = (1 − 2h/bits) / T, T per layer fitted on
+///                   calibration caches by minimizing KL(exact ‖ approximate) (or given as `temperature`).
+/// The paper's own numbers come after fine-tuning T and a value projection, which kvbench never does.
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "kvb/core/codec.h"
+#include "kvb/core/error.h"
+#include "kvb/core/registry.h"
+
+namespace kvb::codecs {
+
+struct H1bParams {
+  int bits = 256;
+  std::string variant = "angle";  ///< "angle" | "temp"
+  int value_bits = 4;
+  int value_group = 0;  ///< 0 = head_dim (one (scale, min) per token)
+  double temperature = 0;  ///< temp variant: 0 = fit on calibration data
+
+  static H1bParams from_json(const Json& p);
+  void check(int head_dim) const;
+  std::string label() const;
+  bool angle() const { return variant == "angle"; }
+  int group(int head_dim) const { return value_group > 0 ? value_group : head_dim; }
+  double bytes_per_token(int head_dim) const {
+    const double key = bits / 8.0 + (angle() ? 2.0 : 0.0);
+    const double val = static_cast<double>((static_cast<int64_t>(head_dim) * value_bits + 7) / 8) +
+                       4.0 * (head_dim / group(head_dim));
+    return key + val;
+  }
+};
+
+std::vector<ParamSpec> h1b_param_specs();
+/// The projection's seed (shared by every layer and head).
+uint64_t h1b_projection_seed(uint64_t seed);
+
+/// T minimizing the mean KL(p ‖ p̂_T) over pseudo-queries of the calibration caches (see h1b_entry.cpp).
+/// Shared by the CPU path, the reference and the CUDA path: it is the calibration step, not the attend path
+/// under test, so all three attend with the same T.
+double h1b_fit_temperature(const H1bParams& p, const std::vector<const LayerKV*>& calib, const CodecContext& ctx);
+
+/// Encoders: T is the fitted (or given) temperature of the layer, ignored by the angle variant.
+using H1bEncodeFn = std::unique_ptr<EncodedLayer> (*)(const H1bParams&, double T, const LayerKV&,
+                                                      const CodecContext&);
+std::unique_ptr<EncodedLayer> h1b_encode_cpu(const H1bParams& p, double T, const LayerKV& kv, const CodecContext& ctx);
+std::unique_ptr<EncodedLayer> h1b_encode_ref(const H1bParams& p, double T, const LayerKV& kv, const CodecContext& ctx);
+std::unique_ptr<EncodedLayer> h1b_encode_cuda(const H1bParams& p, double T, const LayerKV& kv, const CodecContext& ctx);
+
+/// The codec: fit() fits T per layer (temp variant without an explicit temperature), encode() uses it.
+class H1bCodec final : public Codec {
+ public:
+  H1bCodec(H1bParams p, H1bEncodeFn fn, std::string impl) : p_(std::move(p)), fn_(fn), impl_(std::move(impl)) {}
+  void fit(int layer, const std::vector<const LayerKV*>& calib, const CodecContext& ctx) override;
+  std::unique_ptr<EncodedLayer> encode(int layer, const LayerKV& kv, const EncodedLayer* prev,
+                                       const CodecContext& ctx) const override;
+  Json report() const override;
+
+ private:
+  H1bParams p_;
+  H1bEncodeFn fn_;
+  std::string impl_;
+  std::map<int, double> T_;  // fitted temperature per layer
+};
+
+CodecFactory h1b_factory(H1bEncodeFn fn, std::string impl);
+
+}  // namespace kvb::codecs

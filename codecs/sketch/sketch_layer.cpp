@@ -1,0 +1,102 @@
+#include "codecs/sketch/sketch_layer.h"
+
+#include <cmath>
+
+#include "codecs/common/ref_dense.h"
+#include "codecs/common/row_kernels.h"
+#include "kvb/core/attn_math.h"
+
+namespace kvb::codecs {
+
+SketchLayer::SketchLayer(const LayerKV& kv, AttnConfig attn, uq::RowFormat vf, int64_t value_quant_tokens)
+    : kv_heads_(kv.kv_heads), C_(kv.tokens), d_(kv.head_dim), attn_(attn), vf_(vf), Vq_(value_quant_tokens),
+      v_codes_(static_cast<size_t>(kv_heads_ * Vq_ * vf_.bytes())),
+      v_sm_(static_cast<size_t>(kv_heads_ * Vq_ * vf_.groups())),
+      v_win_(static_cast<size_t>(kv_heads_ * (C_ - Vq_) * d_)) {
+  for_each_head(kv_heads_, [&](int g) {
+    const float* v = kv.v_head(g);
+    uq::encode_rows(vf_, v, Vq_, v_codes_.data() + g * Vq_ * vf_.bytes(), v_sm_.data() + g * Vq_ * vf_.groups());
+    f32_to_f16_sat_row(v + Vq_ * d_, v_win_.data() + g * (C_ - Vq_) * d_, (C_ - Vq_) * d_);
+  });
+}
+
+bool SketchLayer::scores(int g, const float* q, float* s_out, Scratch& scratch) const {
+  logits(g, q, s_out, scratch);
+  const float cap = attn_.softcap;
+  if (cap > 0.f)
+    for (int64_t t = 0; t < C_; ++t) s_out[t] = softcap_f(s_out[t], cap);
+  return true;
+}
+
+void SketchLayer::attend(int g, const float* q, float* o_out, Scratch& scratch) const {
+  float* s = scratch.floats(static_cast<size_t>(C_));
+  scores(g, q, s, scratch);
+  float m = -INFINITY;
+  for (int64_t t = 0; t < C_; ++t) m = s[t] > m ? s[t] : m;
+  double l = 0.0;  // normalizer in double (see BaselineLayer::attend)
+  if (std::isinf(m) && m > 0) {
+    for (int64_t t = 0; t < C_; ++t) l += (s[t] = (s[t] == m) ? 1.f : 0.f);
+  } else {
+    for (int64_t t = 0; t < C_; ++t) l += (s[t] = std::exp(s[t] - m));
+  }
+  for (int j = 0; j < d_; ++j) o_out[j] = 0.f;
+  uq::accumulate_rows(vf_, s, v_codes_.data() + g * Vq_ * vf_.bytes(), v_sm_.data() + g * Vq_ * vf_.groups(), Vq_,
+                      o_out, scratch.floats2(vf_.scratch_floats()));
+  const auto axpy = row_kernels().axpy_f16;
+  const uint16_t* win = v_win_.data() + static_cast<size_t>(g) * (C_ - Vq_) * d_;
+  for (int64_t t = Vq_; t < C_; ++t, win += d_)
+    if (s[t] != 0.f) axpy(s[t], win, o_out, d_);
+  const float inv = static_cast<float>(1.0 / l);
+  for (int j = 0; j < d_; ++j) o_out[j] *= inv;
+}
+
+void SketchLayer::add_value_storage(StorageList& st) const {
+  st.add("v.codes", StorageKind::kCompressed, bytes_of(v_codes_), Vq_)
+      .add("v.scale_min", StorageKind::kCompressed, bytes_of(v_sm_), Vq_)
+      .add("v.window", StorageKind::kBuffer, bytes_of(v_win_), C_ - Vq_);
+}
+
+void SketchLayer::add_value_buffers(std::vector<NamedBuffer>& out) const {
+  out.push_back(named_buffer("v.codes", v_codes_));
+  out.push_back(named_buffer("v.scale_min", v_sm_));
+  out.push_back(named_buffer("v.window", v_win_));
+}
+
+namespace ref {
+
+void SketchRefLayer::logits(int g, const float* q, std::vector<double>& s) const {
+  s.assign(static_cast<size_t>(C_), 0.0);
+  raw_(g, q, s.data());
+  if (attn_.softcap > 0.f)
+    for (double& x : s) x = attn_.softcap * std::tanh(x / attn_.softcap);
+}
+
+bool SketchRefLayer::scores(int g, const float* q, float* s_out, Scratch&) const {
+  std::vector<double> s;
+  logits(g, q, s);
+  for (int64_t t = 0; t < C_; ++t) s_out[t] = static_cast<float>(s[t]);
+  return true;
+}
+
+void SketchRefLayer::attend(int g, const float* q, float* o_out, Scratch&) const {
+  std::vector<double> s;
+  logits(g, q, s);
+  double m = -INFINITY;
+  for (double x : s) m = std::max(m, x);
+  double l = 0;
+  for (double& x : s) l += (x = std::exp(x - m));
+  std::vector<double> o(static_cast<size_t>(d_), 0.0);
+  const float* V = v_.data() + static_cast<size_t>(g) * C_ * d_;
+  for (int64_t t = 0; t < C_; ++t)
+    for (int j = 0; j < d_; ++j) o[j] += s[t] * V[t * d_ + j];
+  for (int j = 0; j < d_; ++j) o_out[j] = static_cast<float>(o[j] / l);
+}
+
+void values_qdq(const float* V, int64_t C, int d, int64_t Vq, int bits, int group, float* out) {
+  for (int64_t t = 0; t < Vq; ++t)
+    for (int j0 = 0; j0 < d; j0 += group) minmax_qdq(V + t * d + j0, group, 1, bits, out + t * d + j0);
+  for (int64_t i = Vq * d; i < C * d; ++i) out[i] = round_f16_sat(V[i]);
+}
+
+}  // namespace ref
+}  // namespace kvb::codecs

@@ -1,0 +1,114 @@
+#pragma once
+/// Glue shared by the one-bit sketch codecs (qjl, h1b): a Codec that hands the layer index to its encode
+/// (QJL's paper preset uses other sketch sizes in the first layers), and the CPU encoded layer's common half:
+/// per-token asymmetric values (codecs/quant/uniform.h, the quantizer `int` and `kivi` use) with an
+/// optional fp16 window of the last tokens, softmax and the weighted sum. Each codec supplies its logits,
+/// computed from its sign bits.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "codecs/common/baseline.h"
+#include "codecs/quant/uniform_cpu.h"
+#include "kvb/core/codec.h"
+
+namespace kvb::codecs {
+
+/// A Codec over parameter struct P whose encode needs the layer index. P provides check(head_dim) and label().
+template <class P>
+class LayerCodec final : public Codec {
+ public:
+  using EncodeFn = std::unique_ptr<EncodedLayer> (*)(const P&, int, const LayerKV&, const CodecContext&);
+  LayerCodec(P p, EncodeFn fn, std::string impl) : p_(std::move(p)), fn_(fn), impl_(std::move(impl)) {}
+  std::unique_ptr<EncodedLayer> encode(int layer, const LayerKV& kv, const EncodedLayer* prev,
+                                       const CodecContext& ctx) const override {
+    (void)prev;
+    check_layer(kv, p_.label());
+    p_.check(kv.head_dim);
+    return fn_(p_, layer, kv, ctx);
+  }
+  Json report() const override { return Json{{"label", p_.label()}, {"implementation", impl_}}; }
+
+ private:
+  P p_;
+  EncodeFn fn_;
+  std::string impl_;
+};
+
+template <class P>
+CodecFactory layer_factory(std::vector<ParamSpec> specs, std::string name, typename LayerCodec<P>::EncodeFn fn,
+                           std::string impl) {
+  return [specs = std::move(specs), name = std::move(name), fn, impl = std::move(impl)](
+             const Json& params, const ModelShape& shape) -> std::unique_ptr<Codec> {
+    P p = P::from_json(resolve_params(specs, params, name + ".params"));
+    if (shape.head_dim > 0) p.check(shape.head_dim);
+    return std::make_unique<LayerCodec<P>>(std::move(p), fn, impl);
+  };
+}
+
+/// CPU layer: values of tokens [0, Vq) quantized per token (format vf), tokens [Vq, C) kept in fp16.
+/// Logits come from the subclass (straight from its sketches); attend = scores -> softmax (normalizer in
+/// double, as BaselineLayer) -> Σ p_t v̂_t from the packed value rows and the fp16 window.
+class SketchLayer : public EncodedLayer {
+ public:
+  SketchLayer(const LayerKV& kv, AttnConfig attn, uq::RowFormat vf, int64_t value_quant_tokens);
+
+  int64_t tokens() const final { return C_; }
+  bool scores(int g, const float* q, float* s_out, Scratch& scratch) const final;
+  void attend(int g, const float* q, float* o_out, Scratch& scratch) const final;
+
+ protected:
+  /// s[t] = the logit of token t before soft-capping (softmax_scale applied), t < C. Must not use
+  /// scratch.floats() (it holds s); may use scratch.floats2().
+  virtual void logits(int g, const float* q, float* s, Scratch& scratch) const = 0;
+  /// Appends the value items ("v.codes", "v.scale_min", "v.window") to a storage list.
+  void add_value_storage(StorageList& st) const;
+  void add_value_buffers(std::vector<NamedBuffer>& out) const;
+  /// Bytes of one quantized value token (row and (scale, min) pairs).
+  double value_bytes_per_token() const { return static_cast<double>(vf_.bytes()) + 4.0 * vf_.groups(); }
+
+  int kv_heads_;
+  int64_t C_;
+  int d_;
+  AttnConfig attn_;
+  uq::RowFormat vf_;
+  int64_t Vq_;
+  std::vector<uint8_t> v_codes_;       // [H][Vq][vf.bytes()]
+  std::vector<uq::GroupParams> v_sm_;  // [H][Vq][vf.groups()]
+  std::vector<uint16_t> v_win_;        // [H][C - Vq][d]
+};
+
+namespace ref {
+
+/// Reference layer of the sketch codecs: dense dequantized values (allowed in references), logits from a
+/// callback in float64 (the reference's own ±1 dot products), soft-cap, softmax and output in float64.
+class SketchRefLayer final : public EncodedLayer {
+ public:
+  /// raw(g, q, s): s[t] = logit of token t before soft-capping, t < C.
+  using LogitFn = std::function<void(int g, const float* q, double* s)>;
+  SketchRefLayer(int64_t C, int d, AttnConfig attn, std::vector<float> v_hat, LogitFn raw, Storage st)
+      : C_(C), d_(d), attn_(attn), v_(std::move(v_hat)), raw_(std::move(raw)), st_(std::move(st)) {}
+  int64_t tokens() const override { return C_; }
+  Storage storage() const override { return st_; }
+  bool scores(int g, const float* q, float* s_out, Scratch&) const override;
+  void attend(int g, const float* q, float* o_out, Scratch&) const override;
+
+ private:
+  void logits(int g, const float* q, std::vector<double>& s) const;
+  int64_t C_;
+  int d_;
+  AttnConfig attn_;
+  std::vector<float> v_;  // [H][C][d]
+  LogitFn raw_;
+  Storage st_;
+};
+
+/// V̂ of one KV head: tokens [0, Vq) quantize -> dequantize per token in groups of `group` channels
+/// (ref::minmax_qdq), tokens [Vq, C) rounded to fp16.
+void values_qdq(const float* V, int64_t C, int d, int64_t Vq, int bits, int group, float* out);
+
+}  // namespace ref
+}  // namespace kvb::codecs

@@ -1,0 +1,101 @@
+#pragma once
+/// Per-element math of the one-bit sketch codecs (qjl, h1b), shared by the CPU path and the CUDA kernels
+/// (KVB_HD, style.md §3.4). Nothing here allocates or includes host-only libraries.
+///
+/// Sign sketches. A sketch of n bits (n a multiple of 8) is n/8 bytes; bit j of byte i holds row 8i + j
+/// (codecs.md §1.1: "bit j of byte i holds row 8i+j"). Bit = 1 iff the projection is > 0, so a projection
+/// of exactly 0 is bit 0 (−1) in the encoder and the decoder alike (§1.8 pitfall 7).
+///
+/// QJL scores (§1.4): <q, k> ≈ sqrt(π/2)/m · ‖k‖ · Σ_i (S q)_i σ_i with σ_i = ±1 the stored bits. The sum is
+/// formed with the masked-sum identity Σ_i x_i σ_i = 2·Σ_{i: bit=1} x_i − Σ_i x_i, so attend never expands
+/// the bits into a dense ±1 vector, let alone a key.
+///
+/// H1B scores (§3): Hamming distance h between the query's and the key's sketches (XOR + popcount on 64-bit
+/// words); angle variant ŝ = ‖q‖·‖k‖·cos(π·h/b), temperature variant ŝ = (1 − 2h/b)/T.
+#include <cstdint>
+#include <cstring>
+
+#include "kvb/core/hd.h"
+
+namespace kvb::codecs::sk {
+
+/// sqrt(π/2), the QJL estimator's constant (E|g| = sqrt(2/π) for g ~ N(0, 1)).
+constexpr double kSqrtHalfPi = 1.2533141373155002512;
+constexpr double kPi = 3.14159265358979323846;
+
+/// Bytes of an n-bit sketch (n a multiple of 8).
+KVB_HD_INLINE int64_t sketch_bytes(int64_t n) { return n / 8; }
+
+/// Bit i of a sketch (1 = projection > 0).
+KVB_HD_INLINE int sketch_bit(const uint8_t* row, int64_t i) { return (row[i >> 3] >> (i & 7)) & 1; }
+
+/// Sets bit i of a zero-initialised sketch when z > 0.
+KVB_HD_INLINE void put_sign(uint8_t* row, int64_t i, float z) {
+  if (z > 0.f) row[i >> 3] = static_cast<uint8_t>(row[i >> 3] | (1u << (i & 7)));
+}
+
+/// Σ_{i < n: bit i set} x[i], n a multiple of 8 (portable form; the CPU has vectorized versions with the same
+/// result up to float reassociation).
+KVB_HD_INLINE float masked_sum(const uint8_t* bits, const float* x, int n) {
+  float s = 0.f;
+  for (int i = 0; i < n; i += 8) {
+    const uint32_t b = bits[i >> 3];
+    for (int k = 0; k < 8; ++k) s += (b >> k) & 1u ? x[i + k] : 0.f;
+  }
+  return s;
+}
+
+/// One QJL sketch's contribution to <q, k>: sqrt(π/2)/m · norm · (2·masked − total), where masked is the
+/// masked sum of the projected query over the sketch's set bits and total the sum of all m of them.
+KVB_HD_INLINE float qjl_term(float masked, float total, float norm, int m) {
+  return static_cast<float>(kSqrtHalfPi) / static_cast<float>(m) * norm * (2.f * masked - total);
+}
+
+/// popcount of a 64-bit word.
+KVB_HD_INLINE int popc64(uint64_t x) {
+#if defined(__CUDA_ARCH__)
+  return __popcll(x);
+#else
+  return __builtin_popcountll(x);
+#endif
+}
+
+/// 8 bytes at p as a little-endian word (any alignment).
+KVB_HD_INLINE uint64_t load_word(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  uint64_t w = 0;
+  for (int i = 0; i < 8; ++i) w |= static_cast<uint64_t>(p[i]) << (8 * i);
+  return w;
+#else
+  uint64_t w;
+  std::memcpy(&w, p, 8);
+  return w;
+#endif
+}
+
+/// Hamming distance of two sketches of nbytes bytes (nbytes a multiple of 8 goes word by word; the tail,
+/// if any, byte by byte).
+KVB_HD_INLINE int hamming(const uint8_t* a, const uint8_t* b, int nbytes) {
+  int h = 0, i = 0;
+  for (; i + 8 <= nbytes; i += 8) h += popc64(load_word(a + i) ^ load_word(b + i));
+  for (; i < nbytes; ++i) h += popc64(static_cast<uint64_t>(a[i] ^ b[i]));
+  return h;
+}
+
+/// Outlier channel index width: one byte while head_dim <= 256 (the paper's uint8), else two.
+KVB_HD_INLINE int outlier_index_bytes(int head_dim) { return head_dim <= 256 ? 1 : 2; }
+
+KVB_HD_INLINE int read_outlier_index(const uint8_t* idx, int i, int ib) {
+  return ib == 1 ? idx[i] : (idx[2 * i] | (idx[2 * i + 1] << 8));
+}
+
+KVB_HD_INLINE void write_outlier_index(uint8_t* idx, int i, int ib, int c) {
+  if (ib == 1) {
+    idx[i] = static_cast<uint8_t>(c);
+  } else {
+    idx[2 * i] = static_cast<uint8_t>(c & 0xff);
+    idx[2 * i + 1] = static_cast<uint8_t>(c >> 8);
+  }
+}
+
+}  // namespace kvb::codecs::sk
