@@ -27,7 +27,9 @@ class H1bLayer final : public SketchLayer {
     for (int h = 0; h <= p.bits; ++h)
       tab_[h] = static_cast<float>(p.angle() ? std::cos(sk::kPi * h / p.bits) : (1.0 - 2.0 * h / p.bits) / T_);
     const int64_t jobs = kv_heads_ * C_;
-#pragma omp parallel for schedule(static, 256) if (jobs > 256)
+    // Threads over blocks of (KV head, token) pairs, once there is enough work to pay for waking them.
+    const double work = static_cast<double>(jobs) * p.bits * d_;
+#pragma omp parallel for schedule(static, 256) if (jobs > 256 && work > 4e6)
     for (int64_t job = 0; job < jobs; ++job) {
       const int g = static_cast<int>(job / C_);
       const int64_t t = job % C_;

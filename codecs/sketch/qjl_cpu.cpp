@@ -39,7 +39,9 @@ class QjlLayer final : public SketchLayer {
         k_norms_(static_cast<size_t>(kv_heads_ * Cq_ * 2)), k_idx_(static_cast<size_t>(kv_heads_ * ng_ * no_ * ib_)),
         k_res_(static_cast<size_t>(kv_heads_ * (C_ - Cq_) * d_)) {
     const int64_t jobs = kv_heads_ * ng_;
-#pragma omp parallel if (jobs > 1)
+    // Threads over (KV head, token group) pairs, once there is enough work to pay for waking them.
+    const double work = static_cast<double>(jobs) * G_ * (m_ + mo_) * d_;
+#pragma omp parallel if (jobs > 1 && work > 4e6)
     {
       std::vector<float> kin(static_cast<size_t>(d_));
       std::vector<int> idx(static_cast<size_t>(no_));
@@ -47,9 +49,8 @@ class QjlLayer final : public SketchLayer {
 #pragma omp for schedule(dynamic, 4)
       for (int64_t job = 0; job < jobs; ++job) encode_group(kv, job / ng_, job % ng_, kin, idx, is_out);
     }
-    for_each_head(kv_heads_, [&](int g) {
+    for (int g = 0; g < kv_heads_; ++g)
       f32_to_f16_sat_row(kv.k_head(g) + Cq_ * d_, k_res_.data() + g * (C_ - Cq_) * d_, (C_ - Cq_) * d_);
-    });
   }
 
   Storage storage() const override {

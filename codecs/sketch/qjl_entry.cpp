@@ -96,7 +96,7 @@ CodecEntry qjl_entry() {
   e.info.budget_rule =
       "b_eff of the quantized region = (m + m_outlier + 32 + outliers·8/group_size + head_dim·value_bits + "
       "32·head_dim/value_group) / (2·head_dim) (fp16 key buffer and value window reported as buffer bytes, the "
-      "projection as its 8-byte seed); candidates m ∈ {head_dim/2, head_dim, 2·head_dim, 3·head_dim, 4·head_dim} "
+      "projection as its 8-byte seed); candidates m ∈ {head_dim/2, head_dim, 2·head_dim, 4·head_dim} "
       "(multiples of 8) with m_outlier = m, value_bits ∈ {2, 4}, outliers = min(8, head_dim/16), G=32, R=128, "
       "value_group = gcd(head_dim, 32).";
   e.info.params = qjl_param_specs();
@@ -133,10 +133,7 @@ CodecEntry qjl_entry() {
     auto round8 = [](int x) { return std::max(8, (x + 7) / 8 * 8); };
     add(round8(2 * head_dim), 2);  // the paper's m = 2·head_dim first (wins ties)
     for (int vb : {2, 4})
-      for (int num : {1, 2, 4, 6, 8}) {  // m = num/2 · head_dim
-        if (num == 4 && vb == 2) continue;
-        add(round8(num * head_dim / 2), vb);
-      }
+      for (int num : {1, 2, 4, 8}) add(round8(num * head_dim / 2), vb);  // m = num/2 · head_dim
     return out;
   };
   e.label = [](const Json& params) { return QjlParams::from_json(resolve_params(qjl_param_specs(), params, "qjl")).label(); };

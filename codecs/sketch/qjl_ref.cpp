@@ -89,20 +89,18 @@ std::unique_ptr<EncodedLayer> qjl_encode_ref(const QjlParams& p, int layer, cons
   const double scale = ctx.attn.softmax_scale;
   auto raw = [P, heads, d, m, mo, G, Cq, C, scale](int g, const float* q, double* s) {
     const RefHead& R = (*heads)[g];
-    std::vector<double> q_in(m), q_out(mo);
+    // §1.4: q_sk = S q (all channels), q_out_sk = the group's outlier channels' share, q_in_sk = the difference.
+    const int mr = std::max(m, mo);
+    std::vector<double> q_sk(mr, 0.0), q_in(m), q_out(mr);
+    for (int i = 0; i < mr; ++i)
+      for (int c = 0; c < d; ++c) q_sk[i] += q[c] * P->s64[static_cast<size_t>(i) * d + c];
     for (int64_t b = 0; b < Cq / G; ++b) {
       const std::vector<int>& O = R.outl[b];
-      std::vector<bool> is_out(d, false);
-      for (int c : O) is_out[c] = true;
-      for (int i = 0; i < m; ++i) {
-        q_in[i] = 0;
-        for (int c = 0; c < d; ++c)
-          if (!is_out[c]) q_in[i] += q[c] * P->s64[static_cast<size_t>(i) * d + c];
-      }
-      for (int i = 0; i < mo; ++i) {
+      for (int i = 0; i < mr; ++i) {
         q_out[i] = 0;
         for (int c : O) q_out[i] += q[c] * P->s64[static_cast<size_t>(i) * d + c];
       }
+      for (int i = 0; i < m; ++i) q_in[i] = q_sk[i] - q_out[i];
       for (int64_t tok = b * G; tok < (b + 1) * G; ++tok) {
         double a = 0, o = 0;
         for (int i = 0; i < m; ++i) a += q_in[i] * R.s_in[tok * m + i];

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <mutex>
 #include <numeric>
+#include <utility>
 
 #include "codecs/common/row_kernels.h"
 #include "codecs/sketch/sketch_math.h"
@@ -16,7 +19,18 @@
 
 namespace kvb::codecs::sk {
 
-Projection make_projection(uint64_t seed, int rows, int d, bool orthogonal) {
+namespace {
+
+/// Σ_j a_j·b_j with 4 independent partial sums (instruction-level parallelism; used only for orthogonalization).
+double dot4(const double* a, const double* b, int n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int j = 0;
+  for (; j + 4 <= n; j += 4) s0 += a[j] * b[j], s1 += a[j + 1] * b[j + 1], s2 += a[j + 2] * b[j + 2], s3 += a[j + 3] * b[j + 3];
+  for (; j < n; ++j) s0 += a[j] * b[j];
+  return (s0 + s1) + (s2 + s3);
+}
+
+Projection generate_projection(uint64_t seed, int rows, int d, bool orthogonal) {
   Projection P;
   P.rows = rows;
   P.d = d;
@@ -25,22 +39,20 @@ Projection make_projection(uint64_t seed, int rows, int d, bool orthogonal) {
   Rng rng(seed);
   for (double& x : P.s64) x = rng.normal();
   if (orthogonal) {
+    // Modified Gram-Schmidt, one pass (the rows of a Gaussian block are well conditioned enough that the loss
+    // of orthogonality stays ~1e-13 at head_dim 1024). Rows are processed in order, so a projection with
+    // fewer rows is exactly a prefix of one with more (the cache below relies on it).
     const double target = std::sqrt(static_cast<double>(d));
     for (int b0 = 0; b0 < rows; b0 += d) {
       const int b1 = std::min(rows, b0 + d);
       for (int i = b0; i < b1; ++i) {
         double* r = P.s64.data() + static_cast<size_t>(i) * d;
-        for (int pass = 0; pass < 2; ++pass)  // "twice is enough" (Gram-Schmidt reorthogonalization)
-          for (int p = b0; p < i; ++p) {
-            const double* o = P.s64.data() + static_cast<size_t>(p) * d;
-            double dot = 0, oo = 0;
-            for (int j = 0; j < d; ++j) dot += r[j] * o[j], oo += o[j] * o[j];
-            const double c = dot / oo;
-            for (int j = 0; j < d; ++j) r[j] -= c * o[j];
-          }
-        double n = 0;
-        for (int j = 0; j < d; ++j) n += r[j] * r[j];
-        n = std::sqrt(n);
+        for (int p = b0; p < i; ++p) {
+          const double* o = P.s64.data() + static_cast<size_t>(p) * d;
+          const double c = dot4(r, o, d) / static_cast<double>(d);  // previous rows have norm² d
+          for (int j = 0; j < d; ++j) r[j] -= c * o[j];
+        }
+        double n = std::sqrt(dot4(r, r, d));
         // A Gaussian row lies in the span of the previous (< d) rows with probability 0; guard anyway.
         if (!(n > 1e-12)) {
           for (int j = 0; j < d; ++j) r[j] = (j == (i - b0) % d) ? 1.0 : 0.0;
@@ -63,6 +75,52 @@ Projection make_projection(uint64_t seed, int rows, int d, bool orthogonal) {
     }
     P.row_norm[i] = std::sqrt(n);
   }
+  return P;
+}
+
+}  // namespace
+
+Projection make_projection(uint64_t seed, int rows, int d, bool orthogonal) {
+  // Every layer (and the reference) regenerates the same few matrices: keep the largest generated per
+  // (seed, d, orthogonal) and serve smaller requests from its first rows (identical by construction).
+  struct Key {
+    uint64_t seed;
+    int d;
+    bool orth;
+  };
+  static std::mutex mu;
+  static std::vector<std::pair<Key, std::shared_ptr<const Projection>>> cache;  // most recent last, <= 4 entries
+  std::shared_ptr<const Projection> hit;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto& [k, p] : cache)
+      if (k.seed == seed && k.d == d && k.orth == orthogonal && p->rows >= rows) hit = p;
+  }
+  if (!hit) {
+    auto made = std::make_shared<const Projection>(generate_projection(seed, rows, d, orthogonal));
+    std::lock_guard<std::mutex> lock(mu);
+    cache.erase(std::remove_if(cache.begin(), cache.end(),
+                               [&](const auto& e) {
+                                 return e.first.seed == seed && e.first.d == d && e.first.orth == orthogonal &&
+                                        e.second->rows <= rows;
+                               }),
+                cache.end());
+    cache.push_back({Key{seed, d, orthogonal}, made});
+    if (cache.size() > 4) cache.erase(cache.begin());
+    hit = made;
+  }
+  if (hit->rows == rows) return *hit;
+  Projection P;
+  P.rows = rows;
+  P.d = d;
+  P.seed = seed;
+  P.s64.assign(hit->s64.begin(), hit->s64.begin() + static_cast<size_t>(rows) * d);
+  P.s32.assign(hit->s32.begin(), hit->s32.begin() + static_cast<size_t>(rows) * d);
+  P.row_norm.assign(hit->row_norm.begin(), hit->row_norm.begin() + rows);
+  P.t32.resize(P.s32.size());
+  for (int c = 0; c < d; ++c)
+    std::copy(hit->t32.begin() + static_cast<size_t>(c) * hit->rows,
+              hit->t32.begin() + static_cast<size_t>(c) * hit->rows + rows, P.t32.begin() + static_cast<size_t>(c) * rows);
   return P;
 }
 

@@ -13,11 +13,16 @@ SketchLayer::SketchLayer(const LayerKV& kv, AttnConfig attn, uq::RowFormat vf, i
       v_codes_(static_cast<size_t>(kv_heads_ * Vq_ * vf_.bytes())),
       v_sm_(static_cast<size_t>(kv_heads_ * Vq_ * vf_.groups())),
       v_win_(static_cast<size_t>(kv_heads_ * (C_ - Vq_) * d_)) {
-  for_each_head(kv_heads_, [&](int g) {
+  auto encode_head = [&](int g) {
     const float* v = kv.v_head(g);
     uq::encode_rows(vf_, v, Vq_, v_codes_.data() + g * Vq_ * vf_.bytes(), v_sm_.data() + g * Vq_ * vf_.groups());
     f32_to_f16_sat_row(v + Vq_ * d_, v_win_.data() + g * (C_ - Vq_) * d_, (C_ - Vq_) * d_);
-  });
+  };
+  // Threads over heads only for caches large enough to pay for waking them.
+  if (static_cast<double>(kv_heads_) * C_ * d_ > 1e6)
+    for_each_head(kv_heads_, encode_head);
+  else
+    for (int g = 0; g < kv_heads_; ++g) encode_head(g);
 }
 
 bool SketchLayer::scores(int g, const float* q, float* s_out, Scratch& scratch) const {
