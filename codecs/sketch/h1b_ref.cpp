@@ -26,8 +26,7 @@ std::unique_ptr<EncodedLayer> h1b_encode_ref(const H1bParams& p, double T, const
   // project_f64 uses).
   auto sign = [St, d, b](const float* x, int8_t* out) {
     std::vector<double> z(static_cast<size_t>(b), 0.0);
-    for (int c = 0; c < d; ++c)
-      for (int i = 0; i < b; ++i) z[i] += (*St)[static_cast<size_t>(c) * b + i] * static_cast<double>(x[c]);
+    ref::project_columns(St->data(), b, b, x, nullptr, d, z.data());
     for (int i = 0; i < b; ++i) out[i] = z[i] > 0 ? 1 : -1;
   };
   auto sig = std::make_shared<std::vector<int8_t>>(static_cast<size_t>(H * C * b));

@@ -74,12 +74,9 @@ std::unique_ptr<EncodedLayer> qjl_encode_ref(const QjlParams& p, int layer, cons
         // z_i = Σ_c S_ic·x_c, each z_i summed over c ascending (the loop runs c outer so the m sums advance
         // together; every z_i still sees its terms in the same order as project_f64). k_out is zero off O.
         std::vector<double> z(std::max(m, mo), 0.0);
-        for (int c = 0; c < d; ++c)
-          for (int i = 0; i < m; ++i) z[i] += St[static_cast<size_t>(c) * mr + i] * static_cast<double>(kin[c]);
+        ref::project_columns(St.data(), mr, m, kin.data(), nullptr, d, z.data());
         for (int i = 0; i < m; ++i) R.s_in[tok * m + i] = z[i] > 0 ? 1 : -1;
-        std::fill(z.begin(), z.end(), 0.0);
-        for (int c : O)
-          for (int i = 0; i < mo; ++i) z[i] += St[static_cast<size_t>(c) * mr + i] * static_cast<double>(kout[c]);
+        ref::project_columns(St.data(), mr, mo, kout.data(), O.data(), static_cast<int>(O.size()), z.data());
         for (int i = 0; i < mo; ++i) R.s_out[tok * mo + i] = z[i] > 0 ? 1 : -1;
       }
     }

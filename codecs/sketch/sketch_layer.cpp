@@ -97,6 +97,22 @@ void SketchRefLayer::attend(int g, const float* q, float* o_out, Scratch&) const
   for (int j = 0; j < d_; ++j) o_out[j] = static_cast<float>(o[j] / l);
 }
 
+namespace {
+// Not a KVB_CPU_CLONES function on purpose: the x86-64-v3 clone would contract z + col·x into an FMA, and
+// these sums must round exactly like sk::project_f64 (compiled for the baseline, no FMA).
+void add_column(const double* col, double xc, int n, double* z) {
+  for (int i = 0; i < n; ++i) z[i] += col[i] * xc;
+}
+}  // namespace
+
+void project_columns(const double* St, int rows, int n, const float* x, const int* channels, int nc, double* z) {
+  for (int i = 0; i < n; ++i) z[i] = 0.0;
+  for (int a = 0; a < nc; ++a) {
+    const int c = channels ? channels[a] : a;
+    add_column(St + static_cast<size_t>(c) * rows, static_cast<double>(x[c]), n, z);
+  }
+}
+
 void values_qdq(const float* V, int64_t C, int d, int64_t Vq, int bits, int group, float* out) {
   for (int64_t t = 0; t < Vq; ++t)
     for (int j0 = 0; j0 < d; j0 += group) minmax_qdq(V + t * d + j0, group, 1, bits, out + t * d + j0);

@@ -106,6 +106,11 @@ class SketchRefLayer final : public EncodedLayer {
   Storage st_;
 };
 
+/// z[i] = Σ_c St[c·rows + i]·x[c] for i < n (St: a projection transposed, float64), each z_i summed over c
+/// ascending — the order of sk::project_f64 — with the n sums advancing together (c outer) so the loop
+/// vectorizes. Only the channels in `channels` (ascending; all d when null) are visited: the others are zero.
+void project_columns(const double* St, int rows, int n, const float* x, const int* channels, int nc, double* z);
+
 /// V̂ of one KV head: tokens [0, Vq) quantize -> dequantize per token in groups of `group` channels
 /// (ref::minmax_qdq), tokens [Vq, C) rounded to fp16.
 void values_qdq(const float* V, int64_t C, int d, int64_t Vq, int bits, int group, float* out);
