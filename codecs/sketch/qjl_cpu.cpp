@@ -26,6 +26,17 @@ uint64_t qjl_projection_seed(uint64_t seed, int layer_set);  // qjl_entry.cpp
 
 namespace {
 
+/// Σ x[i] with 8 partial sums (vectorizes without reassociation flags).
+float sum_f32(const float* x, int n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += x[i + k];
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; ++i) s += x[i];
+  return s;
+}
+
 class QjlLayer final : public SketchLayer {
  public:
   QjlLayer(const QjlParams& p, int layer, const LayerKV& kv, const CodecContext& ctx)
@@ -93,9 +104,8 @@ class QjlLayer final : public SketchLayer {
         const int c = sk::read_outlier_index(idx, a, ib_);
         axpy_f32_inline(q[c], P_.t32.data() + static_cast<size_t>(c) * mr, qo, mr);
       }
-      float tot_in = 0.f, tot_out = 0.f;
-      for (int i = 0; i < m_; ++i) tot_in += (qin[i] = qsk[i] - qo[i]);
-      for (int i = 0; i < mo_; ++i) tot_out += qo[i];
+      for (int i = 0; i < m_; ++i) qin[i] = qsk[i] - qo[i];
+      const float tot_in = sum_f32(qin, m_), tot_out = sum_f32(qo, mo_);
       const int64_t t0 = b * G_;
       // scores from bits: no dense key reconstruction (masked sums of the projected query over the set bits)
       sk::masked_sums(bin + t0 * (m_ / 8), m_ / 8, G_, qin, m_, ms_in);

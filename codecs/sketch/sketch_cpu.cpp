@@ -211,22 +211,40 @@ KVB_CPU_CLONES void hamming_portable(const uint8_t* q, const uint8_t* rows, int 
 }
 
 #ifdef KVB_SK_X86
-/// One mask-add per byte: lanes k of x[8i .. 8i+8) join the sum where bit k of byte i is set.
+/// Sum of the 16 lanes.
+KVB_SK_AVX512 inline float hsum16(__m512 a) {
+  // Through memory: GCC 12's reduce / extract / shuffle intrinsics trip -Wmaybe-uninitialized in its header.
+  alignas(64) float l[16];
+  _mm512_store_ps(l, a);
+  float s[8];
+  for (int k = 0; k < 8; ++k) s[k] = l[k] + l[k + 8];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/// One masked add per 16 bits: lanes k of x[i .. i+16) join the sum where bit k of the 16-bit word at bit i is
+/// set. Four accumulators over each 64-bit word (independent dependency chains), then 16- and 8-bit tails.
 KVB_SK_AVX512 void masked_sums_avx512(const uint8_t* rows, int64_t stride, int64_t count, const float* x, int n,
                                       float* out) {
   for (int64_t r = 0; r < count; ++r) {
     const uint8_t* b = rows + r * stride;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
     int i = 0;
-    for (; i + 16 <= n; i += 16) {
-      a0 = _mm256_mask_add_ps(a0, static_cast<__mmask8>(b[i >> 3]), a0, _mm256_loadu_ps(x + i));
-      a1 = _mm256_mask_add_ps(a1, static_cast<__mmask8>(b[(i >> 3) + 1]), a1, _mm256_loadu_ps(x + i + 8));
+    for (; i + 64 <= n; i += 64) {
+      const uint64_t w = load_word(b + i / 8);
+      a0 = _mm512_mask_add_ps(a0, static_cast<__mmask16>(w), a0, _mm512_loadu_ps(x + i));
+      a1 = _mm512_mask_add_ps(a1, static_cast<__mmask16>(w >> 16), a1, _mm512_loadu_ps(x + i + 16));
+      a2 = _mm512_mask_add_ps(a2, static_cast<__mmask16>(w >> 32), a2, _mm512_loadu_ps(x + i + 32));
+      a3 = _mm512_mask_add_ps(a3, static_cast<__mmask16>(w >> 48), a3, _mm512_loadu_ps(x + i + 48));
     }
-    if (i < n) a0 = _mm256_mask_add_ps(a0, static_cast<__mmask8>(b[i >> 3]), a0, _mm256_loadu_ps(x + i));
-    const __m256 a = _mm256_add_ps(a0, a1);
-    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    out[r] = _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
+    for (; i + 16 <= n; i += 16) {
+      const auto m = static_cast<__mmask16>(b[i / 8] | (b[i / 8 + 1] << 8));
+      a0 = _mm512_mask_add_ps(a0, m, a0, _mm512_loadu_ps(x + i));
+    }
+    if (i < n) {  // 8 bits left: load only x[i .. i+8)
+      const auto m = static_cast<__mmask16>(b[i / 8]);
+      a1 = _mm512_mask_add_ps(a1, m, a1, _mm512_maskz_loadu_ps(static_cast<__mmask16>(0xff), x + i));
+    }
+    out[r] = hsum16(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
   }
 }
 
