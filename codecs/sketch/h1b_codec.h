@@ -1,6 +1,6 @@
 #pragma once
 /// h1b: H1B-KV hybrid one-bit keys (Vejendla; arXiv 2510.05529; codecs.md §3). Per KV head and token:
-///   k.sketch  [bits]    sign(R k), R [bits][head_dim] i.i.d. N(0, 1) from the seed (costs its 8 bytes)
+///   k.sketch  [b]       sign(R k), R [b][head_dim] i.i.d. N(0, 1) from the seed (costs its 8 bytes)
 ///   k.norms   fp16 ‖k‖  (angle variant only)
 ///   v         per-token asymmetric value_bits codes in groups of value_group channels (0 = one group per
 ///             token), fp16 (scale, min) per group (codecs/quant/uniform.h); no fp16 window (§3.4)
@@ -24,7 +24,7 @@
 namespace kvb::codecs {
 
 struct H1bParams {
-  int bits = 256;
+  int bits = 256;  ///< the `sketch_bits` parameter (b; `bits` is the budget key)
   std::string variant = "angle";  ///< "angle" | "temp"
   int value_bits = 4;
   int value_group = 0;  ///< 0 = head_dim (one (scale, min) per token)

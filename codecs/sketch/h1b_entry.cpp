@@ -14,7 +14,7 @@ uint64_t h1b_projection_seed(uint64_t seed) { return derive_seed(seed, {0x683162
 
 H1bParams H1bParams::from_json(const Json& p) {
   H1bParams h;
-  h.bits = p.at("bits").get<int>();
+  h.bits = p.at("sketch_bits").get<int>();
   h.variant = p.at("variant").get<std::string>();
   h.value_bits = p.at("value_bits").get<int>();
   h.value_group = p.at("value_group").get<int>();
@@ -23,7 +23,7 @@ H1bParams H1bParams::from_json(const Json& p) {
 }
 
 void H1bParams::check(int head_dim) const {
-  KVB_CHECK(bits % 8 == 0, Unsupported, "h1b: bits = {} is not a multiple of 8 (sign bits are packed 8 per byte)",
+  KVB_CHECK(bits % 8 == 0, Unsupported, "h1b: sketch_bits = {} is not a multiple of 8 (sign bits are packed 8 per byte)",
             bits);
   KVB_CHECK(head_dim % group(head_dim) == 0, Unsupported,
             "h1b: value_group {} (channels per value group) does not divide head_dim {}", value_group, head_dim);
@@ -39,7 +39,7 @@ std::string H1bParams::label() const {
 
 std::vector<ParamSpec> h1b_param_specs() {
   return {
-      ParamSpec::Int("bits", 256, 8, 1 << 16,
+      ParamSpec::Int("sketch_bits", 256, 8, 1 << 16,
                      "b: sign-sketch bits per key and KV head (a multiple of 8); b/head_dim is the key-bit knob"),
       ParamSpec::Choice("variant", "angle", {"angle", "temp"},
                         "angle: training-free SimHash angle estimate with a stored fp16 ||k|| (default); temp: "
@@ -208,13 +208,13 @@ CodecEntry h1b_entry() {
       "(training-free angle variant by default); values 4-bit per token";
   e.info.paper = "H1B-KV, arXiv 2510.05529";
   e.info.budget_rule =
-      "b_eff = (bits + 16 [angle: fp16 ||k||] + head_dim·value_bits + 32·head_dim/group) / (2·head_dim), group = "
-      "value_group or head_dim; candidates bits ∈ {2, 1, 1/2, 4}·head_dim (multiples of 8, the paper's 256 = "
+      "b_eff = (sketch_bits + 16 [angle: fp16 ||k||] + head_dim·value_bits + 32·head_dim/group) / (2·head_dim), group = "
+      "value_group or head_dim; candidates sketch_bits ∈ {2, 1, 1/2, 4}·head_dim (multiples of 8, the paper's 256 = "
       "2·head_dim first), angle variant, 4-bit values, one group per token.";
   e.info.params = h1b_param_specs();
   e.info.presets = {
-      {"paper", Json{{"bits", 256}, {"variant", "temp"}, {"value_bits", 4}, {"value_group", 0}}},
-      {"tf-angle", Json{{"bits", 256}, {"variant", "angle"}, {"value_bits", 4}, {"value_group", 0}}},
+      {"paper", Json{{"sketch_bits", 256}, {"variant", "temp"}, {"value_bits", 4}, {"value_group", 0}}},
+      {"tf-angle", Json{{"sketch_bits", 256}, {"variant", "angle"}, {"value_bits", 4}, {"value_group", 0}}},
   };
   e.info.trainable = true;
   e.info.notes =
@@ -229,9 +229,9 @@ CodecEntry h1b_entry() {
       H1bParams p;
       p.bits = std::max(8, (num * head_dim / 2 + 7) / 8 * 8);
       bool dup = false;
-      for (const auto& c : out) dup |= c.params.at("bits").get<int>() == p.bits;
+      for (const auto& c : out) dup |= c.params.at("sketch_bits").get<int>() == p.bits;
       if (dup) continue;
-      out.push_back({Json{{"bits", p.bits}, {"variant", "angle"}, {"value_bits", 4}, {"value_group", 0}},
+      out.push_back({Json{{"sketch_bits", p.bits}, {"variant", "angle"}, {"value_bits", 4}, {"value_group", 0}},
                      8.0 * p.bytes_per_token(head_dim) / (2.0 * head_dim)});
     }
     return out;

@@ -37,8 +37,8 @@ TEST(SketchBench, AttendThroughputVsFp16At32k) {
       {"qjl", Json{{"m", 512}, {"m_outlier", 128}, {"outliers", 8}, {"value_bits", 2}}},  // paper, layers 0-14
       {"qjl", Json{{"m", 128}, {"m_outlier", 128}, {"outliers", 8}, {"value_bits", 2}}},
       {"h1b", Json::object()},                                                           // angle, b = 256
-      {"h1b", Json{{"bits", 128}}},
-      {"h1b", Json{{"bits", 256}, {"variant", "temp"}, {"temperature", 0.1}}},
+      {"h1b", Json{{"sketch_bits", 128}}},
+      {"h1b", Json{{"sketch_bits", 256}, {"variant", "temp"}, {"temperature", 0.1}}},
   };
   using Clock = std::chrono::steady_clock;
   auto median_time = [](auto&& f) {

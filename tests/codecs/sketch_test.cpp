@@ -227,8 +227,8 @@ TEST(H1b, AngleEstimatorExpectationMatchesCosine) {
   for (int t = 0; t < n; ++t)
     for (int j = 0; j < d; ++j)
       keys[t * d + j] = static_cast<float>(std::cos(angles[t]) * q[j] / std::sqrt(qn) + std::sin(angles[t]) * u[j] / std::sqrt(un));
-  const auto temp = make("h1b", Json{{"variant", "temp"}, {"temperature", 1.0}, {"bits", b}}, d);
-  const auto angle = make("h1b", Json{{"variant", "angle"}, {"bits", b}}, d);
+  const auto temp = make("h1b", Json{{"variant", "temp"}, {"temperature", 1.0}, {"sketch_bits", b}}, d);
+  const auto angle = make("h1b", Json{{"variant", "angle"}, {"sketch_bits", b}}, d);
   std::vector<double> sh(n, 0), sh2(n, 0), sc(n, 0), sc2(n, 0);
   std::vector<float> st(n), sa(n);
   Scratch scratch;
@@ -279,7 +279,7 @@ TEST(H1b, PopcountScoreEqualsThePlusMinusOneDotOfTheReference) {
       o.head_dim = 64;
       o.seed = 900 + b;
       const SynthLayer L = make_layer(o);
-      const Json p = resolve_params(e.info.params, Json{{"variant", "temp"}, {"temperature", 1.0}, {"bits", b}}, "h1b");
+      const Json p = resolve_params(e.info.params, Json{{"variant", "temp"}, {"temperature", 1.0}, {"sketch_bits", b}}, "h1b");
       SCOPED_TRACE(fmt::format("bits {} kernels {} on {}", b, codecs::sk::sketch_kernels_name(), L.describe()));
       const auto ec = e.make_cpu(p, L.shape)->encode(0, L.kv, nullptr, L.ctx());
       const auto er = e.make_ref(p, L.shape)->encode(0, L.kv, nullptr, L.ctx());
@@ -410,7 +410,7 @@ TEST(SketchFidelity, ScoreErrorFallsAsTheSketchGrows) {
   for (const char* codec : {"qjl", "h1b"}) {
     double prev = INFINITY;
     for (int m : {64, 128, 256, 512}) {
-      const Json p = std::string(codec) == "qjl" ? Json{{"m", m}, {"m_outlier", m}} : Json{{"bits", m}};
+      const Json p = std::string(codec) == "qjl" ? Json{{"m", m}, {"m_outlier", m}} : Json{{"sketch_bits", m}};
       const double err = mean_score_rel_err(codec, p, L);
       SCOPED_TRACE(fmt::format("{} m {} score rel err {:.4f} (previous {:.4f})", codec, m, err, prev));
       std::printf("[ %s ] sketch %d bits: mean score relative error %.4f\n", codec, m, err);
@@ -435,7 +435,7 @@ TEST(SketchParams, ImpossibleCombinationsThrowUnsupported) {
   EXPECT_THROW(q.make_cpu(Json{{"value_group", 48}}, s128), Unsupported);
   EXPECT_THROW(q.make_cpu(Json{{"residual", 100}}, s128), Unsupported);
   EXPECT_THROW(q.make_cpu(Json{{"outliers", 4}, {"m_outlier", 0}}, s128), Unsupported);
-  EXPECT_THROW(h.make_cpu(Json{{"bits", 100}}, s128), Unsupported);
+  EXPECT_THROW(h.make_cpu(Json{{"sketch_bits", 100}}, s128), Unsupported);
   EXPECT_THROW(h.make_cpu(Json{{"value_group", 48}}, s128), Unsupported);
   EXPECT_THROW(h.make_cpu(Json{{"variant", "learned"}}, s128), UsageError);
   EXPECT_THROW(q.make_cpu(Json{{"bits", 2}}, s128), UsageError);
