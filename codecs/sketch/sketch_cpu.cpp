@@ -133,8 +133,6 @@ double project_f64(const Projection& P, int i, const float* x) {
 
 namespace {
 
-constexpr double kU = 0x1p-24;
-
 KVB_CPU_CLONES void dense_projections(const float* s32, int n, int d, const float* x, float* z) {
   for (int i = 0; i < n; ++i) z[i] = dot_f32_inline(s32 + static_cast<size_t>(i) * d, x, d);
 }
@@ -144,11 +142,10 @@ KVB_CPU_CLONES void dense_projections(const float* s32, int n, int d, const floa
 void sign_sketch(const Projection& P, int n, const float* x, double x_norm, uint8_t* out) {
   std::vector<float> z(static_cast<size_t>(n));
   dense_projections(P.s32.data(), n, P.d, x, z.data());
-  const double k = (P.d + 2) * kU * 1.01 * x_norm;
   std::fill(out, out + n / 8, uint8_t{0});
   for (int i = 0; i < n; ++i) {
     float zi = z[i];
-    if (!(std::fabs(static_cast<double>(zi)) > k * P.row_norm[i])) zi = project_f64(P, i, x) > 0 ? 1.f : 0.f;
+    if (!sign_is_certain(zi, P.d, P.row_norm[i], x_norm)) zi = project_f64(P, i, x) > 0 ? 1.f : 0.f;
     put_sign(out, i, zi);
   }
 }
@@ -156,12 +153,11 @@ void sign_sketch(const Projection& P, int n, const float* x, double x_norm, uint
 void sign_sketch_sparse(const Projection& P, int n, const float* x, const int* idx, int ni, double x_norm,
                         uint8_t* out) {
   std::fill(out, out + n / 8, uint8_t{0});
-  const double k = (ni + 2) * kU * 1.01 * x_norm;
   for (int i = 0; i < n; ++i) {
     const float* r = P.row32(i);
     float z = 0.f;
     for (int a = 0; a < ni; ++a) z += r[idx[a]] * x[idx[a]];
-    if (!(std::fabs(static_cast<double>(z)) > k * P.row_norm[i])) {
+    if (!sign_is_certain(z, ni, P.row_norm[i], x_norm)) {
       const double* r64 = P.row64(i);
       double z64 = 0;
       for (int a = 0; a < ni; ++a) z64 += r64[idx[a]] * static_cast<double>(x[idx[a]]);

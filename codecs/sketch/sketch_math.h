@@ -29,6 +29,15 @@ KVB_HD_INLINE int64_t sketch_bytes(int64_t n) { return n / 8; }
 /// Bit i of a sketch (1 = projection > 0).
 KVB_HD_INLINE int sketch_bit(const uint8_t* row, int64_t i) { return (row[i >> 3] >> (i & 7)) & 1; }
 
+/// Whether the sign of a float32 projection z = <S_i, x> (a sum of `terms` products, any order, FMA or not)
+/// is certainly the sign of the exact value: |z| > (terms + 2)·u·1.01·‖S_i‖·‖x‖ (u = 2^-24; Higham's bound on
+/// the dot's error plus the rounding of S_i to float). When it is not, encoders recompute z in float64 with
+/// the channels in ascending order, so the CPU path, the CUDA path and the reference store identical bits.
+KVB_HD_INLINE bool sign_is_certain(float z, int terms, double row_norm, double x_norm) {
+  const double z64 = z < 0.f ? -static_cast<double>(z) : static_cast<double>(z);
+  return z64 > (terms + 2) * 0x1p-24 * 1.01 * row_norm * x_norm;
+}
+
 /// Sets bit i of a zero-initialised sketch when z > 0.
 KVB_HD_INLINE void put_sign(uint8_t* row, int64_t i, float z) {
   if (z > 0.f) row[i >> 3] = static_cast<uint8_t>(row[i >> 3] | (1u << (i & 7)));

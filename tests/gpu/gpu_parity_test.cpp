@@ -62,6 +62,10 @@ TEST(GpuParity, Fp16) { run_device_cases("fp16", false); }
 TEST(GpuParity, Fp8) { run_device_cases("fp8", false); }
 TEST(GpuParity, Int) { run_device_cases("int", false); }
 TEST(GpuParity, Kivi) { run_device_cases("kivi", false); }
+// The one-bit sketch codecs: bits byte-exact (certified signs, float64 fallback without FMA on both sides),
+// logits and outputs within the selftest tolerances.
+TEST(GpuParity, Qjl) { run_device_cases("qjl", false); }
+TEST(GpuParity, H1b) { run_device_cases("h1b", false); }
 TEST(GpuParity, LongContexts) {
   for (const char* c : {"fp16", "int", "kivi"}) run_device_cases(c, true);
 }
