@@ -465,6 +465,77 @@ TEST(SketchParams, ListedWithPapersPresetsAndBudgetRules) {
   EXPECT_NE(registry().at("h1b").info.notes.find("fine-tuning"), std::string::npos);
 }
 
+// ---- hostile caches --------------------------------------------------------------------------------------
+
+/// Runs qjl and h1b (defaults; qjl also with the paper preset's initial-layer sizes) on L and hands every
+/// output to check; asserts finite scores and outputs.
+template <class F>
+void for_sketch_codecs(const SynthLayer& L, F&& check) {
+  for (const auto& [codec, params] : std::vector<std::pair<std::string, Json>>{
+           {"qjl", Json{{"outliers", 4}}}, {"qjl", Json{{"m", 512}, {"m_outlier", 128}, {"outliers", 4}}},
+           {"h1b", Json::object()}, {"h1b", Json{{"variant", "temp"}, {"temperature", 0.05}}}}) {
+    SCOPED_TRACE(fmt::format("{} {} on {}", codec, params.dump(), L.describe()));
+    const auto enc = make(codec, params, L.shape.head_dim)->encode(0, L.kv, nullptr, L.ctx());
+    Scratch scratch;
+    std::vector<float> s(L.kv.tokens), o(L.shape.head_dim);
+    for (int h = 0; h < L.shape.n_heads; ++h)
+      for (int i = 0; i < L.nq; ++i) {
+        const int g = h / L.shape.group();
+        ASSERT_TRUE(enc->scores(g, L.query(h, i), s.data(), scratch));
+        enc->attend(g, L.query(h, i), o.data(), scratch);
+        ASSERT_TRUE(all_finite(s.data(), L.kv.tokens)) << "scores";
+        ASSERT_TRUE(all_finite(o.data(), L.shape.head_dim)) << "output";
+        check(codec, h, o);
+      }
+  }
+}
+
+TEST(SketchHostile, ZeroConstantHugeAndSingleTokenCaches) {
+  SynthOptions opt;
+  opt.tokens = 300;
+  opt.head_dim = 64;
+  {
+    SynthLayer L = make_layer(opt);
+    std::fill(L.kv.k.begin(), L.kv.k.end(), 0.f);  // zero keys: every norm 0, every bit 0
+    std::fill(L.kv.v.begin(), L.kv.v.end(), 0.f);
+    for_sketch_codecs(L, [](const std::string&, int, const std::vector<float>& o) {
+      for (float x : o) EXPECT_EQ(x, 0.f);
+    });
+  }
+  {
+    SynthLayer L = make_layer(opt);  // every token identical: the output is that row (4-bit or fp16 values)
+    for (int g = 0; g < L.kv.kv_heads; ++g)
+      for (int64_t t = 1; t < L.kv.tokens; ++t)
+        for (int j = 0; j < 64; ++j) {
+          L.kv.k_head(g)[t * 64 + j] = L.kv.k_head(g)[j];
+          L.kv.v_head(g)[t * 64 + j] = L.kv.v_head(g)[j];
+        }
+    for_sketch_codecs(L, [&](const std::string& codec, int h, const std::vector<float>& o) {
+      // qjl's 2-bit values hold 172 of the 300 tokens (the window the last 128): cosine >= 0.95; h1b 4-bit: 0.99.
+      EXPECT_GE(cosine(o.data(), L.kv.v_head(h / L.shape.group()), 64), codec == "qjl" ? 0.95 : 0.99);
+    });
+  }
+  for (float big : {1e5f, 1e30f}) {  // beyond fp16 (norms and windows saturate) and near float's range
+    SynthLayer L = make_layer(opt);
+    for (auto& x : L.kv.k) x *= big / 20;
+    for (auto& x : L.kv.v) x *= big / 4;
+    for_sketch_codecs(L, [](const std::string&, int, const std::vector<float>&) {});
+  }
+  {
+    SynthOptions o1 = opt;
+    o1.tokens = 1;
+    const SynthLayer L = make_layer(o1);
+    for_sketch_codecs(L, [&](const std::string& codec, int h, const std::vector<float>& o) {
+      const float* v0 = L.kv.v_head(h / L.shape.group());
+      if (codec == "qjl") {  // the only token is in the fp16 window
+        for (int j = 0; j < 64; ++j) EXPECT_EQ(o[j], f16_to_f32(f32_to_f16(v0[j]))) << j;
+      } else {
+        EXPECT_GE(cosine(o.data(), v0, 64), 0.99);
+      }
+    });
+  }
+}
+
 // ---- SIMD vs portable ------------------------------------------------------------------------------------
 
 TEST(SketchSimd, QjlScoresAgreeAcrossKernelPaths) {
