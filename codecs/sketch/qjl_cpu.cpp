@@ -27,7 +27,7 @@ uint64_t qjl_projection_seed(uint64_t seed, int layer_set);  // qjl_entry.cpp
 namespace {
 
 /// Σ x[i] with 8 partial sums (vectorizes without reassociation flags).
-float sum_f32(const float* x, int n) {
+KVB_FORCE_INLINE float sum_f32(const float* x, int n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int i = 0;
   for (; i + 8 <= n; i += 8)
@@ -99,13 +99,8 @@ class QjlLayer final : public SketchLayer {
     const uint16_t* nrm = k_norms_.data() + static_cast<size_t>(g) * Cq_ * 2;
     const uint8_t* idx = k_idx_.data() + static_cast<size_t>(g) * ng_ * no_ * ib_;
     for (int64_t b = 0; b < ng_; ++b, idx += no_ * ib_) {
-      for (int i = 0; i < mr; ++i) qo[i] = 0.f;
-      for (int a = 0; a < no_; ++a) {
-        const int c = sk::read_outlier_index(idx, a, ib_);
-        axpy_f32_inline(q[c], P_.t32.data() + static_cast<size_t>(c) * mr, qo, mr);
-      }
-      for (int i = 0; i < m_; ++i) qin[i] = qsk[i] - qo[i];
-      const float tot_in = sum_f32(qin, m_), tot_out = sum_f32(qo, mo_);
+      float tot_in, tot_out;
+      group_query(q, idx, qsk, qo, qin, &tot_in, &tot_out);
       const int64_t t0 = b * G_;
       // scores from bits: no dense key reconstruction (masked sums of the projected query over the set bits)
       sk::masked_sums(bin + t0 * (m_ / 8), m_ / 8, G_, qin, m_, ms_in);
@@ -155,6 +150,25 @@ class QjlLayer final : public SketchLayer {
       k_norms_[row * 2] = f32_to_f16_sat(static_cast<float>(n_in));
       k_norms_[row * 2 + 1] = f32_to_f16_sat(static_cast<float>(n_out));
     }
+  }
+
+  /// The group's query sketches: qo = the outlier channels' share of S q (rows < max(m, m_o)), qin = qsk − qo
+  /// (rows < m), and their totals.
+  void group_query(const float* q, const uint8_t* idx, const float* qsk, float* qo, float* qin, float* tot_in,
+                   float* tot_out) const {
+    group_query_loop(q, idx, no_, ib_, P_.t32.data(), P_.rows, m_, mo_, qsk, qo, qin, tot_in, tot_out);
+  }
+  KVB_CPU_CLONES static void group_query_loop(const float* q, const uint8_t* idx, int no, int ib, const float* t32,
+                                              int mr, int m, int mo, const float* qsk, float* qo, float* qin,
+                                              float* tot_in, float* tot_out) {
+    for (int i = 0; i < mr; ++i) qo[i] = 0.f;
+    for (int a = 0; a < no; ++a) {
+      const int c = sk::read_outlier_index(idx, a, ib);
+      axpy_f32_inline(q[c], t32 + static_cast<size_t>(c) * mr, qo, mr);
+    }
+    for (int i = 0; i < m; ++i) qin[i] = qsk[i] - qo[i];
+    *tot_in = sum_f32(qin, m);
+    *tot_out = sum_f32(qo, mo);
   }
 
   QjlParams p_;
