@@ -28,54 +28,15 @@ __device__ __forceinline__ int warp_sum_i(int x) {
   return x;
 }
 
-/// Σ_c x_c² in float64, c ascending, no FMA (the CPU's norm loops).
-__device__ double norm2_f64(const float* x, int d, const uint8_t* mask, uint8_t want) {
-  double s = 0;
-  for (int c = 0; c < d; ++c) {
-    if (mask && mask[c] != want) continue;
-    const double v = x[c];
-    s = __dadd_rn(s, __dmul_rn(v, v));
-  }
-  return s;
+/// The encoders' per-byte math is sketch_math.h's (dense_sign_byte, sparse_sign_byte, norm2_f64), shared with
+/// the host tests that check it against the CPU encoder's bytes.
+__device__ __forceinline__ uint8_t dense_byte(const ProjView& P, int B, const float* x, const uint8_t* zero_mask,
+                                              double xnorm) {
+  return dense_sign_byte(P.s32, P.s64, P.row_norm, P.d, B, x, zero_mask, xnorm);
 }
-
-/// Byte B (rows 8B .. 8B+7) of the sign sketch of x, channels with zero_mask[c] != 0 read as 0.
-__device__ uint8_t dense_sign_byte(const ProjView& P, int B, const float* x, const uint8_t* zero_mask, double xnorm) {
-  uint8_t out = 0;
-  for (int k = 0; k < 8; ++k) {
-    const int i = 8 * B + k;
-    const float* r = P.s32 + static_cast<int64_t>(i) * P.d;
-    float z = 0.f;
-    for (int c = 0; c < P.d; ++c) z += r[c] * ((zero_mask && zero_mask[c]) ? 0.f : x[c]);
-    if (!sign_is_certain(z, P.d, P.row_norm[i], xnorm)) {
-      const double* r64 = P.s64 + static_cast<int64_t>(i) * P.d;
-      double z64 = 0;
-      for (int c = 0; c < P.d; ++c)
-        z64 = __dadd_rn(z64, __dmul_rn(r64[c], static_cast<double>((zero_mask && zero_mask[c]) ? 0.f : x[c])));
-      z = z64 > 0 ? 1.f : 0.f;
-    }
-    put_sign(&out, k, z);
-  }
-  return out;
-}
-
-/// Byte B of the sign sketch of x restricted to the channels idx[0..ni) (ascending).
-__device__ uint8_t sparse_sign_byte(const ProjView& P, int B, const float* x, const int* idx, int ni, double xnorm) {
-  uint8_t out = 0;
-  for (int k = 0; k < 8; ++k) {
-    const int i = 8 * B + k;
-    const float* r = P.s32 + static_cast<int64_t>(i) * P.d;
-    float z = 0.f;
-    for (int a = 0; a < ni; ++a) z += r[idx[a]] * x[idx[a]];
-    if (!sign_is_certain(z, ni, P.row_norm[i], xnorm)) {
-      const double* r64 = P.s64 + static_cast<int64_t>(i) * P.d;
-      double z64 = 0;
-      for (int a = 0; a < ni; ++a) z64 = __dadd_rn(z64, __dmul_rn(r64[idx[a]], static_cast<double>(x[idx[a]])));
-      z = z64 > 0 ? 1.f : 0.f;
-    }
-    put_sign(&out, k, z);
-  }
-  return out;
+__device__ __forceinline__ uint8_t sparse_byte(const ProjView& P, int B, const float* x, const int* idx, int ni,
+                                               double xnorm) {
+  return sparse_sign_byte(P.s32, P.s64, P.row_norm, P.d, B, x, idx, ni, xnorm);
 }
 
 /// One block per (KV head, token group): outlier channels, norms, inlier and outlier sketches.
@@ -93,7 +54,7 @@ __global__ void __launch_bounds__(kThreads) qjl_encode_groups(QjlKeys k, const f
     double s = 0;
     for (int t = 0; t < k.G; ++t) {
       const double v = X[static_cast<int64_t>(t) * d + c];
-      s = __dadd_rn(s, __dmul_rn(v, v));
+      s = dadd_rn(s, dmul_rn(v, v));
     }
     colnorm[c] = s;
     is_out[c] = 0;
@@ -131,12 +92,12 @@ __global__ void __launch_bounds__(kThreads) qjl_encode_groups(QjlKeys k, const f
   const int mb = k.m / 8, ob = k.mo / 8;
   for (int p = threadIdx.x; p < k.G * mb; p += kThreads) {
     const int t = p / mb, B = p % mb;
-    k.bits_in[(row0 + t) * mb + B] = dense_sign_byte(k.P, B, X + static_cast<int64_t>(t) * d, is_out, nw[2 * (row0 + t)]);
+    k.bits_in[(row0 + t) * mb + B] = dense_byte(k.P, B, X + static_cast<int64_t>(t) * d, is_out, nw[2 * (row0 + t)]);
   }
   for (int p = threadIdx.x; p < k.G * ob; p += kThreads) {
     const int t = p / ob, B = p % ob;
     k.bits_out[(row0 + t) * ob + B] =
-        sparse_sign_byte(k.P, B, X + static_cast<int64_t>(t) * d, idx, k.no, nw[2 * (row0 + t) + 1]);
+        sparse_byte(k.P, B, X + static_cast<int64_t>(t) * d, idx, k.no, nw[2 * (row0 + t) + 1]);
   }
 }
 
@@ -156,7 +117,7 @@ __global__ void h1b_sketch(H1bKeys k, const float* x, const double* nw) {
   for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < n;
        p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = p / nb;
-    k.sketch[p] = dense_sign_byte(k.P, static_cast<int>(p % nb), x + r * k.d, nullptr, nw[r]);
+    k.sketch[p] = dense_byte(k.P, static_cast<int>(p % nb), x + r * k.d, nullptr, nw[r]);
   }
 }
 
@@ -297,7 +258,7 @@ __global__ void __launch_bounds__(kThreads) h1b_query(H1bKeys k, SketchAttend a,
   }
   __syncthreads();
   uint8_t* qs = reinterpret_cast<uint8_t*>(area + 1);
-  for (int B = threadIdx.x; B < k.bits / 8; B += kThreads) qs[B] = dense_sign_byte(k.P, B, q, nullptr, qn);
+  for (int B = threadIdx.x; B < k.bits / 8; B += kThreads) qs[B] = dense_byte(k.P, B, q, nullptr, qn);
 }
 
 __global__ void __launch_bounds__(kThreads) h1b_split(H1bKeys k, SketchAttend a, int64_t qfloats) {

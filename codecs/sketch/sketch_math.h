@@ -91,6 +91,78 @@ KVB_HD_INLINE int hamming(const uint8_t* a, const uint8_t* b, int nbytes) {
   return h;
 }
 
+/// float64 a·b and a + b rounded once each (never fused into an FMA): the encoders' float64 sums must round
+/// identically on the host (baseline x86-64, no FMA) and on the device (where nvcc would contract).
+KVB_HD_INLINE double dmul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+KVB_HD_INLINE double dadd_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+/// Σ_c x_c² in float64, c ascending, over the channels with mask[c] == want (all when mask is null).
+KVB_HD_INLINE double norm2_f64(const float* x, int d, const uint8_t* mask, uint8_t want) {
+  double s = 0;
+  for (int c = 0; c < d; ++c) {
+    if (mask && mask[c] != want) continue;
+    const double v = x[c];
+    s = dadd_rn(s, dmul_rn(v, v));
+  }
+  return s;
+}
+
+/// Byte B (rows 8B .. 8B+7) of the sign sketch of x under a projection s32/s64 [rows][d] with row norms
+/// row_norm: float32 dot (channels ascending; channels with zero_mask[c] != 0 read as 0), certified by
+/// sign_is_certain, else the float64 sum in ascending channel order (sk::project_f64). The CUDA encoder runs
+/// this per byte; the CPU encoder computes the same bits with vectorized dots (tests compare them).
+KVB_HD_INLINE uint8_t dense_sign_byte(const float* s32, const double* s64, const double* row_norm, int d, int B,
+                                      const float* x, const uint8_t* zero_mask, double xnorm) {
+  uint8_t out = 0;
+  for (int k = 0; k < 8; ++k) {
+    const int i = 8 * B + k;
+    const float* r = s32 + static_cast<int64_t>(i) * d;
+    float z = 0.f;
+    for (int c = 0; c < d; ++c) z += r[c] * ((zero_mask && zero_mask[c]) ? 0.f : x[c]);
+    if (!sign_is_certain(z, d, row_norm[i], xnorm)) {
+      const double* r64 = s64 + static_cast<int64_t>(i) * d;
+      double z64 = 0;
+      for (int c = 0; c < d; ++c)
+        z64 = dadd_rn(z64, dmul_rn(r64[c], static_cast<double>((zero_mask && zero_mask[c]) ? 0.f : x[c])));
+      z = z64 > 0 ? 1.f : 0.f;
+    }
+    put_sign(&out, k, z);
+  }
+  return out;
+}
+
+/// Same for x restricted to the channels idx[0..ni) (ascending): QJL's outlier sketch.
+KVB_HD_INLINE uint8_t sparse_sign_byte(const float* s32, const double* s64, const double* row_norm, int d, int B,
+                                       const float* x, const int* idx, int ni, double xnorm) {
+  uint8_t out = 0;
+  for (int k = 0; k < 8; ++k) {
+    const int i = 8 * B + k;
+    const float* r = s32 + static_cast<int64_t>(i) * d;
+    float z = 0.f;
+    for (int a = 0; a < ni; ++a) z += r[idx[a]] * x[idx[a]];
+    if (!sign_is_certain(z, ni, row_norm[i], xnorm)) {
+      const double* r64 = s64 + static_cast<int64_t>(i) * d;
+      double z64 = 0;
+      for (int a = 0; a < ni; ++a) z64 = dadd_rn(z64, dmul_rn(r64[idx[a]], static_cast<double>(x[idx[a]])));
+      z = z64 > 0 ? 1.f : 0.f;
+    }
+    put_sign(&out, k, z);
+  }
+  return out;
+}
+
 /// Outlier channel index width: one byte while head_dim <= 256 (the paper's uint8), else two.
 KVB_HD_INLINE int outlier_index_bytes(int head_dim) { return head_dim <= 256 ? 1 : 2; }
 
