@@ -5,6 +5,7 @@
 /// Logits: the query's sketch (bits/8 bytes), then per block of tokens the Hamming distances (XOR + popcount
 /// on 64-bit words; AVX-512 VPOPCNTQ where the CPU has it, sketch_cpu.h), then a table lookup:
 ///   angle: ŝ = (softmax_scale·‖q‖)·‖k‖·cos(π·h/b),  temp: ŝ = (1 − 2h/b)/T.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -26,19 +27,21 @@ class H1bLayer final : public SketchLayer {
         tab_(static_cast<size_t>(p.bits + 1)) {
     for (int h = 0; h <= p.bits; ++h)
       tab_[h] = static_cast<float>(p.angle() ? std::cos(sk::kPi * h / p.bits) : (1.0 - 2.0 * h / p.bits) / T_);
-    const int64_t jobs = kv_heads_ * C_;
-    // Threads over blocks of (KV head, token) pairs, once there is enough work to pay for waking them.
-    const double work = static_cast<double>(jobs) * p.bits * d_;
-#pragma omp parallel for schedule(static, 256) if (jobs > 256 && work > 4e6)
+    // Threads over blocks of kSketchBlock tokens of one KV head, once there is enough work to pay for waking them.
+    const int64_t per_head = (C_ + sk::kSketchBlock - 1) / sk::kSketchBlock, jobs = kv_heads_ * per_head;
+    const double work = static_cast<double>(kv_heads_) * C_ * p.bits * d_;
+#pragma omp parallel for schedule(dynamic, 4) if (jobs > 1 && work > 4e6)
     for (int64_t job = 0; job < jobs; ++job) {
-      const int g = static_cast<int>(job / C_);
-      const int64_t t = job % C_;
-      const float* k = kv.k_head(g) + t * d_;
-      double nn = 0;
-      for (int j = 0; j < d_; ++j) nn += static_cast<double>(k[j]) * k[j];
-      nn = std::sqrt(nn);
-      sk::sign_sketch(P_, p_.bits, k, nn, k_sk_.data() + job * nb_);
-      if (p_.angle()) k_norms_[job] = f32_to_f16_sat(static_cast<float>(nn));
+      const int g = static_cast<int>(job / per_head);
+      const int64_t t0 = (job % per_head) * sk::kSketchBlock;
+      const int T = static_cast<int>(std::min<int64_t>(sk::kSketchBlock, C_ - t0));
+      const float* k = kv.k_head(g) + t0 * d_;
+      double nn[sk::kSketchBlock];
+      for (int t = 0; t < T; ++t) {
+        nn[t] = std::sqrt(sk::norm2_f64(k + static_cast<int64_t>(t) * d_, d_, nullptr, 0));
+        if (p_.angle()) k_norms_[g * C_ + t0 + t] = f32_to_f16_sat(static_cast<float>(nn[t]));
+      }
+      sk::sign_sketch_block(P_, p_.bits, k, d_, T, nn, k_sk_.data() + (g * C_ + t0) * nb_, nb_);
     }
   }
 

@@ -17,6 +17,7 @@
 #include "codecs/sketch/qjl_codec.h"
 #include "codecs/sketch/sketch_cpu.h"
 #include "codecs/sketch/sketch_layer.h"
+#include "codecs/sketch/sketch_math.h"
 #include "kvb/core/half.h"
 #include "kvb/core/rng.h"
 
@@ -54,7 +55,7 @@ class QjlLayer final : public SketchLayer {
     const double work = static_cast<double>(jobs) * G_ * (m_ + mo_) * d_;
 #pragma omp parallel if (jobs > 1 && work > 4e6)
     {
-      std::vector<float> kin(static_cast<size_t>(d_));
+      std::vector<float> kin(static_cast<size_t>(G_) * d_);  // the group's keys, outlier channels zeroed
       std::vector<int> idx(static_cast<size_t>(no_));
       std::vector<uint8_t> is_out(static_cast<size_t>(d_));
 #pragma omp for schedule(dynamic, 4)
@@ -128,27 +129,24 @@ class QjlLayer final : public SketchLayer {
       sk::write_outlier_index(ix, a, ib_, idx[a]);
       is_out[idx[a]] = 1;
     }
+    std::vector<double> n_in(static_cast<size_t>(G_));
     for (int t = 0; t < G_; ++t) {
       const int64_t tok = b * G_ + t;
       const float* k = K + static_cast<int64_t>(t) * d_;
-      double n_in = 0, n_out = 0;
-      for (int j = 0; j < d_; ++j) {
-        const double x = k[j];
-        if (is_out[j]) {
-          kin[j] = 0.f;
-          n_out += x * x;
-        } else {
-          kin[j] = k[j];
-          n_in += x * x;
-        }
-      }
-      n_in = std::sqrt(n_in);
-      n_out = std::sqrt(n_out);
+      float* ki = kin.data() + static_cast<size_t>(t) * d_;
+      for (int j = 0; j < d_; ++j) ki[j] = is_out[j] ? 0.f : k[j];
+      n_in[t] = std::sqrt(sk::norm2_f64(k, d_, is_out.data(), 0));
+      const double n_out = std::sqrt(sk::norm2_f64(k, d_, is_out.data(), 1));
       const size_t row = static_cast<size_t>(g) * Cq_ + tok;
-      sk::sign_sketch(P_, m_, kin.data(), n_in, k_in_.data() + row * (m_ / 8));
       if (mo_ > 0) sk::sign_sketch_sparse(P_, mo_, k, idx.data(), no_, n_out, k_out_.data() + row * (mo_ / 8));
-      k_norms_[row * 2] = f32_to_f16_sat(static_cast<float>(n_in));
+      k_norms_[row * 2] = f32_to_f16_sat(static_cast<float>(n_in[t]));
       k_norms_[row * 2 + 1] = f32_to_f16_sat(static_cast<float>(n_out));
+    }
+    for (int t0 = 0; t0 < G_; t0 += sk::kSketchBlock) {
+      const int T = std::min(sk::kSketchBlock, G_ - t0);
+      const size_t row = static_cast<size_t>(g) * Cq_ + b * G_ + t0;
+      sk::sign_sketch_block(P_, m_, kin.data() + static_cast<size_t>(t0) * d_, d_, T, n_in.data() + t0,
+                            k_in_.data() + row * (m_ / 8), m_ / 8);
     }
   }
 

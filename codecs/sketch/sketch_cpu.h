@@ -37,6 +37,13 @@ double project_f64(const Projection& P, int i, const float* x);
 /// project_f64. `x_norm` = ‖x‖₂ (float64).
 void sign_sketch(const Projection& P, int n, const float* x, double x_norm, uint8_t* out);
 
+/// sign_sketch of T <= kSketchBlock vectors x_t = X + t·ldx at once (norms[t] = ‖x_t‖), into out + t·ldo: the
+/// float32 projections of the block form one small matrix product (no horizontal sums), then each sign is
+/// certified or recomputed exactly as sign_sketch does, so the bits are identical.
+constexpr int kSketchBlock = 16;
+void sign_sketch_block(const Projection& P, int n, const float* X, int64_t ldx, int T, const double* norms,
+                       uint8_t* out, int64_t ldo);
+
 /// Same for a vector that is nonzero only on the channels idx[0..ni) (ascending): projections sum over those
 /// channels only (identical in float64 to the full sum, whose other terms are exact zeros).
 void sign_sketch_sparse(const Projection& P, int n, const float* x, const int* idx, int ni, double x_norm,

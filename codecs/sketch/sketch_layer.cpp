@@ -151,7 +151,11 @@ void SketchRefLayer::attend(int g, const float* q, float* o_out, Scratch&) const
 
 namespace {
 // Not a KVB_CPU_CLONES function on purpose: the x86-64-v3 clone would contract z + col·x into an FMA, and
-// these sums must round exactly like sk::project_f64 (compiled for the baseline, no FMA).
+// these sums must round exactly like sk::project_f64 (compiled for the baseline, no FMA). An AVX2 clone
+// without FMA (4 doubles per instruction, each product and sum rounded separately) is safe.
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target_clones("avx2", "default")))
+#endif
 void add_column(const double* col, double xc, int n, double* z) {
   for (int i = 0; i < n; ++i) z[i] += col[i] * xc;
 }
