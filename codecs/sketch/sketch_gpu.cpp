@@ -117,7 +117,52 @@ class SketchGpuLayer : public EncodedLayer {
     for (int i = 0; i < nq; ++i) std::copy_n(o.data() + static_cast<size_t>(i) * d_, d_, outs[i]);
   }
 
+  /// CUDA-event timings of a re-encode of `kv` (identical bytes into this layer's buffers: encode is
+  /// deterministic) and of one launch attending every query of `q` (query head h reads KV head h / group).
+  bool device_timing(const LayerKV& kv, const LayerQueries& q, int min_repeats, double min_time_s,
+                     DeviceTimes* out) const override {
+    const cudaStream_t s = cuda::run_stream();
+    DeviceBuffer dk = upload_floats(kv.k, s), dv = upload_floats(kv.v, s);
+    const cuda::EventTiming te = cuda::time_events(
+        [&](cudaStream_t st) { run_encode(dk.as<float>(), dv.as<float>(), st); }, s, min_repeats, min_time_s);
+    const int nq = static_cast<int>(static_cast<int64_t>(q.heads) * q.n);
+    const int group = q.heads / heads_;
+    std::vector<int> qh(static_cast<size_t>(nq));
+    for (int i = 0; i < nq; ++i) qh[i] = static_cast<int>(i / q.n) / group;  // q is [heads][n][d]
+    DeviceBuffer dq = DeviceBuffer::from(q.q), dqh = DeviceBuffer::from(qh);
+    sk::gpu::SketchAttend a = args(dq.as<float>(), dqh.as<int>(), nq);
+    const int64_t wf = sk::gpu::plan_sketch_attend(nq, C_, d_, align(), query_floats(), &a.chunk, &a.splits);
+    DeviceBuffer work(static_cast<size_t>(wf) * sizeof(float));
+    DeviceBuffer dout(static_cast<size_t>(nq) * d_ * sizeof(float));
+    a.work = work.as<float>();
+    a.out = dout.as<float>();
+    const cuda::EventTiming ta = cuda::time_events(
+        [&](cudaStream_t st) { check(launch(a, st), "sketch attend kernels"); }, s, min_repeats, min_time_s);
+    out->encode_median_s = te.median_s;
+    out->encode_p95_s = te.p95_s;
+    out->encode_samples = te.samples;
+    out->attend_median_s = ta.median_s;
+    out->attend_p95_s = ta.p95_s;
+    out->attend_samples = ta.samples;
+    out->device = cuda::device_label();
+    return true;
+  }
+
  protected:
+  /// Encodes K and V (device floats [heads][C][d]) into this layer's buffers on stream s.
+  virtual void run_encode(const float* dk, const float* dv, cudaStream_t s) const = 0;
+
+  sk::gpu::SketchAttend args(const float* q, const int* qh, int nq) const {
+    sk::gpu::SketchAttend a;
+    a.q = q;
+    a.q_head = qh;
+    a.nq = nq;
+    a.softmax_scale = attn_.softmax_scale;
+    a.softcap = attn_.softcap;
+    a.v = values();
+    return a;
+  }
+
   virtual int align() const = 0;
   virtual int64_t query_floats() const = 0;
   virtual cudaError_t launch(const sk::gpu::SketchAttend& a, cudaStream_t s) const = 0;
@@ -131,13 +176,7 @@ class SketchGpuLayer : public EncodedLayer {
     DeviceBuffer dq(qh.size() * sizeof(float)), dh(heads.size() * sizeof(int));
     dq.upload(qh.data(), dq.bytes(), s);
     dh.upload(heads.data(), dh.bytes(), s);
-    sk::gpu::SketchAttend a;
-    a.q = dq.as<float>();
-    a.q_head = dh.as<int>();
-    a.nq = nq;
-    a.softmax_scale = attn_.softmax_scale;
-    a.softcap = attn_.softcap;
-    a.v = values();
+    sk::gpu::SketchAttend a = args(dq.as<float>(), dh.as<int>(), nq);
     const int64_t wf = sk::gpu::plan_sketch_attend(nq, C_, d_, align(), query_floats(), &a.chunk, &a.splits);
     DeviceBuffer work(static_cast<size_t>(wf) * sizeof(float));
     DeviceBuffer dout(static_cast<size_t>(nq) * d_ * sizeof(float));
@@ -188,13 +227,7 @@ class QjlGpuLayer final : public SketchGpuLayer {
     keys_.P = proj_.view;
     const cudaStream_t s = cuda::run_stream();
     DeviceBuffer dk = upload_floats(kv.k, s), dv = upload_floats(kv.v, s);
-    check(sk::gpu::launch_qjl_encode(keys_, dk.as<float>(), s), "qjl encode kernel");
-    for (int g = 0; g < heads_; ++g)
-      if (C_ - Cq_ > 0)
-        check(codecs::gpu::launch_to_f16(dk.as<float>() + (static_cast<int64_t>(g) * C_ + Cq_) * d_, (C_ - Cq_) * d_,
-                                         res_.as<uint16_t>() + static_cast<int64_t>(g) * (C_ - Cq_) * d_, s),
-              "qjl key buffer kernel");
-    vals_.encode(dv.as<float>(), s);
+    run_encode(dk.as<float>(), dv.as<float>(), s);
     check(cudaStreamSynchronize(s), "qjl encode");
   }
 
@@ -218,6 +251,15 @@ class QjlGpuLayer final : public SketchGpuLayer {
   }
 
  protected:
+  void run_encode(const float* dk, const float* dv, cudaStream_t s) const override {
+    check(sk::gpu::launch_qjl_encode(keys_, dk, s), "qjl encode kernel");
+    for (int g = 0; g < heads_; ++g)
+      if (C_ - Cq_ > 0)
+        check(codecs::gpu::launch_to_f16(dk + (static_cast<int64_t>(g) * C_ + Cq_) * d_, (C_ - Cq_) * d_,
+                                         res_.as<uint16_t>() + static_cast<int64_t>(g) * (C_ - Cq_) * d_, s),
+              "qjl key buffer kernel");
+    vals_.encode(dv, s);
+  }
   int align() const override { return p_.group_size; }
   int64_t query_floats() const override { return P_.rows; }
   cudaError_t launch(const sk::gpu::SketchAttend& a, cudaStream_t s) const override {
@@ -257,11 +299,10 @@ class H1bGpuLayer final : public SketchGpuLayer {
     keys_.norms = norms_.as<uint16_t>();
     keys_.tab = tab_.as<float>();
     keys_.P = proj_.view;
+    nw_.alloc(static_cast<size_t>(heads_ * C_) * sizeof(double));
     const cudaStream_t s = cuda::run_stream();
     DeviceBuffer dk = upload_floats(kv.k, s), dv = upload_floats(kv.v, s);
-    DeviceBuffer nw(static_cast<size_t>(heads_ * C_) * sizeof(double));
-    check(sk::gpu::launch_h1b_encode(keys_, dk.as<float>(), nw.as<double>(), s), "h1b encode kernels");
-    vals_.encode(dv.as<float>(), s);
+    run_encode(dk.as<float>(), dv.as<float>(), s);
     check(cudaStreamSynchronize(s), "h1b encode");
   }
 
@@ -281,6 +322,10 @@ class H1bGpuLayer final : public SketchGpuLayer {
   }
 
  protected:
+  void run_encode(const float* dk, const float* dv, cudaStream_t s) const override {
+    check(sk::gpu::launch_h1b_encode(keys_, dk, nw_.as<double>(), s), "h1b encode kernels");
+    vals_.encode(dv, s);
+  }
   int align() const override { return 1; }
   int64_t query_floats() const override { return 1 + (p_.bits / 8 + 3) / 4; }
   cudaError_t launch(const sk::gpu::SketchAttend& a, cudaStream_t s) const override {
@@ -293,7 +338,7 @@ class H1bGpuLayer final : public SketchGpuLayer {
   sk::Projection P_;
   DeviceProjection proj_{P_};
   DeviceValues vals_;
-  DeviceBuffer tab_, sketch_, norms_;
+  DeviceBuffer tab_, sketch_, norms_, nw_;  // nw_: float64 key norms between the encode kernels
   sk::gpu::H1bKeys keys_;
 };
 
