@@ -1,9 +1,11 @@
 /// lookat reference (codecs.md §4.3: "an equivalent reference implementation for testing is ŝ_t = <q, k̃_t>,
-/// where k̃_t is the concatenation of the chosen centroids"). Per key and subspace the nearest centroid by a
-/// plain loop (squared L2 in float64, ties to the lowest index); k̃ written densely (allowed only here),
+/// where k̃_t is the concatenation of the chosen centroids"). Per key and subspace the nearest centroid by
+/// exhaustive search (squared L2 in float64, ties to the lowest index); k̃ written densely (allowed only here),
 /// values rounded to binary16 (ref::round_f16_sat) or min-max quantized per group (ref::minmax_qdq); scores
 /// and outputs from kvbench's float64 exact attention. It shares the trained codebooks (pq::train) with
 /// the CPU path — training is checked on its own against faiss (tests/faiss). Storage from the byte formulas.
+#include <algorithm>
+
 #include "codecs/common/baseline.h"
 #include "codecs/common/ref_dense.h"
 #include "codecs/pq/lookat_codec.h"
@@ -15,22 +17,24 @@ std::unique_ptr<EncodedLayer> lookat_encode_ref(const LookatParams& p, const Loo
   const int d = kv.head_dim, m = p.subspaces, K = p.centroids(), dsub = d / m;
   const int64_t rows = static_cast<int64_t>(kv.kv_heads) * kv.tokens;
   std::vector<float> k(kv.k.size()), v(kv.v.size());
-  std::vector<double> c64(static_cast<size_t>(K) * dsub);
+  // Centroids in float64, channel-major ([dsub][K]), so the distances of all K centroids accumulate
+  // channel by channel (each one still summed in channel order).
+  std::vector<double> c64(static_cast<size_t>(K) * dsub), dist(K);
   for (int g = 0; g < kv.kv_heads; ++g)
     for (int i = 0; i < m; ++i) {
-      for (size_t e = 0; e < c64.size(); ++e) c64[e] = cb.sub(g, i)[e];
+      for (int c = 0; c < K; ++c)
+        for (int j = 0; j < dsub; ++j) c64[static_cast<size_t>(j) * K + c] = cb.sub(g, i)[c * dsub + j];
       for (int64_t t = 0; t < kv.tokens; ++t) {
         const float* x = kv.k_head(g) + t * d + i * dsub;
-        int best = 0;
-        double best_d = 0;
-        for (int c = 0; c < K; ++c) {
-          double s = 0;
-          for (int j = 0; j < dsub; ++j) {
-            const double e = static_cast<double>(x[j]) - c64[c * dsub + j];
-            s += e * e;
+        std::fill(dist.begin(), dist.end(), 0.0);
+        for (int j = 0; j < dsub; ++j)
+          for (int c = 0; c < K; ++c) {
+            const double e = static_cast<double>(x[j]) - c64[static_cast<size_t>(j) * K + c];
+            dist[c] += e * e;
           }
-          if (c == 0 || s < best_d) best = c, best_d = s;
-        }
+        int best = 0;
+        for (int c = 1; c < K; ++c)
+          if (dist[c] < dist[best]) best = c;
         for (int j = 0; j < dsub; ++j) k[(g * kv.tokens + t) * d + i * dsub + j] = cb.sub(g, i)[best * dsub + j];
       }
     }

@@ -253,14 +253,37 @@ void build_luts(const float* q, int d, int m, int K, const float* cb, float* lut
 
 namespace {
 
+/// Σ_i lut[i][codes[i]] for one key of M codes (groups of 8 summed pairwise). The codes are read as 64-bit
+/// words and split by shifts (one load per 8 codes instead of 8), which leaves the load ports to the
+/// table reads — the kernel's bound.
 template <int M>
-void table_sums_m(const float* lut, const uint8_t* codes, int64_t n, int K, float* dots) {
-  for (int64_t t = 0; t < n; ++t) {
-    const uint8_t* ct = codes + t * M;
+KVB_FORCE_INLINE float table_sum(const float* lut, const uint8_t* ct, int K) {
+  if constexpr (M % 8 == 0) {
+    float s = 0.f;
+    for (int w = 0; w < M / 8; ++w) {
+      uint64_t word;
+      std::memcpy(&word, ct + 8 * w, 8);
+      float x[8];
+      for (int b = 0; b < 8; ++b) x[b] = lut[static_cast<size_t>(8 * w + b) * K + ((word >> (8 * b)) & 0xffu)];
+      const float part = ((x[0] + x[1]) + (x[2] + x[3])) + ((x[4] + x[5]) + (x[6] + x[7]));  // short add chains
+      s = w == 0 ? part : s + part;
+    }
+    return s;
+  } else if constexpr (M == 4) {
+    uint32_t word;
+    std::memcpy(&word, ct, 4);
+    return ((lut[word & 0xffu] + lut[K + ((word >> 8) & 0xffu)]) + lut[2 * K + ((word >> 16) & 0xffu)]) +
+           lut[3 * K + (word >> 24)];
+  } else {
     float s = lut[ct[0]];
     for (int i = 1; i < M; ++i) s += lut[static_cast<size_t>(i) * K + ct[i]];
-    dots[t] = s;
+    return s;
   }
+}
+
+template <int M>
+void table_sums_m(const float* lut, const uint8_t* codes, int64_t n, int K, float* dots) {
+  for (int64_t t = 0; t < n; ++t) dots[t] = table_sum<M>(lut, codes + t * M, K);
 }
 
 }  // namespace
@@ -272,6 +295,7 @@ void table_sums(const float* lut, const uint8_t* codes, int64_t n, int m, int K,
     case 4: return table_sums_m<4>(lut, codes, n, K, dots);
     case 8: return table_sums_m<8>(lut, codes, n, K, dots);
     case 16: return table_sums_m<16>(lut, codes, n, K, dots);
+    case 32: return table_sums_m<32>(lut, codes, n, K, dots);
     default: break;
   }
   for (int64_t t = 0; t < n; ++t) {

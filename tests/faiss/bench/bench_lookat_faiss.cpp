@@ -147,7 +147,7 @@ void throughput(int64_t n, int nq, int reps) {
     std::vector<float> scores(static_cast<size_t>(nq) * n);
     const int kk = 10;
     std::vector<float> D(static_cast<size_t>(nq) * kk);
-    std::vector<faiss::idx_t> I(D.size());
+    std::vector<faiss::Index::idx_t> I(D.size());
     for (int threads : {1, 2}) {
       omp_set_num_threads(threads);
       std::vector<double> t_ours, t_faiss;
