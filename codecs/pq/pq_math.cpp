@@ -7,6 +7,7 @@
 
 #include "codecs/common/row_kernels.h"
 #include "codecs/pq/lookat_codec.h"
+#include "codecs/pq/pq_hd.h"
 #include "kvb/core/half.h"
 #include "kvb/core/rng.h"
 
@@ -30,6 +31,12 @@ double sq_dist(const float* a, const float* b, int n) {
     s += e * e;
   }
   return s;
+}
+
+/// sq_dist_f64 (pq_hd.h) out of line and never fused (fp-contract off, not cloned for FMA targets): the
+/// exact distance the encoder decides with, identical to the CUDA kernel's.
+__attribute__((noinline, optimize("fp-contract=off"))) double sq_dist_exact(const float* x, const float* c, int n) {
+  return sq_dist_f64(x, c, n);
 }
 
 }  // namespace
@@ -227,12 +234,7 @@ KVB_CPU_CLONES void encode_codes(const float* x, int64_t n, int d, int m, int K,
       double best_d = 0;
       for (int c = 0; c < K; ++c) {
         if (!(f[c] <= limit)) continue;
-        const float* cc = cb + (static_cast<size_t>(i) * K + c) * dsub;
-        double s = 0;
-        for (int j = 0; j < dsub; ++j) {
-          const double e = static_cast<double>(xs[j]) - static_cast<double>(cc[j]);
-          s += e * e;
-        }
+        const double s = sq_dist_exact(xs, cb + (static_cast<size_t>(i) * K + c) * dsub, dsub);
         if (best < 0 || s < best_d) best = c, best_d = s;
       }
       codes[t * m + i] = static_cast<uint8_t>(best < 0 ? argmin(f.data(), K) : best);
