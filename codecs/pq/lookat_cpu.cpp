@@ -86,15 +86,7 @@ class LookatLayer final : public EncodedLayer {
   void attend(int g, const float* q, float* o_out, Scratch& scratch) const override {
     float* s = scratch.floats(static_cast<size_t>(C_));
     scores(g, q, s, scratch);
-    float mx = -INFINITY;
-    for (int64_t t = 0; t < C_; ++t) mx = s[t] > mx ? s[t] : mx;
-    // The normalizer is summed in double (C weights dominated by the largest few; see baseline.cpp).
-    double l = 0.0;
-    if (std::isinf(mx) && mx > 0) {
-      for (int64_t t = 0; t < C_; ++t) l += (s[t] = (s[t] == mx) ? 1.f : 0.f);
-    } else {
-      for (int64_t t = 0; t < C_; ++t) l += (s[t] = std::exp(s[t] - mx));
-    }
+    const double l = softmax_weights(s);
     for (int j = 0; j < d_; ++j) o_out[j] = 0.f;
     if (p_.int_values()) {
       uq::accumulate_rows(vf_, s, v_codes_.data() + g * C_ * vf_.bytes(), v_sm_.data() + g * C_ * vf_.groups(), C_,
@@ -109,7 +101,63 @@ class LookatLayer final : public EncodedLayer {
     for (int j = 0; j < d_; ++j) o_out[j] *= inv;
   }
 
+  /// GQA groups: per query its tables, table-sum logits and softmax (as attend()), then one pass over the
+  /// values for all the queries: each block of kRows value rows is decoded to floats once and added into
+  /// every query's output (RowKernels::axpy_many). Equals attend() per query up to float reassociation.
+  void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
+    if (nq == 1) return attend(g, qs[0], outs[0], scratch);
+    const RowKernels& rk = row_kernels_switched();
+    for (int q0 = 0; q0 < nq; q0 += kManyQueries) {
+      const int nc = nq - q0 < kManyQueries ? nq - q0 : kManyQueries;
+      float* s = scratch.floats(static_cast<size_t>(nc) * C_);  // [nc][C]
+      double l[kManyQueries];
+      for (int i = 0; i < nc; ++i) {
+        float* si = s + static_cast<size_t>(i) * C_;
+        scores(g, qs[q0 + i], si, scratch);
+        l[i] = softmax_weights(si);
+        for (int j = 0; j < d_; ++j) outs[q0 + i][j] = 0.f;
+      }
+      const size_t tmp_floats = p_.int_values() ? uq::decode_scratch_floats(d_) : 0;
+      float* rows = scratch.floats2(static_cast<size_t>(kRows) * d_ + tmp_floats);
+      float* tmp = rows + static_cast<size_t>(kRows) * d_;
+      for (int64_t t0 = 0; t0 < C_; t0 += kRows) {
+        const int n = static_cast<int>(C_ - t0 < kRows ? C_ - t0 : kRows);
+        bool any = false;  // skip blocks whose weights all underflowed to 0 for every query
+        for (int i = 0; i < nc && !any; ++i)
+          for (int r = 0; r < n; ++r) any |= s[i * C_ + t0 + r] != 0.f;
+        if (!any) continue;
+        if (p_.int_values())
+          uq::decode_rows(vf_, v_codes_.data() + (g * C_ + t0) * vf_.bytes(), v_sm_.data() + (g * C_ + t0) * vf_.groups(),
+                          n, rows, tmp);
+        else
+          rk.from_f16(v16_.data() + (static_cast<size_t>(g) * C_ + t0) * d_, rows, static_cast<int64_t>(n) * d_);
+        rk.axpy_many(rows, n, d_, s + t0, C_, nc, outs + q0);
+      }
+      for (int i = 0; i < nc; ++i) {
+        const float inv = static_cast<float>(1.0 / l[i]);
+        for (int j = 0; j < d_; ++j) outs[q0 + i][j] *= inv;
+      }
+    }
+  }
+
  private:
+  static constexpr int kRows = 16;        ///< value rows decoded per block by attend_many
+  static constexpr int kManyQueries = 8;  ///< queries attend_many handles per pass
+
+  /// s[0, C) logits -> unnormalised weights exp(s - max); returns their sum (double, >= 1).
+  double softmax_weights(float* s) const {
+    float mx = -INFINITY;
+    for (int64_t t = 0; t < C_; ++t) mx = s[t] > mx ? s[t] : mx;
+    // The normalizer is summed in double (C weights dominated by the largest few; see baseline.cpp).
+    double l = 0.0;
+    if (std::isinf(mx) && mx > 0) {
+      for (int64_t t = 0; t < C_; ++t) l += (s[t] = (s[t] == mx) ? 1.f : 0.f);  // overflowed logits share the mass
+    } else {
+      for (int64_t t = 0; t < C_; ++t) l += (s[t] = std::exp(s[t] - mx));
+    }
+    return l;
+  }
+
   /// lut[i][c] = Σ_j q_{i·d_sub + j}·C_i[c][j], summed in channel order; the transposed copy lets the loop
   /// over centroids vectorize.
   void build_luts(int g, const float* q, float* lut) const {
