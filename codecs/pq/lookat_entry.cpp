@@ -5,7 +5,6 @@
 #include <map>
 #include <mutex>
 #include <numeric>
-#include <unordered_set>
 
 #include "codecs/common/baseline.h"
 #include "codecs/pq/lookat_codec.h"
@@ -115,8 +114,10 @@ class LookatCodec final : public Codec {
                 "{}: calibration caches of layer {} disagree in shape ([{}, *, {}] vs [{}, *, {}])", p_.label(), layer,
                 f.kv_heads, f.head_dim, kv->kv_heads, kv->head_dim);
       key = hash_floats(kv->k.data(), kv->k.size(), key ^ static_cast<uint64_t>(kv->tokens));
-      for (uint64_t h : token_hashes(*kv)) fitted.seen.insert(h);
+      const auto th = token_hashes(*kv);
+      fitted.seen.insert(fitted.seen.end(), th.begin(), th.end());
     }
+    std::sort(fitted.seen.begin(), fitted.seen.end());
     p_.check(f.head_dim);
     auto cb = cache().get(key);
     if (!cb) {
@@ -144,7 +145,8 @@ class LookatCodec final : public Codec {
     // of whose tokens' keys occur verbatim in the calibration caches (a shared first token, e.g. BOS at
     // position 0, is not an overlap).
     int64_t found = 0;
-    for (uint64_t h : token_hashes(kv)) found += it->second.seen.count(h);
+    const auto& seen = it->second.seen;
+    for (uint64_t h : token_hashes(kv)) found += std::binary_search(seen.begin(), seen.end(), h) ? 1 : 0;
     KVB_CHECK(!(found >= 2 && 2 * found > kv.tokens), DataError,
               "{}: layer {}: {} of the {} evaluated tokens were in the calibration data (calibration and evaluation "
               "must not overlap; give the dataset at least two sequences so one calibrates)",
@@ -166,7 +168,7 @@ class LookatCodec final : public Codec {
  private:
   struct Fit {
     std::shared_ptr<const LookatCodebooks> cb;
-    std::unordered_set<uint64_t> seen;  // token fingerprints of the calibration caches
+    std::vector<uint64_t> seen;  // token fingerprints of the calibration caches, sorted (8 bytes per token)
   };
   LookatParams p_;
   EncodeFn fn_;

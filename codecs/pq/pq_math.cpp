@@ -255,22 +255,16 @@ void build_luts(const float* q, int d, int m, int K, const float* cb, float* lut
 
 namespace {
 
-/// Σ_i lut[i][codes[i]] for one key of M codes (groups of 8 summed pairwise). The codes are read as 64-bit
-/// words and split by shifts (one load per 8 codes instead of 8), which leaves the load ports to the
-/// table reads — the kernel's bound.
+/// Σ_i lut[i][codes[i]] for one key of M codes (M = 4: one 32-bit read split by shifts; M = 8, 16, 32:
+/// four interleaved partial sums so the adds do not form one long dependency chain).
 template <int M>
 KVB_FORCE_INLINE float table_sum(const float* lut, const uint8_t* ct, int K) {
   if constexpr (M % 8 == 0) {
-    float s = 0.f;
-    for (int w = 0; w < M / 8; ++w) {
-      uint64_t word;
-      std::memcpy(&word, ct + 8 * w, 8);
-      float x[8];
-      for (int b = 0; b < 8; ++b) x[b] = lut[static_cast<size_t>(8 * w + b) * K + ((word >> (8 * b)) & 0xffu)];
-      const float part = ((x[0] + x[1]) + (x[2] + x[3])) + ((x[4] + x[5]) + (x[6] + x[7]));  // short add chains
-      s = w == 0 ? part : s + part;
-    }
-    return s;
+    // Byte loads (the table address folds into each load) into four independent sums.
+    float p[4] = {lut[ct[0]], lut[K + ct[1]], lut[2 * K + ct[2]], lut[3 * K + ct[3]]};
+    for (int i = 4; i < M; i += 4)
+      for (int r = 0; r < 4; ++r) p[r] += lut[static_cast<size_t>(i + r) * K + ct[i + r]];
+    return (p[0] + p[1]) + (p[2] + p[3]);
   } else if constexpr (M == 4) {
     uint32_t word;
     std::memcpy(&word, ct, 4);
