@@ -13,7 +13,7 @@ build=${1:-build}
 out=${2:-results/bench_lookat}
 mkdir -p "$out"
 export OMP_WAIT_POLICY=passive  # the 2-thread rows must not spin against each other on a small machine
-"$build/tests/bench_lookat_faiss" | tee "$out/bench_lookat_faiss.md"
+"$build/tests/bench_lookat_faiss" --reps 21 | tee "$out/bench_lookat_faiss.md"
 for C in 1024 4096 16384 32768; do
   "$build/kvbench" gen -o "$out/ctx$C.h5" --model-like llama2-7b --layers 1 --heads 8 --kv-heads 2 \
     --tokens $((C + 64)) --queries 64 --sequences 2 --seed 5 >/dev/null
