@@ -57,22 +57,16 @@ __global__ void __launch_bounds__(kThreads) lookat_split(LookatAttendArgs a) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int j = threadIdx.x; j < d; j += kThreads) qs[j] = a.q[static_cast<int64_t>(qi) * d + j];
   __syncthreads();
-  // 1. Lookup tables in shared memory: LUT_i[c] = Σ_j q_{i·dsub+j}·C_i[c][j] (channel order, as the CPU).
+  // 1. Lookup tables in shared memory (pq_hd.h lut_entry: channel order, as the CPU).
   const float* cbg = a.cb + static_cast<int64_t>(g) * m * K * dsub;
   for (int e = threadIdx.x; e < m * K; e += kThreads) {
     const int i = e / K;
-    const float* c = cbg + static_cast<int64_t>(e) * dsub;  // [i][c] is entry i·K + c
-    const float* qsub = qs + i * dsub;
-    float acc = 0.f;
-    for (int j = 0; j < dsub; ++j) acc += qsub[j] * c[j];
-    lut[e] = acc;
+    lut[e] = pq::lut_entry(qs + i * dsub, cbg + static_cast<int64_t>(e) * dsub, dsub);  // [i][c] is entry i·K + c
   }
   __syncthreads();
-  // 2. Logits: table sums over the chunk's codes.
+  // 2. Logits: table sums over the chunk's codes (pq_hd.h table_sum).
   for (int tt = threadIdx.x; tt < n; tt += kThreads) {
-    const uint8_t* code = a.codes + (static_cast<int64_t>(g) * C + t0 + tt) * m;
-    float acc = lut[code[0]];
-    for (int i = 1; i < m; ++i) acc += lut[i * K + code[i]];
+    const float acc = pq::table_sum(lut, a.codes + (static_cast<int64_t>(g) * C + t0 + tt) * m, m, K);
     const float logit = softcap_f(acc * a.softmax_scale, a.softcap);
     s[tt] = logit;
     if (a.logits) a.logits[static_cast<int64_t>(qi) * C + t0 + tt] = logit;

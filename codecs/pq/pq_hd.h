@@ -26,4 +26,18 @@ KVB_HD_INLINE double sq_dist_f64(const float* x, const float* c, int n) {
   return s;
 }
 
+/// One lookup-table entry LUT_i[c] = Σ_j q_i[j]·C_i[c][j] over dsub channels, in channel order (float).
+KVB_HD_INLINE float lut_entry(const float* q_sub, const float* centroid, int dsub) {
+  float acc = 0.f;
+  for (int j = 0; j < dsub; ++j) acc += q_sub[j] * centroid[j];
+  return acc;
+}
+
+/// A key's inner-product estimate from its m codes: Σ_i lut[i·K + code[i]], in subspace order.
+KVB_HD_INLINE float table_sum(const float* lut, const uint8_t* code, int m, int K) {
+  float acc = lut[code[0]];
+  for (int i = 1; i < m; ++i) acc += lut[i * K + code[i]];
+  return acc;
+}
+
 }  // namespace kvb::codecs::pq
