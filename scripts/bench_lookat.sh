@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # LOOKAT benchmark (README "Performance", lookat paragraph):
-#  1. tests/bench_lookat_faiss: table-sum scoring throughput against faiss IndexPQ search with the same
+#  1. tests/bench_lookat_faiss (tables on stdout, the same figures in bench_lookat_faiss.json): table-sum scoring throughput against faiss IndexPQ search with the same
 #     codebooks, codes and queries (1 and 2 threads, one run), and fidelity against context length on
 #     synthetic post-RoPE keys (codebooks calibrated on positions 0..32k, or on 0..1k only);
 #  2. the harness end to end: `kvbench gen` Llama-2-shaped dumps (RoPE, outlier channels, sinks; 1 layer,
@@ -13,7 +13,7 @@ build=${1:-build}
 out=${2:-results/bench_lookat}
 mkdir -p "$out"
 export OMP_WAIT_POLICY=passive  # the 2-thread rows must not spin against each other on a small machine
-"$build/tests/bench_lookat_faiss" --reps 21 | tee "$out/bench_lookat_faiss.md"
+"$build/tests/bench_lookat_faiss" --reps 21 --json "$out/bench_lookat_faiss.json" | tee "$out/bench_lookat_faiss.md"
 for C in 1024 4096 16384 32768; do
   "$build/kvbench" gen -o "$out/ctx$C.h5" --model-like llama2-7b --layers 1 --heads 8 --kv-heads 2 \
     --tokens $((C + 64)) --queries 64 --sequences 2 --seed 5 >/dev/null

@@ -2,7 +2,8 @@
 // codebooks, codes and queries, one and two threads, in one run; then lookat's fidelity against context
 // length (1k -> 32k) on synthetic post-RoPE keys, with codebooks calibrated on another sequence.
 //
-//   build-cpu/tests/bench_lookat_faiss [--keys N] [--queries Q] [--reps R] [--skip-fidelity]
+//   build/tests/bench_lookat_faiss [--keys N] [--queries Q] [--reps R] [--skip-fidelity] [--json PATH]
+// Prints markdown tables; --json writes the same figures (every printed number) as JSON.
 #include <faiss/IndexPQ.h>
 #include <omp.h>
 
@@ -17,6 +18,7 @@
 
 #include "codecs/pq/lookat_codec.h"
 #include "kvb/attention/exact.h"
+#include "kvb/core/params.h"
 #include "kvb/core/registry.h"
 #include "kvb/core/rng.h"
 
@@ -108,7 +110,7 @@ double spearman(const std::vector<double>& a, const std::vector<double>& b) {
   return aa > 0 && bb > 0 ? ab / std::sqrt(aa * bb) : 1.0;
 }
 
-void throughput(int64_t n, int nq, int reps) {
+void throughput(int64_t n, int nq, int reps, Json& rows) {
   const int d = 128, K = 256;
   const RopeHead head(d, 11);
   std::vector<float> k, v, u, kc, vc, uc;
@@ -194,13 +196,16 @@ void throughput(int64_t n, int nq, int reps) {
       }
       const double keys = static_cast<double>(n) * nq;
       const double ours = keys / median(t_ours), theirs = keys / median(t_faiss);
+      rows.push_back(Json{{"d", d}, {"K", K}, {"m", m}, {"threads", threads}, {"keys", n}, {"queries", nq},
+                          {"repeats", reps}, {"lookat_keys_per_s", ours}, {"faiss_keys_per_s", theirs},
+                          {"ratio_median", median(ratio)}, {"top1_agree", agree}});
       std::printf("| %d | %d | %.0f | %.0f | %.2fx |%s\n", m, threads, ours / 1e6, theirs / 1e6, median(ratio),
                   agree == nq ? "" : " (top-1 disagreement!)");
     }
   }
 }
 
-void fidelity() {
+void fidelity(Json& rows) {
   const int d = 128;
   const int64_t Cmax = 32768;
   const RopeHead head(d, 21);
@@ -252,6 +257,8 @@ void fidelity() {
         cs += ab / std::sqrt(aa * bb);
         sp += spearman(sh, se);
       }
+      rows.push_back(Json{{"d", d}, {"m", var.m}, {"calibration_positions", var.calib_positions}, {"context", C},
+                          {"queries", nq}, {"cosine_mean", cs / nq}, {"spearman_mean", sp / nq}});
       std::printf("| m=%d, calibrated on positions 0..%lld | %lld | %.4f | %.4f |\n", var.m,
                   static_cast<long long>(var.calib_positions - 1), static_cast<long long>(C), cs / nq, sp / nq);
     }
@@ -264,18 +271,30 @@ int main(int argc, char** argv) {
   int64_t n = 32768;
   int nq = 64, reps = 5;
   bool fid = true;
+  std::string json_path;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--keys" && i + 1 < argc) n = std::stoll(argv[++i]);
     else if (a == "--queries" && i + 1 < argc) nq = std::stoi(argv[++i]);
     else if (a == "--reps" && i + 1 < argc) reps = std::stoi(argv[++i]);
     else if (a == "--skip-fidelity") fid = false;
+    else if (a == "--json" && i + 1 < argc) json_path = argv[++i];
     else {
-      std::fprintf(stderr, "usage: %s [--keys N] [--queries Q] [--reps R] [--skip-fidelity]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--keys N] [--queries Q] [--reps R] [--skip-fidelity] [--json PATH]\n", argv[0]);
       return 2;
     }
   }
-  throughput(n, nq, reps);
-  if (fid) fidelity();
+  Json doc{{"benchmark", "bench_lookat_faiss"}, {"throughput", Json::array()}, {"fidelity_vs_context", Json::array()}};
+  throughput(n, nq, reps, doc["throughput"]);
+  if (fid) fidelity(doc["fidelity_vs_context"]);
+  if (!json_path.empty()) {
+    std::FILE* f = std::fopen(json_path.c_str(), "w");
+    if (!f) {
+      std::fprintf(stderr, "cannot write %s\n", json_path.c_str());
+      return 3;
+    }
+    std::fputs((doc.dump(1) + "\n").c_str(), f);
+    std::fclose(f);
+  }
   return 0;
 }
