@@ -2,7 +2,8 @@
 # LOOKAT benchmark (README "Performance", lookat paragraph):
 #  1. tests/bench_lookat_faiss (tables on stdout, the same figures in bench_lookat_faiss.json): table-sum
 #     scoring throughput against faiss IndexPQ search with the same codebooks, codes and queries (1 and 2
-#     threads, one run), and fidelity against context length on synthetic post-RoPE keys (codebooks calibrated on positions 0..32k, or on 0..1k only);
+#     threads, one run), and fidelity against context length on synthetic post-RoPE keys (codebooks
+#     calibrated on positions 0..32k, or on 0..1k only);
 #  2. the harness end to end: `kvbench gen` Llama-2-shaped dumps (RoPE, outlier channels, sinks; 1 layer,
 #     8 query / 2 KV heads, head_dim 128) at C = 1k, 4k, 16k, 32k, each `kvbench run` calibrating lookat on
 #     the first sequence and evaluating the second, against kivi at the same 3-bit budget.
