@@ -1,6 +1,7 @@
 #include "kvb/core/registry.h"
 
 #include "codecs/baselines.h"
+#include "codecs/select/select_codec.h"
 
 namespace kvb {
 
@@ -10,6 +11,8 @@ void register_all_codecs(CodecRegistry& r) {
   r.add(codecs::fp8_entry());
   r.add(codecs::int_entry());
   r.add(codecs::kivi_entry());
+  r.add(codecs::balancekv_entry());
+  r.add(codecs::uniform_entry());
 }
 
 /// The process-wide registry (declared in kvb/core/registry.h), defined beside the list so that the core
