@@ -85,6 +85,9 @@ using SelectEncodeFn = std::unique_ptr<EncodedLayer> (*)(const SelectParams&, in
 
 std::unique_ptr<EncodedLayer> select_encode_cpu(const SelectParams& p, int layer, const LayerKV& kv,
                                                 const CodecContext& ctx, WalkStats* stats);
+/// The CUDA backend (select_gpu.cpp); defined only in builds with KVB_WITH_CUDA.
+std::unique_ptr<EncodedLayer> select_encode_cuda(const SelectParams& p, int layer, const LayerKV& kv,
+                                                 const CodecContext& ctx, WalkStats* stats);
 std::unique_ptr<EncodedLayer> select_encode_ref(const SelectParams& p, int layer, const LayerKV& kv,
                                                 const CodecContext& ctx, WalkStats* stats);
 

@@ -6,7 +6,6 @@
 /// blocks are independent; the steps inside a block are sequential. Each step computes its row of the
 /// kernel on the fly (no B×B Gram buffer) and then its running sum in max-shifted form (walk_math.h).
 #include <algorithm>
-#include <bit>
 #include <chrono>
 #include <cmath>
 #include <numeric>
@@ -15,22 +14,12 @@
 #include "codecs/common/baseline.h"
 #include "codecs/common/row_kernels.h"
 #include "codecs/select/select_codec.h"
+#include "codecs/select/select_layer.h"
 #include "codecs/select/walk_math.h"
 #include "kvb/core/attn_math.h"
 
 namespace kvb::codecs {
 namespace {
-
-/// Σ_j a[j]·b[j] in float64 with 4 partial sums (vectorizes in the AVX2 clone).
-KVB_FORCE_INLINE double dot_d(const double* a, const double* b, int n) {
-  double acc[4] = {0, 0, 0, 0};
-  int j = 0;
-  for (; j + 4 <= n; j += 4)
-    for (int k = 0; k < 4; ++k) acc[k] += a[j + k] * b[j + k];
-  double s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-  for (; j < n; ++j) s += a[j] * b[j];
-  return s;
-}
 
 struct WalkWork {
   std::vector<double> kbar, vw, x, y;
@@ -54,8 +43,8 @@ KVB_CPU_CLONES void walk_block(const double* kbar, const double* vw, int nb, int
     const double* vi = vw + static_cast<size_t>(i) * d;
     double M = -INFINITY;
     for (int j = 0; j < i; ++j) {
-      x[j] = walk::kernel_logit(dot_d(ki, kbar + static_cast<size_t>(j) * d, d), p.temp, inv_sqrt_d, p.beta);
-      y[j] = walk::kernel_value(dot_d(vi, vw + static_cast<size_t>(j) * d, d), p.const_denom);
+      x[j] = walk::kernel_logit(walk::dot4(ki, kbar + static_cast<size_t>(j) * d, d), p.temp, inv_sqrt_d, p.beta);
+      y[j] = walk::kernel_value(walk::dot4(vi, vw + static_cast<size_t>(j) * d, d), p.const_denom);
       M = x[j] > M ? x[j] : M;
     }
     double R = 0;
@@ -101,64 +90,18 @@ void level_signs(const SelectParams& p, const float* kmid, const float* vmid, co
   }
 }
 
-/// One halving (codecs.md §2.2 step 2): keeps exactly ⌊n/2⌋ of the n survivors, updating idx and w.
-void halve(const std::vector<int8_t>& sigma, std::vector<int32_t>& idx, std::vector<int32_t>& w) {
-  const int64_t n = static_cast<int64_t>(idx.size()), half = n / 2;
-  if (half == 0) {
-    idx.clear(), w.clear();
-    return;
-  }
-  // Cut point: the first index where one class reaches ⌊n/2⌋ members; c = the later of the two.
-  int64_t c_neg = 0, c_pos = 0, cnt_neg = 0, cnt_pos = 0;
-  bool got_neg = false, got_pos = false;
-  for (int64_t i = 0; i < n && !(got_neg && got_pos); ++i) {
-    if (sigma[i] < 0) {
-      if (++cnt_neg == half && !got_neg) c_neg = i, got_neg = true;
-    } else {
-      if (++cnt_pos == half && !got_pos) c_pos = i, got_pos = true;
-    }
-  }
-  const int64_t c = std::max(c_neg, c_pos);
-  const int8_t dropped = sigma[c];  // the class completed at c is dropped from the prefix
-  // Stable order by weight: the other class of the prefix (ω = 2), then the tail after c (ω = 1); the
-  // dropped class (ω = −2) is never reached because the first two hold n − ⌊n/2⌋ >= ⌊n/2⌋ tokens.
-  std::vector<int32_t> ni, nw;
-  ni.reserve(half), nw.reserve(half);
-  for (int64_t i = 0; i <= c && static_cast<int64_t>(ni.size()) < half; ++i)
-    if (sigma[i] != dropped) ni.push_back(idx[i]), nw.push_back(w[i] * 2);
-  for (int64_t i = c + 1; i < n && static_cast<int64_t>(ni.size()) < half; ++i) ni.push_back(idx[i]), nw.push_back(w[i]);
-  idx.swap(ni), w.swap(nw);
-}
-
-class SelectedLayer final : public EncodedLayer {
+class SelectedLayer final : public SelectLayerBase {
  public:
   SelectedLayer(const SelectParams& p, const LayerKV& kv, const CodecContext& ctx)
-      : p_(p), H_(kv.kv_heads), d_(kv.head_dim), C_(kv.tokens), attn_(ctx.attn), split_(SelectSplit::of(p, C_)),
-        kept_(split_.kept(p.levels)), rows_(split_.sink + kept_ + split_.window) {
+      : SelectLayerBase(p, kv.kv_heads, kv.tokens, kv.head_dim, ctx.attn) {
     const size_t n = static_cast<size_t>(H_) * rows_ * d_;
     k_.resize(n), v_.resize(n);
-    counts_.assign(static_cast<size_t>(H_) * (p.levels + 1), 0);
-    pos_.resize(static_cast<size_t>(H_) * rows_);
-    // Per weight class k (weight 2^(T−k)): the logit bias and the value factor of §2.3.
-    for (int k = 0; k <= p.levels; ++k) {
-      const int e = p.levels - k;
-      bias_.push_back(static_cast<float>((p.consistent ? e : p.levels) * std::log(2.0)));
-      vfac_.push_back(p.consistent ? 1.f : std::ldexp(1.f, e - p.levels));
-    }
   }
 
-  /// Writes KV head g from its kept set (called once per head, from encode).
+  /// Stores KV head g's rows from its kept set (called once per head, from encode).
   void fill_head(int g, const LayerKV& kv, const KeptSet& ks) {
-    const int64_t s = split_.sink, m = split_.mid;
-    int32_t* pos = &pos_[static_cast<size_t>(g) * rows_];
-    int64_t r = 0;
-    for (int64_t t = 0; t < s; ++t) pos[r++] = static_cast<int32_t>(t);
-    for (size_t i = 0; i < ks.index.size(); ++i) {
-      pos[r++] = static_cast<int32_t>(s + ks.index[i]);
-      const int e = std::countr_zero(static_cast<uint32_t>(ks.weight[i]));
-      ++counts_[static_cast<size_t>(g) * (p_.levels + 1) + (p_.levels - e)];
-    }
-    for (int64_t t = s + m; t < C_; ++t) pos[r++] = static_cast<int32_t>(t);
+    set_head(g, ks);
+    const int32_t* pos = &pos_[static_cast<size_t>(g) * rows_];
     const float* K = kv.k_head(g);
     const float* V = kv.v_head(g);
     uint16_t* ko = &k_[static_cast<size_t>(g) * rows_ * d_];
@@ -169,59 +112,19 @@ class SelectedLayer final : public EncodedLayer {
     }
   }
 
-  int64_t tokens() const override { return C_; }
-
-  Storage storage() const override {
-    const int64_t verb = split_.sink + split_.window;
-    const uint64_t row = 2ull * d_;
-    return StorageList(H_, p_.bytes_per_token(d_))
-        .add("k.kept", StorageKind::kCompressed, H_ * kept_ * row, split_.mid)
-        .add("v.kept", StorageKind::kCompressed, H_ * kept_ * row, split_.mid)
-        .add("w.class_counts", StorageKind::kFixed, bytes_of(counts_), 0)
-        .add("k.sink_window", StorageKind::kBuffer, H_ * verb * row, verb)
-        .add("v.sink_window", StorageKind::kBuffer, H_ * verb * row, verb)
-        .get();
-  }
-
-  std::vector<NamedBuffer> buffers() const override {
-    // The stored k/v rows are one buffer each: [head][sink | kept | window][d]; split them per item.
-    std::vector<NamedBuffer> out;
-    for (const char* kv : {"k", "v"}) {
-      const auto& src = kv[0] == 'k' ? k_ : v_;
-      NamedBuffer kept{std::string(kv) + ".kept", {}}, verb{std::string(kv) + ".sink_window", {}};
-      for (int g = 0; g < H_; ++g)
-        for (int64_t r = 0; r < rows_; ++r) {
-          const auto* p = reinterpret_cast<const uint8_t*>(&src[(static_cast<size_t>(g) * rows_ + r) * d_]);
-          auto& dst = (r >= split_.sink && r < split_.sink + kept_) ? kept.bytes : verb.bytes;
-          dst.insert(dst.end(), p, p + 2 * d_);
-        }
-      out.push_back(std::move(kept));
-      out.push_back(std::move(verb));
-    }
-    out.push_back(named_buffer("w.class_counts", counts_));
-    return out;
-  }
-
-  std::vector<uint8_t> held_tokens(int g) const override {
-    std::vector<uint8_t> m(static_cast<size_t>(C_), 0);
-    const int32_t* pos = &pos_[static_cast<size_t>(g) * rows_];
-    for (int64_t r = 0; r < rows_; ++r) m[pos[r]] = 1;
-    return m;
-  }
+  std::vector<NamedBuffer> buffers() const override { return split_buffers(k_, v_); }
 
   bool scores(int g, const float* q, float* s_out, Scratch& scratch) const override {
     float* s = scratch.floats2(static_cast<size_t>(rows_));
     row_logits(g, q, s);
-    const int32_t* pos = &pos_[static_cast<size_t>(g) * rows_];
-    std::fill(s_out, s_out + C_, 0.f);
-    for (int64_t r = 0; r < rows_; ++r) s_out[pos[r]] = s[r];
+    scatter_scores(g, s, s_out);
     return true;
   }
 
   void attend(int g, const float* q, float* o_out, Scratch& scratch) const override {
     float* s = scratch.floats(static_cast<size_t>(rows_));
     row_logits(g, q, s);
-    // Kept rows: add the class bias (and remember the class's value factor through vf below).
+    // Kept rows: add their class's bias; their class's value factor enters the weights below.
     const int32_t* cnt = &counts_[static_cast<size_t>(g) * (p_.levels + 1)];
     int64_t r = split_.sink;
     for (int k = 0; k <= p_.levels; ++k)
@@ -252,16 +155,7 @@ class SelectedLayer final : public EncodedLayer {
     for (int64_t r = 0; r < rows_; ++r) s[r] = softcap_f(scale * dot(q, K + r * d_, d_), cap);
   }
 
-  SelectParams p_;
-  int H_, d_;
-  int64_t C_;
-  AttnConfig attn_;
-  SelectSplit split_;
-  int64_t kept_, rows_;
   std::vector<uint16_t> k_, v_;  // [H][rows][d] binary16: sink | kept (by class, heaviest first) | window
-  std::vector<int32_t> counts_;  // [H][T + 1]: kept rows of weight 2^T, ..., 1
-  std::vector<int32_t> pos_;     // [H][rows]: original position of each row (held_tokens/scores only)
-  std::vector<float> bias_, vfac_;  // per class
 };
 
 }  // namespace
@@ -277,14 +171,7 @@ KeptSet select_head_cpu(const SelectParams& p, const float* kmid, const float* v
     level_signs(p, kmid, vmid, idx, w, d, seed, layer, head, level, sigma, work);
     halve(sigma, idx, w);
   }
-  // Group by weight class, heaviest first, by increasing position within a class.
-  std::vector<size_t> order(idx.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(),
-            [&](size_t a, size_t b) { return w[a] != w[b] ? w[a] > w[b] : idx[a] < idx[b]; });
-  KeptSet ks;
-  for (size_t o : order) ks.index.push_back(idx[o]), ks.weight.push_back(w[o]);
-  return ks;
+  return group_by_class(idx, w);
 }
 
 std::unique_ptr<EncodedLayer> select_encode_cpu(const SelectParams& p, int layer, const LayerKV& kv,

@@ -111,6 +111,9 @@ void fill_common(CodecEntry& e, SelectWalk walk) {
   };
   e.make_cpu = factory(specs, walk, select_encode_cpu, "cpu", name);
   e.make_ref = factory(specs, walk, select_encode_ref, "ref", name);
+#ifdef KVB_WITH_CUDA
+  e.make_cuda = factory(specs, walk, select_encode_cuda, "cuda", name);
+#endif
 }
 
 }  // namespace

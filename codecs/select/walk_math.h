@@ -45,6 +45,22 @@ KVB_HD_INLINE int decide(double M, double R, double gamma, double u) {
   return u < p ? 1 : -1;
 }
 
+/// Σ_j a[j]·b[j] in float64 with 4 partial sums in a fixed order: the CPU walk and the CUDA walk compute
+/// every kernel entry with this one function, so their Gram entries agree to the last bit or two.
+KVB_HD_INLINE double dot4(const double* a, const double* b, int n) {
+  double acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
+  int j = 0;
+  for (; j + 4 <= n; j += 4) {
+    acc0 += a[j] * b[j];
+    acc1 += a[j + 1] * b[j + 1];
+    acc2 += a[j + 2] * b[j + 2];
+    acc3 += a[j + 3] * b[j + 3];
+  }
+  double s = (acc0 + acc1) + (acc2 + acc3);
+  for (; j < n; ++j) s += a[j] * b[j];
+  return s;
+}
+
 /// The logit of a kernel entry: x_ij = τ·<k̄_i, k̄_j>/√d − β (dot = <k̄_i, k̄_j>).
 KVB_HD_INLINE double kernel_logit(double dot, double temp, double inv_sqrt_d, double beta) {
   return temp * dot * inv_sqrt_d - beta;
