@@ -124,26 +124,33 @@ class SelectedLayer final : public SelectLayerBase {
   void attend(int g, const float* q, float* o_out, Scratch& scratch) const override {
     float* s = scratch.floats(static_cast<size_t>(rows_));
     row_logits(g, q, s);
-    // Kept rows: add their class's bias; their class's value factor enters the weights below.
-    const int32_t* cnt = &counts_[static_cast<size_t>(g) * (p_.levels + 1)];
-    int64_t r = split_.sink;
-    for (int k = 0; k <= p_.levels; ++k)
-      for (int32_t i = 0; i < cnt[k]; ++i) s[r++] += bias_[k];
-    float m = -INFINITY;
-    for (int64_t t = 0; t < rows_; ++t) m = s[t] > m ? s[t] : m;
-    double l = 0;  // the normalizer in double (see baseline.cpp)
-    for (int64_t t = 0; t < rows_; ++t) l += (s[t] = std::exp(s[t] - m));
+    add_class_bias(g, s);
+    const double l = softmax_weights(s, rows_);
+    scale_class_weights(g, s);
     const float inv = static_cast<float>(1.0 / l);
     const auto axpy = row_kernels().axpy_f16;
     const uint16_t* V = &v_[static_cast<size_t>(g) * rows_ * d_];
     std::fill(o_out, o_out + d_, 0.f);
-    r = 0;
-    for (; r < split_.sink; ++r) axpy(s[r] * inv, V + r * d_, o_out, d_);
-    for (int k = 0; k <= p_.levels; ++k) {
-      const float f = vfac_[k] * inv;
-      for (int32_t i = 0; i < cnt[k]; ++i, ++r) axpy(s[r] * f, V + r * d_, o_out, d_);
-    }
-    for (; r < rows_; ++r) axpy(s[r] * inv, V + r * d_, o_out, d_);
+    for (int64_t r = 0; r < rows_; ++r)
+      if (s[r] != 0.f) axpy(s[r] * inv, V + r * d_, o_out, d_);
+  }
+
+  /// GQA groups share one pass over the rows (codecs/common/baseline.h attend_many_rows).
+  void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
+    if (nq == 1) return attend(g, qs[0], outs[0], scratch);
+    const RowKernels& R = row_kernels_switched();
+    const uint16_t* K = &k_[static_cast<size_t>(g) * rows_ * d_];
+    const uint16_t* V = &v_[static_cast<size_t>(g) * rows_ * d_];
+    const float scale = attn_.softmax_scale, cap = attn_.softcap;
+    attend_many_rows(
+        rows_, d_, 0, qs, nq, outs, scratch,
+        [&](int64_t t0, int n, float* out, float*) { R.from_f16(K + t0 * d_, out, static_cast<int64_t>(n) * d_); },
+        [&](int64_t t0, int n, float* out, float*) { R.from_f16(V + t0 * d_, out, static_cast<int64_t>(n) * d_); },
+        [&](float* s) {
+          for (int64_t r = 0; r < rows_; ++r) s[r] = softcap_f(scale * s[r], cap);
+          add_class_bias(g, s);
+        },
+        [&](float* w) { scale_class_weights(g, w); }, 1.f);
   }
 
  private:

@@ -111,6 +111,21 @@ std::vector<NamedBuffer> SelectLayerBase::split_buffers(const std::vector<uint16
   return out;
 }
 
+void SelectLayerBase::add_class_bias(int g, float* s) const {
+  const int32_t* cnt = &counts_[static_cast<size_t>(g) * (p_.levels + 1)];
+  int64_t r = split_.sink;
+  for (int k = 0; k <= p_.levels; ++k)
+    for (int32_t i = 0; i < cnt[k]; ++i) s[r++] += bias_[k];
+}
+
+void SelectLayerBase::scale_class_weights(int g, float* w) const {
+  if (p_.consistent) return;  // every factor is 1
+  const int32_t* cnt = &counts_[static_cast<size_t>(g) * (p_.levels + 1)];
+  int64_t r = split_.sink;
+  for (int k = 0; k <= p_.levels; ++k)
+    for (int32_t i = 0; i < cnt[k]; ++i) w[r++] *= vfac_[k];
+}
+
 void SelectLayerBase::scatter_scores(int g, const float* s, float* s_out) const {
   const int32_t* pos = &pos_[static_cast<size_t>(g) * rows_];
   std::fill(s_out, s_out + C_, 0.f);

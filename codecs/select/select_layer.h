@@ -40,6 +40,10 @@ class SelectLayerBase : public EncodedLayer {
   void set_head(int g, const KeptSet& ks);
   /// buffers() from the stored fp16 rows k, v ([kv_heads][rows][d] each), split per storage item.
   std::vector<NamedBuffer> split_buffers(const std::vector<uint16_t>& k, const std::vector<uint16_t>& v) const;
+  /// Host attention over rows: adds each kept row's class bias to its logit s[r] (in place) ...
+  void add_class_bias(int g, float* s) const;
+  /// ... and multiplies each kept row's softmax weight w[r] by its class's value factor.
+  void scale_class_weights(int g, float* w) const;
   /// s_out[0, C) from per-row logits s[rows] of KV head g: held tokens get theirs, dropped tokens 0.
   void scatter_scores(int g, const float* s, float* s_out) const;
 
