@@ -86,7 +86,7 @@ class LookatLayer final : public EncodedLayer {
   void attend(int g, const float* q, float* o_out, Scratch& scratch) const override {
     float* s = scratch.floats(static_cast<size_t>(C_));
     scores(g, q, s, scratch);
-    const double l = softmax_weights(s);
+    const double l = softmax_weights(s, C_);  // codecs/common/baseline.h
     for (int j = 0; j < d_; ++j) o_out[j] = 0.f;
     if (p_.int_values()) {
       uq::accumulate_rows(vf_, s, v_codes_.data() + g * C_ * vf_.bytes(), v_sm_.data() + g * C_ * vf_.groups(), C_,
@@ -102,7 +102,8 @@ class LookatLayer final : public EncodedLayer {
   }
 
   /// GQA groups: per query its tables, table-sum logits and softmax (as attend()), then one pass over the
-  /// values for all the queries: each block of kRows value rows is decoded to floats once and added into
+  /// values for all the queries (not attend_many_rows: that one dots decoded key rows, which lookat never
+  /// rebuilds): each block of kRows value rows is decoded to floats once and added into
   /// every query's output (RowKernels::axpy_many). Equals attend() per query up to float reassociation.
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
     if (nq == 1) return attend(g, qs[0], outs[0], scratch);
@@ -114,7 +115,7 @@ class LookatLayer final : public EncodedLayer {
       for (int i = 0; i < nc; ++i) {
         float* si = s + static_cast<size_t>(i) * C_;
         scores(g, qs[q0 + i], si, scratch);
-        l[i] = softmax_weights(si);
+        l[i] = softmax_weights(si, C_);
         for (int j = 0; j < d_; ++j) outs[q0 + i][j] = 0.f;
       }
       const size_t tmp_floats = p_.int_values() ? uq::decode_scratch_floats(d_) : 0;
@@ -143,20 +144,6 @@ class LookatLayer final : public EncodedLayer {
  private:
   static constexpr int kRows = 16;        ///< value rows decoded per block by attend_many
   static constexpr int kManyQueries = 8;  ///< queries attend_many handles per pass
-
-  /// s[0, C) logits -> unnormalised weights exp(s - max); returns their sum (double, >= 1).
-  double softmax_weights(float* s) const {
-    float mx = -INFINITY;
-    for (int64_t t = 0; t < C_; ++t) mx = s[t] > mx ? s[t] : mx;
-    // The normalizer is summed in double (C weights dominated by the largest few; see baseline.cpp).
-    double l = 0.0;
-    if (std::isinf(mx) && mx > 0) {
-      for (int64_t t = 0; t < C_; ++t) l += (s[t] = (s[t] == mx) ? 1.f : 0.f);  // overflowed logits share the mass
-    } else {
-      for (int64_t t = 0; t < C_; ++t) l += (s[t] = std::exp(s[t] - mx));
-    }
-    return l;
-  }
 
   /// lut[i][c] = Σ_j q_{i·d_sub + j}·C_i[c][j], summed in channel order; the transposed copy lets the loop
   /// over centroids vectorize.
