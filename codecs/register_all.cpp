@@ -1,6 +1,8 @@
 #include "kvb/core/registry.h"
 
 #include "codecs/baselines.h"
+#include "codecs/pq/lookat_codec.h"
+#include "codecs/select/select_codec.h"
 #include "codecs/sketch/sketch_entries.h"
 
 namespace kvb {
@@ -11,6 +13,9 @@ void register_all_codecs(CodecRegistry& r) {
   r.add(codecs::fp8_entry());
   r.add(codecs::int_entry());
   r.add(codecs::kivi_entry());
+  r.add(codecs::balancekv_entry());
+  r.add(codecs::uniform_entry());
+  r.add(codecs::lookat_entry());
   r.add(codecs::qjl_entry());
   r.add(codecs::h1b_entry());
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CPU throughput benchmark (README "Performance"): memory read bandwidth, then exact fp16 attention and
-# every baseline codec at C = 4096 and C = 32768, head_dim 128 (Llama-3-8B shapes, one layer), as
+# every baseline codec and the token-selection codecs at C = 4096 and C = 32768, head_dim 128 (Llama-3-8B shapes, one layer), as
 # ratios against the fp16 row measured in the same run. Usage: scripts/bench_cpu.sh [threads]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,8 @@ for C in 4096 32768; do
   [ -f "$f" ] || "$build/kvbench" gen --model-like llama3-8b --layers 1 --sequences 1 --tokens $((C + 16)) --queries 16 --no-ref-out --out "$f"
   cat > results/bench-c$C.json <<JSON
 {"name": "bench-c$C", "datasets": [{"path": "../$f", "max_queries": 16}],
- "codecs": [{"codec": "fp16"}, {"codec": "fp8"}, {"codec": "int", "bits": [3, 5, 9]}, {"codec": "kivi", "bits": [3, 5]}],
+ "codecs": [{"codec": "fp16"}, {"codec": "fp8"}, {"codec": "int", "bits": [3, 5, 9]}, {"codec": "kivi", "bits": [3, 5]},
+   {"codec": "balancekv", "bits": [4]}, {"codec": "uniform", "bits": [4]}],
  "metrics": {"topk": 32}, "threads": $threads, "repeats": 5, "min_time_s": 1.0, "seed": 1}
 JSON
   "$build/kvbench" run results/bench-c$C.json -q --output results/bench-c$C >/dev/null
@@ -33,5 +34,9 @@ for c in d["cells"]:
     q = t["attend_queries_per_s"]
     print(f"{c['label']:18s} {c['storage']['bits_per_element']:5.2f} {q['median']:10.1f} {q['p95']:9.1f} "
           f"{t['attend_bytes_per_s']['median']/1e9:12.2f} {q['median']/fp16:12.2f} {t['encode_tokens_per_s']['median']/1e6:13.2f}")
+for c in d["cells"]:
+    r = c.get("codec_report", {})
+    if "walk_tokens_per_s" in r:
+        print(f"{c['label']}: walk {r['walk_tokens_per_s']/1e3:.1f} k tokens/s ({r['walk_tokens']} tokens entering a halving, all encodes)")
 PY
 done

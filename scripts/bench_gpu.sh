@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmark (issue 3; README "Performance"): builds with the CUDA backend, runs the parity self-test
 # (CUDA vs CPU for every codec with a CUDA backend, 32k and 128k contexts included), measures the device's
-# copy bandwidth, then sweeps exact fp16 attention and the baseline codecs at C = 4k, 32k and 128k tokens,
+# copy bandwidth, then sweeps exact fp16 attention, the baseline codecs and balancekv/uniform at C = 4k, 32k and 128k tokens,
 # head_dim 128 (Llama-3-8B shapes: 32 query heads, 8 KV heads, one layer, 16 decode queries), timed with
 # CUDA events, and prints achieved bytes/s against the copy bandwidth.
 # Usage: scripts/bench_gpu.sh [contexts...]   (default: 4096 32768 131072)
@@ -31,7 +31,8 @@ for C in "${contexts[@]}"; do
   [ -f "$f" ] || "$build/kvbench" gen --model-like llama3-8b --layers 1 --sequences 1 --tokens $((C + 16)) --queries 16 --no-ref-out --out "$f"
   cat > results/bench-gpu-c$C.json <<JSON
 {"name": "bench-gpu-c$C", "datasets": [{"path": "../$f", "max_queries": 16}],
- "codecs": [{"codec": "fp16"}, {"codec": "fp8"}, {"codec": "int", "bits": [3, 5, 9]}, {"codec": "kivi", "bits": [3, 5]}],
+ "codecs": [{"codec": "fp16"}, {"codec": "fp8"}, {"codec": "int", "bits": [3, 5, 9]}, {"codec": "kivi", "bits": [3, 5]},
+   {"codec": "balancekv", "bits": [4]}, {"codec": "uniform", "bits": [4]}],
  "metrics": {"topk": 32}, "device": "cuda", "repeats": 20, "min_time_s": 0.5, "seed": 1}
 JSON
   "$build/kvbench" run results/bench-gpu-c$C.json -q --device cuda --output results/bench-gpu-c$C >/dev/null
@@ -44,15 +45,15 @@ ref = ds.get("reference_throughput_cuda") or ds["reference_throughput"]
 print(f"\nC = {ref['context_len']}, head_dim 128, {ref['queries']} queries (32 heads x 16), device {ref.get('device_name', ref['device'])}")
 print(f"reference (exact fp16 attention): {ref['attend_queries_per_s']['median']:.0f} queries/s, "
       f"{ref['attend_bytes_per_s']['median']/1e9:.1f} GB/s = {ref['attend_bytes_per_s']['median']/bw:.2f} of copy bandwidth")
-print(f"{'label':16s} {'dev':4s} {'bits':>5s} {'queries/s':>10s} {'GB/s':>7s} {'of copy bw':>10s} {'vs fp16':>8s} {'encode Mtok/s':>13s}")
+print(f"{'label':30s} {'dev':4s} {'bits':>5s} {'queries/s':>10s} {'GB/s':>7s} {'of copy bw':>10s} {'vs fp16':>8s} {'encode Mtok/s':>13s}")
 for c in d["cells"]:
     t = c.get("throughput")
     if c["status"] != "ok" or not t:
-        print(f"{c['label']:16s} {c['status']}: {c.get('reason', '')}")
+        print(f"{c['label'][:30]:30s} {c['status']}: {c.get('reason', '')}")
         continue
     q = t["attend_queries_per_s"]["median"]
     b = t["attend_bytes_per_s"]["median"]
-    print(f"{c['label']:16s} {c['device']:4s} {c['storage']['bits_per_element']:5.2f} {q:10.0f} {b/1e9:7.1f} {b/bw:10.2f} "
+    print(f"{c['label'][:30]:30s} {c['device']:4s} {c['storage']['bits_per_element']:5.2f} {q:10.0f} {b/1e9:7.1f} {b/bw:10.2f} "
           f"{t.get('attend_speedup_vs_fp16', 0):8.2f} {t['encode_tokens_per_s']['median']/1e6:13.1f}")
 PY
 done

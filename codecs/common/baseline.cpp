@@ -18,20 +18,6 @@ void check_layer(const LayerKV& kv, const std::string& codec) {
             kv.kv_heads, kv.tokens, kv.head_dim, n, kv.k.size(), kv.v.size());
 }
 
-bool BaselineLayer::scores(int g, const float* q, float* s_out, Scratch& scratch) const {
-  key_dots(g, q, s_out, scratch);
-  const float scale = attn_.softmax_scale, cap = attn_.softcap;
-  if (cap > 0.f) {
-    for (int64_t t = 0; t < C_; ++t) s_out[t] = softcap_f(scale * s_out[t], cap);
-  } else {
-    for (int64_t t = 0; t < C_; ++t) s_out[t] = scale * s_out[t];
-  }
-  return true;
-}
-
-namespace {
-
-/// s[0, C) logits -> unnormalised softmax weights exp(s - max); returns their sum (double, >= 1).
 double softmax_weights(float* s, int64_t C) {
   float m = -INFINITY;
   for (int64_t t = 0; t < C; ++t) m = s[t] > m ? s[t] : m;
@@ -47,67 +33,39 @@ double softmax_weights(float* s, int64_t C) {
   return l;
 }
 
-}  // namespace
+bool BaselineLayer::scores(int g, const float* q, float* s_out, Scratch& scratch) const {
+  key_dots(g, q, s_out, scratch);
+  const float scale = attn_.softmax_scale, cap = attn_.softcap;
+  if (cap > 0.f) {
+    for (int64_t t = 0; t < C_; ++t) s_out[t] = softcap_f(scale * s_out[t], cap);
+  } else {
+    for (int64_t t = 0; t < C_; ++t) s_out[t] = scale * s_out[t];
+  }
+  return true;
+}
 
 void BaselineLayer::attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const {
   if (nq == 1) return attend(g, qs[0], outs[0], scratch);
-  const RowKernels& K = row_kernels_switched();
-  const int64_t C = C_;
   const float kf = key_factor(g), vf = value_factor(g);
   const float scale = attn_.softmax_scale, cap = attn_.softcap;
-  for (int q0 = 0; q0 < nq; q0 += kManyQueries) {
-    const int nc = nq - q0 < kManyQueries ? nq - q0 : kManyQueries;
-    const float* const* qc = qs + q0;
-    float* const* oc = outs + q0;
-    float* s = scratch.floats(static_cast<size_t>(nc) * static_cast<size_t>(C));  // [nc][C]
-    float* rows = scratch.floats2(static_cast<size_t>(kDecodeRows) * d_ + decode_tmp_floats());
-    float* tmp = rows + static_cast<size_t>(kDecodeRows) * d_;
-    for (int64_t t0 = 0; t0 < C; t0 += kDecodeRows) {
-      const int n = static_cast<int>(C - t0 < kDecodeRows ? C - t0 : kDecodeRows);
-      decode_keys(g, t0, n, rows, tmp);
-      K.dots_many(rows, n, d_, qc, nc, s + t0, C);
-    }
-    double l[kManyQueries];
-    for (int i = 0; i < nc; ++i) {
-      float* si = s + static_cast<size_t>(i) * C;
-      if (cap > 0.f) {
-        for (int64_t t = 0; t < C; ++t) si[t] = softcap_f(scale * (kf * si[t]), cap);
-      } else {
-        for (int64_t t = 0; t < C; ++t) si[t] = scale * (kf * si[t]);
-      }
-      l[i] = softmax_weights(si, C);
-      for (int j = 0; j < d_; ++j) oc[i][j] = 0.f;
-    }
-    for (int64_t t0 = 0; t0 < C; t0 += kDecodeRows) {
-      const int n = static_cast<int>(C - t0 < kDecodeRows ? C - t0 : kDecodeRows);
-      bool any = false;  // skip blocks whose weights all underflowed to 0 for every query
-      for (int i = 0; i < nc && !any; ++i)
-        for (int r = 0; r < n; ++r) any |= s[i * C + t0 + r] != 0.f;
-      if (!any) continue;
-      decode_values(g, t0, n, rows, tmp);
-      K.axpy_many(rows, n, d_, s + t0, C, nc, oc);
-    }
-    for (int i = 0; i < nc; ++i) {
-      const float inv = static_cast<float>(vf / l[i]);
-      for (int j = 0; j < d_; ++j) oc[i][j] *= inv;
-    }
-  }
+  attend_many_rows(
+      C_, d_, decode_tmp_floats(), qs, nq, outs, scratch,
+      [&](int64_t t0, int n, float* rows, float* tmp) { decode_keys(g, t0, n, rows, tmp); },
+      [&](int64_t t0, int n, float* rows, float* tmp) { decode_values(g, t0, n, rows, tmp); },
+      [&](float* s) {
+        if (cap > 0.f) {
+          for (int64_t t = 0; t < C_; ++t) s[t] = softcap_f(scale * (kf * s[t]), cap);
+        } else {
+          for (int64_t t = 0; t < C_; ++t) s[t] = scale * (kf * s[t]);
+        }
+      },
+      [](float*) {}, vf);
 }
 
 void BaselineLayer::attend(int g, const float* q, float* o_out, Scratch& scratch) const {
   float* s = scratch.floats(static_cast<size_t>(C_));
   scores(g, q, s, scratch);
-  float m = -INFINITY;
-  for (int64_t t = 0; t < C_; ++t) m = s[t] > m ? s[t] : m;
-  // The normalizer is summed in double: it adds C weights dominated by the largest few, where float32
-  // would lose ~sqrt(C) ulps; one scalar, so it costs nothing measurable.
-  double l = 0.0;
-  if (std::isinf(m) && m > 0) {
-    // Logits overflowed float (absurd inputs): the +Inf tokens share the mass equally, never NaN.
-    for (int64_t t = 0; t < C_; ++t) l += (s[t] = (s[t] == m) ? 1.f : 0.f);
-  } else {
-    for (int64_t t = 0; t < C_; ++t) l += (s[t] = std::exp(s[t] - m));
-  }
+  const double l = softmax_weights(s, C_);
   weighted_values(g, s, o_out, scratch);
   const float inv = static_cast<float>(1.0 / l);  // l >= 1: the max token contributes exp(0)
   for (int j = 0; j < d_; ++j) o_out[j] *= inv;

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "codecs/common/row_kernels.h"
 #include "kvb/core/codec.h"
 #include "kvb/core/registry.h"
 
@@ -39,6 +40,22 @@ NamedBuffer named_buffer(std::string name, const std::vector<T>& v) {
   const auto* p = reinterpret_cast<const uint8_t*>(v.data());
   return NamedBuffer{std::move(name), std::vector<uint8_t>(p, p + bytes_of(v))};
 }
+
+/// s[0, C) logits -> unnormalised softmax weights exp(s - max), in place; returns their sum (double, >= 1).
+/// Logits that overflowed to +Inf share the mass equally (never NaN).
+double softmax_weights(float* s, int64_t C);
+
+/// The GQA-group attention driver (BaselineLayer::attend_many, the token-selection layers): nq queries
+/// against `rows` stored rows of one KV head. Rows are decoded kDecodeRows at a time into floats
+/// (decode_keys / decode_values(t0, n, out[n·d], tmp[tmp_floats])) and dotted with / added into all the
+/// queries of a chunk of kManyQueries at once (row_kernels dots_many / axpy_many), so every stored row is
+/// read and unpacked once per chunk. Per query: logits(s[rows]) turns the raw dots into logits in place,
+/// softmax_weights, then weights(w[rows]) may rescale each row's weight in the value sum; the output is
+/// Σ w_t·v̂_t · out_factor / Σ exp(s_t − max).
+template <class DecodeK, class DecodeV, class Logits, class Weights>
+void attend_many_rows(int64_t rows, int d, size_t tmp_floats, const float* const* qs, int nq, float* const* outs,
+                      Scratch& scratch, DecodeK&& decode_keys, DecodeV&& decode_values, Logits&& logits,
+                      Weights&& weights, float out_factor);
 
 /// Builds a Storage from the buffers a layer actually holds.
 class StorageList {
@@ -108,6 +125,48 @@ class BaselineLayer : public EncodedLayer {
   int d_;
   AttnConfig attn_;
 };
+
+template <class DecodeK, class DecodeV, class Logits, class Weights>
+void attend_many_rows(int64_t rows, int d, size_t tmp_floats, const float* const* qs, int nq, float* const* outs,
+                      Scratch& scratch, DecodeK&& decode_keys, DecodeV&& decode_values, Logits&& logits,
+                      Weights&& weights, float out_factor) {
+  constexpr int kRows = BaselineLayer::kDecodeRows, kMany = BaselineLayer::kManyQueries;
+  const RowKernels& K = row_kernels_switched();
+  for (int q0 = 0; q0 < nq; q0 += kMany) {
+    const int nc = nq - q0 < kMany ? nq - q0 : kMany;
+    const float* const* qc = qs + q0;
+    float* const* oc = outs + q0;
+    float* s = scratch.floats(static_cast<size_t>(nc) * static_cast<size_t>(rows));  // [nc][rows]
+    float* buf = scratch.floats2(static_cast<size_t>(kRows) * d + tmp_floats);
+    float* tmp = buf + static_cast<size_t>(kRows) * d;
+    for (int64_t t0 = 0; t0 < rows; t0 += kRows) {
+      const int n = static_cast<int>(rows - t0 < kRows ? rows - t0 : kRows);
+      decode_keys(t0, n, buf, tmp);
+      K.dots_many(buf, n, d, qc, nc, s + t0, rows);
+    }
+    double l[kMany];
+    for (int i = 0; i < nc; ++i) {
+      float* si = s + static_cast<size_t>(i) * rows;
+      logits(si);
+      l[i] = softmax_weights(si, rows);
+      weights(si);
+      for (int j = 0; j < d; ++j) oc[i][j] = 0.f;
+    }
+    for (int64_t t0 = 0; t0 < rows; t0 += kRows) {
+      const int n = static_cast<int>(rows - t0 < kRows ? rows - t0 : kRows);
+      bool any = false;  // skip blocks whose weights all underflowed to 0 for every query
+      for (int i = 0; i < nc && !any; ++i)
+        for (int r = 0; r < n; ++r) any |= s[i * rows + t0 + r] != 0.f;
+      if (!any) continue;
+      decode_values(t0, n, buf, tmp);
+      K.axpy_many(buf, n, d, s + t0, rows, nc, oc);
+    }
+    for (int i = 0; i < nc; ++i) {
+      const float inv = static_cast<float>(out_factor / l[i]);
+      for (int j = 0; j < d; ++j) oc[i][j] *= inv;
+    }
+  }
+}
 
 /// A Codec that validates the cache and delegates to `encode_fn(params, kv, ctx)`. P must provide
 /// `void check(int head_dim) const` (throws Unsupported) and `std::string label() const`.

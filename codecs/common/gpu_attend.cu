@@ -4,6 +4,8 @@
 //      lanes dot channels j = lane, lane+32, ... with the key row, dequantized on load (gpu_view.h load(),
 //      the same math the CPU path decodes with); logits ŝ = softcap(scale·<q,k̂>) go to shared memory;
 //   2. block max m and p_t = exp(ŝ_t - m), l = Σ p_t (max-shifted: no overflow whatever the logits);
+//      rows of a weight class (token selection, gpu_view.h RowClasses) add the class's bias to ŝ_t and
+//      enter the value sum with p_t·vfac;
 //   3. thread j sums Σ_t p_t·v̂_tj for its channels (loads coalesced across threads);
 // the partial (m, l, o) of each chunk goes to `work` and attend_merge combines the chunks of a query with
 // merge_factors (gpu_view.h). K and V formats are template parameters, so the per-element switch of
@@ -59,7 +61,8 @@ __global__ void __launch_bounds__(kThreads) attend_split(AttendArgs a) {
     acc = warp_sum(acc);
     if (lane == 0) {
       const float logit = softcap_f(acc * a.softmax_scale, a.softcap);
-      s[i] = logit;
+      const int cls = row_class(a.L.rows, g, t0 + i);
+      s[i] = cls < 0 ? logit : logit + a.L.rows.bias[cls];  // a weighted row's multiplicity
       if (a.logits) a.logits[static_cast<int64_t>(qi) * C + t0 + i] = logit;
     }
   }
@@ -76,7 +79,8 @@ __global__ void __launch_bounds__(kThreads) attend_split(AttendArgs a) {
   float l = 0.f;
   for (int i = threadIdx.x; i < n; i += kThreads) {
     const float p = expf(s[i] - m);
-    s[i] = p;
+    const int cls = row_class(a.L.rows, g, t0 + i);
+    s[i] = cls < 0 ? p : p * a.L.rows.vfac[cls];  // the value sum's weight; l keeps the plain p
     l += p;
   }
   l = warp_sum(l);

@@ -62,17 +62,17 @@ class GpuLayer final : public EncodedLayer {
   bool scores(int g, const float* q, float* s_out, Scratch& scratch) const override {
     (void)scratch;
     std::vector<float> o(static_cast<size_t>(d_));
-    run_attend(g, &q, 1, o.data(), s_out);
+    attend_view(view_, attn_, g, &q, 1, o.data(), s_out);
     return true;
   }
   void attend(int g, const float* q, float* o_out, Scratch& scratch) const override {
     (void)scratch;
-    run_attend(g, &q, 1, o_out, nullptr);
+    attend_view(view_, attn_, g, &q, 1, o_out, nullptr);
   }
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
     (void)scratch;
     std::vector<float> o(static_cast<size_t>(nq) * d_);
-    run_attend(g, qs, nq, o.data(), nullptr);
+    attend_view(view_, attn_, g, qs, nq, o.data(), nullptr);
     for (int i = 0; i < nq; ++i) std::copy_n(o.data() + static_cast<size_t>(i) * d_, d_, outs[i]);
   }
 
@@ -84,25 +84,10 @@ class GpuLayer final : public EncodedLayer {
     const cuda::EventTiming te =
         cuda::time_events([&](cudaStream_t st) { run_encode(dk.as<float>(), dv.as<float>(), st); }, s, min_repeats,
                           min_time_s);
-    const int nq = static_cast<int>(static_cast<int64_t>(q.heads) * q.n);
-    const int group = q.heads / heads_;
-    std::vector<int> qh(static_cast<size_t>(nq));
-    for (int i = 0; i < nq; ++i) qh[i] = static_cast<int>(i / q.n) / group;  // q is [heads][n][d]
-    DeviceBuffer dq = DeviceBuffer::from(q.q), dqh = DeviceBuffer::from(qh);
-    AttendArgs a = args(dq.as<float>(), dqh.as<int>(), nq);
-    DeviceBuffer dout(static_cast<size_t>(nq) * d_ * sizeof(float));
-    DeviceBuffer work(static_cast<size_t>(plan_attend(nq, C_, d_, &a.chunk, &a.splits)) * sizeof(float));
-    a.out = dout.as<float>();
-    a.work = work.as<float>();
-    const cuda::EventTiming ta = cuda::time_events(
-        [&](cudaStream_t st) { check(launch_attend(a, st), "attend kernel"); }, s, min_repeats, min_time_s);
     out->encode_median_s = te.median_s;
     out->encode_p95_s = te.p95_s;
     out->encode_samples = te.samples;
-    out->attend_median_s = ta.median_s;
-    out->attend_p95_s = ta.p95_s;
-    out->attend_samples = ta.samples;
-    out->device = cuda::device_label();
+    time_attend_view(view_, attn_, q, min_repeats, min_time_s, out);
     return true;
   }
 
@@ -195,38 +180,6 @@ class GpuLayer final : public EncodedLayer {
     if (!p.tail_name.empty()) st.add(p.tail_name, p.tail_kind, b.tail.bytes(), C_ - p.q_tokens);
   }
 
-  AttendArgs args(const float* q, const int* qh, int nq) const {
-    AttendArgs a;
-    a.L = view_;
-    a.q = q;
-    a.q_head = qh;
-    a.nq = nq;
-    a.softmax_scale = attn_.softmax_scale;
-    a.softcap = attn_.softcap;
-    return a;
-  }
-
-  /// nq queries against KV head g: o [nq][d] (host), optional logits [nq][C] (host).
-  void run_attend(int g, const float* const* qs, int nq, float* o, float* logits) const {
-    const cudaStream_t s = cuda::run_stream();
-    std::vector<float> qh_host(static_cast<size_t>(nq) * d_);
-    for (int i = 0; i < nq; ++i) std::copy_n(qs[i], d_, qh_host.data() + static_cast<size_t>(i) * d_);
-    const std::vector<int> heads(static_cast<size_t>(nq), g);
-    DeviceBuffer dq(qh_host.size() * sizeof(float)), dh(heads.size() * sizeof(int));
-    dq.upload(qh_host.data(), dq.bytes(), s);
-    dh.upload(heads.data(), dh.bytes(), s);
-    AttendArgs a = args(dq.as<float>(), dh.as<int>(), nq);
-    DeviceBuffer work(static_cast<size_t>(plan_attend(nq, C_, d_, &a.chunk, &a.splits)) * sizeof(float));
-    DeviceBuffer dout(static_cast<size_t>(nq) * d_ * sizeof(float));
-    DeviceBuffer dlog(logits ? static_cast<size_t>(nq) * C_ * sizeof(float) : 0);
-    a.work = work.as<float>();
-    a.out = dout.as<float>();
-    a.logits = logits ? dlog.as<float>() : nullptr;
-    check(launch_attend(a, s), "attend kernel");
-    dout.download(o, dout.bytes(), s);
-    if (logits) dlog.download(logits, dlog.bytes(), s);
-  }
-
   LayerSpec spec_;
   int heads_;
   int64_t C_;
@@ -236,7 +189,61 @@ class GpuLayer final : public EncodedLayer {
   LayerView view_;
 };
 
+AttendArgs args(const LayerView& L, const AttnConfig& attn, const float* q, const int* qh, int nq) {
+  AttendArgs a;
+  a.L = L;
+  a.q = q;
+  a.q_head = qh;
+  a.nq = nq;
+  a.softmax_scale = attn.softmax_scale;
+  a.softcap = attn.softcap;
+  return a;
+}
+
 }  // namespace
+
+void attend_view(const LayerView& L, const AttnConfig& attn, int g, const float* const* qs, int nq, float* o,
+                 float* logits) {
+  const int d = L.d;
+  const cudaStream_t s = cuda::run_stream();
+  std::vector<float> qh_host(static_cast<size_t>(nq) * d);
+  for (int i = 0; i < nq; ++i) std::copy_n(qs[i], d, qh_host.data() + static_cast<size_t>(i) * d);
+  const std::vector<int> heads(static_cast<size_t>(nq), g);
+  DeviceBuffer dq(qh_host.size() * sizeof(float)), dh(heads.size() * sizeof(int));
+  dq.upload(qh_host.data(), dq.bytes(), s);
+  dh.upload(heads.data(), dh.bytes(), s);
+  AttendArgs a = args(L, attn, dq.as<float>(), dh.as<int>(), nq);
+  DeviceBuffer work(static_cast<size_t>(plan_attend(nq, L.C, d, &a.chunk, &a.splits)) * sizeof(float));
+  DeviceBuffer dout(static_cast<size_t>(nq) * d * sizeof(float));
+  DeviceBuffer dlog(logits ? static_cast<size_t>(nq) * L.C * sizeof(float) : 0);
+  a.work = work.as<float>();
+  a.out = dout.as<float>();
+  a.logits = logits ? dlog.as<float>() : nullptr;
+  check(launch_attend(a, s), "attend kernel");
+  dout.download(o, dout.bytes(), s);
+  if (logits) dlog.download(logits, dlog.bytes(), s);
+}
+
+void time_attend_view(const LayerView& L, const AttnConfig& attn, const LayerQueries& q, int min_repeats,
+                      double min_time_s, DeviceTimes* out) {
+  const cudaStream_t s = cuda::run_stream();
+  const int nq = static_cast<int>(static_cast<int64_t>(q.heads) * q.n);
+  const int group = q.heads / L.heads;
+  std::vector<int> qh(static_cast<size_t>(nq));
+  for (int i = 0; i < nq; ++i) qh[i] = static_cast<int>(i / q.n) / group;  // q is [heads][n][d]
+  DeviceBuffer dq = DeviceBuffer::from(q.q), dqh = DeviceBuffer::from(qh);
+  AttendArgs a = args(L, attn, dq.as<float>(), dqh.as<int>(), nq);
+  DeviceBuffer dout(static_cast<size_t>(nq) * L.d * sizeof(float));
+  DeviceBuffer work(static_cast<size_t>(plan_attend(nq, L.C, L.d, &a.chunk, &a.splits)) * sizeof(float));
+  a.out = dout.as<float>();
+  a.work = work.as<float>();
+  const cuda::EventTiming ta = cuda::time_events(
+      [&](cudaStream_t st) { check(launch_attend(a, st), "attend kernel"); }, s, min_repeats, min_time_s);
+  out->attend_median_s = ta.median_s;
+  out->attend_p95_s = ta.p95_s;
+  out->attend_samples = ta.samples;
+  out->device = cuda::device_label();
+}
 
 std::unique_ptr<EncodedLayer> encode_on_gpu(const LayerSpec& spec, const LayerKV& kv, const CodecContext& ctx) {
   KVB_CHECK(kv.head_dim <= kMaxHeadDim, Unsupported, "CUDA attention supports head_dim up to {}, found {}",

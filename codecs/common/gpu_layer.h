@@ -24,6 +24,17 @@ struct LayerSpec {
   double nominal_bytes_per_token = 0;
 };
 
+/// nq host queries qs[i][d] against KV head g of the device-resident cache `L` in one launch of the
+/// split-context kernel: o [nq][d] (host), and when `logits` is set its [nq][L.C] logits (host; softcap
+/// applied, without RowClasses biases). Synchronous.
+void attend_view(const LayerView& L, const AttnConfig& attn, int g, const float* const* qs, int nq, float* o,
+                 float* logits);
+
+/// Device timing of one launch attending every query of `q` (query head h reads KV head h / group) against
+/// `L`, with CUDA events (cuda::time_events); fills the attend fields and `device` of `out`.
+void time_attend_view(const LayerView& L, const AttnConfig& attn, const LayerQueries& q, int min_repeats,
+                      double min_time_s, DeviceTimes* out);
+
 /// Uploads `kv`, encodes it on the GPU as `spec` says and returns the device-resident layer.
 /// Throws RuntimeError (exit 4) when no device is usable or memory runs out.
 std::unique_ptr<EncodedLayer> encode_on_gpu(const LayerSpec& spec, const LayerKV& kv, const CodecContext& ctx);

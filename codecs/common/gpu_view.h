@@ -38,12 +38,36 @@ struct Part {
   const uint16_t* tail = nullptr;     ///< fp16 rows [heads][C - q_tokens][d]
 };
 
+/// Weighted rows of the token-selection codecs (codecs/select): in each head, rows [first, first + Σ counts)
+/// are kept tokens grouped by weight class; a row of class c adds bias[c] to its logit (after softcap) and
+/// scales its softmax weight in the value sum by vfac[c] (codecs.md §2.3). n = 0: no weighted rows.
+constexpr int kMaxRowClasses = 17;
+struct RowClasses {
+  int n = 0;
+  int64_t first = 0;
+  const int32_t* counts = nullptr;  ///< [heads][n]
+  float bias[kMaxRowClasses] = {};
+  float vfac[kMaxRowClasses] = {};
+};
+
 struct LayerView {
   int heads = 0;
-  int64_t C = 0;
+  int64_t C = 0;  ///< rows per head
   int d = 0;
   Part k, v;
+  RowClasses rows;
 };
+
+/// The weight class of row t of head g, or -1 for an unweighted row.
+KVB_HD_INLINE int row_class(const RowClasses& rc, int g, int64_t t) {
+  if (rc.n == 0 || t < rc.first) return -1;
+  int64_t end = rc.first;
+  for (int c = 0; c < rc.n; ++c) {
+    end += rc.counts[g * rc.n + c];
+    if (t < end) return c;
+  }
+  return -1;
+}
 
 /// Element j of token t of KV head g, dequantized from the stored form (what the CPU decodes too).
 KVB_HD_INLINE float load(const Part& p, int64_t C, int d, int g, int64_t t, int j) {

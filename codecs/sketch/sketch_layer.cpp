@@ -34,24 +34,6 @@ bool SketchLayer::scores(int g, const float* q, float* s_out, Scratch& scratch) 
   return true;
 }
 
-namespace {
-
-/// s[0, C) logits -> unnormalised softmax weights exp(s - max); returns their sum (double, >= 1; see
-/// BaselineLayer::attend for why double).
-double softmax_weights(float* s, int64_t C) {
-  float m = -INFINITY;
-  for (int64_t t = 0; t < C; ++t) m = s[t] > m ? s[t] : m;
-  double l = 0.0;
-  if (std::isinf(m) && m > 0) {
-    for (int64_t t = 0; t < C; ++t) l += (s[t] = (s[t] == m) ? 1.f : 0.f);
-  } else {
-    for (int64_t t = 0; t < C; ++t) l += (s[t] = std::exp(s[t] - m));
-  }
-  return l;
-}
-
-}  // namespace
-
 void SketchLayer::attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const {
   if (nq == 1) return attend(g, qs[0], outs[0], scratch);
   const RowKernels& K = row_kernels_switched();

@@ -69,6 +69,17 @@ TEST(AttendMany, EqualsPerQueryAttendForEveryCodec) {
             } catch (const Unsupported&) {
               continue;
             }
+            if (e.info.trainable) {
+              // Any fitted state will do here: a calibration cache of at most 256 tokens (a seed of its own,
+              // shared by every nq so the fit is reused), with which lookat's codebooks are its points.
+              SynthOptions co = o;
+              co.group = 1;
+              co.kv_heads = L.shape.n_kv_heads;
+              co.tokens = std::min<int64_t>(C, 256);
+              co.seed = 99991 + C * 7 + d * 3;
+              const SynthLayer calib = make_layer(co);
+              codec->fit(0, {&calib.kv}, L.ctx());
+            }
             const auto enc = codec->encode(0, L.kv, nullptr, L.ctx());
             SCOPED_TRACE(fmt::format("{} on {} nq {}", e.label(p), L.describe(), nq));
             for (bool simd : {true, false}) {

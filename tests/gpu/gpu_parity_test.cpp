@@ -15,6 +15,8 @@
 #include <map>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "codecs/common/gpu_view.h"
 #include "kvb/core/attn_math.h"
 #include "kvb/core/registry.h"
@@ -62,12 +64,14 @@ TEST(GpuParity, Fp16) { run_device_cases("fp16", false); }
 TEST(GpuParity, Fp8) { run_device_cases("fp8", false); }
 TEST(GpuParity, Int) { run_device_cases("int", false); }
 TEST(GpuParity, Kivi) { run_device_cases("kivi", false); }
+TEST(GpuParity, BalanceKV) { run_device_cases("balancekv", false); }
+TEST(GpuParity, Uniform) { run_device_cases("uniform", false); }
 // The one-bit sketch codecs: bits byte-exact (certified signs, float64 fallback without FMA on both sides),
 // logits and outputs within the selftest tolerances.
 TEST(GpuParity, Qjl) { run_device_cases("qjl", false); }
 TEST(GpuParity, H1b) { run_device_cases("h1b", false); }
 TEST(GpuParity, LongContexts) {
-  for (const char* c : {"fp16", "int", "kivi"}) run_device_cases(c, true);
+  for (const char* c : {"fp16", "int", "kivi", "balancekv"}) run_device_cases(c, true);
 }
 
 TEST(GpuParity, DeviceCudaWithoutDeviceIsExit4) {
@@ -104,10 +108,17 @@ std::vector<float> emulate_kernel(const LayerView& L, int g, const float* q, flo
       float acc = 0;
       for (int j = 0; j < d; ++j) acc += q[j] * codecs::gpu::load(L.k, L.C, d, g, t0 + i, j);
       s[i] = softcap_f(acc * scale, 0.f);
+      const int cls = codecs::gpu::row_class(L.rows, g, t0 + i);
+      if (cls >= 0) s[i] += L.rows.bias[cls];
       cm = std::max(cm, s[i]);
     }
     float cl = 0;
-    for (auto& x : s) cl += (x = std::exp(x - cm));
+    for (int64_t i = 0; i < n; ++i) {
+      const float p = std::exp(s[i] - cm);
+      cl += p;
+      const int cls = codecs::gpu::row_class(L.rows, g, t0 + i);
+      s[i] = cls < 0 ? p : p * L.rows.vfac[cls];
+    }
     std::vector<float> co(d, 0.f);
     for (int j = 0; j < d; ++j)
       for (int64_t i = 0; i < n; ++i) co[j] += s[i] * codecs::gpu::load(L.v, L.C, d, g, t0 + i, j);
@@ -205,6 +216,70 @@ TEST(DeviceMath, LoadAndSplitMergeReproduceTheCpuPath) {
           }
         }
       }
+}
+
+TEST(DeviceMath, WeightClassesReproduceTheTokenSelectionCpuPath) {
+  // balancekv/uniform on the GPU: the fp16 rows [sink | kept by class | window] with RowClasses (bias and
+  // value factor per class, gpu_view.h row_class) through the split-context kernel's arithmetic, against
+  // the CPU layer's attend, for both estimators.
+  for (const char* codec : {"balancekv", "uniform"})
+    for (const char* est : {"consistent", "repo"})
+      for (int T : {1, 3})
+        for (int64_t C : {int64_t{40}, int64_t{700}}) {
+          const int d = 64, H = 2, sink = 8, window = 8;
+          const Json params{{"levels", T}, {"estimator", est}, {"sink", sink}, {"window", window}};
+          SCOPED_TRACE(fmt::format("{} {} C={}", codec, params.dump(), C));
+          ModelShape shape{1, H, H, d};
+          CodecContext ctx{shape, AttnConfig{1.f / 8.f, 0.f}, 5};
+          Rng r(C + T);
+          LayerKV kv;
+          kv.kv_heads = H, kv.tokens = C, kv.head_dim = d;
+          kv.k.resize(static_cast<size_t>(H * C * d));
+          kv.v.resize(kv.k.size());
+          for (auto& x : kv.k) x = static_cast<float>(r.normal() * 2.0);
+          for (auto& x : kv.v) x = static_cast<float>(r.normal());
+          const CodecEntry& e = registry().at(codec);
+          auto enc = e.make_cpu(params, shape)->encode(0, kv, nullptr, ctx);
+          HostBuffers hb;
+          for (auto& b : enc->buffers()) hb.m[b.name] = b.bytes;
+          const int64_t verb = std::min<int64_t>(sink + window, C), mid = C - verb, kept = mid >> T;
+          const int64_t rows = verb + kept, s0 = std::min<int64_t>(sink, C);
+          // Rebuild the [head][rows][d] row order from the per-item buffers.
+          std::vector<uint16_t> krow, vrow;
+          for (const char* kvn : {"k", "v"}) {
+            auto& dst = kvn[0] == 'k' ? krow : vrow;
+            const auto* kp = reinterpret_cast<const uint16_t*>(hb.get(std::string(kvn) + ".kept"));
+            const auto* vp = reinterpret_cast<const uint16_t*>(hb.get(std::string(kvn) + ".sink_window"));
+            for (int g = 0; g < H; ++g) {
+              dst.insert(dst.end(), vp + g * verb * d, vp + (g * verb + s0) * d);
+              dst.insert(dst.end(), kp + g * kept * d, kp + (g + 1) * kept * d);
+              dst.insert(dst.end(), vp + (g * verb + s0) * d, vp + (g + 1) * verb * d);
+            }
+          }
+          LayerView L;
+          L.heads = H, L.C = rows, L.d = d;
+          L.k.tail = krow.data(), L.v.tail = vrow.data();
+          L.rows.n = T + 1;
+          L.rows.first = s0;
+          L.rows.counts = reinterpret_cast<const int32_t*>(hb.get("w.class_counts"));
+          for (int c = 0; c <= T; ++c) {
+            const int ex = T - c;
+            L.rows.bias[c] = static_cast<float>((std::string(est) == "consistent" ? ex : T) * std::log(2.0));
+            L.rows.vfac[c] = std::string(est) == "consistent" ? 1.f : std::ldexp(1.f, ex - T);
+          }
+          std::vector<float> q(d), cpu(d);
+          for (int g = 0; g < H; ++g) {
+            for (auto& x : q) x = static_cast<float>(r.normal());
+            Scratch scratch;
+            enc->attend(g, q.data(), cpu.data(), scratch);
+            for (int chunk : {64, 2048}) {
+              const auto dev = emulate_kernel(L, g, q.data(), ctx.attn.softmax_scale, chunk);
+              double num = 0, den = 0;
+              for (int j = 0; j < d; ++j) num += (dev[j] - cpu[j]) * (dev[j] - cpu[j]), den += cpu[j] * cpu[j];
+              EXPECT_LE(std::sqrt(num / den), kSelftestAttendTol) << "head " << g << " chunk " << chunk;
+            }
+          }
+        }
 }
 
 TEST(DeviceMath, MergeFactorsEqualOneSoftmax) {
