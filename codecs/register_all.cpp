@@ -1,6 +1,7 @@
 #include "kvb/core/registry.h"
 
 #include "codecs/baselines.h"
+#include "codecs/kvcar/kvcar_codec.h"
 #include "codecs/select/select_codec.h"
 
 namespace kvb {
@@ -13,6 +14,7 @@ void register_all_codecs(CodecRegistry& r) {
   r.add(codecs::kivi_entry());
   r.add(codecs::balancekv_entry());
   r.add(codecs::uniform_entry());
+  r.add(codecs::kvcar_entry());
 }
 
 /// The process-wide registry (declared in kvb/core/registry.h), defined beside the list so that the core
