@@ -40,6 +40,8 @@
 /// Attention (§5.2): every scores/attend call decodes ALL C cached tokens of the head through the decoder
 /// (the paper's design; the decoder is a nonlinear MLP and cannot be folded into the attention product),
 /// then runs standard attention over the decoded rows. attend_many decodes once for its queries.
+/// `decode=once` (not the paper's cost, for fidelity sweeps on CPU) decodes each head on first use and keeps
+/// the rows (same floats; not counted as storage; throughput then excludes the decoder and says so).
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -64,11 +66,12 @@ struct KvcarParams {
   bool int8 = false;     ///< int8 latent with per-token scale and minimum
   int reuse_heads = 0;   ///< r: heads of each layer read from the previous layer
   KvcarLoss loss = KvcarLoss::kMse;
-  int epochs = 6;
+  int epochs = 4;
   int batch = 128;
   double lr = 3e-3;
-  int max_calib_tokens = 2048;  ///< calibration tokens per layer (evenly strided subsample)
+  int max_calib_tokens = 1024;  ///< calibration tokens per layer (evenly strided subsample)
   double leaky_slope = 0.01;
+  bool decode_once = false;  ///< decode=once: decode each head once per layer and keep it (fidelity sweeps)
 
   static KvcarParams from_json(const Json& p);
   void check(int head_dim) const;

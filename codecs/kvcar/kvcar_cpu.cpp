@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 
 #include <fmt/format.h>
 
@@ -138,8 +139,13 @@ double softmax_weights(float* s, int64_t C) {
 class KvcarCpuLayer final : public EncodedLayer {
  public:
   KvcarCpuLayer(std::shared_ptr<const CpuState> self, std::vector<std::shared_ptr<const CpuState>> src,
-                AttnConfig attn, Storage st)
-      : self_(std::move(self)), src_(std::move(src)), attn_(attn), st_(std::move(st)) {}
+                AttnConfig attn, Storage st, bool decode_once)
+      : self_(std::move(self)), src_(std::move(src)), attn_(attn), st_(std::move(st)), once_(decode_once) {
+    if (once_) {
+      flags_ = std::make_unique<std::once_flag[]>(static_cast<size_t>(self_->H));
+      kc_.resize(self_->H), vc_.resize(self_->H);
+    }
+  }
 
   int64_t tokens() const override { return self_->C; }
   Storage storage() const override { return st_; }
@@ -172,9 +178,9 @@ class KvcarCpuLayer final : public EncodedLayer {
     A.setZero();
     for (int64_t t0 = 0; t0 < C; t0 += kBlock) {
       const int n = static_cast<int>(std::min<int64_t>(kBlock, C - t0));
-      S.decode(false, slot, t0, n, vb, buf);
+      const float* rows = block(false, g, S, slot, t0, n, vb, buf);
       const Eigen::Map<const MatF, 0, Eigen::OuterStride<>> W(s + t0, nq, n, Eigen::OuterStride<>(C));
-      A.noalias() += W * CMapF(vb, n, d);
+      A.noalias() += W * CMapF(rows, n, d);
     }
     for (int i = 0; i < nq; ++i)
       for (int j = 0; j < d; ++j) outs[i][j] = static_cast<float>(A(i, j) * inv[i]);
@@ -195,18 +201,43 @@ class KvcarCpuLayer final : public EncodedLayer {
     const float scale = attn_.softmax_scale, cap = attn_.softcap;
     for (int64_t t0 = 0; t0 < C; t0 += kBlock) {
       const int n = static_cast<int>(std::min<int64_t>(kBlock, C - t0));
-      S.decode(true, slot, t0, n, kb, buf);
+      const float* rows = block(true, g, S, slot, t0, n, kb, buf);
       MapF Dm(db, nq, n);
-      Dm.noalias() = CMapF(qm.data(), nq, d) * CMapF(kb, n, d).transpose();
+      Dm.noalias() = CMapF(qm.data(), nq, d) * CMapF(rows, n, d).transpose();
       for (int i = 0; i < nq; ++i)
         for (int r = 0; r < n; ++r) s[static_cast<size_t>(i) * C + t0 + r] = softcap_f(scale * Dm(i, r), cap);
     }
+  }
+
+  /// Rows t0..t0+n of head g's decoded keys (values): decoded now into out (every_call, the paper's
+  /// per-step cost), or, with decode=once, from the head's decoded copy made on first use (same blocks, same
+  /// arithmetic, so the same floats; never counted as storage).
+  const float* block(bool keys, int g, const CpuState& S, int slot, int64_t t0, int n, float* out, float* tmp) const {
+    if (!once_) {
+      S.decode(keys, slot, t0, n, out, tmp);
+      return out;
+    }
+    std::call_once(flags_[g], [&] {
+      const int64_t C = S.C;
+      const int d = S.d;
+      std::vector<float> t(S.tmp_floats());
+      kc_[g].resize(static_cast<size_t>(C) * d), vc_[g].resize(static_cast<size_t>(C) * d);
+      for (int64_t b0 = 0; b0 < C; b0 += kBlock) {
+        const int m = static_cast<int>(std::min<int64_t>(kBlock, C - b0));
+        S.decode(true, slot, b0, m, kc_[g].data() + b0 * d, t.data());
+        S.decode(false, slot, b0, m, vc_[g].data() + b0 * d, t.data());
+      }
+    });
+    return (keys ? kc_[g] : vc_[g]).data() + t0 * self_->d;
   }
 
   std::shared_ptr<const CpuState> self_;
   std::vector<std::shared_ptr<const CpuState>> src_;  ///< [H] the layer whose latents hold head g
   AttnConfig attn_;
   Storage st_;
+  bool once_;
+  mutable std::unique_ptr<std::once_flag[]> flags_;
+  mutable std::vector<std::vector<float>> kc_, vc_;  ///< decode=once: [H][C, d] decoded copies
 };
 
 /// Latents of rows X[C, Ds] through encoder a, written as fp16 or int8 rows of S.
@@ -295,7 +326,7 @@ std::unique_ptr<EncodedLayer> kvcar_encode_cpu(const KvcarParams& p, const Kvcar
   st.add("k.ae_weights", StorageKind::kFixed, S->ak ? S->ak->bytes() : 0, 0);
   st.add("v.ae_weights", StorageKind::kFixed, S->av ? S->av->bytes() : 0, 0);
   st.add("reuse.heads", StorageKind::kFixed, 4 * m.reused.size(), 0);
-  return std::make_unique<KvcarCpuLayer>(std::move(S), std::move(src), ctx.attn, st.get());
+  return std::make_unique<KvcarCpuLayer>(std::move(S), std::move(src), ctx.attn, st.get(), p.decode_once);
 }
 
 }  // namespace kvb::codecs

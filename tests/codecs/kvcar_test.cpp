@@ -289,3 +289,34 @@ TEST(Kvcar, TrainedAttentionIsFaithful) {
 
 }  // namespace
 }  // namespace kvb::test
+
+namespace kvb::test {
+namespace {
+
+// decode=once keeps each head's decoded rows: outputs and logits equal the per-call decode bit for bit.
+TEST(Kvcar, DecodeOnceEqualsEveryCall) {
+  const SynthLayer L = synth(71, 2, 16, 150), C = synth(72, 2, 16, 150);
+  const CodecEntry& e = registry().at("kvcar");
+  for (bool int8 : {false, true}) {
+    SCOPED_TRACE(int8);
+    auto a = e.make_cpu(resolve_params(e.info.params, Json{{"int8", int8}}, "kvcar"), L.shape);
+    auto b = e.make_cpu(resolve_params(e.info.params, Json{{"int8", int8}, {"decode", "once"}}, "kvcar"), L.shape);
+    a->fit(0, {&C.kv}, C.ctx());
+    b->fit(0, {&C.kv}, C.ctx());
+    const auto ea = a->encode(0, L.kv, nullptr, L.ctx()), eb = b->encode(0, L.kv, nullptr, L.ctx());
+    Scratch sa, sb;
+    std::vector<float> oa(16), ob(16), la(150), lb(150);
+    for (int h = 0; h < 2; ++h)
+      for (int i = 0; i < 2; ++i) {
+        ea->attend(h, L.query(h, i), oa.data(), sa);
+        eb->attend(h, L.query(h, i), ob.data(), sb);
+        EXPECT_EQ(oa, ob);
+        ea->scores(h, L.query(h, i), la.data(), sa);
+        eb->scores(h, L.query(h, i), lb.data(), sb);
+        EXPECT_EQ(la, lb);
+      }
+  }
+}
+
+}  // namespace
+}  // namespace kvb::test

@@ -41,12 +41,26 @@ struct Tolerance {
 /// The baselines (fp16, fp8, int, kivi): same codes, float32 vs float64 only (see above).
 constexpr Tolerance kSameCodesF32{16, 1e-4, 1e-6};
 
+/// kvcar (KV-CAR-proxy): cpu and ref run the same trained weights (one deterministic fit), but the cpu
+/// path folds BatchNorm and the standardization into float32 weights and decodes in float32, while the
+/// reference applies them unfolded in float64. A decoded element is a float32 sum over h hidden units of
+/// terms that are themselves sums over d_lat latents, and those terms can exceed |k̂| many times (the
+/// MLP cancels): its error is ~(d_lat + h)·u·Σ|w·a|, not d·u·|k̂|. Latents that sit within a float32
+/// error of an fp16 rounding boundary or an int8 tie also store one step apart. score_extra_ulps = 8192
+/// covers this: the worst logit error over all 430 configurations was 73x the baseline bound at
+/// head_dim 8 ((8 + 16)·u), i.e. ~1750 ulps, and is ~0.2 of this bound. attend_rel_l2: worst observed
+/// 1.1e-4 (C = 4099, default 4-epoch training; 3.8e-5 after 6 epochs), so 1e-3 keeps ~10x margin; a wrong
+/// decoder (e.g. BatchNorm running variance without eps, or a head slice off by one) moves outputs by far
+/// more (rel_l2 > 1e-2). cos gap 1e-6 is implied (1 − cos ≈ rel_l2²/2 = 5e-7).
+constexpr Tolerance kKvcarF32Decoder{8192, 1e-3, 1e-6};
+
 /// Per-codec tolerances. A codec whose CPU path legitimately differs more from its reference (random
 /// projections in float, trained weights, ...) adds its own row here with its justification; until then
 /// it is held to the same-codes tolerance.
 Tolerance tolerance_for(const std::string& codec) {
   static const std::map<std::string, Tolerance> table{
-      {"fp16", kSameCodesF32}, {"fp8", kSameCodesF32}, {"int", kSameCodesF32}, {"kivi", kSameCodesF32}};
+      {"fp16", kSameCodesF32}, {"fp8", kSameCodesF32}, {"int", kSameCodesF32}, {"kivi", kSameCodesF32},
+      {"kvcar", kKvcarF32Decoder}};
   const auto it = table.find(codec);
   return it == table.end() ? kSameCodesF32 : it->second;
 }
