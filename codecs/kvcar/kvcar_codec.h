@@ -19,9 +19,10 @@
 ///    the early training. The Linear before each BatchNorm has no bias (BatchNorm's shift subsumes it).
 ///    BatchNorm uses batch statistics in training and the running statistics (momentum 0.1, unbiased
 ///    variance, eps 1e-5, as PyTorch) at inference.
-///  - training: Adam (β 0.9/0.999, eps 1e-8) on the calibration tokens only, MSE or L1 reconstruction loss
-///    in the standardized space, shuffled mini-batches, deterministic per seed (kvcar_train.cpp, one
-///    function shared by the cpu and ref codecs).
+///  - training: Adam (β 0.9/0.999, eps 1e-8, cosine decay of the rate to lr/10) on the calibration tokens
+///    only, MSE or L1 reconstruction loss measured in raw units (standardized channels re-weighted by σ² or
+///    σ, normalized to mean 1, so the reported loss is relative to the mean channel variance), shuffled
+///    mini-batches, deterministic per seed (kvcar_train.cpp, one function shared by cpu and ref).
 ///  - latent storage per token: d_lat fp16 values, or (int8 = true, §5.0.3) d_lat int8 codes with a per-token
 ///    float32 scale = 255/(max−min) and float32 minimum: q = round(scale·(z − min)) − 128,
 ///    ẑ = (q + 128)/scale + min. NOTE(kvcar): the spec's integer zero point −round(scale·min) − 128 is
@@ -118,7 +119,7 @@ AeWeights kvcar_train_ae(const float* X, int64_t n, int D, int h, int dl, const 
 /// For tests.
 double kvcar_gradient_check(int D, int h, int dl, int B, KvcarLoss loss, uint64_t seed);
 
-/// Mean reconstruction loss (the training criterion, standardized space) of an AE in inference mode.
+/// Mean reconstruction loss of an AE in inference mode, in the standardized space, channels unweighted.
 double kvcar_eval_loss(const AeWeights& w, const float* X, int64_t n, KvcarLoss loss);
 
 struct CpuAe;  // folded float32 weights of the CPU path (kvcar_cpu.cpp)

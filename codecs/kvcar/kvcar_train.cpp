@@ -99,9 +99,10 @@ Mat<T> leaky(const Mat<T>& y, T s) {
   return y.unaryExpr([s](T a) { return a > T(0) ? a : s * a; });
 }
 
-/// Training-mode forward; returns the loss (mean over B·D elements) and leaves dL/dout in c.dout.
+/// Training-mode forward; returns the loss (mean over B·D elements, channel j weighted by lw[j]) and leaves
+/// dL/dout in c.dout.
 template <class T>
-double forward(const Net<T>& n, const Mat<T>& x, KvcarLoss loss, Cache<T>& c) {
+double forward(const Net<T>& n, const Mat<T>& x, const Row<T>& lw, KvcarLoss loss, Cache<T>& c) {
   c.x = x;
   Mat<T> a1 = x * n.w1.transpose();
   bn_forward(a1, n.g1, n.b1, c.xh1, c.y1, c.m1, c.v1, c.is1);
@@ -114,11 +115,13 @@ double forward(const Net<T>& n, const Mat<T>& x, KvcarLoss loss, Cache<T>& c) {
   const Mat<T> diff = c.out - x;
   const T inv = T(1) / static_cast<T>(diff.size());
   if (loss == KvcarLoss::kMse) {
-    c.dout = diff * (T(2) * inv);
-    return static_cast<double>(diff.array().square().sum()) * static_cast<double>(inv);
+    c.dout = ((diff.array().rowwise() * lw.array()) * (T(2) * inv)).matrix();
+    return static_cast<double>((diff.array().square().rowwise() * lw.array()).sum()) * static_cast<double>(inv);
   }
-  c.dout = diff.unaryExpr([inv](T a) { return a > T(0) ? inv : (a < T(0) ? -inv : T(0)); });
-  return static_cast<double>(diff.array().abs().sum()) * static_cast<double>(inv);
+  c.dout = (diff.unaryExpr([inv](T a) { return a > T(0) ? inv : (a < T(0) ? -inv : T(0)); }).array().rowwise() *
+            lw.array())
+               .matrix();
+  return static_cast<double>((diff.array().abs().rowwise() * lw.array()).sum()) * static_cast<double>(inv);
 }
 
 /// dL/da of a training-mode BatchNorm y = g·(a − m)·istd + b, given dL/dy; also dL/dg, dL/db.
@@ -194,6 +197,17 @@ AeWeights kvcar_train_ae(const float* X, int64_t n, int D, int h, int dl, const 
   for (int64_t i = 0; i < n; ++i)
     for (int j = 0; j < D; ++j) xn(i, j) = static_cast<float>((X[i * D + j] - w.mu[j]) / w.sigma[j]);
 
+  // NOTE(kvcar): the loss weighs standardized channel j by σ_j² / mean(σ²) (MSE; σ_j / mean(σ) for L1), so
+  // the objective is the raw-space reconstruction error: attention reads raw keys and values, where the
+  // high-variance channels carry the logit spread. Standardizing only conditions the optimization.
+  Row<float> lw(D);
+  {
+    double mean = 0;
+    for (int j = 0; j < D; ++j) mean += p.loss == KvcarLoss::kMse ? w.sigma[j] * w.sigma[j] : w.sigma[j];
+    mean /= D;
+    for (int j = 0; j < D; ++j)
+      lw[j] = static_cast<float>((p.loss == KvcarLoss::kMse ? w.sigma[j] * w.sigma[j] : w.sigma[j]) / mean);
+  }
   Rng rng(seed);
   Net<float> net;
   net.D = D, net.h = h, net.dl = dl, net.slope = static_cast<float>(p.leaky_slope);
@@ -207,6 +221,7 @@ AeWeights kvcar_train_ae(const float* X, int64_t n, int D, int h, int dl, const 
   std::vector<int64_t> perm(static_cast<size_t>(n));
   std::iota(perm.begin(), perm.end(), 0);
   const int64_t nb = std::max<int64_t>(1, (n + p.batch - 1) / p.batch);  // near-equal batches, none of size 1
+  const int64_t total_steps = nb * p.epochs;
   Cache<float> cache;
   Grads<float> grads;
   Mat<float> xb;
@@ -220,12 +235,16 @@ AeWeights kvcar_train_ae(const float* X, int64_t n, int D, int h, int dl, const 
       xb.resize(B, D);
       for (int64_t r = 0; r < B; ++r) xb.row(r) = xn.row(perm[off + r]);
       off += B;
-      sum += forward(net, xb, p.loss, cache) * static_cast<double>(B);
+      sum += forward(net, xb, lw, p.loss, cache) * static_cast<double>(B);
       backward(net, cache, grads);
       update_running(net, cache, B);
       ++step;
       const double bc1 = 1 - std::pow(beta1, step), bc2 = 1 - std::pow(beta2, step);
-      const float lr_t = static_cast<float>(p.lr * std::sqrt(bc2) / bc1);
+      // Cosine decay from lr to lr/10 over the run: late steps settle instead of bouncing (outlier-heavy
+      // keys made the constant-rate loss oscillate by ~10%).
+      const double frac = static_cast<double>(step - 1) / static_cast<double>(std::max<int64_t>(1, total_steps - 1));
+      const double lr_sched = p.lr * (0.1 + 0.45 * (1 + std::cos(3.141592653589793 * frac)));
+      const float lr_t = static_cast<float>(lr_sched * std::sqrt(bc2) / bc1);
       auto gs = grads.tensors();
       for (size_t t = 0; t < params.size(); ++t) {
         float* P = params[t].first;
@@ -273,9 +292,11 @@ double kvcar_gradient_check(int D, int h, int dl, int B, KvcarLoss loss, uint64_
     for (Eigen::Index i = 0; i < size; ++i) ptr[i] += 0.3 * (2 * rng.uniform() - 1);
   Mat<double> x(B, D);
   for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = rng.normal();
+  Row<double> lw(D);
+  for (int j = 0; j < D; ++j) lw[j] = 0.5 + rng.uniform();  // channel loss weights (as σ²/mean σ²)
   Cache<double> c;
   Grads<double> g;
-  forward(net, x, loss, c);
+  forward(net, x, lw, loss, c);
   backward(net, c, g);
   auto ps = net.tensors();
   auto gs = g.tensors();
@@ -288,9 +309,9 @@ double kvcar_gradient_check(int D, int h, int dl, int B, KvcarLoss loss, uint64_
       double* v = ps[t].first + i;
       const double keep = *v;
       *v = keep + step;
-      const double lp = forward(net, x, loss, c);
+      const double lp = forward(net, x, lw, loss, c);
       *v = keep - step;
-      const double lm = forward(net, x, loss, c);
+      const double lm = forward(net, x, lw, loss, c);
       *v = keep;
       const double num = (lp - lm) / (2 * step);
       const double ana = gs[t].first[i];
@@ -327,7 +348,7 @@ double kvcar_eval_loss(const AeWeights& w, const float* X, int64_t n, KvcarLoss 
     for (int j = 0; j < w.D; ++j) {
       double s = w.c4[j];
       for (int i = 0; i < w.h; ++i) s += w.w4[static_cast<size_t>(j) * w.h + i] * a[i];
-      const double e = s - x[j];
+      const double e = s - x[j];  // standardized-space error (unweighted)
       sum += loss == KvcarLoss::kMse ? e * e : std::fabs(e);
     }
   }
