@@ -123,19 +123,6 @@ struct CpuState {
   }
 };
 
-/// Unnormalized softmax weights in place; returns their sum (double; >= 1).
-double softmax_weights(float* s, int64_t C) {
-  float m = -INFINITY;
-  for (int64_t t = 0; t < C; ++t) m = s[t] > m ? s[t] : m;
-  double l = 0;
-  if (std::isinf(m) && m > 0) {
-    for (int64_t t = 0; t < C; ++t) l += (s[t] = (s[t] == m) ? 1.f : 0.f);
-  } else {
-    for (int64_t t = 0; t < C; ++t) l += (s[t] = std::exp(s[t] - m));
-  }
-  return l;
-}
-
 class KvcarCpuLayer final : public EncodedLayer {
  public:
   KvcarCpuLayer(std::shared_ptr<const CpuState> self, std::vector<std::shared_ptr<const CpuState>> src,
