@@ -149,6 +149,9 @@ using KvcarEncodeFn = std::unique_ptr<EncodedLayer> (*)(const KvcarParams&, cons
                                                         const CodecContext&);
 std::unique_ptr<EncodedLayer> kvcar_encode_cpu(const KvcarParams& p, const KvcarFit& f, int layer,
                                                const LayerKV& kv, const EncodedLayer* prev, const CodecContext& ctx);
+/// The CUDA backend (kvcar_gpu.cpp); defined only in builds with KVB_WITH_CUDA.
+std::unique_ptr<EncodedLayer> kvcar_encode_cuda(const KvcarParams& p, const KvcarFit& f, int layer,
+                                                const LayerKV& kv, const EncodedLayer* prev, const CodecContext& ctx);
 std::unique_ptr<EncodedLayer> kvcar_encode_ref(const KvcarParams& p, const KvcarFit& f, int layer,
                                                const LayerKV& kv, const EncodedLayer* prev, const CodecContext& ctx);
 

@@ -16,6 +16,7 @@
 #include "codecs/common/baseline.h"
 #include "codecs/common/fp16_store.h"
 #include "codecs/kvcar/kvcar_codec.h"
+#include "codecs/kvcar/kvcar_cpu.h"
 #include "codecs/kvcar/kvcar_math.h"
 #include "kvb/core/attn_math.h"
 #include "kvb/core/error.h"
@@ -26,20 +27,6 @@ namespace kvb::codecs {
 using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using MapF = Eigen::Map<MatF>;
 using CMapF = Eigen::Map<const MatF>;
-
-/// Folded float32 inference weights of one autoencoder (row-major).
-struct CpuAe {
-  int D = 0, h = 0, dl = 0;
-  float slope = 0.01f;
-  std::vector<float> w1, c1;  ///< [h, D], [h]: standardization and BatchNorm folded in
-  std::vector<float> w2, c2;  ///< [dl, h], [dl]
-  std::vector<float> w3, c3;  ///< [h, dl], [h]: BatchNorm folded in
-  std::vector<float> w4, c4;  ///< [D, h], [D]: de-standardization folded in
-  uint64_t bytes() const {
-    return bytes_of(w1) + bytes_of(c1) + bytes_of(w2) + bytes_of(c2) + bytes_of(w3) + bytes_of(c3) + bytes_of(w4) +
-           bytes_of(c4);
-  }
-};
 
 std::shared_ptr<const CpuAe> kvcar_fold_cpu(const AeWeights& w) {
   auto a = std::make_shared<CpuAe>();
@@ -141,6 +128,14 @@ class KvcarCpuLayer final : public EncodedLayer {
   int head_dim() const { return self_->d; }
   const std::shared_ptr<const CpuState>& source(int g) const { return src_[g]; }
 
+  /// This layer's own latents (reused heads live in the layer that stores them).
+  std::vector<NamedBuffer> buffers() const override {
+    const CpuState& S = *self_;
+    if (S.int8)
+      return {named_buffer("k.latent", S.k8), named_buffer("k.scale_min", S.ksm), named_buffer("v.latent", S.v8),
+              named_buffer("v.scale_min", S.vsm)};
+    return {named_buffer("k.latent", S.k16), named_buffer("v.latent", S.v16)};
+  }
   bool scores(int g, const float* q, float* s_out, Scratch& scratch) const override {
     logits(g, &q, 1, s_out, scratch);
     return true;

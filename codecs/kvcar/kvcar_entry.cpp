@@ -211,7 +211,8 @@ CodecEntry kvcar_entry() {
       "statistics at inference. Every scores/attend decodes all cached tokens (the paper's cost, see "
       "throughput). Defaults train briefly (4 epochs over <= 1024 tokens per layer, seconds per layer at "
       "D = 1024 on one core); raise epochs / max_calib_tokens for better fidelity. Reuse needs consecutive "
-      "layers starting where fitting started.";
+      "layers starting where fitting started. CUDA backend: the CPU encoder writes the latents, the device decodes "
+      "every token per call (tiled SGEMM kernels) and attends; reuse is CPU-only.";
   e.candidates = [](int head_dim) {
     std::vector<Candidate> out;
     for (double r : {0.5, 0.25, 0.125})
@@ -235,6 +236,9 @@ CodecEntry kvcar_entry() {
   };
   e.make_cpu = factory(kvcar_encode_cpu, true, "cpu");
   e.make_ref = factory(kvcar_encode_ref, false, "ref");
+#ifdef KVB_WITH_CUDA
+  e.make_cuda = factory(kvcar_encode_cuda, true, "cuda");
+#endif
   return e;
 }
 
