@@ -2,6 +2,7 @@
 
 #include "codecs/baselines.h"
 #include "codecs/kvcar/kvcar_codec.h"
+#include "codecs/pq/lookat_codec.h"
 #include "codecs/select/select_codec.h"
 
 namespace kvb {
@@ -14,6 +15,7 @@ void register_all_codecs(CodecRegistry& r) {
   r.add(codecs::kivi_entry());
   r.add(codecs::balancekv_entry());
   r.add(codecs::uniform_entry());
+  r.add(codecs::lookat_entry());
   r.add(codecs::kvcar_entry());
 }
 

@@ -1,0 +1,204 @@
+// lookat on the GPU: the CPU layouts of lookat_cpu.cpp in device memory (so buffers() compare byte for
+// byte), encoded and attended by the kernels of lookat_cuda.h. Compiled only with the CUDA backend.
+#ifdef KVB_WITH_CUDA
+#include <algorithm>
+#include <vector>
+
+#include "codecs/common/baseline.h"
+#include "codecs/common/gpu_kernels.h"
+#include "codecs/pq/lookat_codec.h"
+#include "codecs/pq/lookat_cuda.h"
+#include "codecs/quant/uniform_cpu.h"
+#include "kvb/core/error.h"
+#include "kvb/cuda/runtime.h"
+
+namespace kvb::codecs {
+namespace {
+
+using cuda::check;
+using cuda::DeviceBuffer;
+
+/// Largest lookup-table size (m·K floats) the attention kernel keeps in shared memory with a full chunk.
+constexpr int64_t kMaxLutFloats = 40960;
+
+class LookatGpuLayer final : public EncodedLayer {
+ public:
+  LookatGpuLayer(const LookatParams& p, const LookatCodebooks& cb, const LayerKV& kv, const CodecContext& ctx)
+      : p_(p), H_(kv.kv_heads), C_(kv.tokens), d_(kv.head_dim), m_(p.subspaces), K_(p.centroids()),
+        attn_(ctx.attn), vf_{d_, p.value_bits(), p.value_group} {
+    cuda::require_device();
+    const cudaStream_t s = cuda::run_stream();
+    codes_.alloc(static_cast<size_t>(H_) * C_ * m_);
+    cb16_ = DeviceBuffer::from(cb.c16);
+    cbf_ = DeviceBuffer::from(cb.c);  // the same values as floats (each exactly a binary16)
+    if (p_.int_values()) {
+      v_codes_.alloc(static_cast<size_t>(H_ * C_ * vf_.bytes()));
+      v_sm_.alloc(static_cast<size_t>(H_ * C_ * vf_.groups()) * sizeof(uq::GroupParams));
+      v_codes_.zero(s);
+    } else {
+      v16_.alloc(static_cast<size_t>(H_) * C_ * d_ * sizeof(uint16_t));
+    }
+    DeviceBuffer dk = upload(kv.k, s), dv = upload(kv.v, s);
+    run_encode(dk.as<float>(), dv.as<float>(), s);
+    check(cudaStreamSynchronize(s), "lookat encode kernels");
+  }
+
+  int64_t tokens() const override { return C_; }
+
+  Storage storage() const override {
+    StorageList st(H_, p_.bytes_per_token(d_));
+    st.add("k.codes", StorageKind::kCompressed, codes_.bytes(), C_);
+    if (p_.int_values()) {
+      st.add("v.codes", StorageKind::kCompressed, v_codes_.bytes(), C_);
+      st.add("v.scale_min", StorageKind::kCompressed, v_sm_.bytes(), C_);
+    } else {
+      st.add("v.fp16", StorageKind::kCompressed, v16_.bytes(), C_);
+    }
+    st.add("k.codebooks", StorageKind::kFixed, cb16_.bytes(), 0);
+    return st.get();
+  }
+
+  std::vector<NamedBuffer> buffers() const override {
+    std::vector<NamedBuffer> out{{"k.codes", codes_.to_host()}};
+    if (p_.int_values()) {
+      out.push_back({"v.codes", v_codes_.to_host()});
+      out.push_back({"v.scale_min", v_sm_.to_host()});
+    } else {
+      out.push_back({"v.fp16", v16_.to_host()});
+    }
+    out.push_back({"k.codebooks", cb16_.to_host()});
+    return out;
+  }
+
+  bool scores(int g, const float* q, float* s_out, Scratch&) const override {
+    std::vector<float> o(static_cast<size_t>(d_));
+    run_attend(g, &q, 1, o.data(), s_out);
+    return true;
+  }
+  void attend(int g, const float* q, float* o_out, Scratch&) const override { run_attend(g, &q, 1, o_out, nullptr); }
+  void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch&) const override {
+    std::vector<float> o(static_cast<size_t>(nq) * d_);
+    run_attend(g, qs, nq, o.data(), nullptr);
+    for (int i = 0; i < nq; ++i) std::copy_n(o.data() + static_cast<size_t>(i) * d_, d_, outs[i]);
+  }
+
+  bool device_timing(const LayerKV& kv, const LayerQueries& q, int min_repeats, double min_time_s,
+                     DeviceTimes* out) const override {
+    const cudaStream_t s = cuda::run_stream();
+    DeviceBuffer dk = upload(kv.k, s), dv = upload(kv.v, s);
+    // Re-encoding the same cache rewrites identical bytes (the encode is deterministic).
+    const cuda::EventTiming te = cuda::time_events(
+        [&](cudaStream_t st) { run_encode(dk.as<float>(), dv.as<float>(), st); }, s, min_repeats, min_time_s);
+    const int nq = static_cast<int>(static_cast<int64_t>(q.heads) * q.n);
+    const int group = q.heads / H_;
+    std::vector<int> qh(static_cast<size_t>(nq));
+    for (int i = 0; i < nq; ++i) qh[i] = static_cast<int>(i / q.n) / group;  // q is [heads][n][d]
+    DeviceBuffer dq = DeviceBuffer::from(q.q), dqh = DeviceBuffer::from(qh);
+    gpu::LookatAttendArgs a = args(dq.as<float>(), dqh.as<int>(), nq);
+    DeviceBuffer work(static_cast<size_t>(gpu::plan_attend(nq, C_, d_, &a.chunk, &a.splits)) * sizeof(float));
+    DeviceBuffer dout(static_cast<size_t>(nq) * d_ * sizeof(float));
+    a.work = work.as<float>();
+    a.out = dout.as<float>();
+    const cuda::EventTiming ta = cuda::time_events(
+        [&](cudaStream_t st) { check(gpu::launch_lookat_attend(a, st), "lookat attend kernel"); }, s, min_repeats,
+        min_time_s);
+    out->encode_median_s = te.median_s;
+    out->encode_p95_s = te.p95_s;
+    out->encode_samples = te.samples;
+    out->attend_median_s = ta.median_s;
+    out->attend_p95_s = ta.p95_s;
+    out->attend_samples = ta.samples;
+    out->device = cuda::device_label();
+    return true;
+  }
+
+ private:
+  static DeviceBuffer upload(const std::vector<float>& x, cudaStream_t s) {
+    DeviceBuffer b(x.size() * sizeof(float));
+    b.upload(x.data(), x.size() * sizeof(float), s);
+    return b;
+  }
+
+  void run_encode(const float* dk, const float* dv, cudaStream_t s) const {
+    check(gpu::launch_lookat_encode(dk, H_, C_, d_, m_, K_, cbf_.as<float>(), codes_.as<uint8_t>(), s),
+          "lookat nearest-centroid kernel");
+    if (p_.int_values()) {
+      for (int g = 0; g < H_; ++g)
+        check(gpu::launch_token_quant(dv + static_cast<int64_t>(g) * C_ * d_, C_, d_, vf_.bits, vf_.group,
+                                      v_codes_.as<uint8_t>() + g * C_ * vf_.bytes(),
+                                      v_sm_.as<uq::GroupParams>() + g * C_ * vf_.groups(), s),
+              "per-token value quantization kernel");
+    } else {
+      check(gpu::launch_to_f16(dv, static_cast<int64_t>(H_) * C_ * d_, v16_.as<uint16_t>(), s), "fp16 rows kernel");
+    }
+  }
+
+  gpu::LookatAttendArgs args(const float* q, const int* qh, int nq) const {
+    gpu::LookatAttendArgs a;
+    a.codes = codes_.as<uint8_t>();
+    a.cb = cbf_.as<float>();
+    if (p_.int_values()) {
+      a.v.fmt = gpu::Fmt::kTokenQuant;
+      a.v.bits = vf_.bits;
+      a.v.group = vf_.group;
+      a.v.q_tokens = C_;
+      a.v.codes = v_codes_.as<uint8_t>();
+      a.v.sm = v_sm_.as<uq::GroupParams>();
+    } else {
+      a.v.fmt = gpu::Fmt::kF16;
+      a.v.q_tokens = 0;
+      a.v.tail = v16_.as<uint16_t>();
+    }
+    a.heads = H_;
+    a.C = C_;
+    a.d = d_, a.m = m_, a.K = K_;
+    a.q = q;
+    a.q_head = qh;
+    a.nq = nq;
+    a.softmax_scale = attn_.softmax_scale;
+    a.softcap = attn_.softcap;
+    return a;
+  }
+
+  /// nq queries against KV head g: o [nq][d] (host), optional logits [nq][C] (host).
+  void run_attend(int g, const float* const* qs, int nq, float* o, float* logits) const {
+    const cudaStream_t s = cuda::run_stream();
+    std::vector<float> qh(static_cast<size_t>(nq) * d_);
+    for (int i = 0; i < nq; ++i) std::copy_n(qs[i], d_, qh.data() + static_cast<size_t>(i) * d_);
+    const std::vector<int> heads(static_cast<size_t>(nq), g);
+    DeviceBuffer dq(qh.size() * sizeof(float)), dh(heads.size() * sizeof(int));
+    dq.upload(qh.data(), dq.bytes(), s);
+    dh.upload(heads.data(), dh.bytes(), s);
+    gpu::LookatAttendArgs a = args(dq.as<float>(), dh.as<int>(), nq);
+    DeviceBuffer work(static_cast<size_t>(gpu::plan_attend(nq, C_, d_, &a.chunk, &a.splits)) * sizeof(float));
+    DeviceBuffer dout(static_cast<size_t>(nq) * d_ * sizeof(float));
+    DeviceBuffer dlog(logits ? static_cast<size_t>(nq) * C_ * sizeof(float) : 0);
+    a.work = work.as<float>();
+    a.out = dout.as<float>();
+    a.logits = logits ? dlog.as<float>() : nullptr;
+    check(gpu::launch_lookat_attend(a, s), "lookat attend kernel");
+    dout.download(o, dout.bytes(), s);
+    if (logits) dlog.download(logits, dlog.bytes(), s);
+  }
+
+  LookatParams p_;
+  int H_;
+  int64_t C_;
+  int d_, m_, K_;
+  AttnConfig attn_;
+  uq::RowFormat vf_;
+  DeviceBuffer codes_, cb16_, cbf_, v16_, v_codes_, v_sm_;
+};
+
+}  // namespace
+
+std::unique_ptr<EncodedLayer> lookat_encode_cuda(const LookatParams& p, const LookatCodebooks& cb, const LayerKV& kv,
+                                                 const CodecContext& ctx) {
+  KVB_CHECK(static_cast<int64_t>(p.subspaces) * p.centroids() <= kMaxLutFloats, Unsupported,
+            "lookat CUDA: m·K = {}·{} lookup-table floats exceed the {} the attention kernel keeps in shared memory",
+            p.subspaces, p.centroids(), kMaxLutFloats);
+  return std::make_unique<LookatGpuLayer>(p, cb, kv, ctx);
+}
+
+}  // namespace kvb::codecs
+#endif  // KVB_WITH_CUDA
