@@ -1,6 +1,7 @@
 #include "kvb/core/registry.h"
 
 #include "codecs/baselines.h"
+#include "codecs/kvcar/kvcar_codec.h"
 #include "codecs/pq/lookat_codec.h"
 #include "codecs/select/select_codec.h"
 #include "codecs/sketch/sketch_entries.h"
@@ -18,6 +19,7 @@ void register_all_codecs(CodecRegistry& r) {
   r.add(codecs::lookat_entry());
   r.add(codecs::qjl_entry());
   r.add(codecs::h1b_entry());
+  r.add(codecs::kvcar_entry());
 }
 
 /// The process-wide registry (declared in kvb/core/registry.h), defined beside the list so that the core

@@ -62,6 +62,10 @@ TEST(AttendMany, EqualsPerQueryAttendForEveryCodec) {
         const SynthLayer L = make_layer(o);
         for (const auto& e : registry().all())
           for (const Json& params : configs(e, d)) {
+            // kvcar runs its defaults only, up to C = 127 (two of its 64-token decode blocks): its decoder
+            // runs over every cached token per call, so every candidate at C = 4099 would add minutes
+            // without covering new code.
+            if (e.info.name == "kvcar" && (C > 127 || !params.empty())) continue;
             const Json p = resolve_params(e.info.params, params, e.info.name);
             std::unique_ptr<Codec> codec;
             try {
