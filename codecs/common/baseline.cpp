@@ -33,32 +33,29 @@ double softmax_weights(float* s, int64_t C) {
   return l;
 }
 
+void to_logits(float* s, int64_t n, const AttnConfig& attn, float factor) {
+  const float scale = attn.softmax_scale, cap = attn.softcap;
+  if (cap > 0.f) {
+    for (int64_t t = 0; t < n; ++t) s[t] = softcap_f(scale * (factor * s[t]), cap);
+  } else {
+    for (int64_t t = 0; t < n; ++t) s[t] = scale * (factor * s[t]);
+  }
+}
+
 bool BaselineLayer::scores(int g, const float* q, float* s_out, Scratch& scratch) const {
   key_dots(g, q, s_out, scratch);
-  const float scale = attn_.softmax_scale, cap = attn_.softcap;
-  if (cap > 0.f) {
-    for (int64_t t = 0; t < C_; ++t) s_out[t] = softcap_f(scale * s_out[t], cap);
-  } else {
-    for (int64_t t = 0; t < C_; ++t) s_out[t] = scale * s_out[t];
-  }
+  to_logits(s_out, C_, attn_);
   return true;
 }
 
 void BaselineLayer::attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const {
   if (nq == 1) return attend(g, qs[0], outs[0], scratch);
   const float kf = key_factor(g), vf = value_factor(g);
-  const float scale = attn_.softmax_scale, cap = attn_.softcap;
   attend_many_rows(
       C_, d_, decode_tmp_floats(), qs, nq, outs, scratch,
       [&](int64_t t0, int n, float* rows, float* tmp) { decode_keys(g, t0, n, rows, tmp); },
       [&](int64_t t0, int n, float* rows, float* tmp) { decode_values(g, t0, n, rows, tmp); },
-      [&](float* s) {
-        if (cap > 0.f) {
-          for (int64_t t = 0; t < C_; ++t) s[t] = softcap_f(scale * (kf * s[t]), cap);
-        } else {
-          for (int64_t t = 0; t < C_; ++t) s[t] = scale * (kf * s[t]);
-        }
-      },
+      [&](float* s) { to_logits(s, C_, attn_, kf); },
       [](float*) {}, vf);
 }
 

@@ -41,6 +41,9 @@ NamedBuffer named_buffer(std::string name, const std::vector<T>& v) {
   return NamedBuffer{std::move(name), std::vector<uint8_t>(p, p + bytes_of(v))};
 }
 
+/// Raw dot products s[0, n) -> logits in place: s = softcap(softmax_scale·(factor·s)) (attn_math.h softcap_f).
+void to_logits(float* s, int64_t n, const AttnConfig& attn, float factor = 1.f);
+
 /// s[0, C) logits -> unnormalised softmax weights exp(s - max), in place; returns their sum (double, >= 1).
 /// Logits that overflowed to +Inf share the mass equally (never NaN).
 double softmax_weights(float* s, int64_t C);
@@ -168,34 +171,39 @@ void attend_many_rows(int64_t rows, int d, size_t tmp_floats, const float* const
   }
 }
 
-/// A Codec that validates the cache and delegates to `encode_fn(params, kv, ctx)`. P must provide
-/// `void check(int head_dim) const` (throws Unsupported) and `std::string label() const`.
+/// A Codec that validates the cache and delegates to `encode_fn(params, kv, ctx)`, or to
+/// `encode_fn(params, layer, kv, ctx)` for codecs whose encode depends on the layer (QJL's paper preset uses
+/// other sketch sizes in the first layers). P must provide `void check(int head_dim) const` (throws
+/// Unsupported) and `std::string label() const`.
 template <class P>
 class FnCodec final : public Codec {
  public:
   using EncodeFn = std::unique_ptr<EncodedLayer> (*)(const P&, const LayerKV&, const CodecContext&);
+  using LayerEncodeFn = std::unique_ptr<EncodedLayer> (*)(const P&, int, const LayerKV&, const CodecContext&);
   FnCodec(P p, EncodeFn fn, std::string impl) : p_(std::move(p)), fn_(fn), impl_(std::move(impl)) {}
+  FnCodec(P p, LayerEncodeFn fn, std::string impl) : p_(std::move(p)), layer_fn_(fn), impl_(std::move(impl)) {}
 
   std::unique_ptr<EncodedLayer> encode(int layer, const LayerKV& kv, const EncodedLayer* prev,
                                        const CodecContext& ctx) const override {
-    (void)layer, (void)prev;
+    (void)prev;
     check_layer(kv, p_.label());
     p_.check(kv.head_dim);
-    return fn_(p_, kv, ctx);
+    return layer_fn_ ? layer_fn_(p_, layer, kv, ctx) : fn_(p_, kv, ctx);
   }
   Json report() const override { return Json{{"label", p_.label()}, {"implementation", impl_}}; }
 
  private:
   P p_;
-  EncodeFn fn_;
+  EncodeFn fn_ = nullptr;
+  LayerEncodeFn layer_fn_ = nullptr;
   std::string impl_;
 };
 
 /// A CodecFactory for parameter struct P: resolves the JSON against `specs` (defaults filled), builds P
-/// with P::from_json, checks it against the model's head_dim (when known), then wraps `fn`.
-template <class P>
-CodecFactory fn_factory(std::vector<ParamSpec> specs, std::string name, typename FnCodec<P>::EncodeFn fn,
-                        std::string impl) {
+/// with P::from_json, checks it against the model's head_dim (when known), then wraps `fn` (either
+/// FnCodec encode signature).
+template <class P, class Fn>
+CodecFactory fn_factory(std::vector<ParamSpec> specs, std::string name, Fn fn, std::string impl) {
   return [specs = std::move(specs), name = std::move(name), fn, impl = std::move(impl)](
              const Json& params, const ModelShape& shape) -> std::unique_ptr<Codec> {
     P p = P::from_json(resolve_params(specs, params, name + ".params"));

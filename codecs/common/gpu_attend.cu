@@ -14,6 +14,7 @@
 
 #include <algorithm>
 
+#include "codecs/common/gpu_chunk.cuh"
 #include "codecs/common/gpu_kernels.h"
 #include "kvb/core/attn_math.h"
 
@@ -32,11 +33,6 @@ __device__ __forceinline__ float load_as(const Part& p, int64_t C, int d, int g,
   Part q = p;
   q.fmt = F;  // constant-folds load()'s switch
   return load(q, C, d, g, t, j);
-}
-
-__device__ __forceinline__ float warp_sum(float x) {
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
 }
 
 template <Fmt KF, Fmt VF>
@@ -68,54 +64,29 @@ __global__ void __launch_bounds__(kThreads) attend_split(AttendArgs a) {
   }
   __syncthreads();
 
-  float m = -INFINITY;
-  for (int i = threadIdx.x; i < n; i += kThreads) m = fmaxf(m, s[i]);
-  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-  if (lane == 0) red[warp] = m;
-  __syncthreads();
-  m = red[0];
-  for (int w = 1; w < kWarps; ++w) m = fmaxf(m, red[w]);
-  __syncthreads();
-  float l = 0.f;
-  for (int i = threadIdx.x; i < n; i += kThreads) {
-    const float p = expf(s[i] - m);
+  float m, l;
+  chunk_softmax<kThreads>(s, n, red, &m, &l, [&](int i) {
     const int cls = row_class(a.L.rows, g, t0 + i);
-    s[i] = cls < 0 ? p : p * a.L.rows.vfac[cls];  // the value sum's weight; l keeps the plain p
-    l += p;
-  }
-  l = warp_sum(l);
-  if (lane == 0) red[warp] = l;
-  __syncthreads();
-  l = 0.f;
-  for (int w = 0; w < kWarps; ++w) l += red[w];
-
-  float* part = a.work + (static_cast<int64_t>(qi) * a.splits + split) * (d + 2);
-  for (int j = threadIdx.x; j < d; j += kThreads) {
-    float acc = 0.f;
-    for (int i = 0; i < n; ++i) acc += s[i] * load_as<VF>(a.L.v, C, d, g, t0 + i, j);
-    part[2 + j] = acc;
-  }
-  if (threadIdx.x == 0) {
-    part[0] = m;
-    part[1] = l;
-  }
+    return cls < 0 ? 1.f : a.L.rows.vfac[cls];  // the value sum's weight; l keeps the plain p
+  });
+  chunk_values<kThreads>(s, n, d, m, l, a.work + (static_cast<int64_t>(qi) * a.splits + split) * (d + 2),
+                         [&](int i, int j) { return load_as<VF>(a.L.v, C, d, g, t0 + i, j); });
 }
 
 /// out[qi] = Σ_split e^{m_s - M} o_s / Σ_split e^{m_s - M} l_s, merged pairwise with merge_factors.
-__global__ void __launch_bounds__(kThreads) attend_merge(AttendArgs a) {
-  const int d = a.L.d;
+__global__ void __launch_bounds__(kThreads) attend_merge(const float* work, int splits, int d, float* out) {
   const int qi = blockIdx.x;
-  const float* base = a.work + static_cast<int64_t>(qi) * a.splits * (d + 2);
+  const float* base = work + static_cast<int64_t>(qi) * splits * (d + 2);
   for (int j = threadIdx.x; j < d; j += kThreads) {
     float m = -INFINITY, l = 0.f, o = 0.f;
-    for (int sp = 0; sp < a.splits; ++sp) {
+    for (int sp = 0; sp < splits; ++sp) {
       const float* p = base + static_cast<int64_t>(sp) * (d + 2);
       const MergeFactors f = merge_factors(m, p[0]);
       l = l * f.a + p[1] * f.b;
       o = o * f.a + p[2 + j] * f.b;
       m = f.m;
     }
-    a.out[static_cast<int64_t>(qi) * d + j] = l > 0.f ? o / l : 0.f;
+    out[static_cast<int64_t>(qi) * d + j] = l > 0.f ? o / l : 0.f;
   }
 }
 
@@ -123,11 +94,17 @@ template <Fmt KF, Fmt VF>
 cudaError_t launch_pair(const AttendArgs& a, cudaStream_t st) {
   const size_t shmem = (static_cast<size_t>(a.L.d) + a.chunk + kWarps) * sizeof(float);
   attend_split<KF, VF><<<dim3(a.nq, a.splits), kThreads, shmem, st>>>(a);
-  attend_merge<<<a.nq, kThreads, 0, st>>>(a);
-  return cudaGetLastError();
+  const cudaError_t e = cudaGetLastError();
+  return e != cudaSuccess ? e : launch_attend_merge(a.work, a.nq, a.splits, a.L.d, a.out, st);
 }
 
 }  // namespace
+
+cudaError_t launch_attend_merge(const float* work, int nq, int splits, int d, float* out, cudaStream_t st) {
+  if (nq <= 0) return cudaSuccess;
+  attend_merge<<<nq, kThreads, 0, st>>>(work, splits, d, out);
+  return cudaGetLastError();
+}
 
 int64_t plan_attend(int nq, int64_t C, int d, int* chunk, int* splits) {
   // Aim for >= 2048 blocks (a few waves on 132 SMs) without chunks shorter than 64 tokens.

@@ -36,6 +36,10 @@ int64_t plan_attend(int nq, int64_t C, int d, int* chunk, int* splits);
 
 cudaError_t launch_attend(const AttendArgs& a, cudaStream_t s);
 
+/// out[qi][j] = Σ_split e^{m_s − M} o_s[j] / Σ_split e^{m_s − M} l_s for qi < nq, from partials
+/// work[qi][split] = (m, l, o[d]) (gpu_chunk.cuh chunk_values): the merge of every split-context kernel.
+cudaError_t launch_attend_merge(const float* work, int nq, int splits, int d, float* out, cudaStream_t s);
+
 /// out[i] = f32_to_f16_sat(x[i]) (fp16 caches, kivi's residual and window).
 cudaError_t launch_to_f16(const float* x, int64_t n, uint16_t* out, cudaStream_t s);
 

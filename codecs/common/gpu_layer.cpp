@@ -62,17 +62,17 @@ class GpuLayer final : public EncodedLayer {
   bool scores(int g, const float* q, float* s_out, Scratch& scratch) const override {
     (void)scratch;
     std::vector<float> o(static_cast<size_t>(d_));
-    attend_view(view_, attn_, g, &q, 1, o.data(), s_out);
+    attend_device(baseline_attend(view_, attn_), g, &q, 1, o.data(), s_out);
     return true;
   }
   void attend(int g, const float* q, float* o_out, Scratch& scratch) const override {
     (void)scratch;
-    attend_view(view_, attn_, g, &q, 1, o_out, nullptr);
+    attend_device(baseline_attend(view_, attn_), g, &q, 1, o_out, nullptr);
   }
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
     (void)scratch;
     std::vector<float> o(static_cast<size_t>(nq) * d_);
-    attend_view(view_, attn_, g, qs, nq, o.data(), nullptr);
+    attend_device(baseline_attend(view_, attn_), g, qs, nq, o.data(), nullptr);
     for (int i = 0; i < nq; ++i) std::copy_n(o.data() + static_cast<size_t>(i) * d_, d_, outs[i]);
   }
 
@@ -87,7 +87,7 @@ class GpuLayer final : public EncodedLayer {
     out->encode_median_s = te.median_s;
     out->encode_p95_s = te.p95_s;
     out->encode_samples = te.samples;
-    time_attend_view(view_, attn_, q, min_repeats, min_time_s, out);
+    time_attend_device(baseline_attend(view_, attn_), heads_, q, min_repeats, min_time_s, out);
     return true;
   }
 
@@ -189,22 +189,10 @@ class GpuLayer final : public EncodedLayer {
   LayerView view_;
 };
 
-AttendArgs args(const LayerView& L, const AttnConfig& attn, const float* q, const int* qh, int nq) {
-  AttendArgs a;
-  a.L = L;
-  a.q = q;
-  a.q_head = qh;
-  a.nq = nq;
-  a.softmax_scale = attn.softmax_scale;
-  a.softcap = attn.softcap;
-  return a;
-}
-
 }  // namespace
 
-void attend_view(const LayerView& L, const AttnConfig& attn, int g, const float* const* qs, int nq, float* o,
-                 float* logits) {
-  const int d = L.d;
+void attend_device(const DeviceAttend& a, int g, const float* const* qs, int nq, float* o, float* logits) {
+  const int d = a.d;
   const cudaStream_t s = cuda::run_stream();
   std::vector<float> qh_host(static_cast<size_t>(nq) * d);
   for (int i = 0; i < nq; ++i) std::copy_n(qs[i], d, qh_host.data() + static_cast<size_t>(i) * d);
@@ -212,37 +200,56 @@ void attend_view(const LayerView& L, const AttnConfig& attn, int g, const float*
   DeviceBuffer dq(qh_host.size() * sizeof(float)), dh(heads.size() * sizeof(int));
   dq.upload(qh_host.data(), dq.bytes(), s);
   dh.upload(heads.data(), dh.bytes(), s);
-  AttendArgs a = args(L, attn, dq.as<float>(), dh.as<int>(), nq);
-  DeviceBuffer work(static_cast<size_t>(plan_attend(nq, L.C, d, &a.chunk, &a.splits)) * sizeof(float));
+  QueryLaunch ql;
+  ql.q = dq.as<float>(), ql.q_head = dh.as<int>(), ql.nq = nq;
+  DeviceBuffer work(static_cast<size_t>(a.plan(nq, &ql.chunk, &ql.splits)) * sizeof(float));
   DeviceBuffer dout(static_cast<size_t>(nq) * d * sizeof(float));
-  DeviceBuffer dlog(logits ? static_cast<size_t>(nq) * L.C * sizeof(float) : 0);
-  a.work = work.as<float>();
-  a.out = dout.as<float>();
-  a.logits = logits ? dlog.as<float>() : nullptr;
-  check(launch_attend(a, s), "attend kernel");
+  DeviceBuffer dlog(logits ? static_cast<size_t>(nq) * a.C * sizeof(float) : 0);
+  ql.work = work.as<float>();
+  ql.out = dout.as<float>();
+  ql.logits = logits ? dlog.as<float>() : nullptr;
+  check(a.launch(ql, s), a.what);
   dout.download(o, dout.bytes(), s);
   if (logits) dlog.download(logits, dlog.bytes(), s);
 }
 
-void time_attend_view(const LayerView& L, const AttnConfig& attn, const LayerQueries& q, int min_repeats,
-                      double min_time_s, DeviceTimes* out) {
+void time_attend_device(const DeviceAttend& a, int kv_heads, const LayerQueries& q, int min_repeats,
+                        double min_time_s, DeviceTimes* out) {
   const cudaStream_t s = cuda::run_stream();
   const int nq = static_cast<int>(static_cast<int64_t>(q.heads) * q.n);
-  const int group = q.heads / L.heads;
+  const int group = q.heads / kv_heads;
   std::vector<int> qh(static_cast<size_t>(nq));
   for (int i = 0; i < nq; ++i) qh[i] = static_cast<int>(i / q.n) / group;  // q is [heads][n][d]
   DeviceBuffer dq = DeviceBuffer::from(q.q), dqh = DeviceBuffer::from(qh);
-  AttendArgs a = args(L, attn, dq.as<float>(), dqh.as<int>(), nq);
-  DeviceBuffer dout(static_cast<size_t>(nq) * L.d * sizeof(float));
-  DeviceBuffer work(static_cast<size_t>(plan_attend(nq, L.C, L.d, &a.chunk, &a.splits)) * sizeof(float));
-  a.out = dout.as<float>();
-  a.work = work.as<float>();
-  const cuda::EventTiming ta = cuda::time_events(
-      [&](cudaStream_t st) { check(launch_attend(a, st), "attend kernel"); }, s, min_repeats, min_time_s);
+  QueryLaunch ql;
+  ql.q = dq.as<float>(), ql.q_head = dqh.as<int>(), ql.nq = nq;
+  DeviceBuffer work(static_cast<size_t>(a.plan(nq, &ql.chunk, &ql.splits)) * sizeof(float));
+  DeviceBuffer dout(static_cast<size_t>(nq) * a.d * sizeof(float));
+  ql.work = work.as<float>();
+  ql.out = dout.as<float>();
+  const cuda::EventTiming ta =
+      cuda::time_events([&](cudaStream_t st) { check(a.launch(ql, st), a.what); }, s, min_repeats, min_time_s);
   out->attend_median_s = ta.median_s;
   out->attend_p95_s = ta.p95_s;
   out->attend_samples = ta.samples;
   out->device = cuda::device_label();
+}
+
+DeviceAttend baseline_attend(const LayerView& L, const AttnConfig& attn) {
+  DeviceAttend a;
+  a.d = L.d;
+  a.C = L.C;
+  a.plan = [C = L.C, d = L.d](int nq, int* chunk, int* splits) { return plan_attend(nq, C, d, chunk, splits); };
+  a.launch = [L, attn](const QueryLaunch& ql, cudaStream_t st) {
+    AttendArgs x;
+    x.L = L;
+    x.q = ql.q, x.q_head = ql.q_head, x.nq = ql.nq;
+    x.softmax_scale = attn.softmax_scale, x.softcap = attn.softcap;
+    x.out = ql.out, x.logits = ql.logits, x.work = ql.work;
+    x.chunk = ql.chunk, x.splits = ql.splits;
+    return launch_attend(x, st);
+  };
+  return a;
 }
 
 std::unique_ptr<EncodedLayer> encode_on_gpu(const LayerSpec& spec, const LayerKV& kv, const CodecContext& ctx) {

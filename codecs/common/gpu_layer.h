@@ -2,6 +2,9 @@
 /// The CUDA backend of the baseline codecs (issue 3): a layer whose compressed buffers live on the GPU, in
 /// exactly the CPU layouts (so buffers() compare byte for byte), encoded by the kernels of gpu_kernels.h and
 /// attended by the split-context kernel straight from those buffers. Built only with KVB_WITH_CUDA.
+#include <cuda_runtime_api.h>
+
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -24,16 +27,39 @@ struct LayerSpec {
   double nominal_bytes_per_token = 0;
 };
 
-/// nq host queries qs[i][d] against KV head g of the device-resident cache `L` in one launch of the
-/// split-context kernel: o [nq][d] (host), and when `logits` is set its [nq][L.C] logits (host; softcap
-/// applied, without RowClasses biases). Synchronous.
-void attend_view(const LayerView& L, const AttnConfig& attn, int g, const float* const* qs, int nq, float* o,
-                 float* logits);
+/// One attention launch over queries already on the device: the arguments every split-context kernel takes.
+struct QueryLaunch {
+  const float* q = nullptr;     ///< [nq][d]
+  const int* q_head = nullptr;  ///< [nq] KV head of each query
+  int nq = 0;
+  float* out = nullptr;     ///< [nq][d]
+  float* logits = nullptr;  ///< [nq][C] or nullptr
+  float* work = nullptr;    ///< plan()'s floats
+  int chunk = 0, splits = 0;
+};
 
-/// Device timing of one launch attending every query of `q` (query head h reads KV head h / group) against
-/// `L`, with CUDA events (cuda::time_events); fills the attend fields and `device` of `out`.
-void time_attend_view(const LayerView& L, const AttnConfig& attn, const LayerQueries& q, int min_repeats,
-                      double min_time_s, DeviceTimes* out);
+/// How a device-resident layer attends: plan(nq, &chunk, &splits) returns the work floats its kernels need,
+/// launch(args, stream) enqueues them. The drivers below do the rest (queries to the device, buffers,
+/// results back, event timing) for every device layer.
+struct DeviceAttend {
+  int d = 0;
+  int64_t C = 0;  ///< logits per query
+  std::function<int64_t(int nq, int* chunk, int* splits)> plan;
+  std::function<cudaError_t(const QueryLaunch&, cudaStream_t)> launch;
+  const char* what = "attend kernel";  ///< for error messages
+};
+
+/// nq host queries qs[i][d] against KV head g: o [nq][d] (host), and when `logits` is set its [nq][C]
+/// logits (host). Synchronous.
+void attend_device(const DeviceAttend& a, int g, const float* const* qs, int nq, float* o, float* logits);
+
+/// Device timing of one launch attending every query of `q` (query head h reads KV head h / group) with
+/// CUDA events (cuda::time_events); fills the attend fields and `device` of `out`.
+void time_attend_device(const DeviceAttend& a, int kv_heads, const LayerQueries& q, int min_repeats,
+                        double min_time_s, DeviceTimes* out);
+
+/// The baselines' split-context kernel (launch_attend) over the cache `L` (logits without RowClasses biases).
+DeviceAttend baseline_attend(const LayerView& L, const AttnConfig& attn);
 
 /// Uploads `kv`, encodes it on the GPU as `spec` says and returns the device-resident layer.
 /// Throws RuntimeError (exit 4) when no device is usable or memory runs out.

@@ -74,12 +74,7 @@ class LookatLayer final : public EncodedLayer {
     float* lut = scratch.floats2(static_cast<size_t>(m_) * K_);
     build_luts(g, q, lut);
     pq::table_sums(lut, codes_.data() + static_cast<size_t>(g) * C_ * m_, C_, m_, K_, s_out);
-    const float scale = attn_.softmax_scale, cap = attn_.softcap;
-    if (cap > 0.f) {
-      for (int64_t t = 0; t < C_; ++t) s_out[t] = softcap_f(scale * s_out[t], cap);
-    } else {
-      for (int64_t t = 0; t < C_; ++t) s_out[t] = scale * s_out[t];
-    }
+    to_logits(s_out, C_, attn_);
     return true;
   }
 

@@ -2,6 +2,8 @@
 // lookup tables in shared memory, table-sum logits, max-shifted softmax and the weighted value sum.
 #include <cuda_runtime.h>
 
+#include "codecs/common/gpu_chunk.cuh"
+#include "codecs/common/gpu_kernels.h"
 #include "codecs/pq/lookat_cuda.h"
 #include "codecs/pq/pq_hd.h"
 #include "kvb/core/attn_math.h"
@@ -29,11 +31,6 @@ __global__ void __launch_bounds__(kThreads)
   codes[(static_cast<int64_t>(g) * C + t) * m + i] = static_cast<uint8_t>(best);
 }
 
-__device__ __forceinline__ float warp_sum(float x) {
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-
 template <Fmt VF>
 __device__ __forceinline__ float load_value(const Part& p, int64_t C, int d, int g, int64_t t, int j) {
   Part q = p;
@@ -54,7 +51,6 @@ __global__ void __launch_bounds__(kThreads) lookat_split(LookatAttendArgs a) {
   const int g = a.q_head[qi];
   const int64_t t0 = static_cast<int64_t>(split) * a.chunk;
   const int n = static_cast<int>(min(static_cast<int64_t>(a.chunk), C - t0));
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int j = threadIdx.x; j < d; j += kThreads) qs[j] = a.q[static_cast<int64_t>(qi) * d + j];
   __syncthreads();
   // 1. Lookup tables in shared memory (pq_hd.h lut_entry: channel order, as the CPU).
@@ -72,56 +68,11 @@ __global__ void __launch_bounds__(kThreads) lookat_split(LookatAttendArgs a) {
     if (a.logits) a.logits[static_cast<int64_t>(qi) * C + t0 + tt] = logit;
   }
   __syncthreads();
-  // 3. Max-shifted softmax of the chunk.
-  float mx = -INFINITY;
-  for (int i = threadIdx.x; i < n; i += kThreads) mx = fmaxf(mx, s[i]);
-  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-  if (lane == 0) red[warp] = mx;
-  __syncthreads();
-  mx = red[0];
-  for (int w = 1; w < kWarps; ++w) mx = fmaxf(mx, red[w]);
-  __syncthreads();
-  float l = 0.f;
-  for (int i = threadIdx.x; i < n; i += kThreads) {
-    const float p = expf(s[i] - mx);
-    s[i] = p;
-    l += p;
-  }
-  l = warp_sum(l);
-  if (lane == 0) red[warp] = l;
-  __syncthreads();
-  l = 0.f;
-  for (int w = 0; w < kWarps; ++w) l += red[w];
-  // 4. Weighted value sum (thread j owns channels j, j + kThreads, ...: coalesced row reads).
-  float* part = a.work + (static_cast<int64_t>(qi) * a.splits + split) * (d + 2);
-  for (int j = threadIdx.x; j < d; j += kThreads) {
-    float acc = 0.f;
-    for (int i = 0; i < n; ++i)
-      if (s[i] != 0.f) acc += s[i] * load_value<VF>(a.v, C, d, g, t0 + i, j);
-    part[2 + j] = acc;
-  }
-  if (threadIdx.x == 0) {
-    part[0] = mx;
-    part[1] = l;
-  }
-}
-
-/// out[qi] = Σ_split e^{m_s - M} o_s / Σ_split e^{m_s - M} l_s (merge_factors, gpu_view.h).
-__global__ void __launch_bounds__(kThreads) lookat_merge(LookatAttendArgs a) {
-  const int d = a.d;
-  const int qi = blockIdx.x;
-  const float* base = a.work + static_cast<int64_t>(qi) * a.splits * (d + 2);
-  for (int j = threadIdx.x; j < d; j += kThreads) {
-    float m = -INFINITY, l = 0.f, o = 0.f;
-    for (int sp = 0; sp < a.splits; ++sp) {
-      const float* p = base + static_cast<int64_t>(sp) * (d + 2);
-      const MergeFactors f = merge_factors(m, p[0]);
-      l = l * f.a + p[1] * f.b;
-      o = o * f.a + p[2 + j] * f.b;
-      m = f.m;
-    }
-    a.out[static_cast<int64_t>(qi) * d + j] = l > 0.f ? o / l : 0.f;
-  }
+  // 3. Max-shifted softmax of the chunk, 4. weighted value sum (gpu_chunk.cuh).
+  float mx, l;
+  chunk_softmax<kThreads>(s, n, red, &mx, &l, [](int) { return 1.f; });
+  chunk_values<kThreads>(s, n, d, mx, l, a.work + (static_cast<int64_t>(qi) * a.splits + split) * (d + 2),
+                         [&](int i, int j) { return load_value<VF>(a.v, C, d, g, t0 + i, j); });
 }
 
 template <Fmt VF>
@@ -133,8 +84,8 @@ cudaError_t launch_vf(const LookatAttendArgs& a, cudaStream_t st) {
     if (e != cudaSuccess) return e;
   }
   lookat_split<VF><<<dim3(a.nq, a.splits), kThreads, shmem, st>>>(a);
-  lookat_merge<<<a.nq, kThreads, 0, st>>>(a);
-  return cudaGetLastError();
+  const cudaError_t e = cudaGetLastError();
+  return e != cudaSuccess ? e : launch_attend_merge(a.work, a.nq, a.splits, a.d, a.out, st);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include "codecs/common/baseline.h"
 #include "codecs/common/gpu_kernels.h"
+#include "codecs/common/gpu_layer.h"
 #include "codecs/pq/lookat_codec.h"
 #include "codecs/pq/lookat_cuda.h"
 #include "codecs/quant/uniform_cpu.h"
@@ -89,26 +90,10 @@ class LookatGpuLayer final : public EncodedLayer {
     // Re-encoding the same cache rewrites identical bytes (the encode is deterministic).
     const cuda::EventTiming te = cuda::time_events(
         [&](cudaStream_t st) { run_encode(dk.as<float>(), dv.as<float>(), st); }, s, min_repeats, min_time_s);
-    const int nq = static_cast<int>(static_cast<int64_t>(q.heads) * q.n);
-    const int group = q.heads / H_;
-    std::vector<int> qh(static_cast<size_t>(nq));
-    for (int i = 0; i < nq; ++i) qh[i] = static_cast<int>(i / q.n) / group;  // q is [heads][n][d]
-    DeviceBuffer dq = DeviceBuffer::from(q.q), dqh = DeviceBuffer::from(qh);
-    gpu::LookatAttendArgs a = args(dq.as<float>(), dqh.as<int>(), nq);
-    DeviceBuffer work(static_cast<size_t>(gpu::plan_attend(nq, C_, d_, &a.chunk, &a.splits)) * sizeof(float));
-    DeviceBuffer dout(static_cast<size_t>(nq) * d_ * sizeof(float));
-    a.work = work.as<float>();
-    a.out = dout.as<float>();
-    const cuda::EventTiming ta = cuda::time_events(
-        [&](cudaStream_t st) { check(gpu::launch_lookat_attend(a, st), "lookat attend kernel"); }, s, min_repeats,
-        min_time_s);
     out->encode_median_s = te.median_s;
     out->encode_p95_s = te.p95_s;
     out->encode_samples = te.samples;
-    out->attend_median_s = ta.median_s;
-    out->attend_p95_s = ta.p95_s;
-    out->attend_samples = ta.samples;
-    out->device = cuda::device_label();
+    gpu::time_attend_device(device_attend(), H_, q, min_repeats, min_time_s, out);
     return true;
   }
 
@@ -133,7 +118,8 @@ class LookatGpuLayer final : public EncodedLayer {
     }
   }
 
-  gpu::LookatAttendArgs args(const float* q, const int* qh, int nq) const {
+  /// The attention of this layer for the shared device drivers (gpu_layer.h).
+  gpu::DeviceAttend device_attend() const {
     gpu::LookatAttendArgs a;
     a.codes = codes_.as<uint8_t>();
     a.cb = cbf_.as<float>();
@@ -152,33 +138,26 @@ class LookatGpuLayer final : public EncodedLayer {
     a.heads = H_;
     a.C = C_;
     a.d = d_, a.m = m_, a.K = K_;
-    a.q = q;
-    a.q_head = qh;
-    a.nq = nq;
     a.softmax_scale = attn_.softmax_scale;
     a.softcap = attn_.softcap;
-    return a;
+    gpu::DeviceAttend da;
+    da.d = d_;
+    da.C = C_;
+    da.what = "lookat attend kernel";
+    da.plan = [C = C_, d = d_](int nq, int* chunk, int* splits) { return gpu::plan_attend(nq, C, d, chunk, splits); };
+    da.launch = [a](const gpu::QueryLaunch& ql, cudaStream_t st) {
+      gpu::LookatAttendArgs x = a;
+      x.q = ql.q, x.q_head = ql.q_head, x.nq = ql.nq;
+      x.out = ql.out, x.logits = ql.logits, x.work = ql.work;
+      x.chunk = ql.chunk, x.splits = ql.splits;
+      return gpu::launch_lookat_attend(x, st);
+    };
+    return da;
   }
 
   /// nq queries against KV head g: o [nq][d] (host), optional logits [nq][C] (host).
   void run_attend(int g, const float* const* qs, int nq, float* o, float* logits) const {
-    const cudaStream_t s = cuda::run_stream();
-    std::vector<float> qh(static_cast<size_t>(nq) * d_);
-    for (int i = 0; i < nq; ++i) std::copy_n(qs[i], d_, qh.data() + static_cast<size_t>(i) * d_);
-    const std::vector<int> heads(static_cast<size_t>(nq), g);
-    DeviceBuffer dq(qh.size() * sizeof(float)), dh(heads.size() * sizeof(int));
-    dq.upload(qh.data(), dq.bytes(), s);
-    dh.upload(heads.data(), dh.bytes(), s);
-    gpu::LookatAttendArgs a = args(dq.as<float>(), dh.as<int>(), nq);
-    DeviceBuffer work(static_cast<size_t>(gpu::plan_attend(nq, C_, d_, &a.chunk, &a.splits)) * sizeof(float));
-    DeviceBuffer dout(static_cast<size_t>(nq) * d_ * sizeof(float));
-    DeviceBuffer dlog(logits ? static_cast<size_t>(nq) * C_ * sizeof(float) : 0);
-    a.work = work.as<float>();
-    a.out = dout.as<float>();
-    a.logits = logits ? dlog.as<float>() : nullptr;
-    check(gpu::launch_lookat_attend(a, s), "lookat attend kernel");
-    dout.download(o, dout.bytes(), s);
-    if (logits) dlog.download(logits, dlog.bytes(), s);
+    gpu::attend_device(device_attend(), g, qs, nq, o, logits);
   }
 
   LookatParams p_;

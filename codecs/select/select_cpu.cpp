@@ -141,13 +141,12 @@ class SelectedLayer final : public SelectLayerBase {
     const RowKernels& R = row_kernels_switched();
     const uint16_t* K = &k_[static_cast<size_t>(g) * rows_ * d_];
     const uint16_t* V = &v_[static_cast<size_t>(g) * rows_ * d_];
-    const float scale = attn_.softmax_scale, cap = attn_.softcap;
     attend_many_rows(
         rows_, d_, 0, qs, nq, outs, scratch,
         [&](int64_t t0, int n, float* out, float*) { R.from_f16(K + t0 * d_, out, static_cast<int64_t>(n) * d_); },
         [&](int64_t t0, int n, float* out, float*) { R.from_f16(V + t0 * d_, out, static_cast<int64_t>(n) * d_); },
         [&](float* s) {
-          for (int64_t r = 0; r < rows_; ++r) s[r] = softcap_f(scale * s[r], cap);
+          to_logits(s, rows_, attn_);
           add_class_bias(g, s);
         },
         [&](float* w) { scale_class_weights(g, w); }, 1.f);

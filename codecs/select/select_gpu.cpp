@@ -48,16 +48,16 @@ class SelectGpuLayer final : public SelectLayerBase {
 
   bool scores(int g, const float* q, float* s_out, Scratch&) const override {
     std::vector<float> o(static_cast<size_t>(d_)), s(static_cast<size_t>(rows_));
-    gpu::attend_view(view_, attn_, g, &q, 1, o.data(), s.data());
+    gpu::attend_device(gpu::baseline_attend(view_, attn_), g, &q, 1, o.data(), s.data());
     scatter_scores(g, s.data(), s_out);
     return true;
   }
   void attend(int g, const float* q, float* o_out, Scratch&) const override {
-    gpu::attend_view(view_, attn_, g, &q, 1, o_out, nullptr);
+    gpu::attend_device(gpu::baseline_attend(view_, attn_), g, &q, 1, o_out, nullptr);
   }
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch&) const override {
     std::vector<float> o(static_cast<size_t>(nq) * d_);
-    gpu::attend_view(view_, attn_, g, qs, nq, o.data(), nullptr);
+    gpu::attend_device(gpu::baseline_attend(view_, attn_), g, qs, nq, o.data(), nullptr);
     for (int i = 0; i < nq; ++i) std::copy_n(o.data() + static_cast<size_t>(i) * d_, d_, outs[i]);
   }
 
@@ -73,7 +73,7 @@ class SelectGpuLayer final : public SelectLayerBase {
     out->encode_median_s = te.median_s;
     out->encode_p95_s = te.p95_s;
     out->encode_samples = te.samples;
-    gpu::time_attend_view(view_, attn_, q, min_repeats, min_time_s, out);
+    gpu::time_attend_device(gpu::baseline_attend(view_, attn_), H_, q, min_repeats, min_time_s, out);
     return true;
   }
 

@@ -187,7 +187,7 @@ std::unique_ptr<EncodedLayer> qjl_encode_cpu(const QjlParams& p, int layer, cons
 }  // namespace
 
 std::unique_ptr<Codec> qjl_make_cpu(const Json& params, const ModelShape& shape) {
-  return layer_factory<QjlParams>(qjl_param_specs(), "qjl", qjl_encode_cpu, "cpu")(params, shape);
+  return fn_factory<QjlParams>(qjl_param_specs(), "qjl", qjl_encode_cpu, "cpu")(params, shape);
 }
 
 }  // namespace kvb::codecs

@@ -134,7 +134,7 @@ std::unique_ptr<EncodedLayer> qjl_encode_ref(const QjlParams& p, int layer, cons
 }  // namespace
 
 std::unique_ptr<Codec> qjl_make_ref(const Json& params, const ModelShape& shape) {
-  return layer_factory<QjlParams>(qjl_param_specs(), "qjl", qjl_encode_ref, "ref")(params, shape);
+  return fn_factory<QjlParams>(qjl_param_specs(), "qjl", qjl_encode_ref, "ref")(params, shape);
 }
 
 }  // namespace kvb::codecs

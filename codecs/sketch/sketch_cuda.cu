@@ -8,6 +8,8 @@
 #include <cuda_runtime.h>
 
 #include "codecs/common/fp16_store.h"
+#include "codecs/common/gpu_chunk.cuh"
+#include "codecs/common/gpu_kernels.h"
 #include "codecs/sketch/sketch_gpu.h"
 #include "codecs/sketch/sketch_math.h"
 #include "kvb/core/attn_math.h"
@@ -19,10 +21,7 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
 
-__device__ __forceinline__ float warp_sum(float x) {
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
+using codecs::gpu::warp_sum;
 __device__ __forceinline__ int warp_sum_i(int x) {
   for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
   return x;
@@ -126,36 +125,10 @@ __global__ void h1b_sketch(H1bKeys k, const float* x, const double* nw) {
 /// Softmax of the chunk's logits s[0, n) and the weighted value sum; writes the partial (m, l, o[d]).
 __device__ void finish_chunk(const SketchAttend& a, int64_t C, int d, int g, int qi, int split, int64_t t0, int n,
                              float* s, float* red) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  float m = -INFINITY;
-  for (int i = threadIdx.x; i < n; i += kThreads) m = fmaxf(m, s[i]);
-  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-  if (lane == 0) red[warp] = m;
-  __syncthreads();
-  m = red[0];
-  for (int w = 1; w < kWarps; ++w) m = fmaxf(m, red[w]);
-  __syncthreads();
-  float l = 0.f;
-  for (int i = threadIdx.x; i < n; i += kThreads) {
-    const float p = expf(s[i] - m);
-    s[i] = p;
-    l += p;
-  }
-  l = warp_sum(l);
-  if (lane == 0) red[warp] = l;
-  __syncthreads();
-  l = 0.f;
-  for (int w = 0; w < kWarps; ++w) l += red[w];
-  float* part = a.work + (static_cast<int64_t>(qi) * a.splits + split) * (d + 2);
-  for (int j = threadIdx.x; j < d; j += kThreads) {
-    float acc = 0.f;
-    for (int i = 0; i < n; ++i) acc += s[i] * codecs::gpu::load(a.v, C, d, g, t0 + i, j);
-    part[2 + j] = acc;
-  }
-  if (threadIdx.x == 0) {
-    part[0] = m;
-    part[1] = l;
-  }
+  float m, l;
+  codecs::gpu::chunk_softmax<kThreads>(s, n, red, &m, &l, [](int) { return 1.f; });
+  codecs::gpu::chunk_values<kThreads>(s, n, d, m, l, a.work + (static_cast<int64_t>(qi) * a.splits + split) * (d + 2),
+                                      [&](int i, int j) { return codecs::gpu::load(a.v, C, d, g, t0 + i, j); });
 }
 
 __device__ __forceinline__ void put_logit(const SketchAttend& a, int64_t C, float* s, int qi, int64_t t0, int i,
@@ -289,22 +262,6 @@ __global__ void __launch_bounds__(kThreads) h1b_split(H1bKeys k, SketchAttend a,
   finish_chunk(a, C, d, g, qi, split, t0, n, s, red);
 }
 
-__global__ void __launch_bounds__(kThreads) merge_chunks(SketchAttend a, int d) {
-  const int qi = blockIdx.x;
-  const float* base = a.work + static_cast<int64_t>(qi) * a.splits * (d + 2);
-  for (int j = threadIdx.x; j < d; j += kThreads) {
-    float m = -INFINITY, l = 0.f, o = 0.f;
-    for (int sp = 0; sp < a.splits; ++sp) {
-      const float* p = base + static_cast<int64_t>(sp) * (d + 2);
-      const codecs::gpu::MergeFactors f = codecs::gpu::merge_factors(m, p[0]);
-      l = l * f.a + p[1] * f.b;
-      o = o * f.a + p[2 + j] * f.b;
-      m = f.m;
-    }
-    a.out[static_cast<int64_t>(qi) * d + j] = l > 0.f ? o / l : 0.f;
-  }
-}
-
 int grid_for(int64_t n) { return static_cast<int>(n / 256 + 1 < 65535 ? n / 256 + 1 : 65535); }
 
 }  // namespace
@@ -344,8 +301,8 @@ cudaError_t launch_qjl_attend(const QjlKeys& k, const SketchAttend& a, cudaStrea
   qjl_query<<<a.nq, kThreads, 0, s>>>(k, a);
   const size_t shmem = (static_cast<size_t>(k.d) + k.m + k.P.rows + a.chunk + 2 * kWarps) * sizeof(float);
   qjl_split<<<dim3(a.nq, a.splits), kThreads, shmem, s>>>(k, a);
-  merge_chunks<<<a.nq, kThreads, 0, s>>>(a, k.d);
-  return cudaGetLastError();
+  const cudaError_t e = cudaGetLastError();
+  return e != cudaSuccess ? e : codecs::gpu::launch_attend_merge(a.work, a.nq, a.splits, k.d, a.out, s);
 }
 
 cudaError_t launch_h1b_attend(const H1bKeys& k, const SketchAttend& a, cudaStream_t s) {
@@ -354,8 +311,8 @@ cudaError_t launch_h1b_attend(const H1bKeys& k, const SketchAttend& a, cudaStrea
   h1b_query<<<a.nq, kThreads, 0, s>>>(k, a, qfloats);
   const size_t shmem = (static_cast<size_t>(a.chunk) + 2 * kWarps) * sizeof(float);
   h1b_split<<<dim3(a.nq, a.splits), kThreads, shmem, s>>>(k, a, qfloats);
-  merge_chunks<<<a.nq, kThreads, 0, s>>>(a, k.d);
-  return cudaGetLastError();
+  const cudaError_t e = cudaGetLastError();
+  return e != cudaSuccess ? e : codecs::gpu::launch_attend_merge(a.work, a.nq, a.splits, k.d, a.out, s);
 }
 
 }  // namespace kvb::codecs::sk::gpu

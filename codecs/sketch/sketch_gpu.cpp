@@ -7,6 +7,7 @@
 
 #include "codecs/common/baseline.h"
 #include "codecs/common/gpu_kernels.h"
+#include "codecs/common/gpu_layer.h"
 #include "codecs/sketch/h1b_codec.h"
 #include "codecs/sketch/qjl_codec.h"
 #include "codecs/sketch/sketch_cpu.h"
@@ -125,26 +126,10 @@ class SketchGpuLayer : public EncodedLayer {
     DeviceBuffer dk = upload_floats(kv.k, s), dv = upload_floats(kv.v, s);
     const cuda::EventTiming te = cuda::time_events(
         [&](cudaStream_t st) { run_encode(dk.as<float>(), dv.as<float>(), st); }, s, min_repeats, min_time_s);
-    const int nq = static_cast<int>(static_cast<int64_t>(q.heads) * q.n);
-    const int group = q.heads / heads_;
-    std::vector<int> qh(static_cast<size_t>(nq));
-    for (int i = 0; i < nq; ++i) qh[i] = static_cast<int>(i / q.n) / group;  // q is [heads][n][d]
-    DeviceBuffer dq = DeviceBuffer::from(q.q), dqh = DeviceBuffer::from(qh);
-    sk::gpu::SketchAttend a = args(dq.as<float>(), dqh.as<int>(), nq);
-    const int64_t wf = sk::gpu::plan_sketch_attend(nq, C_, d_, align(), query_floats(), &a.chunk, &a.splits);
-    DeviceBuffer work(static_cast<size_t>(wf) * sizeof(float));
-    DeviceBuffer dout(static_cast<size_t>(nq) * d_ * sizeof(float));
-    a.work = work.as<float>();
-    a.out = dout.as<float>();
-    const cuda::EventTiming ta = cuda::time_events(
-        [&](cudaStream_t st) { check(launch(a, st), "sketch attend kernels"); }, s, min_repeats, min_time_s);
     out->encode_median_s = te.median_s;
     out->encode_p95_s = te.p95_s;
     out->encode_samples = te.samples;
-    out->attend_median_s = ta.median_s;
-    out->attend_p95_s = ta.p95_s;
-    out->attend_samples = ta.samples;
-    out->device = cuda::device_label();
+    codecs::gpu::time_attend_device(device_attend(), heads_, q, min_repeats, min_time_s, out);
     return true;
   }
 
@@ -168,25 +153,26 @@ class SketchGpuLayer : public EncodedLayer {
   virtual cudaError_t launch(const sk::gpu::SketchAttend& a, cudaStream_t s) const = 0;
   virtual codecs::gpu::Part values() const = 0;
 
+  /// This layer's attention for the shared device drivers (codecs/common/gpu_layer.h).
+  codecs::gpu::DeviceAttend device_attend() const {
+    codecs::gpu::DeviceAttend da;
+    da.d = d_;
+    da.C = C_;
+    da.what = "sketch attend kernels";
+    da.plan = [this](int nq, int* chunk, int* splits) {
+      return sk::gpu::plan_sketch_attend(nq, C_, d_, align(), query_floats(), chunk, splits);
+    };
+    da.launch = [this](const codecs::gpu::QueryLaunch& ql, cudaStream_t st) {
+      sk::gpu::SketchAttend a = args(ql.q, ql.q_head, ql.nq);
+      a.out = ql.out, a.logits = ql.logits, a.work = ql.work;
+      a.chunk = ql.chunk, a.splits = ql.splits;
+      return launch(a, st);
+    };
+    return da;
+  }
+
   void run(int g, const float* const* qs, int nq, float* o, float* logits) const {
-    const cudaStream_t s = cuda::run_stream();
-    std::vector<float> qh(static_cast<size_t>(nq) * d_);
-    for (int i = 0; i < nq; ++i) std::copy_n(qs[i], d_, qh.data() + static_cast<size_t>(i) * d_);
-    const std::vector<int> heads(static_cast<size_t>(nq), g);
-    DeviceBuffer dq(qh.size() * sizeof(float)), dh(heads.size() * sizeof(int));
-    dq.upload(qh.data(), dq.bytes(), s);
-    dh.upload(heads.data(), dh.bytes(), s);
-    sk::gpu::SketchAttend a = args(dq.as<float>(), dh.as<int>(), nq);
-    const int64_t wf = sk::gpu::plan_sketch_attend(nq, C_, d_, align(), query_floats(), &a.chunk, &a.splits);
-    DeviceBuffer work(static_cast<size_t>(wf) * sizeof(float));
-    DeviceBuffer dout(static_cast<size_t>(nq) * d_ * sizeof(float));
-    DeviceBuffer dlog(logits ? static_cast<size_t>(nq) * C_ * sizeof(float) : 0);
-    a.work = work.as<float>();
-    a.out = dout.as<float>();
-    a.logits = logits ? dlog.as<float>() : nullptr;
-    check(launch(a, s), "sketch attend kernels");
-    dout.download(o, dout.bytes(), s);
-    if (logits) dlog.download(logits, dlog.bytes(), s);
+    codecs::gpu::attend_device(device_attend(), g, qs, nq, o, logits);
   }
 
   int heads_;
@@ -359,7 +345,7 @@ std::unique_ptr<EncodedLayer> qjl_encode_cuda(const QjlParams& p, int layer, con
 }  // namespace
 
 std::unique_ptr<Codec> qjl_make_cuda(const Json& params, const ModelShape& shape) {
-  return layer_factory<QjlParams>(qjl_param_specs(), "qjl", qjl_encode_cuda, "cuda")(params, shape);
+  return fn_factory<QjlParams>(qjl_param_specs(), "qjl", qjl_encode_cuda, "cuda")(params, shape);
 }
 
 std::unique_ptr<EncodedLayer> h1b_encode_cuda(const H1bParams& p, double T, const LayerKV& kv, const CodecContext& ctx) {

@@ -1,6 +1,5 @@
 #pragma once
-/// Glue shared by the one-bit sketch codecs (qjl, h1b): a Codec that hands the layer index to its encode
-/// (QJL's paper preset uses other sketch sizes in the first layers), and the CPU encoded layer's common half:
+/// Glue shared by the one-bit sketch codecs (qjl, h1b): the CPU encoded layer's common half:
 /// per-token asymmetric values (codecs/quant/uniform.h, the quantizer `int` and `kivi` use) with an
 /// optional fp16 window of the last tokens, softmax and the weighted sum. Each codec supplies its logits,
 /// computed from its sign bits.
@@ -16,38 +15,6 @@
 #include "kvb/core/codec.h"
 
 namespace kvb::codecs {
-
-/// A Codec over parameter struct P whose encode needs the layer index. P provides check(head_dim) and label().
-template <class P>
-class LayerCodec final : public Codec {
- public:
-  using EncodeFn = std::unique_ptr<EncodedLayer> (*)(const P&, int, const LayerKV&, const CodecContext&);
-  LayerCodec(P p, EncodeFn fn, std::string impl) : p_(std::move(p)), fn_(fn), impl_(std::move(impl)) {}
-  std::unique_ptr<EncodedLayer> encode(int layer, const LayerKV& kv, const EncodedLayer* prev,
-                                       const CodecContext& ctx) const override {
-    (void)prev;
-    check_layer(kv, p_.label());
-    p_.check(kv.head_dim);
-    return fn_(p_, layer, kv, ctx);
-  }
-  Json report() const override { return Json{{"label", p_.label()}, {"implementation", impl_}}; }
-
- private:
-  P p_;
-  EncodeFn fn_;
-  std::string impl_;
-};
-
-template <class P>
-CodecFactory layer_factory(std::vector<ParamSpec> specs, std::string name, typename LayerCodec<P>::EncodeFn fn,
-                           std::string impl) {
-  return [specs = std::move(specs), name = std::move(name), fn, impl = std::move(impl)](
-             const Json& params, const ModelShape& shape) -> std::unique_ptr<Codec> {
-    P p = P::from_json(resolve_params(specs, params, name + ".params"));
-    if (shape.head_dim > 0) p.check(shape.head_dim);
-    return std::make_unique<LayerCodec<P>>(std::move(p), fn, impl);
-  };
-}
 
 /// CPU layer: values of tokens [0, Vq) quantized per token (format vf), tokens [Vq, C) kept in fp16.
 /// Logits come from the subclass (straight from its sketches); attend = scores -> softmax (normalizer in
