@@ -51,12 +51,15 @@ bool BaselineLayer::scores(int g, const float* q, float* s_out, Scratch& scratch
 void BaselineLayer::attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const {
   if (nq == 1) return attend(g, qs[0], outs[0], scratch);
   const float kf = key_factor(g), vf = value_factor(g);
+  const size_t tmp = decode_tmp_floats();
   attend_many_rows(
-      C_, d_, decode_tmp_floats(), qs, nq, outs, scratch,
-      [&](int64_t t0, int n, float* rows, float* tmp) { decode_keys(g, t0, n, rows, tmp); },
-      [&](int64_t t0, int n, float* rows, float* tmp) { decode_values(g, t0, n, rows, tmp); },
-      [&](float* s) { to_logits(s, C_, attn_, kf); },
-      [](float*) {}, vf);
+      C_, d_, tmp, qs, nq, outs, scratch,
+      [&](const float* const* qc, int nc, float* s) {
+        decoded_row_dots(C_, d_, tmp, qc, nc, s, scratch,
+                         [&](int64_t t0, int n, float* rows, float* t) { decode_keys(g, t0, n, rows, t); });
+        for (int i = 0; i < nc; ++i) to_logits(s + static_cast<size_t>(i) * C_, C_, attn_, kf);
+      },
+      [&](int64_t t0, int n, float* rows, float* t) { decode_values(g, t0, n, rows, t); }, [](float*) {}, vf);
 }
 
 void BaselineLayer::attend(int g, const float* q, float* o_out, Scratch& scratch) const {

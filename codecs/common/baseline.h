@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -48,17 +49,24 @@ void to_logits(float* s, int64_t n, const AttnConfig& attn, float factor = 1.f);
 /// Logits that overflowed to +Inf share the mass equally (never NaN).
 double softmax_weights(float* s, int64_t C);
 
-/// The GQA-group attention driver (BaselineLayer::attend_many, the token-selection layers): nq queries
-/// against `rows` stored rows of one KV head. Rows are decoded kDecodeRows at a time into floats
-/// (decode_keys / decode_values(t0, n, out[n·d], tmp[tmp_floats])) and dotted with / added into all the
-/// queries of a chunk of kManyQueries at once (row_kernels dots_many / axpy_many), so every stored row is
-/// read and unpacked once per chunk. Per query: logits(s[rows]) turns the raw dots into logits in place,
-/// softmax_weights, then weights(w[rows]) may rescale each row's weight in the value sum; the output is
-/// Σ w_t·v̂_t · out_factor / Σ exp(s_t − max).
-template <class DecodeK, class DecodeV, class Logits, class Weights>
+/// The GQA-group attention driver of every CPU layer: nq queries against `rows` stored rows of one KV head,
+/// in chunks of kManyQueries. Per chunk, logits(qc, nc, s) fills s[i·rows + t] with query i's logit of row t
+/// (it may use scratch.floats2(), never scratch.floats(), which holds s); per query softmax_weights, then
+/// weights(w[rows]) may rescale each row's weight in the value sum; then the value rows are decoded
+/// kDecodeRows at a time (decode_values(t0, n, out[n·d], tmp[tmp_floats])) and added into all the chunk's
+/// outputs at once (row_kernels axpy_many), so every stored value row is read and unpacked once per chunk.
+/// Output: Σ w_t·v̂_t · out_factor / Σ exp(s_t − max).
+template <class Logits, class DecodeV, class Weights>
 void attend_many_rows(int64_t rows, int d, size_t tmp_floats, const float* const* qs, int nq, float* const* outs,
-                      Scratch& scratch, DecodeK&& decode_keys, DecodeV&& decode_values, Logits&& logits,
-                      Weights&& weights, float out_factor);
+                      Scratch& scratch, Logits&& logits, DecodeV&& decode_values, Weights&& weights,
+                      float out_factor);
+
+/// The logits phase of layers that store key rows (attend_many_rows' `logits`): rows decoded kDecodeRows at
+/// a time (decode_keys(t0, n, out[n·d], tmp[tmp_floats])) and dotted with all nc queries at once
+/// (row_kernels dots_many): s[i·rows + t] = <qc[i], k̂_t> (raw dots; the caller turns them into logits).
+template <class DecodeK>
+void decoded_row_dots(int64_t rows, int d, size_t tmp_floats, const float* const* qc, int nc, float* s,
+                      Scratch& scratch, DecodeK&& decode_keys);
 
 /// Builds a Storage from the buffers a layer actually holds.
 class StorageList {
@@ -129,32 +137,26 @@ class BaselineLayer : public EncodedLayer {
   AttnConfig attn_;
 };
 
-template <class DecodeK, class DecodeV, class Logits, class Weights>
+template <class Logits, class DecodeV, class Weights>
 void attend_many_rows(int64_t rows, int d, size_t tmp_floats, const float* const* qs, int nq, float* const* outs,
-                      Scratch& scratch, DecodeK&& decode_keys, DecodeV&& decode_values, Logits&& logits,
-                      Weights&& weights, float out_factor) {
+                      Scratch& scratch, Logits&& logits, DecodeV&& decode_values, Weights&& weights,
+                      float out_factor) {
   constexpr int kRows = BaselineLayer::kDecodeRows, kMany = BaselineLayer::kManyQueries;
   const RowKernels& K = row_kernels_switched();
   for (int q0 = 0; q0 < nq; q0 += kMany) {
     const int nc = nq - q0 < kMany ? nq - q0 : kMany;
-    const float* const* qc = qs + q0;
     float* const* oc = outs + q0;
     float* s = scratch.floats(static_cast<size_t>(nc) * static_cast<size_t>(rows));  // [nc][rows]
-    float* buf = scratch.floats2(static_cast<size_t>(kRows) * d + tmp_floats);
-    float* tmp = buf + static_cast<size_t>(kRows) * d;
-    for (int64_t t0 = 0; t0 < rows; t0 += kRows) {
-      const int n = static_cast<int>(rows - t0 < kRows ? rows - t0 : kRows);
-      decode_keys(t0, n, buf, tmp);
-      K.dots_many(buf, n, d, qc, nc, s + t0, rows);
-    }
+    logits(qs + q0, nc, s);
     double l[kMany];
     for (int i = 0; i < nc; ++i) {
       float* si = s + static_cast<size_t>(i) * rows;
-      logits(si);
       l[i] = softmax_weights(si, rows);
       weights(si);
       for (int j = 0; j < d; ++j) oc[i][j] = 0.f;
     }
+    float* buf = scratch.floats2(static_cast<size_t>(kRows) * d + tmp_floats);
+    float* tmp = buf + static_cast<size_t>(kRows) * d;
     for (int64_t t0 = 0; t0 < rows; t0 += kRows) {
       const int n = static_cast<int>(rows - t0 < kRows ? rows - t0 : kRows);
       bool any = false;  // skip blocks whose weights all underflowed to 0 for every query
@@ -168,6 +170,20 @@ void attend_many_rows(int64_t rows, int d, size_t tmp_floats, const float* const
       const float inv = static_cast<float>(out_factor / l[i]);
       for (int j = 0; j < d; ++j) oc[i][j] *= inv;
     }
+  }
+}
+
+template <class DecodeK>
+void decoded_row_dots(int64_t rows, int d, size_t tmp_floats, const float* const* qc, int nc, float* s,
+                      Scratch& scratch, DecodeK&& decode_keys) {
+  constexpr int kRows = BaselineLayer::kDecodeRows;
+  const RowKernels& K = row_kernels_switched();
+  float* buf = scratch.floats2(static_cast<size_t>(kRows) * d + tmp_floats);
+  float* tmp = buf + static_cast<size_t>(kRows) * d;
+  for (int64_t t0 = 0; t0 < rows; t0 += kRows) {
+    const int n = static_cast<int>(rows - t0 < kRows ? rows - t0 : kRows);
+    decode_keys(t0, n, buf, tmp);
+    K.dots_many(buf, n, d, qc, nc, s + t0, rows);
   }
 }
 
@@ -199,25 +215,44 @@ class FnCodec final : public Codec {
   std::string impl_;
 };
 
-/// A CodecFactory for parameter struct P: resolves the JSON against `specs` (defaults filled), builds P
-/// with P::from_json, checks it against the model's head_dim (when known), then wraps `fn` (either
-/// FnCodec encode signature).
-template <class P, class Fn>
-CodecFactory fn_factory(std::vector<ParamSpec> specs, std::string name, Fn fn, std::string impl) {
-  return [specs = std::move(specs), name = std::move(name), fn, impl = std::move(impl)](
+/// The factory every codec's entry uses: resolves the JSON against `specs` (defaults filled; messages name
+/// `name`.params), builds the parameter struct with make_params(resolved), checks it against the model's
+/// head_dim when known (P::check throws Unsupported), and returns make_codec(std::move(p)), or
+/// make_codec(std::move(p), shape) for codecs with further checks against the model's shape.
+template <class MakeParams, class MakeCodec>
+CodecFactory checked_factory(std::vector<ParamSpec> specs, std::string name, MakeParams make_params,
+                             MakeCodec make_codec) {
+  return [specs = std::move(specs), name = std::move(name), make_params, make_codec](
              const Json& params, const ModelShape& shape) -> std::unique_ptr<Codec> {
-    P p = P::from_json(resolve_params(specs, params, name + ".params"));
+    auto p = make_params(resolve_params(specs, params, name + ".params"));
     if (shape.head_dim > 0) p.check(shape.head_dim);
-    return std::make_unique<FnCodec<P>>(std::move(p), fn, impl);
+    if constexpr (std::is_invocable_v<MakeCodec, decltype(p), const ModelShape&>)
+      return make_codec(std::move(p), shape);
+    else
+      return make_codec(std::move(p));
   };
 }
 
-/// The entry's label function: resolves (defaults filled) and asks P for its label.
+/// The entry's label function: resolves (defaults filled), builds the parameters and asks them for a label.
+template <class MakeParams>
+std::function<std::string(const Json&)> params_label(std::vector<ParamSpec> specs, std::string name,
+                                                     MakeParams make_params) {
+  return [specs = std::move(specs), name = std::move(name), make_params](const Json& params) {
+    return make_params(resolve_params(specs, params, name + ".params")).label();
+  };
+}
+
+/// checked_factory for a FnCodec over P::from_json and `fn` (either FnCodec encode signature).
+template <class P, class Fn>
+CodecFactory fn_factory(std::vector<ParamSpec> specs, std::string name, Fn fn, std::string impl) {
+  return checked_factory(std::move(specs), std::move(name), [](const Json& j) { return P::from_json(j); },
+                         [fn, impl = std::move(impl)](P p) { return std::make_unique<FnCodec<P>>(std::move(p), fn, impl); });
+}
+
+/// params_label over P::from_json.
 template <class P>
 std::function<std::string(const Json&)> fn_label(std::vector<ParamSpec> specs, std::string name) {
-  return [specs = std::move(specs), name = std::move(name)](const Json& params) {
-    return P::from_json(resolve_params(specs, params, name + ".params")).label();
-  };
+  return params_label(std::move(specs), std::move(name), [](const Json& j) { return P::from_json(j); });
 }
 
 }  // namespace kvb::codecs

@@ -96,49 +96,28 @@ class LookatLayer final : public EncodedLayer {
     for (int j = 0; j < d_; ++j) o_out[j] *= inv;
   }
 
-  /// GQA groups: per query its tables, table-sum logits and softmax (as attend()), then one pass over the
-  /// values for all the queries (not attend_many_rows: that one dots decoded key rows, which lookat never
-  /// rebuilds): each block of kRows value rows is decoded to floats once and added into
-  /// every query's output (RowKernels::axpy_many). Equals attend() per query up to float reassociation.
+  /// GQA groups (attend_many_rows, baseline.h): per query its tables and table-sum logits (scores(), which
+  /// never rebuilds keys), then one pass over the value rows for all the chunk's queries. Equals attend() per
+  /// query up to float reassociation.
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
     if (nq == 1) return attend(g, qs[0], outs[0], scratch);
     const RowKernels& rk = row_kernels_switched();
-    for (int q0 = 0; q0 < nq; q0 += kManyQueries) {
-      const int nc = nq - q0 < kManyQueries ? nq - q0 : kManyQueries;
-      float* s = scratch.floats(static_cast<size_t>(nc) * C_);  // [nc][C]
-      double l[kManyQueries];
-      for (int i = 0; i < nc; ++i) {
-        float* si = s + static_cast<size_t>(i) * C_;
-        scores(g, qs[q0 + i], si, scratch);
-        l[i] = softmax_weights(si, C_);
-        for (int j = 0; j < d_; ++j) outs[q0 + i][j] = 0.f;
-      }
-      const size_t tmp_floats = p_.int_values() ? uq::decode_scratch_floats(d_) : 0;
-      float* rows = scratch.floats2(static_cast<size_t>(kRows) * d_ + tmp_floats);
-      float* tmp = rows + static_cast<size_t>(kRows) * d_;
-      for (int64_t t0 = 0; t0 < C_; t0 += kRows) {
-        const int n = static_cast<int>(C_ - t0 < kRows ? C_ - t0 : kRows);
-        bool any = false;  // skip blocks whose weights all underflowed to 0 for every query
-        for (int i = 0; i < nc && !any; ++i)
-          for (int r = 0; r < n; ++r) any |= s[i * C_ + t0 + r] != 0.f;
-        if (!any) continue;
-        if (p_.int_values())
-          uq::decode_rows(vf_, v_codes_.data() + (g * C_ + t0) * vf_.bytes(), v_sm_.data() + (g * C_ + t0) * vf_.groups(),
-                          n, rows, tmp);
-        else
-          rk.from_f16(v16_.data() + (static_cast<size_t>(g) * C_ + t0) * d_, rows, static_cast<int64_t>(n) * d_);
-        rk.axpy_many(rows, n, d_, s + t0, C_, nc, outs + q0);
-      }
-      for (int i = 0; i < nc; ++i) {
-        const float inv = static_cast<float>(1.0 / l[i]);
-        for (int j = 0; j < d_; ++j) outs[q0 + i][j] *= inv;
-      }
-    }
+    attend_many_rows(
+        C_, d_, p_.int_values() ? uq::decode_scratch_floats(d_) : 0, qs, nq, outs, scratch,
+        [&](const float* const* qc, int nc, float* s) {
+          for (int i = 0; i < nc; ++i) scores(g, qc[i], s + static_cast<size_t>(i) * C_, scratch);
+        },
+        [&](int64_t t0, int n, float* rows, float* tmp) {
+          if (p_.int_values())
+            uq::decode_rows(vf_, v_codes_.data() + (g * C_ + t0) * vf_.bytes(),
+                            v_sm_.data() + (g * C_ + t0) * vf_.groups(), n, rows, tmp);
+          else
+            rk.from_f16(v16_.data() + (static_cast<size_t>(g) * C_ + t0) * d_, rows, static_cast<int64_t>(n) * d_);
+        },
+        [](float*) {}, 1.f);
   }
 
  private:
-  static constexpr int kRows = 16;        ///< value rows decoded per block by attend_many
-  static constexpr int kManyQueries = 8;  ///< queries attend_many handles per pass
 
   /// lut[i][c] = Σ_j q_{i·d_sub + j}·C_i[c][j], summed in channel order; the transposed copy lets the loop
   /// over centroids vectorize.

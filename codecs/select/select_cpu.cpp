@@ -143,12 +143,16 @@ class SelectedLayer final : public SelectLayerBase {
     const uint16_t* V = &v_[static_cast<size_t>(g) * rows_ * d_];
     attend_many_rows(
         rows_, d_, 0, qs, nq, outs, scratch,
-        [&](int64_t t0, int n, float* out, float*) { R.from_f16(K + t0 * d_, out, static_cast<int64_t>(n) * d_); },
-        [&](int64_t t0, int n, float* out, float*) { R.from_f16(V + t0 * d_, out, static_cast<int64_t>(n) * d_); },
-        [&](float* s) {
-          to_logits(s, rows_, attn_);
-          add_class_bias(g, s);
+        [&](const float* const* qc, int nc, float* s) {
+          decoded_row_dots(rows_, d_, 0, qc, nc, s, scratch, [&](int64_t t0, int n, float* out, float*) {
+            R.from_f16(K + t0 * d_, out, static_cast<int64_t>(n) * d_);
+          });
+          for (int i = 0; i < nc; ++i) {
+            to_logits(s + static_cast<size_t>(i) * rows_, rows_, attn_);
+            add_class_bias(g, s + static_cast<size_t>(i) * rows_);
+          }
         },
+        [&](int64_t t0, int n, float* out, float*) { R.from_f16(V + t0 * d_, out, static_cast<int64_t>(n) * d_); },
         [&](float* w) { scale_class_weights(g, w); }, 1.f);
   }
 

@@ -37,41 +37,24 @@ bool SketchLayer::scores(int g, const float* q, float* s_out, Scratch& scratch) 
 void SketchLayer::attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const {
   if (nq == 1) return attend(g, qs[0], outs[0], scratch);
   const RowKernels& K = row_kernels_switched();
-  for (int q0 = 0; q0 < nq; q0 += kManyQueries) {
-    const int nc = nq - q0 < kManyQueries ? nq - q0 : kManyQueries;
-    float* s = scratch.floats(static_cast<size_t>(nc) * static_cast<size_t>(C_));  // [nc][C]
-    double l[kManyQueries];
-    for (int i = 0; i < nc; ++i) {
-      float* si = s + static_cast<size_t>(i) * C_;
-      scores(g, qs[q0 + i], si, scratch);  // logits use scratch.floats2() only
-      l[i] = softmax_weights(si, C_);
-      for (int j = 0; j < d_; ++j) outs[q0 + i][j] = 0.f;
-    }
-    float* rows = scratch.floats2(static_cast<size_t>(kDecodeRows) * d_ + uq::decode_scratch_floats(d_));
-    float* tmp = rows + static_cast<size_t>(kDecodeRows) * d_;
-    const uint8_t* codes = v_codes_.data() + g * Vq_ * vf_.bytes();
-    const uq::GroupParams* sm = v_sm_.data() + g * Vq_ * vf_.groups();
-    const uint16_t* win = v_win_.data() + static_cast<size_t>(g) * (C_ - Vq_) * d_;
-    for (int64_t t0 = 0; t0 < C_; t0 += kDecodeRows) {
-      const int n = static_cast<int>(C_ - t0 < kDecodeRows ? C_ - t0 : kDecodeRows);
-      bool any = false;  // skip blocks whose weights all underflowed to 0 for every query
-      for (int i = 0; i < nc && !any; ++i)
-        for (int r = 0; r < n; ++r) any |= s[i * C_ + t0 + r] != 0.f;
-      if (!any) continue;
-      int r = 0;
-      if (t0 < Vq_) {
-        r = static_cast<int>(std::min<int64_t>(n, Vq_ - t0));
-        uq::decode_rows(vf_, codes + t0 * vf_.bytes(), sm + t0 * vf_.groups(), r, rows, tmp);
-      }
-      if (r < n)  // fp16 window
-        K.from_f16(win + (t0 + r - Vq_) * d_, rows + static_cast<int64_t>(r) * d_, static_cast<int64_t>(n - r) * d_);
-      K.axpy_many(rows, n, d_, s + t0, C_, nc, outs + q0);
-    }
-    for (int i = 0; i < nc; ++i) {
-      const float inv = static_cast<float>(1.0 / l[i]);
-      for (int j = 0; j < d_; ++j) outs[q0 + i][j] *= inv;
-    }
-  }
+  const uint8_t* codes = v_codes_.data() + g * Vq_ * vf_.bytes();
+  const uq::GroupParams* sm = v_sm_.data() + g * Vq_ * vf_.groups();
+  const uint16_t* win = v_win_.data() + static_cast<size_t>(g) * (C_ - Vq_) * d_;
+  attend_many_rows(
+      C_, d_, uq::decode_scratch_floats(d_), qs, nq, outs, scratch,
+      [&](const float* const* qc, int nc, float* s) {
+        for (int i = 0; i < nc; ++i) scores(g, qc[i], s + static_cast<size_t>(i) * C_, scratch);  // floats2 only
+      },
+      [&](int64_t t0, int n, float* rows, float* tmp) {
+        int r = 0;
+        if (t0 < Vq_) {
+          r = static_cast<int>(std::min<int64_t>(n, Vq_ - t0));
+          uq::decode_rows(vf_, codes + t0 * vf_.bytes(), sm + t0 * vf_.groups(), r, rows, tmp);
+        }
+        if (r < n)  // fp16 window
+          K.from_f16(win + (t0 + r - Vq_) * d_, rows + static_cast<int64_t>(r) * d_, static_cast<int64_t>(n - r) * d_);
+      },
+      [](float*) {}, 1.f);
 }
 
 void SketchLayer::attend(int g, const float* q, float* o_out, Scratch& scratch) const {

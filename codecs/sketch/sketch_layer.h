@@ -26,12 +26,9 @@ class SketchLayer : public EncodedLayer {
   int64_t tokens() const final { return C_; }
   bool scores(int g, const float* q, float* s_out, Scratch& scratch) const final;
   void attend(int g, const float* q, float* o_out, Scratch& scratch) const final;
-  /// GQA groups: logits per query (each query has its own sketch), then each block of kDecodeRows value rows
-  /// is decoded once and added into every query's output (row_kernels axpy_many), as BaselineLayer does.
+  /// GQA groups (attend_many_rows, baseline.h): logits per query (each query has its own sketch), then each
+  /// block of value rows is decoded once and added into every query's output.
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const final;
-
-  static constexpr int kDecodeRows = 16;
-  static constexpr int kManyQueries = 8;
 
  protected:
   /// s[t] = the logit of token t before soft-capping (softmax_scale applied), t < C. Must not use
