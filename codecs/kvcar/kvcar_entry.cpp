@@ -222,17 +222,15 @@ CodecEntry kvcar_entry() {
       }
     return out;
   };
-  e.label = [sp = e.info.params](const Json& params) {
-    return KvcarParams::from_json(resolve_params(sp, params, "kvcar.params")).label();
-  };
+  e.label = fn_label<KvcarParams>(e.info.params, "kvcar");
   auto factory = [sp = e.info.params](KvcarEncodeFn fn, bool cpu, std::string impl) -> CodecFactory {
-    return [=](const Json& params, const ModelShape& shape) -> std::unique_ptr<Codec> {
-      KvcarParams p = KvcarParams::from_json(resolve_params(sp, params, "kvcar.params"));
-      if (shape.head_dim > 0) p.check(shape.head_dim);
-      KVB_CHECK(shape.n_kv_heads <= 0 || p.reuse_heads <= shape.n_kv_heads, Unsupported,
-                "{}: reuse_heads {} exceeds n_kv_heads {}", p.label(), p.reuse_heads, shape.n_kv_heads);
-      return std::make_unique<KvcarCodec>(p, fn, cpu, impl);
-    };
+    return checked_factory(sp, "kvcar", [](const Json& j) { return KvcarParams::from_json(j); },
+                           [fn, cpu, impl](KvcarParams p, const ModelShape& shape) {
+                             KVB_CHECK(shape.n_kv_heads <= 0 || p.reuse_heads <= shape.n_kv_heads, Unsupported,
+                                       "{}: reuse_heads {} exceeds n_kv_heads {}", p.label(), p.reuse_heads,
+                                       shape.n_kv_heads);
+                             return std::make_unique<KvcarCodec>(p, fn, cpu, impl);
+                           });
   };
   e.make_cpu = factory(kvcar_encode_cpu, true, "cpu");
   e.make_ref = factory(kvcar_encode_ref, false, "ref");

@@ -178,12 +178,10 @@ class LookatCodec final : public Codec {
 };
 
 CodecFactory lookat_factory(std::vector<ParamSpec> specs, LookatCodec::EncodeFn fn, std::string impl) {
-  return [specs = std::move(specs), fn, impl = std::move(impl)](const Json& params,
-                                                                const ModelShape& shape) -> std::unique_ptr<Codec> {
-    LookatParams p = LookatParams::from_json(resolve_params(specs, params, "lookat.params"));
-    if (shape.head_dim > 0) p.check(shape.head_dim);
-    return std::make_unique<LookatCodec>(std::move(p), fn, impl);
-  };
+  return checked_factory(std::move(specs), "lookat", [](const Json& j) { return LookatParams::from_json(j); },
+                         [fn, impl = std::move(impl)](LookatParams p) {
+                           return std::make_unique<LookatCodec>(std::move(p), fn, impl);
+                         });
 }
 
 }  // namespace
@@ -238,9 +236,7 @@ CodecEntry lookat_entry() {
       }
     return out;
   };
-  e.label = [specs = e.info.params](const Json& params) {
-    return LookatParams::from_json(resolve_params(specs, params, "lookat.params")).label();
-  };
+  e.label = fn_label<LookatParams>(e.info.params, "lookat");
   e.make_cpu = lookat_factory(e.info.params, lookat_encode_cpu, "cpu");
   e.make_ref = lookat_factory(e.info.params, lookat_encode_ref, "ref");
 #ifdef KVB_WITH_CUDA

@@ -83,15 +83,6 @@ std::vector<ParamSpec> common_specs() {
   };
 }
 
-CodecFactory factory(std::vector<ParamSpec> specs, SelectWalk walk, SelectEncodeFn fn, std::string impl,
-                     std::string name) {
-  return [=](const Json& params, const ModelShape& shape) -> std::unique_ptr<Codec> {
-    SelectParams p = SelectParams::from_json(resolve_params(specs, params, name + ".params"), walk);
-    if (shape.head_dim > 0) p.check(shape.head_dim);
-    return std::make_unique<SelectCodec>(p, fn, impl);
-  };
-}
-
 void fill_common(CodecEntry& e, SelectWalk walk) {
   const std::string name = e.info.name;
   const auto specs = e.info.params;
@@ -106,13 +97,17 @@ void fill_common(CodecEntry& e, SelectWalk walk) {
     for (int T : {2, 1, 3, 4, 5, 6, 7, 8}) out.push_back({Json{{"levels", T}}, 16.0 / std::ldexp(1.0, T)});
     return out;
   };
-  e.label = [specs, walk, name](const Json& params) {
-    return SelectParams::from_json(resolve_params(specs, params, name + ".params"), walk).label();
+  const auto make_params = [walk](const Json& j) { return SelectParams::from_json(j, walk); };
+  const auto factory = [&](SelectEncodeFn fn, std::string impl) {
+    return checked_factory(specs, name, make_params, [fn, impl = std::move(impl)](SelectParams p) {
+      return std::make_unique<SelectCodec>(p, fn, impl);
+    });
   };
-  e.make_cpu = factory(specs, walk, select_encode_cpu, "cpu", name);
-  e.make_ref = factory(specs, walk, select_encode_ref, "ref", name);
+  e.label = params_label(specs, name, make_params);
+  e.make_cpu = factory(select_encode_cpu, "cpu");
+  e.make_ref = factory(select_encode_ref, "ref");
 #ifdef KVB_WITH_CUDA
-  e.make_cuda = factory(specs, walk, select_encode_cuda, "cuda", name);
+  e.make_cuda = factory(select_encode_cuda, "cuda");
 #endif
 }
 

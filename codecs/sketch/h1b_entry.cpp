@@ -192,11 +192,10 @@ Json H1bCodec::report() const {
 }
 
 CodecFactory h1b_factory(H1bEncodeFn fn, std::string impl) {
-  return [fn, impl = std::move(impl)](const Json& params, const ModelShape& shape) -> std::unique_ptr<Codec> {
-    H1bParams p = H1bParams::from_json(resolve_params(h1b_param_specs(), params, "h1b.params"));
-    if (shape.head_dim > 0) p.check(shape.head_dim);
-    return std::make_unique<H1bCodec>(std::move(p), fn, impl);
-  };
+  return checked_factory(h1b_param_specs(), "h1b", [](const Json& j) { return H1bParams::from_json(j); },
+                         [fn, impl = std::move(impl)](H1bParams p) {
+                           return std::make_unique<H1bCodec>(std::move(p), fn, impl);
+                         });
 }
 
 CodecEntry h1b_entry() {
@@ -236,9 +235,7 @@ CodecEntry h1b_entry() {
     }
     return out;
   };
-  e.label = [](const Json& params) {
-    return H1bParams::from_json(resolve_params(h1b_param_specs(), params, "h1b")).label();
-  };
+  e.label = fn_label<H1bParams>(h1b_param_specs(), "h1b");
   e.make_cpu = h1b_factory(h1b_encode_cpu, "cpu");
   e.make_ref = h1b_factory(h1b_encode_ref, "ref");
 #ifdef KVB_WITH_CUDA

@@ -1,5 +1,6 @@
 #include <numeric>
 
+#include "codecs/common/baseline.h"
 #include "codecs/sketch/qjl_codec.h"
 #include "codecs/sketch/sketch_entries.h"
 #include "kvb/core/rng.h"
@@ -136,7 +137,7 @@ CodecEntry qjl_entry() {
       for (int num : {1, 2, 4, 8}) add(round8(num * head_dim / 2), vb);  // m = num/2 · head_dim
     return out;
   };
-  e.label = [](const Json& params) { return QjlParams::from_json(resolve_params(qjl_param_specs(), params, "qjl")).label(); };
+  e.label = fn_label<QjlParams>(qjl_param_specs(), "qjl");
   e.make_cpu = qjl_make_cpu;
   e.make_ref = qjl_make_ref;
 #ifdef KVB_WITH_CUDA
