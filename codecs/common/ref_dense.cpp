@@ -38,41 +38,26 @@ void minmax_qdq(const float* x, int64_t n, int64_t stride, int bits, float* out)
   }
 }
 
-namespace {
+DenseLayer::DenseLayer(const LayerKV& kv, std::vector<float> k, std::vector<float> v, AttnConfig attn, Storage st)
+    : H_(kv.kv_heads), C_(kv.tokens), d_(kv.head_dim), k_(std::move(k)), v_(std::move(v)), attn_(attn),
+      st_(std::move(st)) {}
 
-class DenseLayer final : public EncodedLayer {
- public:
-  DenseLayer(const LayerKV& kv, std::vector<float> k, std::vector<float> v, AttnConfig attn, Storage st)
-      : C_(kv.tokens), d_(kv.head_dim), k_(std::move(k)), v_(std::move(v)), attn_(attn),
-        st_(std::move(st)) {}
-  int64_t tokens() const override { return C_; }
-  Storage storage() const override { return st_; }
-  bool scores(int g, const float* q, float* s_out, Scratch&) const override {
-    std::vector<double> s(static_cast<size_t>(C_));
-    run(g, q, s.data(), nullptr);
-    for (int64_t t = 0; t < C_; ++t) s_out[t] = static_cast<float>(s[t]);
-    return true;
-  }
-  void attend(int g, const float* q, float* o_out, Scratch&) const override {
-    std::vector<double> o(static_cast<size_t>(d_));
-    run(g, q, nullptr, o.data());
-    for (int j = 0; j < d_; ++j) o_out[j] = static_cast<float>(o[j]);
-  }
+bool DenseLayer::scores(int g, const float* q, float* s_out, Scratch&) const {
+  std::vector<double> s(static_cast<size_t>(C_));
+  run(g, q, s.data(), nullptr);
+  for (int64_t t = 0; t < C_; ++t) s_out[t] = static_cast<float>(s[t]);
+  return true;
+}
 
- private:
-  void run(int g, const float* q, double* s, double* o) const {
-    const size_t off = static_cast<size_t>(g) * C_ * d_;
-    exact_attention_f64(k_.data() + off, v_.data() + off, C_, d_, q, attn_.softmax_scale, attn_.softcap, s,
-                        nullptr, o);
-  }
-  int64_t C_;
-  int d_;
-  std::vector<float> k_, v_;  // [H, C, d]
-  AttnConfig attn_;
-  Storage st_;
-};
+void DenseLayer::attend(int g, const float* q, float* o_out, Scratch&) const {
+  std::vector<double> o(static_cast<size_t>(d_));
+  run(g, q, nullptr, o.data());
+  for (int j = 0; j < d_; ++j) o_out[j] = static_cast<float>(o[j]);
+}
 
-}  // namespace
+void DenseLayer::run(int g, const float* q, double* s, double* o) const {
+  exact_attention_f64(k_head(g), v_head(g), C_, d_, q, attn_.softmax_scale, attn_.softcap, s, nullptr, o);
+}
 
 std::unique_ptr<EncodedLayer> dense_layer(const LayerKV& kv, std::vector<float> k_hat, std::vector<float> v_hat,
                                           const CodecContext& ctx, Storage storage) {

@@ -22,7 +22,30 @@ float round_f16_sat(float x);
 /// x̂ = code·scale + mn.
 void minmax_qdq(const float* x, int64_t n, int64_t stride, int bits, float* out);
 
-/// An encoded layer that holds dense K̂, V̂ [kv_heads, C, d] and computes everything in float64.
+/// An encoded layer that holds dense K̂, V̂ [kv_heads, C, d] (floats) and computes everything in float64.
+class DenseLayer : public EncodedLayer {
+ public:
+  DenseLayer(const LayerKV& kv, std::vector<float> k_hat, std::vector<float> v_hat, AttnConfig attn, Storage st);
+  int64_t tokens() const override { return C_; }
+  Storage storage() const override { return st_; }
+  bool scores(int g, const float* q, float* s_out, Scratch& scratch) const override;
+  void attend(int g, const float* q, float* o_out, Scratch& scratch) const override;
+  int kv_heads() const { return H_; }
+  int head_dim() const { return d_; }
+  const float* k_head(int g) const { return k_.data() + static_cast<size_t>(g) * C_ * d_; }
+  const float* v_head(int g) const { return v_.data() + static_cast<size_t>(g) * C_ * d_; }
+
+ private:
+  void run(int g, const float* q, double* s, double* o) const;
+  int H_;
+  int64_t C_;
+  int d_;
+  std::vector<float> k_, v_;
+  AttnConfig attn_;
+  Storage st_;
+};
+
+/// A DenseLayer behind the EncodedLayer interface.
 std::unique_ptr<EncodedLayer> dense_layer(const LayerKV& kv, std::vector<float> k_hat, std::vector<float> v_hat,
                                           const CodecContext& ctx, Storage storage);
 

@@ -17,7 +17,6 @@
 
 #include "codecs/common/ref_dense.h"
 #include "codecs/kvcar/kvcar_codec.h"
-#include "kvb/attention/exact.h"
 #include "kvb/core/error.h"
 
 namespace kvb::codecs {
@@ -26,40 +25,15 @@ namespace {
 using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using CMapD = Eigen::Map<const MatD>;
 
-class KvcarRefLayer final : public EncodedLayer {
+/// The dense float64 reference layer, remembering its layer index (reuse reads layer N−1's reconstruction).
+class KvcarRefLayer final : public ref::DenseLayer {
  public:
   KvcarRefLayer(int layer, const LayerKV& kv, std::vector<float> k, std::vector<float> v, AttnConfig attn, Storage st)
-      : layer_(layer), H_(kv.kv_heads), C_(kv.tokens), d_(kv.head_dim), k_(std::move(k)), v_(std::move(v)),
-        attn_(attn), st_(std::move(st)) {}
-  int64_t tokens() const override { return C_; }
-  Storage storage() const override { return st_; }
-  bool scores(int g, const float* q, float* s_out, Scratch&) const override {
-    std::vector<double> s(static_cast<size_t>(C_));
-    run(g, q, s.data(), nullptr);
-    for (int64_t t = 0; t < C_; ++t) s_out[t] = static_cast<float>(s[t]);
-    return true;
-  }
-  void attend(int g, const float* q, float* o_out, Scratch&) const override {
-    std::vector<double> o(static_cast<size_t>(d_));
-    run(g, q, nullptr, o.data());
-    for (int j = 0; j < d_; ++j) o_out[j] = static_cast<float>(o[j]);
-  }
+      : DenseLayer(kv, std::move(k), std::move(v), attn, std::move(st)), layer_(layer) {}
   int layer() const { return layer_; }
-  int kv_heads() const { return H_; }
-  int head_dim() const { return d_; }
-  const float* k_head(int g) const { return k_.data() + static_cast<size_t>(g) * C_ * d_; }
-  const float* v_head(int g) const { return v_.data() + static_cast<size_t>(g) * C_ * d_; }
 
  private:
-  void run(int g, const float* q, double* s, double* o) const {
-    exact_attention_f64(k_head(g), v_head(g), C_, d_, q, attn_.softmax_scale, attn_.softcap, s, nullptr, o);
-  }
-  int layer_, H_;
-  int64_t C_;
-  int d_;
-  std::vector<float> k_, v_;  // [H, C, d] decoded
-  AttnConfig attn_;
-  Storage st_;
+  int layer_;
 };
 
 /// rows [n, D] -> BatchNorm (running statistics) -> LeakyReLU, in place on a = rows·Wᵀ.
