@@ -11,6 +11,8 @@
 
 #include "kvb/attention/exact.h"
 #include "kvb/core/codec.h"
+#include "kvb/core/error.h"
+#include "kvb/core/registry.h"
 #include "kvb/core/rng.h"
 
 namespace kvb::test {
@@ -145,6 +147,39 @@ inline std::vector<double> exact_output(const SynthLayer& L, int h, const float*
   exact_attention_f64(L.kv.k_head(g), L.kv.v_head(g), L.kv.tokens, L.shape.head_dim, q, L.attn.softmax_scale,
                       L.attn.softcap, nullptr, nullptr, o.data());
   return o;
+}
+
+/// Encodes L with each (codec, params) of `configs` (configurations the head_dim does not support are
+/// skipped, but at least one must run), asserts finite scores and outputs for every query of every head,
+/// and calls check(codec, resolved params, query head, query index, output) for extra assertions.
+template <class F>
+void for_each_config(const SynthLayer& L, const std::vector<std::pair<std::string, Json>>& configs, F&& check) {
+  int ran = 0;
+  for (const auto& [codec, params] : configs) {
+    const CodecEntry& e = registry().at(codec);
+    const Json p = resolve_params(e.info.params, params, codec);
+    SCOPED_TRACE(fmt::format("{} on {}", e.label(p), L.describe()));
+    std::unique_ptr<Codec> c;
+    try {
+      c = e.make_cpu(p, L.shape);
+    } catch (const Unsupported&) {
+      continue;
+    }
+    const auto enc = c->encode(0, L.kv, nullptr, L.ctx());
+    ++ran;
+    Scratch scratch;
+    std::vector<float> s(L.kv.tokens), o(L.shape.head_dim);
+    for (int h = 0; h < L.shape.n_heads; ++h)
+      for (int i = 0; i < L.nq; ++i) {
+        const int g = h / L.shape.group();
+        ASSERT_TRUE(enc->scores(g, L.query(h, i), s.data(), scratch));
+        enc->attend(g, L.query(h, i), o.data(), scratch);
+        ASSERT_TRUE(all_finite(s.data(), L.kv.tokens)) << "scores";
+        ASSERT_TRUE(all_finite(o.data(), L.shape.head_dim)) << "output";
+        check(codec, p, h, i, o);
+      }
+  }
+  EXPECT_GT(ran, 0) << "no configuration ran on " << L.describe();
 }
 
 }  // namespace kvb::test

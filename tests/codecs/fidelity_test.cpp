@@ -83,33 +83,10 @@ std::vector<std::pair<std::string, Json>> baseline_configs(int d) {
   return out;
 }
 
-/// Encodes L with every baseline configuration and checks scores/outputs are finite; returns nothing,
-/// calls check(codec, params, enc) for extra assertions.
+/// Encodes L with every baseline configuration (codec_test_util.h for_each_config).
 template <class F>
 void for_all_baselines(const SynthLayer& L, F&& check) {
-  for (const auto& [codec, params] : baseline_configs(L.shape.head_dim)) {
-    const CodecEntry& e = registry().at(codec);
-    const Json p = resolve_params(e.info.params, params, codec);
-    SCOPED_TRACE(fmt::format("{} on {}", e.label(p), L.describe()));
-    std::unique_ptr<Codec> c;
-    try {
-      c = e.make_cpu(p, L.shape);
-    } catch (const Unsupported&) {
-      continue;
-    }
-    const auto enc = c->encode(0, L.kv, nullptr, L.ctx());
-    Scratch scratch;
-    std::vector<float> s(L.kv.tokens), o(L.shape.head_dim);
-    for (int h = 0; h < L.shape.n_heads; ++h)
-      for (int i = 0; i < L.nq; ++i) {
-        const int g = h / L.shape.group();
-        ASSERT_TRUE(enc->scores(g, L.query(h, i), s.data(), scratch));
-        enc->attend(g, L.query(h, i), o.data(), scratch);
-        ASSERT_TRUE(all_finite(s.data(), L.kv.tokens)) << "scores";
-        ASSERT_TRUE(all_finite(o.data(), L.shape.head_dim)) << "output";
-        check(codec, p, h, i, o);
-      }
-  }
+  for_each_config(L, baseline_configs(L.shape.head_dim), check);
 }
 
 TEST(Hostile, AllZeroCache) {

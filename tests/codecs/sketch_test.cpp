@@ -508,27 +508,18 @@ TEST(SketchParams, ListedWithPapersPresetsAndBudgetRules) {
 
 // ---- hostile caches --------------------------------------------------------------------------------------
 
-/// Runs qjl and h1b (defaults; qjl also with the paper preset's initial-layer sizes) on L and hands every
-/// output to check; asserts finite scores and outputs.
+/// qjl and h1b (defaults; qjl also with the paper preset's initial-layer sizes) through the shared hostile
+/// driver (codec_test_util.h for_each_config: finite scores and outputs, then check).
 template <class F>
 void for_sketch_codecs(const SynthLayer& L, F&& check) {
-  for (const auto& [codec, params] : std::vector<std::pair<std::string, Json>>{
-           {"qjl", Json{{"outliers", 4}}}, {"qjl", Json{{"m", 512}, {"m_outlier", 128}, {"outliers", 4}}},
-           {"h1b", Json::object()}, {"h1b", Json{{"variant", "temp"}, {"temperature", 0.05}}}}) {
-    SCOPED_TRACE(fmt::format("{} {} on {}", codec, params.dump(), L.describe()));
-    const auto enc = make(codec, params, L.shape.head_dim)->encode(0, L.kv, nullptr, L.ctx());
-    Scratch scratch;
-    std::vector<float> s(L.kv.tokens), o(L.shape.head_dim);
-    for (int h = 0; h < L.shape.n_heads; ++h)
-      for (int i = 0; i < L.nq; ++i) {
-        const int g = h / L.shape.group();
-        ASSERT_TRUE(enc->scores(g, L.query(h, i), s.data(), scratch));
-        enc->attend(g, L.query(h, i), o.data(), scratch);
-        ASSERT_TRUE(all_finite(s.data(), L.kv.tokens)) << "scores";
-        ASSERT_TRUE(all_finite(o.data(), L.shape.head_dim)) << "output";
-        check(codec, h, o);
-      }
-  }
+  for_each_config(L,
+                  {{"qjl", Json{{"outliers", 4}}},
+                   {"qjl", Json{{"m", 512}, {"m_outlier", 128}, {"outliers", 4}}},
+                   {"h1b", Json::object()},
+                   {"h1b", Json{{"variant", "temp"}, {"temperature", 0.05}}}},
+                  [&](const std::string& codec, const Json&, int h, int, const std::vector<float>& o) {
+                    check(codec, h, o);
+                  });
 }
 
 TEST(SketchHostile, ZeroConstantHugeAndSingleTokenCaches) {
