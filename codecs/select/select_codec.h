@@ -98,7 +98,7 @@ struct KeptSet {
   std::vector<int32_t> weight;
 };
 
-/// The CPU walk and halvings for one KV head (exposed for tests and the walk benchmark).
+/// The CPU walk and halvings for one KV head (exposed for tests).
 /// kmid, vmid: [n, d] rows of the head's middle.
 KeptSet select_head_cpu(const SelectParams& p, const float* kmid, const float* vmid, int64_t n, int d,
                         uint64_t seed, int layer, int head);

@@ -1,14 +1,14 @@
 #pragma once
 /// Per-step math of BalanceKV's self-balancing walk (codecs.md §2.2, pitfall 5), shared by the CPU path
 /// (select_cpu.cpp) and the CUDA kernel (select_cuda.cu) so that both draw the same uniforms and take
-/// the same decisions. The naive reference (select_ref.cpp) does NOT include this header: it writes the
-/// walk out on its own, so a bug here shows up as a cpu-vs-ref mismatch.
+/// the same decisions. The naive reference (select_ref.cpp) takes only uniform01 from here (which draw
+/// belongs to which step is part of kvbench's definition); it writes the Gram matrix, the decision and
+/// the halving out on its own, so a bug in them shows up as a cpu-vs-ref mismatch.
 ///
 /// The walk is computed in float64: a sign decision compares a uniform draw with p_i = 0.5 − γ·S_i, and
 /// any difference in S_i between two implementations can flip a sign and send the rest of the block down
-/// another path. float64 Gram entries (products of float inputs, summed in double) make such flips between
-/// the CPU, the GPU and the reference vanishingly rare (~1e-15 relative), where float32 made them a
-/// regular event at C = 4k.
+/// another path. In float64 the sums of the implementations differ by ~1e-16 relative (summation order
+/// only), so a flip needs a draw within that distance of p_i; in float32 the window would be ~1e-7.
 #include <cmath>
 #include <cstdint>
 
