@@ -17,6 +17,7 @@
 #include "codecs/common/gpu_chunk.cuh"
 #include "codecs/common/gpu_kernels.h"
 #include "kvb/core/attn_math.h"
+#include "kvb/cuda/kernel.h"
 
 namespace kvb::codecs::gpu {
 namespace {
@@ -37,7 +38,7 @@ __device__ __forceinline__ float load_as(const Part& p, int64_t C, int d, int g,
 
 template <Fmt KF, Fmt VF>
 __global__ void __launch_bounds__(kThreads) attend_split(AttendArgs a) {
-  extern __shared__ float sh[];
+  KVB_DYNAMIC_SHARED(float, sh);
   const int d = a.L.d;
   const int64_t C = a.L.C;
   float* qs = sh;               // [d]
@@ -93,7 +94,7 @@ __global__ void __launch_bounds__(kThreads) attend_merge(const float* work, int 
 template <Fmt KF, Fmt VF>
 cudaError_t launch_pair(const AttendArgs& a, cudaStream_t st) {
   const size_t shmem = (static_cast<size_t>(a.L.d) + a.chunk + kWarps) * sizeof(float);
-  attend_split<KF, VF><<<dim3(a.nq, a.splits), kThreads, shmem, st>>>(a);
+  KVB_LAUNCH(dim3(a.nq, a.splits), kThreads, shmem, st, attend_split<KF, VF>)(a);
   const cudaError_t e = cudaGetLastError();
   return e != cudaSuccess ? e : launch_attend_merge(a.work, a.nq, a.splits, a.L.d, a.out, st);
 }
@@ -102,7 +103,7 @@ cudaError_t launch_pair(const AttendArgs& a, cudaStream_t st) {
 
 cudaError_t launch_attend_merge(const float* work, int nq, int splits, int d, float* out, cudaStream_t st) {
   if (nq <= 0) return cudaSuccess;
-  attend_merge<<<nq, kThreads, 0, st>>>(work, splits, d, out);
+  KVB_LAUNCH(nq, kThreads, 0, st, attend_merge)(work, splits, d, out);
   return cudaGetLastError();
 }
 

@@ -3,6 +3,7 @@
 
 #include "codecs/common/fp16_store.h"
 #include "codecs/common/gpu_kernels.h"
+#include "kvb/cuda/kernel.h"
 
 namespace kvb::codecs::gpu {
 namespace {
@@ -16,7 +17,7 @@ __global__ void to_f16_kernel(const float* x, int64_t n, uint16_t* out) {
 cudaError_t launch_to_f16(const float* x, int64_t n, uint16_t* out, cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
   const int64_t blocks = (n + 255) / 256;
-  to_f16_kernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), 256, 0, s>>>(x, n, out);
+  KVB_LAUNCH(static_cast<unsigned>(blocks < 65535 ? blocks : 65535), 256, 0, s, to_f16_kernel)(x, n, out);
   return cudaGetLastError();
 }
 

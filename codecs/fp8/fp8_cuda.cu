@@ -4,6 +4,7 @@
 
 #include "codecs/common/gpu_kernels.h"
 #include "codecs/fp8/fp8.h"
+#include "kvb/cuda/kernel.h"
 
 namespace kvb::codecs::gpu {
 namespace {
@@ -39,9 +40,9 @@ __global__ void fp8_codes_kernel(const float* x, int heads, int64_t n, bool e4m3
 cudaError_t launch_fp8_encode(const float* x, int heads, int64_t n, bool e4m3, uint8_t* codes, float* scale,
                               cudaStream_t s) {
   if (heads <= 0 || n <= 0) return cudaSuccess;
-  fp8_scale_kernel<<<heads, kThreads, 0, s>>>(x, n, e4m3, scale);
+  KVB_LAUNCH(heads, kThreads, 0, s, fp8_scale_kernel)(x, n, e4m3, scale);
   const int64_t blocks = (static_cast<int64_t>(heads) * n + 255) / 256;
-  fp8_codes_kernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), 256, 0, s>>>(x, heads, n, e4m3, scale,
+  KVB_LAUNCH(static_cast<unsigned>(blocks < 65535 ? blocks : 65535), 256, 0, s, fp8_codes_kernel)(x, heads, n, e4m3, scale,
                                                                                            codes);
   return cudaGetLastError();
 }

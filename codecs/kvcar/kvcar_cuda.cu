@@ -6,6 +6,7 @@
 #include "codecs/kvcar/kvcar_math.h"
 #include "kvb/core/attn_math.h"
 #include "kvb/core/half.h"
+#include "kvb/cuda/kernel.h"
 
 namespace kvb::codecs::kvcar_gpu {
 namespace {
@@ -52,7 +53,7 @@ __device__ float block_reduce(float v, float* red, bool is_max) {
   red[threadIdx.x] = v;
   __syncthreads();
   for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-    if (threadIdx.x < w) red[threadIdx.x] = is_max ? fmaxf(red[threadIdx.x], red[threadIdx.x + w])
+    if (static_cast<int>(threadIdx.x) < w) red[threadIdx.x] = is_max ? fmaxf(red[threadIdx.x], red[threadIdx.x + w])
                                                    : red[threadIdx.x] + red[threadIdx.x + w];
     __syncthreads();
   }
@@ -97,7 +98,7 @@ cudaError_t launch_latents(const uint16_t* f16, const int8_t* q8, const float* s
                            cudaStream_t s) {
   const int64_t n = C * dl;
   if (n == 0) return cudaSuccess;
-  latents_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, s>>>(f16, q8, sm, C, dl, z);
+  KVB_LAUNCH(static_cast<unsigned>((n + 255) / 256), 256, 0, s, latents_kernel)(f16, q8, sm, C, dl, z);
   return cudaGetLastError();
 }
 
@@ -106,14 +107,14 @@ cudaError_t launch_gemm_nt(const float* A, const float* B, int64_t m, int n, int
   if (m == 0 || n == 0) return cudaSuccess;
   const dim3 block(kTile, kTile);
   const dim3 grid(static_cast<unsigned>((n + kTile - 1) / kTile), static_cast<unsigned>((m + kTile - 1) / kTile));
-  gemm_nt_kernel<<<grid, block, 0, s>>>(A, B, m, n, k, bias, leaky ? 1 : 0, slope, out);
+  KVB_LAUNCH(grid, block, 0, s, gemm_nt_kernel)(A, B, m, n, k, bias, leaky ? 1 : 0, slope, out);
   return cudaGetLastError();
 }
 
 cudaError_t launch_attend_rows(const float* K, const float* V, int64_t C, int d, const float* q, int nq, float scale,
                                float cap, float* logits, float* work, float* out, cudaStream_t s) {
   if (nq == 0) return cudaSuccess;
-  attend_kernel<<<nq, kAttendThreads, 0, s>>>(K, V, C, d, q, scale, cap, logits, work, out);
+  KVB_LAUNCH(nq, kAttendThreads, 0, s, attend_kernel)(K, V, C, d, q, scale, cap, logits, work, out);
   return cudaGetLastError();
 }
 

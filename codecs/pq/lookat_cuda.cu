@@ -7,6 +7,7 @@
 #include "codecs/pq/lookat_cuda.h"
 #include "codecs/pq/pq_hd.h"
 #include "kvb/core/attn_math.h"
+#include "kvb/cuda/kernel.h"
 
 namespace kvb::codecs::gpu {
 namespace {
@@ -40,7 +41,7 @@ __device__ __forceinline__ float load_value(const Part& p, int64_t C, int d, int
 
 template <Fmt VF>
 __global__ void __launch_bounds__(kThreads) lookat_split(LookatAttendArgs a) {
-  extern __shared__ float sh[];
+  KVB_DYNAMIC_SHARED(float, sh);
   const int d = a.d, m = a.m, K = a.K, dsub = d / m;
   const int64_t C = a.C;
   float* lut = sh;               // [m][K]
@@ -83,7 +84,7 @@ cudaError_t launch_vf(const LookatAttendArgs& a, cudaStream_t st) {
         cudaFuncSetAttribute(lookat_split<VF>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shmem));
     if (e != cudaSuccess) return e;
   }
-  lookat_split<VF><<<dim3(a.nq, a.splits), kThreads, shmem, st>>>(a);
+  KVB_LAUNCH(dim3(a.nq, a.splits), kThreads, shmem, st, lookat_split<VF>)(a);
   const cudaError_t e = cudaGetLastError();
   return e != cudaSuccess ? e : launch_attend_merge(a.work, a.nq, a.splits, a.d, a.out, st);
 }
@@ -94,7 +95,7 @@ cudaError_t launch_lookat_encode(const float* x, int heads, int64_t C, int d, in
                                  uint8_t* codes, cudaStream_t s) {
   if (C <= 0 || heads <= 0) return cudaSuccess;
   const dim3 grid(static_cast<unsigned>((C + kThreads - 1) / kThreads), static_cast<unsigned>(heads * m));
-  lookat_encode_kernel<<<grid, kThreads, 0, s>>>(x, C, d, m, K, cb, codes);
+  KVB_LAUNCH(grid, kThreads, 0, s, lookat_encode_kernel)(x, C, d, m, K, cb, codes);
   return cudaGetLastError();
 }
 

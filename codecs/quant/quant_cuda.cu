@@ -5,6 +5,7 @@
 
 #include "codecs/common/gpu_kernels.h"
 #include "codecs/quant/uniform.h"
+#include "kvb/cuda/kernel.h"
 
 namespace kvb::codecs::gpu {
 namespace {
@@ -91,7 +92,7 @@ unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>((n + 
 cudaError_t launch_token_quant(const float* x, int64_t rows, int d, int bits, int group, uint8_t* codes,
                                uq::GroupParams* sm, cudaStream_t s) {
   if (rows <= 0) return cudaSuccess;
-  token_quant_kernel<<<blocks_for(rows, 128), 128, 0, s>>>(x, rows, d, bits, group, codes, sm);
+  KVB_LAUNCH(blocks_for(rows, 128), 128, 0, s, token_quant_kernel)(x, rows, d, bits, group, codes, sm);
   return cudaGetLastError();
 }
 
@@ -99,9 +100,9 @@ cudaError_t launch_channel_quant(const float* x, int heads, int64_t C, int64_t q
                                  uint8_t* codes, uq::GroupParams* sm, cudaStream_t s) {
   if (q_tokens <= 0 || heads <= 0) return cudaSuccess;
   const int64_t blocks = q_tokens / block;
-  channel_params_kernel<<<blocks_for(static_cast<int64_t>(heads) * blocks * d, 128), 128, 0, s>>>(
+  KVB_LAUNCH(blocks_for(static_cast<int64_t>(heads) * blocks * d, 128), 128, 0, s, channel_params_kernel)(
       x, heads, C, blocks, d, bits, block, sm);
-  channel_codes_kernel<<<blocks_for(static_cast<int64_t>(heads) * q_tokens, 128), 128, 0, s>>>(
+  KVB_LAUNCH(blocks_for(static_cast<int64_t>(heads) * q_tokens, 128), 128, 0, s, channel_codes_kernel)(
       x, heads, C, q_tokens, d, bits, block, sm, codes);
   return cudaGetLastError();
 }

@@ -12,6 +12,7 @@
 #include "codecs/common/fp16_store.h"
 #include "codecs/select/select_kernels.h"
 #include "codecs/select/walk_math.h"
+#include "kvb/cuda/kernel.h"
 
 namespace kvb::codecs::gpu {
 namespace {
@@ -38,7 +39,7 @@ __global__ void walk_prep(const float* K, const float* V, int64_t C, int d, int6
 }
 
 __global__ void walk(const double* kbar, const double* vw, int64_t n, int d, WalkArgs a, int8_t* sigma) {
-  extern __shared__ double sh[];
+  KVB_DYNAMIC_SHARED(double, sh);
   const int B = a.block;
   double* x = sh;
   double* y = sh + B;
@@ -97,7 +98,7 @@ cudaError_t launch_walk_prep(const float* K, const float* V, int heads, int64_t 
                              const int32_t* idx, const int32_t* w, int64_t n, int block, double* kbar, double* vw,
                              cudaStream_t s) {
   if (n <= 0 || heads <= 0) return cudaSuccess;
-  walk_prep<<<dim3(blocks_for(n, block), heads), 128, 0, s>>>(K, V, C, d, sink, idx, w, n, block, kbar, vw);
+  KVB_LAUNCH(dim3(blocks_for(n, block), heads), 128, 0, s, walk_prep)(K, V, C, d, sink, idx, w, n, block, kbar, vw);
   return cudaGetLastError();
 }
 
@@ -106,7 +107,7 @@ cudaError_t launch_walk(const double* kbar, const double* vw, int heads, int64_t
   if (n <= 0 || heads <= 0) return cudaSuccess;
   if (a.block < 1 || a.block > kMaxWalkBlock) return cudaErrorInvalidValue;
   const size_t shmem = 2 * sizeof(double) * a.block + a.block;
-  walk<<<dim3(blocks_for(n, a.block), heads), 32, shmem, s>>>(kbar, vw, n, d, a, sigma);
+  KVB_LAUNCH(dim3(blocks_for(n, a.block), heads), 32, shmem, s, walk)(kbar, vw, n, d, a, sigma);
   return cudaGetLastError();
 }
 
@@ -114,7 +115,7 @@ cudaError_t launch_coin_signs(int heads, int64_t n, uint64_t seed, int layer, in
                               cudaStream_t s) {
   if (n <= 0 || heads <= 0) return cudaSuccess;
   const unsigned nb = blocks_for(n, 256) < 1024u ? blocks_for(n, 256) : 1024u;
-  coin_signs<<<dim3(nb, heads), 256, 0, s>>>(n, seed, layer, level, sigma);
+  KVB_LAUNCH(dim3(nb, heads), 256, 0, s, coin_signs)(n, seed, layer, level, sigma);
   return cudaGetLastError();
 }
 
@@ -122,7 +123,7 @@ cudaError_t launch_gather_f16(const float* x, int heads, int64_t C, int d, const
                               uint16_t* out, cudaStream_t s) {
   if (rows <= 0 || heads <= 0) return cudaSuccess;
   const unsigned nb = rows < 4096 ? static_cast<unsigned>(rows) : 4096u;
-  gather_f16<<<dim3(nb, heads), 128, 0, s>>>(x, C, d, pos, rows, out);
+  KVB_LAUNCH(dim3(nb, heads), 128, 0, s, gather_f16)(x, C, d, pos, rows, out);
   return cudaGetLastError();
 }
 

@@ -14,6 +14,7 @@
 #include "codecs/sketch/sketch_math.h"
 #include "kvb/core/attn_math.h"
 #include "kvb/core/half.h"
+#include "kvb/cuda/kernel.h"
 
 namespace kvb::codecs::sk::gpu {
 namespace {
@@ -40,7 +41,7 @@ __device__ __forceinline__ uint8_t sparse_byte(const ProjView& P, int B, const f
 
 /// One block per (KV head, token group): outlier channels, norms, inlier and outlier sketches.
 __global__ void __launch_bounds__(kThreads) qjl_encode_groups(QjlKeys k, const float* x, double* nw) {
-  extern __shared__ unsigned char smem[];
+  KVB_DYNAMIC_SHARED(unsigned char, smem);
   const int d = k.d;
   double* colnorm = reinterpret_cast<double*>(smem);               // [d]
   int* idx = reinterpret_cast<int*>(colnorm + d);                  // [max(no, 1)]
@@ -153,7 +154,7 @@ __global__ void __launch_bounds__(kThreads) qjl_query(QjlKeys k, SketchAttend a)
 }
 
 __global__ void __launch_bounds__(kThreads) qjl_split(QjlKeys k, SketchAttend a) {
-  extern __shared__ float sh[];
+  KVB_DYNAMIC_SHARED(float, sh);
   const int d = k.d, mr = k.P.rows, mb = k.m / 8, ob = k.mo / 8;
   const int64_t C = k.C;
   float* qs = sh;             // [d]
@@ -235,7 +236,7 @@ __global__ void __launch_bounds__(kThreads) h1b_query(H1bKeys k, SketchAttend a,
 }
 
 __global__ void __launch_bounds__(kThreads) h1b_split(H1bKeys k, SketchAttend a, int64_t qfloats) {
-  extern __shared__ float sh[];
+  KVB_DYNAMIC_SHARED(float, sh);
   const int d = k.d, nb = k.bits / 8;
   const int64_t C = k.C;
   float* s = sh;              // [chunk]
@@ -274,7 +275,7 @@ cudaError_t launch_qjl_encode(const QjlKeys& k, const float* x, cudaStream_t s) 
   cudaError_t st = cudaMallocAsync(reinterpret_cast<void**>(&nw), sizeof(double) * 2 * k.heads * k.Cq, s);
   if (st != cudaSuccess) return st;
   const size_t shmem = sizeof(double) * k.d + sizeof(int) * (k.no > 0 ? k.no : 1) + k.d;
-  qjl_encode_groups<<<static_cast<unsigned>(k.heads * ng), kThreads, shmem, s>>>(k, x, nw);
+  KVB_LAUNCH(static_cast<unsigned>(k.heads * ng), kThreads, shmem, s, qjl_encode_groups)(k, x, nw);
   st = cudaGetLastError();
   const cudaError_t f = cudaFreeAsync(nw, s);
   return st != cudaSuccess ? st : f;
@@ -282,8 +283,8 @@ cudaError_t launch_qjl_encode(const QjlKeys& k, const float* x, cudaStream_t s) 
 
 cudaError_t launch_h1b_encode(const H1bKeys& k, const float* x, double* nw, cudaStream_t s) {
   const int64_t rows = static_cast<int64_t>(k.heads) * k.C;
-  h1b_norms<<<grid_for(rows), 256, 0, s>>>(k, x, nw);
-  h1b_sketch<<<grid_for(rows * (k.bits / 8)), 256, 0, s>>>(k, x, nw);
+  KVB_LAUNCH(grid_for(rows), 256, 0, s, h1b_norms)(k, x, nw);
+  KVB_LAUNCH(grid_for(rows * (k.bits / 8)), 256, 0, s, h1b_sketch)(k, x, nw);
   return cudaGetLastError();
 }
 
@@ -298,9 +299,9 @@ int64_t plan_sketch_attend(int nq, int64_t C, int d, int align, int64_t query_fl
 
 cudaError_t launch_qjl_attend(const QjlKeys& k, const SketchAttend& a, cudaStream_t s) {
   if (a.nq <= 0) return cudaSuccess;
-  qjl_query<<<a.nq, kThreads, 0, s>>>(k, a);
+  KVB_LAUNCH(a.nq, kThreads, 0, s, qjl_query)(k, a);
   const size_t shmem = (static_cast<size_t>(k.d) + k.m + k.P.rows + a.chunk + 2 * kWarps) * sizeof(float);
-  qjl_split<<<dim3(a.nq, a.splits), kThreads, shmem, s>>>(k, a);
+  KVB_LAUNCH(dim3(a.nq, a.splits), kThreads, shmem, s, qjl_split)(k, a);
   const cudaError_t e = cudaGetLastError();
   return e != cudaSuccess ? e : codecs::gpu::launch_attend_merge(a.work, a.nq, a.splits, k.d, a.out, s);
 }
@@ -308,9 +309,9 @@ cudaError_t launch_qjl_attend(const QjlKeys& k, const SketchAttend& a, cudaStrea
 cudaError_t launch_h1b_attend(const H1bKeys& k, const SketchAttend& a, cudaStream_t s) {
   if (a.nq <= 0) return cudaSuccess;
   const int64_t qfloats = 1 + (k.bits / 8 + 3) / 4;
-  h1b_query<<<a.nq, kThreads, 0, s>>>(k, a, qfloats);
+  KVB_LAUNCH(a.nq, kThreads, 0, s, h1b_query)(k, a, qfloats);
   const size_t shmem = (static_cast<size_t>(a.chunk) + 2 * kWarps) * sizeof(float);
-  h1b_split<<<dim3(a.nq, a.splits), kThreads, shmem, s>>>(k, a, qfloats);
+  KVB_LAUNCH(dim3(a.nq, a.splits), kThreads, shmem, s, h1b_split)(k, a, qfloats);
   const cudaError_t e = cudaGetLastError();
   return e != cudaSuccess ? e : codecs::gpu::launch_attend_merge(a.work, a.nq, a.splits, k.d, a.out, s);
 }
