@@ -1,7 +1,17 @@
 # The CUDA backend is ON when nvcc is found (kvbench.md §2); the CPU build never needs CUDA.
 # Architectures default to 80 (A100) and 90 (H100/H200); override with -DCMAKE_CUDA_ARCHITECTURES=...
+# KVB_CUDA_EMULATE builds the same backend without nvcc: every .cu file is compiled as C++ against
+# src/kvb/cuda/emu (a host implementation of the CUDA runtime and execution model) so the kernels *run* on the
+# CPU and the GPU parity tests execute here. For verification only: timings from such a build are meaningless.
+option(KVB_CUDA_EMULATE "Build the CUDA backend on kvbench's host emulator (kernels run on the CPU; tests only)" OFF)
+option(KVB_EMU_ASAN "With KVB_CUDA_EMULATE: build the kernels with AddressSanitizer" OFF)
 set(KVB_CUDA_ENABLED OFF)
-if(KVB_ENABLE_CUDA)
+set(KVB_CUDA_EMULATED OFF)
+if(KVB_CUDA_EMULATE)
+  set(KVB_CUDA_ENABLED ON)
+  set(KVB_CUDA_EMULATED ON)
+  message(STATUS "kvbench: CUDA backend EMULATED on the host CPU (src/kvb/cuda/emu; no nvcc, no GPU, timings meaningless)")
+elseif(KVB_ENABLE_CUDA)
   if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
     set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
   endif()

@@ -17,7 +17,8 @@ namespace kvb {
 
 std::string version_string() {
   return fmt::format("kvbench {} (git {}{}, {} build, {}{})", KVB_VERSION, KVB_GIT_SHA, KVB_GIT_DIRTY ? "-dirty" : "",
-                     KVB_BUILD_TYPE, KVB_CXX_COMPILER, KVB_CUDA_BUILT ? ", CUDA" : ", CPU only");
+                     KVB_BUILD_TYPE, KVB_CXX_COMPILER,
+                     KVB_CUDA_EMULATOR_BUILD ? ", CUDA emulated on the host" : KVB_CUDA_BUILT ? ", CUDA" : ", CPU only");
 }
 
 Json build_info_json() {
@@ -26,9 +27,13 @@ Json build_info_json() {
          {"git_dirty", static_cast<bool>(KVB_GIT_DIRTY)},
          {"build_type", KVB_BUILD_TYPE},
          {"compiler", KVB_CXX_COMPILER},
-         {"cuda_built", static_cast<bool>(KVB_CUDA_BUILT)}};
+         {"cuda_built", static_cast<bool>(KVB_CUDA_BUILT)},
+         {"cuda_emulated", static_cast<bool>(KVB_CUDA_EMULATOR_BUILD)}};
   if (std::string(KVB_BUILD_TYPE) != "Release")
     j["warning"] = "not a Release build: throughput numbers are not representative";
+  if (KVB_CUDA_EMULATOR_BUILD)  // src/kvb/cuda/emu: kernels run on the host, one CUDA thread at a time
+    j["warning"] = "CUDA emulator build (KVB_CUDA_EMULATE): device results check correctness only, device "
+                   "throughput is host time of emulated kernels";
   return j;
 }
 
