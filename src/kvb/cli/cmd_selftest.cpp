@@ -38,6 +38,13 @@ void add_selftest_command(CLI::App& root, std::vector<Command>& out) {
                      device = n > 0 ? "cuda" : "cpu";
                      if (n == 0) std::printf("selftest: no usable CUDA device (%s); checking the CPU paths\n", err.c_str());
                    }
+                   if (device == "cuda") {
+                     cuda::GpuProperties gp;
+                     std::string perr;
+                     if (cuda::device_properties(0, &gp, &perr))
+                       std::printf("selftest on cuda:0 %s (compute capability %d.%d)\n", gp.name.c_str(), gp.cc_major,
+                                   gp.cc_minor);
+                   }
                    int failed = 0, passed = 0, skipped = 0;
                    std::printf("%-48s %-11s %-6s %s\n", "case", "compared", "result", "checks (value <= tol)");
                    for (const auto& c : selftest_cases(device, o->full)) {
