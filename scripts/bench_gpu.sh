@@ -5,6 +5,7 @@
 # head_dim 128 (Llama-3-8B shapes: 32 query heads, 8 KV heads, one layer, 16 decode queries), timed with
 # CUDA events, and prints achieved bytes/s against the copy bandwidth.
 # Usage: scripts/bench_gpu.sh [contexts...]   (default: 4096 32768 131072)
+# On a lent GPU machine that cannot build kvbench (no Debian packages there): scripts/device_bundle.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${KVB_BUILD_DIR:-build}
@@ -17,15 +18,19 @@ if ! "$build/kvbench" list --json | python3 -c 'import json,sys; d=json.load(sys
   echo "bench_gpu: this build has no CUDA backend (nvcc not found at configure time)" >&2
   exit 4
 fi
-echo "== parity: kvbench selftest --device cuda --full"
-"$build/kvbench" selftest --device cuda --full | tail -n 12
+mkdir -p data results
+# A parity failure does not stop the sweep (one device session should bring back every figure); the script
+# exits 1 at the end instead. The full selftest table goes to results/selftest-cuda.txt.
+status=0
+echo "== parity: kvbench selftest --device cuda --full (table: results/selftest-cuda.txt)"
+"$build/kvbench" selftest --device cuda --full >results/selftest-cuda.txt 2>&1 || status=1
+grep -E "^selftest|FAIL" results/selftest-cuda.txt || tail -n 5 results/selftest-cuda.txt
 echo "== parity: GoogleTest suite (label gpu)"
-"$build/tests/test_gpu" --gtest_brief=1
+"$build/tests/test_gpu" --gtest_brief=1 || status=1
 echo "== device copy bandwidth"
 bw_line=$("$build/kvbench" membw --device cuda --mib 1024)
 echo "$bw_line"
 bw=$(echo "$bw_line" | sed -E 's/.*: ([0-9.]+) GB\/s.*/\1/')
-mkdir -p data results
 for C in "${contexts[@]}"; do
   f=data/bench-gpu-c$C.h5
   [ -f "$f" ] || "$build/kvbench" gen --model-like llama3-8b --layers 1 --sequences 1 --tokens $((C + 16)) --queries 16 --no-ref-out --out "$f"
@@ -57,3 +62,7 @@ for c in d["cells"]:
           f"{t.get('attend_speedup_vs_fp16', 0):8.2f} {t['encode_tokens_per_s']['median']/1e6:13.1f}")
 PY
 done
+if [ "$status" -ne 0 ]; then
+  echo "bench_gpu: a parity check failed (see above and results/selftest-cuda.txt)" >&2
+fi
+exit "$status"
