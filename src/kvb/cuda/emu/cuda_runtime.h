@@ -53,6 +53,9 @@ void sync_block();                                   ///< __syncthreads
 void sync_warp();                                    ///< __syncwarp
 uint64_t warp_exchange(uint64_t mine, int src_lane); ///< every lane posts `mine`, gets lane src_lane's post
 int lane_id();
+/// Every kvbench kernel synchronizes and shuffles whole warps; a partial mask (lanes left out on purpose) is
+/// not emulated, and stops the program with a message instead of being treated as a full one.
+void require_full_mask(unsigned mask, const char* what);
 
 /// Runs body() as every thread of every block of the grid (blocks in order x, y, z); launch-configuration
 /// errors and kernel faults become the last error, as cudaGetLastError reports them.
@@ -125,30 +128,37 @@ Launch<P...> launch(const char* name, dim3 g, dim3 b, size_t smem, cudaStream_t 
 constexpr int warpSize = 32;
 
 inline void __syncthreads() { kvb::emu::sync_block(); }
-inline void __syncwarp(unsigned = 0xffffffffu) { kvb::emu::sync_warp(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  kvb::emu::require_full_mask(mask, "__syncwarp");
+  kvb::emu::sync_warp();
+}
 
 template <class T>
-T __shfl_sync(unsigned, T v, int src, int width = 32) {
+T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+  kvb::emu::require_full_mask(mask, "__shfl_sync");
   const int lane = kvb::emu::lane_id();
   const int base = lane & ~(width - 1);
   return kvb::emu::from_bits<T>(kvb::emu::warp_exchange(kvb::emu::to_bits(v), base + (src & (width - 1))));
 }
 template <class T>
-T __shfl_xor_sync(unsigned, T v, int mask, int width = 32) {
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  kvb::emu::require_full_mask(mask, "__shfl_xor_sync");
   const int lane = kvb::emu::lane_id();
-  int src = lane ^ mask;
+  int src = lane ^ lane_mask;
   if ((src & ~(width - 1)) != (lane & ~(width - 1))) src = lane;
   return kvb::emu::from_bits<T>(kvb::emu::warp_exchange(kvb::emu::to_bits(v), src));
 }
 template <class T>
-T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
+T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  kvb::emu::require_full_mask(mask, "__shfl_down_sync");
   const int lane = kvb::emu::lane_id();
   int src = lane + static_cast<int>(delta);
   if ((src & ~(width - 1)) != (lane & ~(width - 1))) src = lane;
   return kvb::emu::from_bits<T>(kvb::emu::warp_exchange(kvb::emu::to_bits(v), src));
 }
 template <class T>
-T __shfl_up_sync(unsigned, T v, unsigned delta, int width = 32) {
+T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  kvb::emu::require_full_mask(mask, "__shfl_up_sync");
   const int lane = kvb::emu::lane_id();
   int src = lane - static_cast<int>(delta);
   if (src < (lane & ~(width - 1))) src = lane;

@@ -321,6 +321,11 @@ const BlockCtx& block() {
 }
 void* dynamic_shared() { return t_block ? t_block->dyn : nullptr; }
 int lane_id() { return t_fiber ? t_fiber->lane : 0; }
+void require_full_mask(unsigned mask, const char* what) {
+  if (mask == 0xffffffffu) return;
+  std::fprintf(stderr, "kvbench CUDA emulator: %s with mask 0x%08x: only full-warp masks are emulated\n", what, mask);
+  std::abort();
+}
 void sync_block() { wait(St::kBlock); }
 void sync_warp() { wait(St::kWarp); }
 
