@@ -10,14 +10,18 @@
 /// The GPU parity tests (ctest -L gpu) and `kvbench selftest --device cuda` then compare the kernels'
 /// results with the CPU path end to end.
 ///
+/// The .cu files are compiled with __CUDA_ARCH__ = 900, so the device branches of the shared KVB_HD headers
+/// (bit casts, __popcll, __dadd_rn/__dmul_rn, byte-wise loads) are the ones that run, with the exact host
+/// equivalents below.
+///
 /// What it checks that a real GPU run would also catch: indexing, reductions, split/merge logic, barrier
 /// divergence (a deadlock is reported, naming the kernel and block), launch configurations (block > 1024
 /// threads, grid y/z > 65535, dynamic shared memory above 48 KB without cudaFuncSetAttribute or above the
 /// H100/H200 opt-in 227 KB), copies and memsets outside a cudaMalloc allocation, host pointers passed as
 /// kernel arguments (pointer arguments only; pointers inside argument structs are not inspected), reads of
 /// uninitialized dynamic shared memory (NaN). What it cannot: data races and memory ordering (blocks run one
-/// after another, fibers switch only at barriers), device-only intrinsics' rounding (the __CUDA_ARCH__ branches
-/// of the shared headers take their host form), performance. Timings from an emulated build are host times
+/// after another, fibers switch only at barriers), device floating-point details (FMA contraction, the fast
+/// math intrinsics' precision), performance. Timings from an emulated build are host times
 /// of synchronous execution and mean nothing; the device name says "emulator".
 #include <cmath>
 #include <cstdint>
@@ -171,6 +175,10 @@ inline double __dadd_rn(double a, double b) { return a + b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline unsigned __float_as_uint(float x) { return kvb::emu::from_bits<unsigned>(kvb::emu::to_bits(x)); }
+inline float __uint_as_float(unsigned x) { return kvb::emu::from_bits<float>(kvb::emu::to_bits(x)); }
+inline int __float_as_int(float x) { return kvb::emu::from_bits<int>(kvb::emu::to_bits(x)); }
+inline float __int_as_float(int x) { return kvb::emu::from_bits<float>(kvb::emu::to_bits(x)); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 
 // CUDA's integer/floating min and max overloads (device code calls them unqualified).
