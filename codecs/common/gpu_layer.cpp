@@ -34,7 +34,7 @@ class GpuLayer final : public EncodedLayer {
     view_.k = part_view(spec_.k, kb_);
     view_.v = part_view(spec_.v, vb_);
     const cudaStream_t s = cuda::run_stream();
-    DeviceBuffer dk = upload_floats(kv.k, s), dv = upload_floats(kv.v, s);
+    const DeviceBuffer dk = DeviceBuffer::from(kv.k), dv = DeviceBuffer::from(kv.v);
     run_encode(dk.as<float>(), dv.as<float>(), s);
     check(cudaStreamSynchronize(s), "baseline encode kernels");
   }
@@ -59,44 +59,27 @@ class GpuLayer final : public EncodedLayer {
     return out;
   }
 
-  bool scores(int g, const float* q, float* s_out, Scratch& scratch) const override {
-    (void)scratch;
-    std::vector<float> o(static_cast<size_t>(d_));
-    attend_device(baseline_attend(view_, attn_), g, &q, 1, o.data(), s_out);
+  bool scores(int g, const float* q, float* s_out, Scratch&) const override {
+    scores_device(baseline_attend(view_, attn_), g, q, s_out);
     return true;
   }
-  void attend(int g, const float* q, float* o_out, Scratch& scratch) const override {
-    (void)scratch;
+  void attend(int g, const float* q, float* o_out, Scratch&) const override {
     attend_device(baseline_attend(view_, attn_), g, &q, 1, o_out, nullptr);
   }
-  void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
-    (void)scratch;
-    std::vector<float> o(static_cast<size_t>(nq) * d_);
-    attend_device(baseline_attend(view_, attn_), g, qs, nq, o.data(), nullptr);
-    for (int i = 0; i < nq; ++i) std::copy_n(o.data() + static_cast<size_t>(i) * d_, d_, outs[i]);
+  void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch&) const override {
+    attend_many_device(baseline_attend(view_, attn_), g, qs, nq, outs);
   }
 
   bool device_timing(const LayerKV& kv, const LayerQueries& q, int min_repeats, double min_time_s,
                      DeviceTimes* out) const override {
-    const cudaStream_t s = cuda::run_stream();
-    DeviceBuffer dk = upload_floats(kv.k, s), dv = upload_floats(kv.v, s);
-    // Re-encoding the same cache rewrites identical bytes into this layer's buffers (encode is deterministic).
-    const cuda::EventTiming te =
-        cuda::time_events([&](cudaStream_t st) { run_encode(dk.as<float>(), dv.as<float>(), st); }, s, min_repeats,
-                          min_time_s);
-    out->encode_median_s = te.median_s;
-    out->encode_p95_s = te.p95_s;
-    out->encode_samples = te.samples;
+    time_encode_device(
+        kv, [&](const float* k, const float* v, cudaStream_t st) { run_encode(k, v, st); }, min_repeats, min_time_s,
+        out);
     time_attend_device(baseline_attend(view_, attn_), heads_, q, min_repeats, min_time_s, out);
     return true;
   }
 
  private:
-  static DeviceBuffer upload_floats(const std::vector<float>& x, cudaStream_t s) {
-    DeviceBuffer b(x.size() * sizeof(float));
-    b.upload(x.data(), x.size() * sizeof(float), s);
-    return b;
-  }
 
   void alloc(const PartSpec& p, PartBuffers& b) const {
     const int64_t q = p.q_tokens, tail = C_ - p.q_tokens;
@@ -211,6 +194,27 @@ void attend_device(const DeviceAttend& a, int g, const float* const* qs, int nq,
   check(a.launch(ql, s), a.what);
   dout.download(o, dout.bytes(), s);
   if (logits) dlog.download(logits, dlog.bytes(), s);
+}
+
+void attend_many_device(const DeviceAttend& a, int g, const float* const* qs, int nq, float* const* outs) {
+  std::vector<float> o(static_cast<size_t>(nq) * a.d);
+  attend_device(a, g, qs, nq, o.data(), nullptr);
+  for (int i = 0; i < nq; ++i) std::copy_n(o.data() + static_cast<size_t>(i) * a.d, a.d, outs[i]);
+}
+
+void scores_device(const DeviceAttend& a, int g, const float* q, float* s) {
+  std::vector<float> o(static_cast<size_t>(a.d));
+  attend_device(a, g, &q, 1, o.data(), s);
+}
+
+void time_encode_device(const LayerKV& kv, const std::function<void(const float*, const float*, cudaStream_t)>& encode,
+                        int min_repeats, double min_time_s, DeviceTimes* out) {
+  const DeviceBuffer dk = DeviceBuffer::from(kv.k), dv = DeviceBuffer::from(kv.v);
+  const cuda::EventTiming te = cuda::time_events([&](cudaStream_t st) { encode(dk.as<float>(), dv.as<float>(), st); },
+                                                 cuda::run_stream(), min_repeats, min_time_s);
+  out->encode_median_s = te.median_s;
+  out->encode_p95_s = te.p95_s;
+  out->encode_samples = te.samples;
 }
 
 void time_attend_device(const DeviceAttend& a, int kv_heads, const LayerQueries& q, int min_repeats,

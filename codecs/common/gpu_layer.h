@@ -53,6 +53,18 @@ struct DeviceAttend {
 /// logits (host). Synchronous.
 void attend_device(const DeviceAttend& a, int g, const float* const* qs, int nq, float* o, float* logits);
 
+/// attend_device's output for a GQA group: outs[i] (host) for the nq host queries qs against KV head g.
+void attend_many_device(const DeviceAttend& a, int g, const float* const* qs, int nq, float* const* outs);
+
+/// s[t] (host, C logits) of one host query against KV head g (the output is computed and dropped).
+void scores_device(const DeviceAttend& a, int g, const float* q, float* s);
+
+/// The encode timing of every device layer: uploads kv's K and V once and times `encode(k, v, stream)` with
+/// CUDA events (re-encoding the same cache into the layer's own buffers writes identical bytes: the encoders
+/// are deterministic); fills the encode fields of `out`.
+void time_encode_device(const LayerKV& kv, const std::function<void(const float*, const float*, cudaStream_t)>& encode,
+                        int min_repeats, double min_time_s, DeviceTimes* out);
+
 /// Device timing of one launch attending every query of `q` (query head h reads KV head h / group) with
 /// CUDA events (cuda::time_events); fills the attend fields and `device` of `out`.
 void time_attend_device(const DeviceAttend& a, int kv_heads, const LayerQueries& q, int min_repeats,

@@ -39,7 +39,7 @@ class LookatGpuLayer final : public EncodedLayer {
     } else {
       v16_.alloc(static_cast<size_t>(H_) * C_ * d_ * sizeof(uint16_t));
     }
-    DeviceBuffer dk = upload(kv.k, s), dv = upload(kv.v, s);
+    const DeviceBuffer dk = DeviceBuffer::from(kv.k), dv = DeviceBuffer::from(kv.v);
     run_encode(dk.as<float>(), dv.as<float>(), s);
     check(cudaStreamSynchronize(s), "lookat encode kernels");
   }
@@ -72,38 +72,26 @@ class LookatGpuLayer final : public EncodedLayer {
   }
 
   bool scores(int g, const float* q, float* s_out, Scratch&) const override {
-    std::vector<float> o(static_cast<size_t>(d_));
-    run_attend(g, &q, 1, o.data(), s_out);
+    gpu::scores_device(device_attend(), g, q, s_out);
     return true;
   }
-  void attend(int g, const float* q, float* o_out, Scratch&) const override { run_attend(g, &q, 1, o_out, nullptr); }
+  void attend(int g, const float* q, float* o_out, Scratch&) const override {
+    gpu::attend_device(device_attend(), g, &q, 1, o_out, nullptr);
+  }
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch&) const override {
-    std::vector<float> o(static_cast<size_t>(nq) * d_);
-    run_attend(g, qs, nq, o.data(), nullptr);
-    for (int i = 0; i < nq; ++i) std::copy_n(o.data() + static_cast<size_t>(i) * d_, d_, outs[i]);
+    gpu::attend_many_device(device_attend(), g, qs, nq, outs);
   }
 
   bool device_timing(const LayerKV& kv, const LayerQueries& q, int min_repeats, double min_time_s,
                      DeviceTimes* out) const override {
-    const cudaStream_t s = cuda::run_stream();
-    DeviceBuffer dk = upload(kv.k, s), dv = upload(kv.v, s);
-    // Re-encoding the same cache rewrites identical bytes (the encode is deterministic).
-    const cuda::EventTiming te = cuda::time_events(
-        [&](cudaStream_t st) { run_encode(dk.as<float>(), dv.as<float>(), st); }, s, min_repeats, min_time_s);
-    out->encode_median_s = te.median_s;
-    out->encode_p95_s = te.p95_s;
-    out->encode_samples = te.samples;
+    gpu::time_encode_device(
+        kv, [&](const float* k, const float* v, cudaStream_t st) { run_encode(k, v, st); }, min_repeats, min_time_s,
+        out);
     gpu::time_attend_device(device_attend(), H_, q, min_repeats, min_time_s, out);
     return true;
   }
 
  private:
-  static DeviceBuffer upload(const std::vector<float>& x, cudaStream_t s) {
-    DeviceBuffer b(x.size() * sizeof(float));
-    b.upload(x.data(), x.size() * sizeof(float), s);
-    return b;
-  }
-
   void run_encode(const float* dk, const float* dv, cudaStream_t s) const {
     check(gpu::launch_lookat_encode(dk, H_, C_, d_, m_, K_, cbf_.as<float>(), codes_.as<uint8_t>(), s),
           "lookat nearest-centroid kernel");
@@ -153,11 +141,6 @@ class LookatGpuLayer final : public EncodedLayer {
       return gpu::launch_lookat_attend(x, st);
     };
     return da;
-  }
-
-  /// nq queries against KV head g: o [nq][d] (host), optional logits [nq][C] (host).
-  void run_attend(int g, const float* const* qs, int nq, float* o, float* logits) const {
-    gpu::attend_device(device_attend(), g, qs, nq, o, logits);
   }
 
   LookatParams p_;

@@ -47,8 +47,8 @@ class SelectGpuLayer final : public SelectLayerBase {
   }
 
   bool scores(int g, const float* q, float* s_out, Scratch&) const override {
-    std::vector<float> o(static_cast<size_t>(d_)), s(static_cast<size_t>(rows_));
-    gpu::attend_device(gpu::baseline_attend(view_, attn_), g, &q, 1, o.data(), s.data());
+    std::vector<float> s(static_cast<size_t>(rows_));
+    gpu::scores_device(gpu::baseline_attend(view_, attn_), g, q, s.data());
     scatter_scores(g, s.data(), s_out);
     return true;
   }
@@ -56,23 +56,17 @@ class SelectGpuLayer final : public SelectLayerBase {
     gpu::attend_device(gpu::baseline_attend(view_, attn_), g, &q, 1, o_out, nullptr);
   }
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch&) const override {
-    std::vector<float> o(static_cast<size_t>(nq) * d_);
-    gpu::attend_device(gpu::baseline_attend(view_, attn_), g, qs, nq, o.data(), nullptr);
-    for (int i = 0; i < nq; ++i) std::copy_n(o.data() + static_cast<size_t>(i) * d_, d_, outs[i]);
+    gpu::attend_many_device(gpu::baseline_attend(view_, attn_), g, qs, nq, outs);
   }
 
   bool device_timing(const LayerKV& kv, const LayerQueries& q, int min_repeats, double min_time_s,
                      DeviceTimes* out) const override {
-    const cudaStream_t s = cuda::run_stream();
-    DeviceBuffer dk = DeviceBuffer::from(kv.k), dv = DeviceBuffer::from(kv.v);
     // The events bracket the whole encode, host halvings and their transfers included (deterministic:
     // re-encoding writes the same rows and counts).
-    const cuda::EventTiming te = cuda::time_events(
-        [&](cudaStream_t st) { const_cast<SelectGpuLayer*>(this)->encode(dk.as<float>(), dv.as<float>(), st); }, s,
-        min_repeats, min_time_s);
-    out->encode_median_s = te.median_s;
-    out->encode_p95_s = te.p95_s;
-    out->encode_samples = te.samples;
+    gpu::time_encode_device(
+        kv,
+        [&](const float* k, const float* v, cudaStream_t st) { const_cast<SelectGpuLayer*>(this)->encode(k, v, st); },
+        min_repeats, min_time_s, out);
     gpu::time_attend_device(gpu::baseline_attend(view_, attn_), H_, q, min_repeats, min_time_s, out);
     return true;
   }

@@ -29,12 +29,6 @@ using cuda::DeviceBuffer;
 /// Shared-memory floats the QJL attention block needs beyond 48 KiB are refused (no opt-in carve-out).
 constexpr int64_t kMaxSharedFloats = 48 * 1024 / 4;
 
-DeviceBuffer upload_floats(const std::vector<float>& x, cudaStream_t s) {
-  DeviceBuffer b(x.size() * sizeof(float));
-  b.upload(x.data(), x.size() * sizeof(float), s);
-  return b;
-}
-
 /// The projection on the device.
 struct DeviceProjection {
   DeviceBuffer s32, s64, t32, norm;
@@ -107,28 +101,22 @@ class SketchGpuLayer : public EncodedLayer {
   SketchGpuLayer(const LayerKV& kv, const CodecContext& ctx) : heads_(kv.kv_heads), C_(kv.tokens), d_(kv.head_dim), attn_(ctx.attn) {}
   int64_t tokens() const override { return C_; }
   bool scores(int g, const float* q, float* s_out, Scratch&) const override {
-    std::vector<float> o(static_cast<size_t>(d_));
-    run(g, &q, 1, o.data(), s_out);
+    codecs::gpu::scores_device(device_attend(), g, q, s_out);
     return true;
   }
-  void attend(int g, const float* q, float* o_out, Scratch&) const override { run(g, &q, 1, o_out, nullptr); }
+  void attend(int g, const float* q, float* o_out, Scratch&) const override {
+    codecs::gpu::attend_device(device_attend(), g, &q, 1, o_out, nullptr);
+  }
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch&) const override {
-    std::vector<float> o(static_cast<size_t>(nq) * d_);
-    run(g, qs, nq, o.data(), nullptr);
-    for (int i = 0; i < nq; ++i) std::copy_n(o.data() + static_cast<size_t>(i) * d_, d_, outs[i]);
+    codecs::gpu::attend_many_device(device_attend(), g, qs, nq, outs);
   }
 
-  /// CUDA-event timings of a re-encode of `kv` (identical bytes into this layer's buffers: encode is
-  /// deterministic) and of one launch attending every query of `q` (query head h reads KV head h / group).
+  /// CUDA-event timings of a re-encode of `kv` and of one launch attending every query of `q`.
   bool device_timing(const LayerKV& kv, const LayerQueries& q, int min_repeats, double min_time_s,
                      DeviceTimes* out) const override {
-    const cudaStream_t s = cuda::run_stream();
-    DeviceBuffer dk = upload_floats(kv.k, s), dv = upload_floats(kv.v, s);
-    const cuda::EventTiming te = cuda::time_events(
-        [&](cudaStream_t st) { run_encode(dk.as<float>(), dv.as<float>(), st); }, s, min_repeats, min_time_s);
-    out->encode_median_s = te.median_s;
-    out->encode_p95_s = te.p95_s;
-    out->encode_samples = te.samples;
+    codecs::gpu::time_encode_device(
+        kv, [&](const float* k, const float* v, cudaStream_t st) { run_encode(k, v, st); }, min_repeats, min_time_s,
+        out);
     codecs::gpu::time_attend_device(device_attend(), heads_, q, min_repeats, min_time_s, out);
     return true;
   }
@@ -171,10 +159,6 @@ class SketchGpuLayer : public EncodedLayer {
     return da;
   }
 
-  void run(int g, const float* const* qs, int nq, float* o, float* logits) const {
-    codecs::gpu::attend_device(device_attend(), g, qs, nq, o, logits);
-  }
-
   int heads_;
   int64_t C_;
   int d_;
@@ -212,7 +196,7 @@ class QjlGpuLayer final : public SketchGpuLayer {
     keys_.res = res_.as<uint16_t>();
     keys_.P = proj_.view;
     const cudaStream_t s = cuda::run_stream();
-    DeviceBuffer dk = upload_floats(kv.k, s), dv = upload_floats(kv.v, s);
+    const DeviceBuffer dk = DeviceBuffer::from(kv.k), dv = DeviceBuffer::from(kv.v);
     run_encode(dk.as<float>(), dv.as<float>(), s);
     check(cudaStreamSynchronize(s), "qjl encode");
   }
@@ -287,7 +271,7 @@ class H1bGpuLayer final : public SketchGpuLayer {
     keys_.P = proj_.view;
     nw_.alloc(static_cast<size_t>(heads_ * C_) * sizeof(double));
     const cudaStream_t s = cuda::run_stream();
-    DeviceBuffer dk = upload_floats(kv.k, s), dv = upload_floats(kv.v, s);
+    const DeviceBuffer dk = DeviceBuffer::from(kv.k), dv = DeviceBuffer::from(kv.v);
     run_encode(dk.as<float>(), dv.as<float>(), s);
     check(cudaStreamSynchronize(s), "h1b encode");
   }
