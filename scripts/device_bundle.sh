@@ -26,11 +26,9 @@ cp build/tests/test_gpu .devbundle/build/tests/
 strip --strip-debug .devbundle/build/kvbench .devbundle/build/tests/test_gpu
 # Shared libraries: everything ldd resolves except the C library's own (those must match the machine's kernel
 # interface and loader; glibc is backward compatible, and the machine's is not older than Debian 12's).
+glibc='^(libc|libm|libpthread|libdl|librt|libresolv)\.so|^ld-linux'
 ldd build/kvbench build/tests/test_gpu | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
-  case "$(basename "$lib")" in
-    libc.so.* | libm.so.* | libpthread.so.* | libdl.so.* | librt.so.* | libresolv.so.* | ld-linux*) ;;
-    *) cp -L "$lib" .devbundle/lib/ ;;
-  esac
+  basename "$lib" | grep -qE "$glibc" || cp -L "$lib" .devbundle/lib/
 done
 cat >.devbundle/run.sh <<'EOF'
 #!/usr/bin/env bash
@@ -56,7 +54,7 @@ chmod +x .devbundle/run.sh
 # Every library the binaries need must now resolve inside the bundle or to glibc.
 missing=$(LD_LIBRARY_PATH="$PWD/.devbundle/lib" ldd .devbundle/build/kvbench .devbundle/build/tests/test_gpu |
   awk '/=> \// && $3 !~ /\.devbundle\/lib\// {print $1}' |
-  grep -vE '^(libc\.so|libm\.so|libpthread|libdl\.so|librt\.so|libresolv\.so|ld-linux)' || true)
+  grep -vE "$glibc" || true)
 if [ -n "$missing" ]; then
   echo "device_bundle: not bundled: $missing" >&2
   exit 1

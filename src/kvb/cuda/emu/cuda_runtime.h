@@ -137,36 +137,34 @@ inline void __syncwarp(unsigned mask = 0xffffffffu) {
   kvb::emu::sync_warp();
 }
 
+namespace kvb::emu {
+/// Every lane's shuffle: src = the source lane within this lane's `width`-lane segment, or -1 when it lies
+/// outside (the lane keeps its own value, as __shfl_up/down/xor do).
+template <class T>
+T shuffle(unsigned mask, const char* what, T v, int src, int width) {
+  require_full_mask(mask, what);
+  const int base = lane_id() & ~(width - 1);
+  return from_bits<T>(warp_exchange(to_bits(v), src >= 0 && src < width ? base + src : lane_id()));
+}
+}  // namespace kvb::emu
+
 template <class T>
 T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
-  kvb::emu::require_full_mask(mask, "__shfl_sync");
-  const int lane = kvb::emu::lane_id();
-  const int base = lane & ~(width - 1);
-  return kvb::emu::from_bits<T>(kvb::emu::warp_exchange(kvb::emu::to_bits(v), base + (src & (width - 1))));
+  return kvb::emu::shuffle(mask, "__shfl_sync", v, src & (width - 1), width);  // srcLane modulo width
 }
 template <class T>
 T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
-  kvb::emu::require_full_mask(mask, "__shfl_xor_sync");
-  const int lane = kvb::emu::lane_id();
-  int src = lane ^ lane_mask;
-  if ((src & ~(width - 1)) != (lane & ~(width - 1))) src = lane;
-  return kvb::emu::from_bits<T>(kvb::emu::warp_exchange(kvb::emu::to_bits(v), src));
+  return kvb::emu::shuffle(mask, "__shfl_xor_sync", v, (kvb::emu::lane_id() & (width - 1)) ^ lane_mask, width);
 }
 template <class T>
 T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  kvb::emu::require_full_mask(mask, "__shfl_down_sync");
-  const int lane = kvb::emu::lane_id();
-  int src = lane + static_cast<int>(delta);
-  if ((src & ~(width - 1)) != (lane & ~(width - 1))) src = lane;
-  return kvb::emu::from_bits<T>(kvb::emu::warp_exchange(kvb::emu::to_bits(v), src));
+  return kvb::emu::shuffle(mask, "__shfl_down_sync", v, (kvb::emu::lane_id() & (width - 1)) + static_cast<int>(delta),
+                           width);
 }
 template <class T>
 T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  kvb::emu::require_full_mask(mask, "__shfl_up_sync");
-  const int lane = kvb::emu::lane_id();
-  int src = lane - static_cast<int>(delta);
-  if (src < (lane & ~(width - 1))) src = lane;
-  return kvb::emu::from_bits<T>(kvb::emu::warp_exchange(kvb::emu::to_bits(v), src));
+  return kvb::emu::shuffle(mask, "__shfl_up_sync", v, (kvb::emu::lane_id() & (width - 1)) - static_cast<int>(delta),
+                           width);
 }
 
 // Explicitly rounded arithmetic: the host's IEEE operations (emulated builds compile with -ffp-contract=off).

@@ -84,7 +84,7 @@ cudaError_t fail(cudaError_t e) {
   t_last = e;
   return e;
 }
-cudaError_t status() { return g_sticky != cudaSuccess ? g_sticky : cudaSuccess; }
+cudaError_t status() { return g_sticky; }
 
 void fault(cudaError_t e, const std::string& why) {
   std::fprintf(stderr, "kvbench CUDA emulator: %s\n", why.c_str());
@@ -103,7 +103,7 @@ bool in_alloc(const void* p, size_t n) {
   auto it = g_allocs.upper_bound(a);
   if (it == g_allocs.begin()) return false;
   --it;
-  return a >= it->first && a + n <= it->first + it->second && a <= it->first + it->second;
+  return a >= it->first && a + n <= it->first + it->second;
 }
 
 std::string hex(const void* p) {
@@ -407,8 +407,7 @@ void run_grid(const char* kernel, const void* fn, dim3 grid, dim3 blk, size_t sm
     b.f[i].warp = static_cast<int>(i / 32);
     b.f[i].lane = static_cast<int>(i % 32);
   }
-  Block* outer = t_block;
-  t_block = &b;
+  t_block = &b;  // kernels cannot launch kernels: no enclosing block to restore
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
@@ -416,13 +415,13 @@ void run_grid(const char* kernel, const void* fn, dim3 grid, dim3 blk, size_t sm
         if (smem) std::memset(b.dyn, 0xFF, smem);  // uninitialized shared memory reads as NaN / -1
         const std::string why = run_block(b, stacks, ((x + y + z) & 1u) != 0);
         if (!why.empty()) {
-          t_block = outer;
+          t_block = nullptr;
           fault(cudaErrorLaunchFailure, std::string("kernel ") + kernel + " block (" + std::to_string(x) + "," +
                                             std::to_string(y) + "," + std::to_string(z) + "): " + why);
           return;
         }
       }
-  t_block = outer;
+  t_block = nullptr;
 }
 
 }  // namespace kvb::emu
@@ -433,7 +432,7 @@ using kvb::emu::status;
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   if (!p) return fail(cudaErrorInvalidValue);
   *p = nullptr;
-  if (kvb::emu::g_sticky != cudaSuccess) return fail(kvb::emu::g_sticky);
+  if (status() != cudaSuccess) return fail(status());
   if (bytes == 0) return cudaSuccess;
   void* m = nullptr;  // 256-byte aligned as cudaMalloc, exactly `bytes` long (AddressSanitizer sees overruns)
   if (posix_memalign(&m, 256, bytes) != 0) return fail(cudaErrorMemoryAllocation);
