@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "codecs/common/row_kernels.h"
+#include "kernels/cpu/row_kernels.h"
 #include "kvb/core/attn_math.h"
 #include "kvb/core/error.h"
 

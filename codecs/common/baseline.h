@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "codecs/common/row_kernels.h"
+#include "kernels/cpu/row_kernels.h"
 #include "kvb/core/codec.h"
 #include "kvb/core/registry.h"
 
@@ -54,7 +54,7 @@ double softmax_weights(float* s, int64_t C);
 /// (it may use scratch.floats2(), never scratch.floats(), which holds s); per query softmax_weights, then
 /// weights(w[rows]) may rescale each row's weight in the value sum; then the value rows are decoded
 /// kDecodeRows at a time (decode_values(t0, n, out[n·d], tmp[tmp_floats])) and added into all the chunk's
-/// outputs at once (row_kernels axpy_many), so every stored value row is read and unpacked once per chunk.
+/// outputs at once (kernels::row_kernels axpy_many), so every stored value row is read and unpacked once per chunk.
 /// Output: Σ w_t·v̂_t · out_factor / Σ exp(s_t − max).
 template <class Logits, class DecodeV, class Weights>
 void attend_many_rows(int64_t rows, int d, size_t tmp_floats, const float* const* qs, int nq, float* const* outs,
@@ -63,7 +63,7 @@ void attend_many_rows(int64_t rows, int d, size_t tmp_floats, const float* const
 
 /// The logits phase of layers that store key rows (attend_many_rows' `logits`): rows decoded kDecodeRows at
 /// a time (decode_keys(t0, n, out[n·d], tmp[tmp_floats])) and dotted with all nc queries at once
-/// (row_kernels dots_many): s[i·rows + t] = <qc[i], k̂_t> (raw dots; the caller turns them into logits).
+/// (kernels::row_kernels dots_many): s[i·rows + t] = <qc[i], k̂_t> (raw dots; the caller turns them into logits).
 template <class DecodeK>
 void decoded_row_dots(int64_t rows, int d, size_t tmp_floats, const float* const* qc, int nc, float* s,
                       Scratch& scratch, DecodeK&& decode_keys);
@@ -98,7 +98,7 @@ class BaselineLayer : public EncodedLayer {
   bool scores(int g, const float* q, float* s_out, Scratch& scratch) const final;
   void attend(int g, const float* q, float* o_out, Scratch& scratch) const final;
   /// GQA groups: each block of kDecodeRows key rows is decoded once (decode_keys) and dotted with all the
-  /// queries (row_kernels dots_many), then per query the same softmax as attend(), then each block of value
+  /// queries (kernels::row_kernels dots_many), then per query the same softmax as attend(), then each block of value
   /// rows is decoded once (decode_values) and added into every query's output (axpy_many). Queries go in
   /// chunks of kManyQueries (logits [chunk][C] in scratch.floats()). Equals attend() per query up to float
   /// rounding: reassociated sums, and the decoded row is one float rounding of the stored value where
@@ -142,7 +142,7 @@ void attend_many_rows(int64_t rows, int d, size_t tmp_floats, const float* const
                       Scratch& scratch, Logits&& logits, DecodeV&& decode_values, Weights&& weights,
                       float out_factor) {
   constexpr int kRows = BaselineLayer::kDecodeRows, kMany = BaselineLayer::kManyQueries;
-  const RowKernels& K = row_kernels_switched();
+  const kernels::RowKernels& K = kernels::row_kernels_switched();
   for (int q0 = 0; q0 < nq; q0 += kMany) {
     const int nc = nq - q0 < kMany ? nq - q0 : kMany;
     float* const* oc = outs + q0;
@@ -177,7 +177,7 @@ template <class DecodeK>
 void decoded_row_dots(int64_t rows, int d, size_t tmp_floats, const float* const* qc, int nc, float* s,
                       Scratch& scratch, DecodeK&& decode_keys) {
   constexpr int kRows = BaselineLayer::kDecodeRows;
-  const RowKernels& K = row_kernels_switched();
+  const kernels::RowKernels& K = kernels::row_kernels_switched();
   float* buf = scratch.floats2(static_cast<size_t>(kRows) * d + tmp_floats);
   float* tmp = buf + static_cast<size_t>(kRows) * d;
   for (int64_t t0 = 0; t0 < rows; t0 += kRows) {

@@ -3,14 +3,17 @@
 #include "codecs/common/gpu_layer.h"
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "codecs/common/baseline.h"
-#include "codecs/common/gpu_kernels.h"
+#include "kernels/cuda/launch.h"
 #include "kvb/core/error.h"
 #include "kvb/cuda/runtime.h"
 
 namespace kvb::codecs::gpu {
+
+using namespace kvb::kernels::gpu;  // the formats, layer view and device primitives of kernels/cuda
 namespace {
 
 using cuda::check;
@@ -81,27 +84,16 @@ class GpuLayer final : public EncodedLayer {
 
  private:
 
+  /// The part's buffers, sized by its format's traits (formats.h) and its fp16 tail.
   void alloc(const PartSpec& p, PartBuffers& b) const {
     const int64_t q = p.q_tokens, tail = C_ - p.q_tokens;
-    const int64_t H = heads_;
-    switch (p.fmt) {
-      case Fmt::kFp8E4M3:
-      case Fmt::kFp8E5M2:
-        b.codes.alloc(static_cast<size_t>(H * q * d_));
-        b.scale.alloc(static_cast<size_t>(H) * sizeof(float));
-        break;
-      case Fmt::kTokenQuant:
-        b.codes.alloc(static_cast<size_t>(H * q * uq::row_bytes(d_, p.bits)));
-        b.sm.alloc(static_cast<size_t>(H * q * (d_ / p.group)) * sizeof(uq::GroupParams));
-        break;
-      case Fmt::kChannelQuant:
-        b.codes.alloc(static_cast<size_t>(H * q * uq::row_bytes(d_, p.bits)));
-        b.sm.alloc(static_cast<size_t>(H * (q / p.group) * d_) * sizeof(uq::GroupParams));
-        break;
-      case Fmt::kF16:
-        break;
-    }
-    b.tail.alloc(static_cast<size_t>(H * tail * d_) * sizeof(uint16_t));
+    PartBytes n;
+    KVB_CHECK(visit_format(p.fmt, [&](auto f) { n = decltype(f)::bytes(heads_, q, d_, p.bits, p.group); }), RuntimeError,
+              "device layer: format id {} is not in the format table", static_cast<int>(p.fmt));
+    b.codes.alloc(static_cast<size_t>(n.codes));
+    b.sm.alloc(static_cast<size_t>(n.sm));
+    b.scale.alloc(static_cast<size_t>(n.scale));
+    b.tail.alloc(static_cast<size_t>(static_cast<int64_t>(heads_) * tail * d_) * sizeof(uint16_t));
     // Zero-filled packed rows: the bit-stream writer stores whole bytes, but a zero start keeps buffers()
     // deterministic for empty ranges too. On the run stream: it is non-blocking, so a memset on the legacy
     // default stream would not be ordered before the encode kernels.
@@ -115,35 +107,22 @@ class GpuLayer final : public EncodedLayer {
     v.group = p.group;
     v.q_tokens = p.q_tokens;
     v.codes = b.codes.as<uint8_t>();
-    v.sm = b.sm.as<uq::GroupParams>();
+    v.sm = b.sm.as<kernels::uq::GroupParams>();
     v.head_scale = b.scale.as<float>();
     v.tail = b.tail.as<uint16_t>();
     return v;
   }
 
+  /// The part's format range through its traits' encode kernel, then the fp16 tail of each head.
   void encode_part(const PartSpec& p, const PartBuffers& b, const float* x, cudaStream_t s) const {
     const int64_t q = p.q_tokens, tail = C_ - q;
-    switch (p.fmt) {
-      case Fmt::kFp8E4M3:
-      case Fmt::kFp8E5M2:
-        check(launch_fp8_encode(x, heads_, C_ * d_, p.fmt == Fmt::kFp8E4M3, b.codes.as<uint8_t>(), b.scale.as<float>(), s),
-              "fp8 encode kernels");
-        break;
-      case Fmt::kTokenQuant:
-        for (int g = 0; g < heads_; ++g)
-          check(launch_token_quant(x + static_cast<int64_t>(g) * C_ * d_, q, d_, p.bits, p.group,
-                                   b.codes.as<uint8_t>() + g * q * uq::row_bytes(d_, p.bits),
-                                   b.sm.as<uq::GroupParams>() + g * q * (d_ / p.group), s),
-                "per-token quantization kernel");
-        break;
-      case Fmt::kChannelQuant:
-        check(launch_channel_quant(x, heads_, C_, q, d_, p.bits, p.group, b.codes.as<uint8_t>(),
-                                   b.sm.as<uq::GroupParams>(), s),
-              "per-channel quantization kernels");
-        break;
-      case Fmt::kF16:
-        break;
-    }
+    EncodeTarget t;
+    t.bits = p.bits, t.group = p.group, t.q_tokens = q;
+    t.codes = b.codes.as<uint8_t>(), t.sm = b.sm.as<kernels::uq::GroupParams>(), t.head_scale = b.scale.as<float>();
+    visit_format(p.fmt, [&](auto f) {
+      const std::string what = std::string(decltype(f)::kName) + " encode kernels";
+      check(decltype(f)::encode(x, heads_, C_, d_, t, s), what.c_str());
+    });
     if (tail > 0)
       for (int g = 0; g < heads_; ++g)
         check(launch_to_f16(x + (static_cast<int64_t>(g) * C_ + q) * d_, tail * d_,
@@ -173,71 +152,6 @@ class GpuLayer final : public EncodedLayer {
 };
 
 }  // namespace
-
-void attend_device(const DeviceAttend& a, int g, const float* const* qs, int nq, float* o, float* logits) {
-  const int d = a.d;
-  const cudaStream_t s = cuda::run_stream();
-  std::vector<float> qh_host(static_cast<size_t>(nq) * d);
-  for (int i = 0; i < nq; ++i) std::copy_n(qs[i], d, qh_host.data() + static_cast<size_t>(i) * d);
-  const std::vector<int> heads(static_cast<size_t>(nq), g);
-  DeviceBuffer dq(qh_host.size() * sizeof(float)), dh(heads.size() * sizeof(int));
-  dq.upload(qh_host.data(), dq.bytes(), s);
-  dh.upload(heads.data(), dh.bytes(), s);
-  QueryLaunch ql;
-  ql.q = dq.as<float>(), ql.q_head = dh.as<int>(), ql.nq = nq;
-  DeviceBuffer work(static_cast<size_t>(a.plan(nq, &ql.chunk, &ql.splits)) * sizeof(float));
-  DeviceBuffer dout(static_cast<size_t>(nq) * d * sizeof(float));
-  DeviceBuffer dlog(logits ? static_cast<size_t>(nq) * a.C * sizeof(float) : 0);
-  ql.work = work.as<float>();
-  ql.out = dout.as<float>();
-  ql.logits = logits ? dlog.as<float>() : nullptr;
-  check(a.launch(ql, s), a.what);
-  dout.download(o, dout.bytes(), s);
-  if (logits) dlog.download(logits, dlog.bytes(), s);
-}
-
-void attend_many_device(const DeviceAttend& a, int g, const float* const* qs, int nq, float* const* outs) {
-  std::vector<float> o(static_cast<size_t>(nq) * a.d);
-  attend_device(a, g, qs, nq, o.data(), nullptr);
-  for (int i = 0; i < nq; ++i) std::copy_n(o.data() + static_cast<size_t>(i) * a.d, a.d, outs[i]);
-}
-
-void scores_device(const DeviceAttend& a, int g, const float* q, float* s) {
-  std::vector<float> o(static_cast<size_t>(a.d));
-  attend_device(a, g, &q, 1, o.data(), s);
-}
-
-void time_encode_device(const LayerKV& kv, const std::function<void(const float*, const float*, cudaStream_t)>& encode,
-                        int min_repeats, double min_time_s, DeviceTimes* out) {
-  const DeviceBuffer dk = DeviceBuffer::from(kv.k), dv = DeviceBuffer::from(kv.v);
-  const cuda::EventTiming te = cuda::time_events([&](cudaStream_t st) { encode(dk.as<float>(), dv.as<float>(), st); },
-                                                 cuda::run_stream(), min_repeats, min_time_s);
-  out->encode_median_s = te.median_s;
-  out->encode_p95_s = te.p95_s;
-  out->encode_samples = te.samples;
-}
-
-void time_attend_device(const DeviceAttend& a, int kv_heads, const LayerQueries& q, int min_repeats,
-                        double min_time_s, DeviceTimes* out) {
-  const cudaStream_t s = cuda::run_stream();
-  const int nq = static_cast<int>(static_cast<int64_t>(q.heads) * q.n);
-  const int group = q.heads / kv_heads;
-  std::vector<int> qh(static_cast<size_t>(nq));
-  for (int i = 0; i < nq; ++i) qh[i] = static_cast<int>(i / q.n) / group;  // q is [heads][n][d]
-  DeviceBuffer dq = DeviceBuffer::from(q.q), dqh = DeviceBuffer::from(qh);
-  QueryLaunch ql;
-  ql.q = dq.as<float>(), ql.q_head = dqh.as<int>(), ql.nq = nq;
-  DeviceBuffer work(static_cast<size_t>(a.plan(nq, &ql.chunk, &ql.splits)) * sizeof(float));
-  DeviceBuffer dout(static_cast<size_t>(nq) * a.d * sizeof(float));
-  ql.work = work.as<float>();
-  ql.out = dout.as<float>();
-  const cuda::EventTiming ta =
-      cuda::time_events([&](cudaStream_t st) { check(a.launch(ql, st), a.what); }, s, min_repeats, min_time_s);
-  out->attend_median_s = ta.median_s;
-  out->attend_p95_s = ta.p95_s;
-  out->attend_samples = ta.samples;
-  out->device = cuda::device_label();
-}
 
 DeviceAttend baseline_attend(const LayerView& L, const AttnConfig& attn) {
   DeviceAttend a;

@@ -1,7 +1,7 @@
 #pragma once
 /// Helpers for the baseline codecs' naive references (`*_ref.cpp`). A reference is the specification
 /// written as literally as possible and WITHOUT the shared per-element math headers (fp8.h, uniform.h,
-/// fp16_store.h, half.h), so that a bug there shows up as a cpu-vs-ref mismatch. A reference encode
+/// kernels/formats/fp16.h, half.h), so that a bug there shows up as a cpu-vs-ref mismatch. A reference encode
 /// quantizes, dequantizes to a dense float copy of K̂ and V̂ (allowed only here), and answers scores and
 /// attend with kvbench's float64 exact attention over that copy. Its storage is computed from the
 /// byte-count formulas, independently of the buffers the CPU implementation allocates.

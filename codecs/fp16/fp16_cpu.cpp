@@ -1,8 +1,8 @@
 /// fp16 CPU implementation. Layout: k16, v16 [kv_head][token][head_dim] binary16 bits (saturating
-/// conversion, codecs/common/fp16_store.h). attend: one dot per key row and one axpy per value row, both
+/// conversion, kernels/formats/fp16.h). attend: one dot per key row and one axpy per value row, both
 /// converting fp16 -> float in registers (F16C where available), float accumulation.
 #include "codecs/common/baseline.h"
-#include "codecs/common/row_kernels.h"
+#include "kernels/cpu/row_kernels.h"
 #include "codecs/fp16/fp16_codec.h"
 
 namespace kvb::codecs {
@@ -14,8 +14,8 @@ class Fp16Layer final : public BaselineLayer {
       : BaselineLayer(kv.kv_heads, kv.tokens, kv.head_dim, ctx.attn), k_(kv.k.size()), v_(kv.v.size()) {
     const int64_t n = C_ * d_;
     for_each_head(kv_heads_, [&](int g) {
-      f32_to_f16_sat_row(kv.k_head(g), &k_[g * n], n);
-      f32_to_f16_sat_row(kv.v_head(g), &v_[g * n], n);
+      kernels::f32_to_f16_sat_row(kv.k_head(g), &k_[g * n], n);
+      kernels::f32_to_f16_sat_row(kv.v_head(g), &v_[g * n], n);
     });
   }
 
@@ -30,22 +30,22 @@ class Fp16Layer final : public BaselineLayer {
 
  protected:
   void key_dots(int g, const float* q, float* dots, Scratch&) const override {
-    const auto dot = row_kernels().dot_f16;
+    const auto dot = kernels::row_kernels().dot_f16;
     const uint16_t* k = &k_[static_cast<size_t>(g) * C_ * d_];
     for (int64_t t = 0; t < C_; ++t) dots[t] = dot(q, k + t * d_, d_);
   }
   void weighted_values(int g, const float* w, float* out, Scratch&) const override {
-    const auto axpy = row_kernels().axpy_f16;
+    const auto axpy = kernels::row_kernels().axpy_f16;
     const uint16_t* v = &v_[static_cast<size_t>(g) * C_ * d_];
     for (int j = 0; j < d_; ++j) out[j] = 0.f;
     for (int64_t t = 0; t < C_; ++t)
       if (w[t] != 0.f) axpy(w[t], v + t * d_, out, d_);
   }
   void decode_keys(int g, int64_t t0, int n, float* out, float*) const override {
-    row_kernels_switched().from_f16(&k_[(static_cast<size_t>(g) * C_ + t0) * d_], out, static_cast<int64_t>(n) * d_);
+    kernels::row_kernels_switched().from_f16(&k_[(static_cast<size_t>(g) * C_ + t0) * d_], out, static_cast<int64_t>(n) * d_);
   }
   void decode_values(int g, int64_t t0, int n, float* out, float*) const override {
-    row_kernels_switched().from_f16(&v_[(static_cast<size_t>(g) * C_ + t0) * d_], out, static_cast<int64_t>(n) * d_);
+    kernels::row_kernels_switched().from_f16(&v_[(static_cast<size_t>(g) * C_ + t0) * d_], out, static_cast<int64_t>(n) * d_);
   }
 
  private:

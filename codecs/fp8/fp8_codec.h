@@ -1,23 +1,23 @@
 #pragma once
-/// fp8: every element of K and V stored as one FP8 code (E4M3FN or E5M2, codecs/fp8/fp8.h) of x / scale,
+/// fp8: every element of K and V stored as one FP8 code (E4M3FN or E5M2, kernels/formats/fp8.h) of x / scale,
 /// with one fp32 scale = absmax / max_finite per (KV head, K or V) chosen from the encoded cache.
 #include <memory>
 #include <string>
 
-#include "codecs/fp8/fp8.h"
+#include "kernels/formats/fp8.h"
 #include "kvb/core/codec.h"
 
 namespace kvb::codecs {
 
 struct Fp8Params {
-  fp8::Format format = fp8::Format::kE4M3;
+  kernels::fp8::Format format = kernels::fp8::Format::kE4M3;
   static Fp8Params from_json(const Json& p) {
     Fp8Params r;
-    r.format = p.at("format").get<std::string>() == "e5m2" ? fp8::Format::kE5M2 : fp8::Format::kE4M3;
+    r.format = p.at("format").get<std::string>() == "e5m2" ? kernels::fp8::Format::kE5M2 : kernels::fp8::Format::kE4M3;
     return r;
   }
   void check(int) const {}
-  std::string label() const { return format == fp8::Format::kE4M3 ? "fp8-e4m3" : "fp8-e5m2"; }
+  std::string label() const { return format == kernels::fp8::Format::kE4M3 ? "fp8-e4m3" : "fp8-e5m2"; }
 };
 
 std::unique_ptr<EncodedLayer> fp8_encode_cpu(const Fp8Params& p, const LayerKV& kv, const CodecContext& ctx);
@@ -28,9 +28,9 @@ std::unique_ptr<EncodedLayer> fp8_encode_cuda(const Fp8Params& p, const LayerKV&
 namespace ref {
 /// Independent FP8 encoder for tests: nearest of the format's finite values found by search over the
 /// decoded code table (ties to the even code), saturating at ±max finite.
-uint8_t fp8_encode_nearest(fp8::Format f, float x);
+uint8_t fp8_encode_nearest(kernels::fp8::Format f, float x);
 /// Independent FP8 decoder: (-1)^s · 2^(e-bias) · (1 + m/2^M), subnormals m · 2^(1-bias-M).
-double fp8_decode_formula(fp8::Format f, uint8_t code);
+double fp8_decode_formula(kernels::fp8::Format f, uint8_t code);
 }  // namespace ref
 
 }  // namespace kvb::codecs

@@ -9,7 +9,7 @@
 #endif
 
 #include "codecs/common/baseline.h"
-#include "codecs/common/row_kernels.h"
+#include "kernels/cpu/row_kernels.h"
 #include "codecs/fp8/fp8_codec.h"
 
 namespace kvb::codecs {
@@ -25,8 +25,8 @@ struct DecodeTables {
   float e4m3[256], e5m2[256];
   DecodeTables() {
     for (int c = 0; c < 256; ++c) {
-      e4m3[c] = fp8::decode_e4m3(static_cast<uint8_t>(c));
-      e5m2[c] = fp8::decode_e5m2(static_cast<uint8_t>(c));
+      e4m3[c] = kernels::fp8::decode_e4m3(static_cast<uint8_t>(c));
+      e5m2[c] = kernels::fp8::decode_e5m2(static_cast<uint8_t>(c));
     }
   }
 };
@@ -42,7 +42,7 @@ KVB_CPU_CLONES void fp8_dots(const float* lut, const float* q, const uint8_t* k,
                              float* dots, float* tmp) {
   for (int64_t t = 0; t < n; ++t, k += d) {
     decode_row(lut, k, d, tmp);
-    dots[t] = scale * dot_f32_inline(q, tmp, d);
+    dots[t] = scale * kernels::dot_f32_inline(q, tmp, d);
   }
 }
 
@@ -53,7 +53,7 @@ KVB_CPU_CLONES void fp8_values(const float* lut, const float* w, const uint8_t* 
   for (int64_t t = 0; t < n; ++t, v += d) {
     if (w[t] == 0.f) continue;
     decode_row(lut, v, d, tmp);
-    axpy_f32_inline(w[t], tmp, out, d);
+    kernels::axpy_f32_inline(w[t], tmp, out, d);
   }
   for (int j = 0; j < d; ++j) out[j] *= scale;
 }
@@ -71,16 +71,16 @@ KVB_CPU_CLONES void fp8_values(const float* lut, const float* w, const uint8_t* 
 //  the table path (their inputs had NaN; the loader rejects those, so in practice never).
 
 /// dec(c)·2^-8 (E4M3) or dec(c) (E5M2) of the 8 codes at p.
-template <fp8::Format F>
+template <kernels::fp8::Format F>
 KVB_FP8_AVX2_INLINE __m256 dec8(const uint8_t* p) {
   const __m128i c = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));  // sign-extended
-  if constexpr (F == fp8::Format::kE4M3)
+  if constexpr (F == kernels::fp8::Format::kE4M3)
     return _mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16(c, 7), _mm_set1_epi16(static_cast<short>(0xBF80))));
   else
     return _mm256_cvtph_ps(_mm_slli_epi16(c, 8));
 }
 
-template <fp8::Format F>
+template <kernels::fp8::Format F>
 KVB_FP8_AVX2_INLINE __m256 dot_row(const float* q, const uint8_t* k, int d) {
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
   int j = 0;
@@ -100,7 +100,7 @@ KVB_FP8_AVX2_INLINE float hsum8(__m256 v) {
 }
 
 /// dots[t] = scale · Σ_j q_j·dec'(k_tj) (dec' = dec8's lanes; scale already includes the 2^8 for E4M3).
-template <fp8::Format F>
+template <kernels::fp8::Format F>
 KVB_FP8_AVX2 void fp8_dots_avx2(const float* q, const uint8_t* k, int64_t n, int d, float scale, float* dots) {
   const __m128 vs = _mm_set1_ps(scale);
   int64_t t = 0;
@@ -113,7 +113,7 @@ KVB_FP8_AVX2 void fp8_dots_avx2(const float* q, const uint8_t* k, int64_t n, int
 }
 
 /// out[j0, j0 + 8·NV) += Σ_{t<nb} w_t·dec'(v_t,j): NV accumulators in registers over a block of tokens.
-template <fp8::Format F, int NV>
+template <kernels::fp8::Format F, int NV>
 KVB_FP8_AVX2_INLINE void value_chunk(const float* w, const uint8_t* v, int64_t nb, int d, int j0, float* out) {
   __m256 acc[NV];
   for (int i = 0; i < NV; ++i) acc[i] = _mm256_setzero_ps();
@@ -127,7 +127,7 @@ KVB_FP8_AVX2_INLINE void value_chunk(const float* w, const uint8_t* v, int64_t n
 }
 
 /// out[j] = scale · Σ_t w_t·dec'(v_tj), in blocks of 32 tokens × 64 channels.
-template <fp8::Format F>
+template <kernels::fp8::Format F>
 KVB_FP8_AVX2 void fp8_values_avx2(const float* w, const uint8_t* v, int64_t n, int d, float scale, float* out) {
   for (int j = 0; j < d; ++j) out[j] = 0.f;
   for (int64_t t0 = 0; t0 < n; t0 += 32) {
@@ -150,7 +150,7 @@ KVB_FP8_AVX2 void fp8_values_avx2(const float* w, const uint8_t* v, int64_t n, i
 }
 
 /// out[i] = dec'(c_i) (dec8's lanes), n % 8 == 0.
-template <fp8::Format F>
+template <kernels::fp8::Format F>
 KVB_FP8_AVX2 void fp8_decode_avx2(const uint8_t* c, int64_t n, float* out) {
   for (int64_t i = 0; i < n; i += 8) _mm256_storeu_ps(out + i, dec8<F>(c + i));
 }
@@ -161,22 +161,22 @@ KVB_CPU_CLONES void fp8_decode(const float* lut, const uint8_t* c, int64_t n, fl
   for (int64_t i = 0; i < n; ++i) out[i] = lut[c[i]];
 }
 
-template <fp8::Format F>
+template <kernels::fp8::Format F>
 KVB_FORCE_INLINE void encode_f(const float* x, int64_t n, float scale, uint8_t* codes) {
   for (int64_t i = 0; i < n; ++i)
-    codes[i] = F == fp8::Format::kE4M3 ? fp8::encode_e4m3(x[i] / scale) : fp8::encode_e5m2(x[i] / scale);
+    codes[i] = F == kernels::fp8::Format::kE4M3 ? kernels::fp8::encode_e4m3(x[i] / scale) : kernels::fp8::encode_e5m2(x[i] / scale);
 }
 
 /// Encodes one head's n floats: returns the scale, writes n codes.
-KVB_CPU_CLONES float encode_head(fp8::Format f, const float* x, int64_t n, uint8_t* codes) {
+KVB_CPU_CLONES float encode_head(kernels::fp8::Format f, const float* x, int64_t n, uint8_t* codes) {
   float absmax = 0.f;
   for (int64_t i = 0; i < n; ++i) {
     const float a = std::fabs(x[i]);
     absmax = a > absmax ? a : absmax;
   }
-  const float scale = fp8::head_scale(absmax, f);
-  if (f == fp8::Format::kE4M3) encode_f<fp8::Format::kE4M3>(x, n, scale, codes);
-  else encode_f<fp8::Format::kE5M2>(x, n, scale, codes);
+  const float scale = kernels::fp8::head_scale(absmax, f);
+  if (f == kernels::fp8::Format::kE4M3) encode_f<kernels::fp8::Format::kE4M3>(x, n, scale, codes);
+  else encode_f<kernels::fp8::Format::kE5M2>(x, n, scale, codes);
   return scale;
 }
 
@@ -184,7 +184,7 @@ class Fp8Layer final : public BaselineLayer {
  public:
   Fp8Layer(const Fp8Params& p, const LayerKV& kv, const CodecContext& ctx)
       : BaselineLayer(kv.kv_heads, kv.tokens, kv.head_dim, ctx.attn),
-        format_(p.format), lut_(p.format == fp8::Format::kE4M3 ? kTables.e4m3 : kTables.e5m2),
+        format_(p.format), lut_(p.format == kernels::fp8::Format::kE4M3 ? kTables.e4m3 : kTables.e5m2),
         k_(kv.k.size()), v_(kv.v.size()), k_scale_(kv.kv_heads), v_scale_(kv.kv_heads) {
     const int64_t n = C_ * d_;
     for_each_head(kv_heads_, [&](int g) {
@@ -193,7 +193,7 @@ class Fp8Layer final : public BaselineLayer {
     });
     // The shift decode of the AVX2 path has no image for E4M3's NaN code (see dec8).
     const auto is_nan = [](uint8_t c) { return (c & 0x7fu) == 0x7fu; };
-    shift_decode_ok_ = d_ % 8 == 0 && (p.format == fp8::Format::kE5M2 ||
+    shift_decode_ok_ = d_ % 8 == 0 && (p.format == kernels::fp8::Format::kE5M2 ||
                                        (std::none_of(k_.begin(), k_.end(), is_nan) &&
                                         std::none_of(v_.begin(), v_.end(), is_nan)));
   }
@@ -215,10 +215,10 @@ class Fp8Layer final : public BaselineLayer {
  protected:
   void key_dots(int g, const float* q, float* dots, Scratch& scratch) const override {
 #if defined(KVB_FP8_X86)
-    if (shift_decode_ok_ && simd_kernels_enabled()) {
+    if (shift_decode_ok_ && kernels::simd_kernels_enabled()) {
       const uint8_t* k = &k_[static_cast<size_t>(g) * C_ * d_];
-      if (format_ == fp8::Format::kE4M3) fp8_dots_avx2<fp8::Format::kE4M3>(q, k, C_, d_, 256.f * k_scale_[g], dots);
-      else fp8_dots_avx2<fp8::Format::kE5M2>(q, k, C_, d_, k_scale_[g], dots);
+      if (format_ == kernels::fp8::Format::kE4M3) fp8_dots_avx2<kernels::fp8::Format::kE4M3>(q, k, C_, d_, 256.f * k_scale_[g], dots);
+      else fp8_dots_avx2<kernels::fp8::Format::kE5M2>(q, k, C_, d_, k_scale_[g], dots);
       return;
     }
 #endif
@@ -226,10 +226,10 @@ class Fp8Layer final : public BaselineLayer {
   }
   void weighted_values(int g, const float* w, float* out, Scratch& scratch) const override {
 #if defined(KVB_FP8_X86)
-    if (shift_decode_ok_ && simd_kernels_enabled()) {
+    if (shift_decode_ok_ && kernels::simd_kernels_enabled()) {
       const uint8_t* v = &v_[static_cast<size_t>(g) * C_ * d_];
-      if (format_ == fp8::Format::kE4M3) fp8_values_avx2<fp8::Format::kE4M3>(w, v, C_, d_, 256.f * v_scale_[g], out);
-      else fp8_values_avx2<fp8::Format::kE5M2>(w, v, C_, d_, v_scale_[g], out);
+      if (format_ == kernels::fp8::Format::kE4M3) fp8_values_avx2<kernels::fp8::Format::kE4M3>(w, v, C_, d_, 256.f * v_scale_[g], out);
+      else fp8_values_avx2<kernels::fp8::Format::kE5M2>(w, v, C_, d_, v_scale_[g], out);
       return;
     }
 #endif
@@ -248,24 +248,24 @@ class Fp8Layer final : public BaselineLayer {
  private:
   bool shift_path() const {
 #if defined(KVB_FP8_X86)
-    return shift_decode_ok_ && simd_kernels_enabled();
+    return shift_decode_ok_ && kernels::simd_kernels_enabled();
 #else
     return false;
 #endif
   }
-  float shift_factor() const { return shift_path() && format_ == fp8::Format::kE4M3 ? 256.f : 1.f; }
+  float shift_factor() const { return shift_path() && format_ == kernels::fp8::Format::kE4M3 ? 256.f : 1.f; }
   void decode(const uint8_t* c, int64_t n, float* out) const {
 #if defined(KVB_FP8_X86)
     if (shift_path()) {
-      if (format_ == fp8::Format::kE4M3) fp8_decode_avx2<fp8::Format::kE4M3>(c, n, out);
-      else fp8_decode_avx2<fp8::Format::kE5M2>(c, n, out);
+      if (format_ == kernels::fp8::Format::kE4M3) fp8_decode_avx2<kernels::fp8::Format::kE4M3>(c, n, out);
+      else fp8_decode_avx2<kernels::fp8::Format::kE5M2>(c, n, out);
       return;
     }
 #endif
     fp8_decode(lut_, c, n, out);
   }
 
-  fp8::Format format_;
+  kernels::fp8::Format format_;
   bool shift_decode_ok_ = false;          // the AVX2 shift decode applies (d % 8 == 0, no E4M3 NaN code)
   const float* lut_;                      // [256] dec(code) of this layer's format
   std::vector<uint8_t> k_, v_;            // [kv_head][token][head_dim] FP8 codes

@@ -8,7 +8,7 @@ namespace kvb::codecs {
 std::unique_ptr<EncodedLayer> fp8_encode_cuda(const Fp8Params& p, const LayerKV& kv, const CodecContext& ctx) {
   gpu::LayerSpec s;
   for (auto* part : {&s.k, &s.v}) {
-    part->fmt = p.format == fp8::Format::kE4M3 ? gpu::Fmt::kFp8E4M3 : gpu::Fmt::kFp8E5M2;
+    part->fmt = p.format == kernels::fp8::Format::kE4M3 ? kernels::gpu::Fmt::kFp8E4M3 : kernels::gpu::Fmt::kFp8E5M2;
     part->q_tokens = kv.tokens;
   }
   s.k.codes_name = "k.fp8", s.k.scale_name = "k.scale";

@@ -17,40 +17,40 @@ struct FormatDef {
   double max_value;
 };
 
-FormatDef def(fp8::Format f) { return f == fp8::Format::kE4M3 ? FormatDef{3, 7, 0x7e, 448.0} : FormatDef{2, 15, 0x7b, 57344.0}; }
+FormatDef def(kernels::fp8::Format f) { return f == kernels::fp8::Format::kE4M3 ? FormatDef{3, 7, 0x7e, 448.0} : FormatDef{2, 15, 0x7b, 57344.0}; }
 
 /// values[c] for the non-negative finite codes c = 0 .. max_code, increasing in c.
-const std::vector<double>& positive_values(fp8::Format f) {
+const std::vector<double>& positive_values(kernels::fp8::Format f) {
   static const std::vector<double> tables[2] = {
       [] {
         std::vector<double> v;
-        for (int c = 0; c <= def(fp8::Format::kE4M3).max_code; ++c) v.push_back(fp8_decode_formula(fp8::Format::kE4M3, static_cast<uint8_t>(c)));
+        for (int c = 0; c <= def(kernels::fp8::Format::kE4M3).max_code; ++c) v.push_back(fp8_decode_formula(kernels::fp8::Format::kE4M3, static_cast<uint8_t>(c)));
         return v;
       }(),
       [] {
         std::vector<double> v;
-        for (int c = 0; c <= def(fp8::Format::kE5M2).max_code; ++c) v.push_back(fp8_decode_formula(fp8::Format::kE5M2, static_cast<uint8_t>(c)));
+        for (int c = 0; c <= def(kernels::fp8::Format::kE5M2).max_code; ++c) v.push_back(fp8_decode_formula(kernels::fp8::Format::kE5M2, static_cast<uint8_t>(c)));
         return v;
       }()};
-  return tables[f == fp8::Format::kE4M3 ? 0 : 1];
+  return tables[f == kernels::fp8::Format::kE4M3 ? 0 : 1];
 }
 
 }  // namespace
 
-double fp8_decode_formula(fp8::Format f, uint8_t code) {
+double fp8_decode_formula(kernels::fp8::Format f, uint8_t code) {
   const FormatDef d = def(f);
   const int exp_bits = 7 - d.man_bits;
   const int s = code >> 7, e = (code >> d.man_bits) & ((1 << exp_bits) - 1), m = code & ((1 << d.man_bits) - 1);
   const double sign = s ? -1.0 : 1.0;
   if ((code & 0x7f) > d.max_code) {
-    if (f == fp8::Format::kE5M2 && (code & 0x7f) == 0x7c) return sign * INFINITY;
+    if (f == kernels::fp8::Format::kE5M2 && (code & 0x7f) == 0x7c) return sign * INFINITY;
     return NAN;
   }
   if (e == 0) return sign * std::ldexp(static_cast<double>(m), 1 - d.bias - d.man_bits);
   return sign * std::ldexp(1.0 + std::ldexp(static_cast<double>(m), -d.man_bits), e - d.bias);
 }
 
-uint8_t fp8_encode_nearest(fp8::Format f, float x) {
+uint8_t fp8_encode_nearest(kernels::fp8::Format f, float x) {
   const FormatDef d = def(f);
   if (std::isnan(x)) return static_cast<uint8_t>(std::signbit(x) ? 0xff : 0x7f);
   const uint8_t sign = std::signbit(x) ? 0x80 : 0x00;

@@ -14,7 +14,7 @@
 #include <fmt/format.h>
 
 #include "codecs/common/baseline.h"
-#include "codecs/common/fp16_store.h"
+#include "kernels/formats/fp16.h"
 #include "codecs/kvcar/kvcar_codec.h"
 #include "codecs/kvcar/kvcar_cpu.h"
 #include "codecs/kvcar/kvcar_math.h"
@@ -251,7 +251,7 @@ void encode_rows(const CpuAe& a, const float* X, int64_t C, bool keys, CpuState&
         for (int k = 0; k < dl; ++k) q[k] = kvcar_int8_code(z[k], sc, lo);
       } else {
         uint16_t* q = (keys ? S.k16 : S.v16).data() + t * dl;
-        for (int k = 0; k < dl; ++k) q[k] = f32_to_f16_sat(z[k]);
+        for (int k = 0; k < dl; ++k) q[k] = kernels::f32_to_f16_sat(z[k]);
       }
     }
   }

@@ -8,9 +8,9 @@
 #include <cmath>
 
 #include "codecs/common/baseline.h"
-#include "codecs/common/row_kernels.h"
+#include "kernels/cpu/row_kernels.h"
 #include "codecs/pq/lookat_codec.h"
-#include "codecs/quant/uniform_cpu.h"
+#include "kernels/cpu/uniform_rows.h"
 #include "kvb/core/attn_math.h"
 
 namespace kvb::codecs {
@@ -36,10 +36,10 @@ class LookatLayer final : public EncodedLayer {
     for_each_head(H_, [&](int g) {
       pq::encode_codes(kv.k_head(g), C_, d_, m_, K_, cb.head(g), codes_.data() + static_cast<size_t>(g) * C_ * m_);
       if (p_.int_values())
-        uq::encode_rows(vf_, kv.v_head(g), C_, v_codes_.data() + g * C_ * vf_.bytes(),
+        kernels::uq::encode_rows(vf_, kv.v_head(g), C_, v_codes_.data() + g * C_ * vf_.bytes(),
                         v_sm_.data() + g * C_ * vf_.groups());
       else
-        f32_to_f16_sat_row(kv.v_head(g), v16_.data() + static_cast<size_t>(g) * C_ * d_, C_ * d_);
+        kernels::f32_to_f16_sat_row(kv.v_head(g), v16_.data() + static_cast<size_t>(g) * C_ * d_, C_ * d_);
     });
   }
 
@@ -84,10 +84,10 @@ class LookatLayer final : public EncodedLayer {
     const double l = softmax_weights(s, C_);  // codecs/common/baseline.h
     for (int j = 0; j < d_; ++j) o_out[j] = 0.f;
     if (p_.int_values()) {
-      uq::accumulate_rows(vf_, s, v_codes_.data() + g * C_ * vf_.bytes(), v_sm_.data() + g * C_ * vf_.groups(), C_,
+      kernels::uq::accumulate_rows(vf_, s, v_codes_.data() + g * C_ * vf_.bytes(), v_sm_.data() + g * C_ * vf_.groups(), C_,
                           o_out, scratch.floats2(vf_.scratch_floats()));
     } else {
-      const auto axpy = row_kernels().axpy_f16;
+      const auto axpy = kernels::row_kernels().axpy_f16;
       const uint16_t* v = v16_.data() + static_cast<size_t>(g) * C_ * d_;
       for (int64_t t = 0; t < C_; ++t)
         if (s[t] != 0.f) axpy(s[t], v + t * d_, o_out, d_);
@@ -101,15 +101,15 @@ class LookatLayer final : public EncodedLayer {
   /// query up to float reassociation.
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
     if (nq == 1) return attend(g, qs[0], outs[0], scratch);
-    const RowKernels& rk = row_kernels_switched();
+    const kernels::RowKernels& rk = kernels::row_kernels_switched();
     attend_many_rows(
-        C_, d_, p_.int_values() ? uq::decode_scratch_floats(d_) : 0, qs, nq, outs, scratch,
+        C_, d_, p_.int_values() ? kernels::uq::decode_scratch_floats(d_) : 0, qs, nq, outs, scratch,
         [&](const float* const* qc, int nc, float* s) {
           for (int i = 0; i < nc; ++i) scores(g, qc[i], s + static_cast<size_t>(i) * C_, scratch);
         },
         [&](int64_t t0, int n, float* rows, float* tmp) {
           if (p_.int_values())
-            uq::decode_rows(vf_, v_codes_.data() + (g * C_ + t0) * vf_.bytes(),
+            kernels::uq::decode_rows(vf_, v_codes_.data() + (g * C_ + t0) * vf_.bytes(),
                             v_sm_.data() + (g * C_ + t0) * vf_.groups(), n, rows, tmp);
           else
             rk.from_f16(v16_.data() + (static_cast<size_t>(g) * C_ + t0) * d_, rows, static_cast<int64_t>(n) * d_);
@@ -131,13 +131,13 @@ class LookatLayer final : public EncodedLayer {
   int64_t C_;
   int d_, m_, K_, dsub_;
   AttnConfig attn_;
-  uq::RowFormat vf_;
+  kernels::uq::RowFormat vf_;
   std::vector<uint16_t> cb16_;  // [kv_head][m][K][d_sub] binary16, the stored codebooks
   std::vector<float> cbt_;      // [kv_head][m][d_sub][K] the same values as floats, transposed
   std::vector<uint8_t> codes_;  // [kv_head][token][m]
   std::vector<uint16_t> v16_;   // [kv_head][token][d]
   std::vector<uint8_t> v_codes_;
-  std::vector<uq::GroupParams> v_sm_;
+  std::vector<kernels::uq::GroupParams> v_sm_;
 };
 
 }  // namespace

@@ -2,14 +2,16 @@
 // lookup tables in shared memory, table-sum logits, max-shifted softmax and the weighted value sum.
 #include <cuda_runtime.h>
 
-#include "codecs/common/gpu_chunk.cuh"
-#include "codecs/common/gpu_kernels.h"
+#include "kernels/cuda/chunk.cuh"
+#include "kernels/cuda/launch.h"
 #include "codecs/pq/lookat_cuda.h"
 #include "codecs/pq/pq_hd.h"
 #include "kvb/core/attn_math.h"
 #include "kvb/cuda/kernel.h"
 
 namespace kvb::codecs::gpu {
+
+using namespace kvb::kernels::gpu;  // the formats, layer view and device primitives of kernels/cuda
 namespace {
 
 constexpr int kThreads = 128;
@@ -69,7 +71,7 @@ __global__ void __launch_bounds__(kThreads) lookat_split(LookatAttendArgs a) {
     if (a.logits) a.logits[static_cast<int64_t>(qi) * C + t0 + tt] = logit;
   }
   __syncthreads();
-  // 3. Max-shifted softmax of the chunk, 4. weighted value sum (gpu_chunk.cuh).
+  // 3. Max-shifted softmax of the chunk, 4. weighted value sum (kernels/cuda/chunk.cuh).
   float mx, l;
   chunk_softmax<kThreads>(s, n, red, &mx, &l, [](int) { return 1.f; });
   chunk_values<kThreads>(s, n, d, mx, l, a.work + (static_cast<int64_t>(qi) * a.splits + split) * (d + 2),

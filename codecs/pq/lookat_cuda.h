@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "codecs/common/gpu_view.h"
+#include "kernels/cuda/layer_view.h"
 
 namespace kvb::codecs::gpu {
 
@@ -16,12 +16,12 @@ cudaError_t launch_lookat_encode(const float* x, int heads, int64_t C, int d, in
 
 /// Split-context LOOKAT attention: every query i attends KV head q_head[i]. One thread block per (query,
 /// chunk) builds the query's m lookup tables in shared memory (LUT_i[c] = <q_i, C_i[c]>), scores the chunk's
-/// tokens as table sums, takes a max-shifted softmax and the weighted value sum (values through gpu_view.h
+/// tokens as table sums, takes a max-shifted softmax and the weighted value sum (values through kernels/cuda/layer_view.h
 /// load(): fp16 rows or per-token INTn); a second kernel merges the chunks (merge_factors).
 struct LookatAttendArgs {
   const uint8_t* codes = nullptr;  ///< [heads][C][m]
   const float* cb = nullptr;       ///< [heads][m][K][d/m]
-  Part v;                          ///< values (kF16: tail = all rows; kTokenQuant: q_tokens = C)
+  kernels::gpu::Part v;                          ///< values (kF16: tail = all rows; kTokenQuant: q_tokens = C)
   int heads = 0;
   int64_t C = 0;
   int d = 0, m = 0, K = 0;
@@ -31,7 +31,7 @@ struct LookatAttendArgs {
   float softmax_scale = 1.f, softcap = 0.f;
   float* out = nullptr;     ///< [nq][d]
   float* logits = nullptr;  ///< [nq][C] or nullptr
-  float* work = nullptr;    ///< plan_attend(...) floats (gpu_kernels.h)
+  float* work = nullptr;    ///< plan_attend(...) floats (kernels/cuda/launch.h)
   int chunk = 0, splits = 0;
 };
 

@@ -5,11 +5,11 @@
 #include <vector>
 
 #include "codecs/common/baseline.h"
-#include "codecs/common/gpu_kernels.h"
+#include "kernels/cuda/launch.h"
 #include "codecs/common/gpu_layer.h"
 #include "codecs/pq/lookat_codec.h"
 #include "codecs/pq/lookat_cuda.h"
-#include "codecs/quant/uniform_cpu.h"
+#include "kernels/cpu/uniform_rows.h"
 #include "kvb/core/error.h"
 #include "kvb/cuda/runtime.h"
 
@@ -34,7 +34,7 @@ class LookatGpuLayer final : public EncodedLayer {
     cbf_ = DeviceBuffer::from(cb.c);  // the same values as floats (each exactly a binary16)
     if (p_.int_values()) {
       v_codes_.alloc(static_cast<size_t>(H_ * C_ * vf_.bytes()));
-      v_sm_.alloc(static_cast<size_t>(H_ * C_ * vf_.groups()) * sizeof(uq::GroupParams));
+      v_sm_.alloc(static_cast<size_t>(H_ * C_ * vf_.groups()) * sizeof(kernels::uq::GroupParams));
       v_codes_.zero(s);
     } else {
       v16_.alloc(static_cast<size_t>(H_) * C_ * d_ * sizeof(uint16_t));
@@ -72,22 +72,22 @@ class LookatGpuLayer final : public EncodedLayer {
   }
 
   bool scores(int g, const float* q, float* s_out, Scratch&) const override {
-    gpu::scores_device(device_attend(), g, q, s_out);
+    kernels::gpu::scores_device(device_attend(), g, q, s_out);
     return true;
   }
   void attend(int g, const float* q, float* o_out, Scratch&) const override {
-    gpu::attend_device(device_attend(), g, &q, 1, o_out, nullptr);
+    kernels::gpu::attend_device(device_attend(), g, &q, 1, o_out, nullptr);
   }
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch&) const override {
-    gpu::attend_many_device(device_attend(), g, qs, nq, outs);
+    kernels::gpu::attend_many_device(device_attend(), g, qs, nq, outs);
   }
 
   bool device_timing(const LayerKV& kv, const LayerQueries& q, int min_repeats, double min_time_s,
                      DeviceTimes* out) const override {
-    gpu::time_encode_device(
+    kernels::gpu::time_encode_device(
         kv, [&](const float* k, const float* v, cudaStream_t st) { run_encode(k, v, st); }, min_repeats, min_time_s,
         out);
-    gpu::time_attend_device(device_attend(), H_, q, min_repeats, min_time_s, out);
+    kernels::gpu::time_attend_device(device_attend(), H_, q, min_repeats, min_time_s, out);
     return true;
   }
 
@@ -97,29 +97,29 @@ class LookatGpuLayer final : public EncodedLayer {
           "lookat nearest-centroid kernel");
     if (p_.int_values()) {
       for (int g = 0; g < H_; ++g)
-        check(gpu::launch_token_quant(dv + static_cast<int64_t>(g) * C_ * d_, C_, d_, vf_.bits, vf_.group,
+        check(kernels::gpu::launch_token_quant(dv + static_cast<int64_t>(g) * C_ * d_, C_, d_, vf_.bits, vf_.group,
                                       v_codes_.as<uint8_t>() + g * C_ * vf_.bytes(),
-                                      v_sm_.as<uq::GroupParams>() + g * C_ * vf_.groups(), s),
+                                      v_sm_.as<kernels::uq::GroupParams>() + g * C_ * vf_.groups(), s),
               "per-token value quantization kernel");
     } else {
-      check(gpu::launch_to_f16(dv, static_cast<int64_t>(H_) * C_ * d_, v16_.as<uint16_t>(), s), "fp16 rows kernel");
+      check(kernels::gpu::launch_to_f16(dv, static_cast<int64_t>(H_) * C_ * d_, v16_.as<uint16_t>(), s), "fp16 rows kernel");
     }
   }
 
   /// The attention of this layer for the shared device drivers (gpu_layer.h).
-  gpu::DeviceAttend device_attend() const {
+  kernels::gpu::DeviceAttend device_attend() const {
     gpu::LookatAttendArgs a;
     a.codes = codes_.as<uint8_t>();
     a.cb = cbf_.as<float>();
     if (p_.int_values()) {
-      a.v.fmt = gpu::Fmt::kTokenQuant;
+      a.v.fmt = kernels::gpu::Fmt::kTokenQuant;
       a.v.bits = vf_.bits;
       a.v.group = vf_.group;
       a.v.q_tokens = C_;
       a.v.codes = v_codes_.as<uint8_t>();
-      a.v.sm = v_sm_.as<uq::GroupParams>();
+      a.v.sm = v_sm_.as<kernels::uq::GroupParams>();
     } else {
-      a.v.fmt = gpu::Fmt::kF16;
+      a.v.fmt = kernels::gpu::Fmt::kF16;
       a.v.q_tokens = 0;
       a.v.tail = v16_.as<uint16_t>();
     }
@@ -128,12 +128,12 @@ class LookatGpuLayer final : public EncodedLayer {
     a.d = d_, a.m = m_, a.K = K_;
     a.softmax_scale = attn_.softmax_scale;
     a.softcap = attn_.softcap;
-    gpu::DeviceAttend da;
+    kernels::gpu::DeviceAttend da;
     da.d = d_;
     da.C = C_;
     da.what = "lookat attend kernel";
-    da.plan = [C = C_, d = d_](int nq, int* chunk, int* splits) { return gpu::plan_attend(nq, C, d, chunk, splits); };
-    da.launch = [a](const gpu::QueryLaunch& ql, cudaStream_t st) {
+    da.plan = [C = C_, d = d_](int nq, int* chunk, int* splits) { return kernels::gpu::plan_attend(nq, C, d, chunk, splits); };
+    da.launch = [a](const kernels::gpu::QueryLaunch& ql, cudaStream_t st) {
       gpu::LookatAttendArgs x = a;
       x.q = ql.q, x.q_head = ql.q_head, x.nq = ql.nq;
       x.out = ql.out, x.logits = ql.logits, x.work = ql.work;
@@ -148,7 +148,7 @@ class LookatGpuLayer final : public EncodedLayer {
   int64_t C_;
   int d_, m_, K_;
   AttnConfig attn_;
-  uq::RowFormat vf_;
+  kernels::uq::RowFormat vf_;
   DeviceBuffer codes_, cb16_, cbf_, v16_, v_codes_, v_sm_;
 };
 

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <limits>
 
-#include "codecs/common/row_kernels.h"
+#include "kernels/cpu/row_kernels.h"
 #include "codecs/pq/lookat_codec.h"
 #include "codecs/pq/pq_hd.h"
 #include "kvb/core/half.h"

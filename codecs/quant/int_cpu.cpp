@@ -3,7 +3,7 @@
 ///   k_sm,    v_sm    [kv_head][token][head_dim / group_size] (fp16 scale, fp16 min)
 #include "codecs/common/baseline.h"
 #include "codecs/quant/int_codec.h"
-#include "codecs/quant/uniform_cpu.h"
+#include "kernels/cpu/uniform_rows.h"
 
 namespace kvb::codecs {
 namespace {
@@ -16,8 +16,8 @@ class IntLayer final : public BaselineLayer {
         k_codes_(static_cast<size_t>(kv_heads_ * C_ * f_.bytes())), v_codes_(k_codes_.size()),
         k_sm_(static_cast<size_t>(kv_heads_ * C_ * f_.groups())), v_sm_(k_sm_.size()) {
     for_each_head(kv_heads_, [&](int g) {
-      uq::encode_rows(f_, kv.k_head(g), C_, k_codes_.data() + codes_at(g), k_sm_.data() + sm_at(g));
-      uq::encode_rows(f_, kv.v_head(g), C_, v_codes_.data() + codes_at(g), v_sm_.data() + sm_at(g));
+      kernels::uq::encode_rows(f_, kv.k_head(g), C_, k_codes_.data() + codes_at(g), k_sm_.data() + sm_at(g));
+      kernels::uq::encode_rows(f_, kv.v_head(g), C_, v_codes_.data() + codes_at(g), v_sm_.data() + sm_at(g));
     });
   }
 
@@ -37,18 +37,18 @@ class IntLayer final : public BaselineLayer {
 
  protected:
   void key_dots(int g, const float* q, float* dots, Scratch& scratch) const override {
-    uq::dot_rows(f_, q, k_codes_.data() + codes_at(g), k_sm_.data() + sm_at(g), C_, dots, scratch.floats2(f_.scratch_floats()));
+    kernels::uq::dot_rows(f_, q, k_codes_.data() + codes_at(g), k_sm_.data() + sm_at(g), C_, dots, scratch.floats2(f_.scratch_floats()));
   }
   void weighted_values(int g, const float* w, float* out, Scratch& scratch) const override {
     for (int j = 0; j < d_; ++j) out[j] = 0.f;
-    uq::accumulate_rows(f_, w, v_codes_.data() + codes_at(g), v_sm_.data() + sm_at(g), C_, out, scratch.floats2(f_.scratch_floats()));
+    kernels::uq::accumulate_rows(f_, w, v_codes_.data() + codes_at(g), v_sm_.data() + sm_at(g), C_, out, scratch.floats2(f_.scratch_floats()));
   }
   void decode_keys(int g, int64_t t0, int n, float* out, float* tmp) const override {
-    uq::decode_rows(f_, k_codes_.data() + codes_at(g) + t0 * f_.bytes(), k_sm_.data() + sm_at(g) + t0 * f_.groups(), n,
+    kernels::uq::decode_rows(f_, k_codes_.data() + codes_at(g) + t0 * f_.bytes(), k_sm_.data() + sm_at(g) + t0 * f_.groups(), n,
                     out, tmp);
   }
   void decode_values(int g, int64_t t0, int n, float* out, float* tmp) const override {
-    uq::decode_rows(f_, v_codes_.data() + codes_at(g) + t0 * f_.bytes(), v_sm_.data() + sm_at(g) + t0 * f_.groups(), n,
+    kernels::uq::decode_rows(f_, v_codes_.data() + codes_at(g) + t0 * f_.bytes(), v_sm_.data() + sm_at(g) + t0 * f_.groups(), n,
                     out, tmp);
   }
 
@@ -57,9 +57,9 @@ class IntLayer final : public BaselineLayer {
   size_t sm_at(int g) const { return static_cast<size_t>(g * C_ * f_.groups()); }
 
   IntParams p_;
-  uq::RowFormat f_;
+  kernels::uq::RowFormat f_;
   std::vector<uint8_t> k_codes_, v_codes_;      // [kv_head][token][row bytes]
-  std::vector<uq::GroupParams> k_sm_, v_sm_;  // [kv_head][token][group]
+  std::vector<kernels::uq::GroupParams> k_sm_, v_sm_;  // [kv_head][token][group]
 };
 
 }  // namespace

@@ -4,7 +4,7 @@
 ///    one fp16 (scale, min) per channel. The last C mod R keys stay fp16 (flush-when-full residual).
 ///  - values per TOKEN: all but the last min(R, C) tokens, in groups of G channels with fp16 (scale, min);
 ///    the last min(R, C) values stay fp16 (sliding window).
-/// Quantizer and packing: codecs/quant/uniform.h (the same one `int` uses).
+/// Quantizer and packing: kernels/formats/uniform.h (the same one `int` uses).
 #include <algorithm>
 #include <memory>
 #include <string>

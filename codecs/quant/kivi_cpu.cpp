@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "codecs/common/baseline.h"
-#include "codecs/common/row_kernels.h"
+#include "kernels/cpu/row_kernels.h"
 #include "codecs/quant/kivi_codec.h"
-#include "codecs/quant/uniform_cpu.h"
+#include "kernels/cpu/uniform_rows.h"
 
 namespace kvb::codecs {
 namespace {
@@ -28,8 +28,8 @@ struct KeyBlockWork {
 };
 
 /// Quantizes one block x[G][d] per channel: sm[d], codes[G][row_bytes(d, bits)].
-void encode_key_block(const float* x, int G, int d, int bits, uq::GroupParams* sm, uint8_t* codes, KeyBlockWork& w) {
-  const uint32_t qmax = uq::max_code(bits);
+void encode_key_block(const float* x, int G, int d, int bits, kernels::uq::GroupParams* sm, uint8_t* codes, KeyBlockWork& w) {
+  const uint32_t qmax = kernels::uq::max_code(bits);
   std::copy(x, x + d, w.mn.begin());
   std::copy(x, x + d, w.mx.begin());
   for (int t = 1; t < G; ++t)
@@ -38,14 +38,14 @@ void encode_key_block(const float* x, int G, int d, int bits, uq::GroupParams* s
       w.mx[j] = std::max(w.mx[j], x[t * d + j]);
     }
   for (int j = 0; j < d; ++j) {
-    sm[j] = uq::make_group(w.mn[j], w.mx[j], bits);
+    sm[j] = kernels::uq::make_group(w.mn[j], w.mx[j], bits);
     w.scale[j] = f16_to_f32(sm[j].scale);
     w.lo[j] = f16_to_f32(sm[j].min);
   }
-  const int64_t rb = uq::row_bytes(d, bits);
+  const int64_t rb = kernels::uq::row_bytes(d, bits);
   for (int t = 0; t < G; ++t) {
-    for (int j = 0; j < d; ++j) w.c[j] = uq::quantize(x[t * d + j], w.scale[j], w.lo[j], qmax);
-    uq::pack_row(w.c.data(), d, bits, codes + t * rb);
+    for (int j = 0; j < d; ++j) w.c[j] = kernels::uq::quantize(x[t * d + j], w.scale[j], w.lo[j], qmax);
+    kernels::uq::pack_row(w.c.data(), d, bits, codes + t * rb);
   }
 }
 
@@ -53,27 +53,27 @@ void encode_key_block(const float* x, int G, int d, int bits, uq::GroupParams* s
 /// the query once (qs), then each token is one dot of qs with its centred codes (uniform.h's
 /// x̂ = (code - c0)·scale + mid). scratch: 2·d floats.
 template <int B>
-KVB_FORCE_INLINE void key_block_dots_b(const float* q, const uint8_t* codes, const uq::GroupParams* sm,
+KVB_FORCE_INLINE void key_block_dots_b(const float* q, const uint8_t* codes, const kernels::uq::GroupParams* sm,
                                        int64_t blocks, int G, int d, float* dots, float* scratch) {
   float* qs = scratch;      // [d] q_j · scale_j of the block
   float* cf = scratch + d;  // [d] one token's codes, centred
-  const int64_t rb = uq::row_bytes(d, B);
-  const float c0 = uq::code_center(B);
+  const int64_t rb = kernels::uq::row_bytes(d, B);
+  const float c0 = kernels::uq::code_center(B);
   for (int64_t b = 0; b < blocks; ++b, sm += d) {
     float qmid = 0.f;  // Σ_j q_j·mid_j
     for (int j = 0; j < d; ++j) {
       const float scale = f16_to_f32(sm[j].scale);
       qs[j] = q[j] * scale;
-      qmid += q[j] * uq::group_mid(scale, f16_to_f32(sm[j].min), B);
+      qmid += q[j] * kernels::uq::group_mid(scale, f16_to_f32(sm[j].min), B);
     }
     for (int t = 0; t < G; ++t, codes += rb) {
-      uq::unpack_row<B>(codes, d, cf, c0);
-      dots[b * G + t] = dot_f32_inline(qs, cf, d) + qmid;
+      kernels::uq::unpack_row<B>(codes, d, cf, c0);
+      dots[b * G + t] = kernels::dot_f32_inline(qs, cf, d) + qmid;
     }
   }
 }
 
-KVB_CPU_CLONES void key_block_dots(int bits, const float* q, const uint8_t* codes, const uq::GroupParams* sm,
+KVB_CPU_CLONES void key_block_dots(int bits, const float* q, const uint8_t* codes, const kernels::uq::GroupParams* sm,
                                    int64_t blocks, int G, int d, float* dots, float* scratch) {
   KVB_DISPATCH_BITS(bits, key_block_dots_b, q, codes, sm, blocks, G, d, dots, scratch)
 }
@@ -94,9 +94,9 @@ class KiviLayer final : public BaselineLayer {
       for (int64_t b = 0; b < Cq_ / G_; ++b)
         encode_key_block(k + b * G_ * d_, G_, d_, p_.code_bits, k_sm_.data() + (g * (Cq_ / G_) + b) * d_,
                          k_codes_.data() + (g * Cq_ + b * G_) * rb_, work);
-      f32_to_f16_sat_row(k + Cq_ * d_, k_res_.data() + g * (C_ - Cq_) * d_, (C_ - Cq_) * d_);
-      uq::encode_rows(vf_, v, Vq_, v_codes_.data() + g * Vq_ * rb_, v_sm_.data() + g * Vq_ * vf_.groups());
-      f32_to_f16_sat_row(v + Vq_ * d_, v_win_.data() + g * (C_ - Vq_) * d_, (C_ - Vq_) * d_);
+      kernels::f32_to_f16_sat_row(k + Cq_ * d_, k_res_.data() + g * (C_ - Cq_) * d_, (C_ - Cq_) * d_);
+      kernels::uq::encode_rows(vf_, v, Vq_, v_codes_.data() + g * Vq_ * rb_, v_sm_.data() + g * Vq_ * vf_.groups());
+      kernels::f32_to_f16_sat_row(v + Vq_ * d_, v_win_.data() + g * (C_ - Vq_) * d_, (C_ - Vq_) * d_);
     });
   }
 
@@ -119,22 +119,22 @@ class KiviLayer final : public BaselineLayer {
  protected:
   void key_dots(int g, const float* q, float* dots, Scratch& scratch) const override {
     const int64_t blocks = Cq_ / G_;
-    if (simd_kernels_enabled() && d_ % 8 == 0)
-      uq::key_block_dots_avx2(p_.code_bits, q, k_codes_.data() + g * Cq_ * rb_, k_sm_.data() + g * blocks * d_, blocks,
-                              G_, d_, dots, scratch.floats2(uq::key_block_scratch_floats(d_)));
+    if (kernels::simd_kernels_enabled() && d_ % 8 == 0)
+      kernels::uq::key_block_dots_avx2(p_.code_bits, q, k_codes_.data() + g * Cq_ * rb_, k_sm_.data() + g * blocks * d_, blocks,
+                              G_, d_, dots, scratch.floats2(kernels::uq::key_block_scratch_floats(d_)));
     else
       key_block_dots(p_.code_bits, q, k_codes_.data() + g * Cq_ * rb_, k_sm_.data() + g * blocks * d_, blocks, G_,
                      d_, dots, scratch.floats2(2 * static_cast<size_t>(d_)));
-    const auto dot = row_kernels().dot_f16;
+    const auto dot = kernels::row_kernels().dot_f16;
     const uint16_t* res = k_res_.data() + static_cast<size_t>(g) * (C_ - Cq_) * d_;
     for (int64_t t = Cq_; t < C_; ++t, res += d_) dots[t] = dot(q, res, d_);
   }
 
   void weighted_values(int g, const float* w, float* out, Scratch& scratch) const override {
     for (int j = 0; j < d_; ++j) out[j] = 0.f;
-    uq::accumulate_rows(vf_, w, v_codes_.data() + g * Vq_ * rb_, v_sm_.data() + g * Vq_ * vf_.groups(), Vq_, out,
+    kernels::uq::accumulate_rows(vf_, w, v_codes_.data() + g * Vq_ * rb_, v_sm_.data() + g * Vq_ * vf_.groups(), Vq_, out,
                         scratch.floats2(vf_.scratch_floats()));
-    const auto axpy = row_kernels().axpy_f16;
+    const auto axpy = kernels::row_kernels().axpy_f16;
     const uint16_t* win = v_win_.data() + static_cast<size_t>(g) * (C_ - Vq_) * d_;
     for (int64_t t = Vq_; t < C_; ++t, win += d_)
       if (w[t] != 0.f) axpy(w[t], win, out, d_);
@@ -147,28 +147,28 @@ class KiviLayer final : public BaselineLayer {
     while (r < n && t0 + r < Cq_) {  // quantized rows, one key block at a time
       const int64_t t = t0 + r, b = t / G_;
       const int m = static_cast<int>(std::min<int64_t>({static_cast<int64_t>(n - r), (b + 1) * G_ - t, Cq_ - t}));
-      const uq::GroupParams* sm = k_sm_.data() + (g * blocks + b) * d_;
+      const kernels::uq::GroupParams* sm = k_sm_.data() + (g * blocks + b) * d_;
       for (int j = 0; j < d_; ++j) {
         scale[j] = f16_to_f32(sm[j].scale);
         mn[j] = f16_to_f32(sm[j].min);
       }
-      uq::decode_rows_channel(p_.code_bits, k_codes_.data() + (g * Cq_ + t) * rb_, m, d_, scale, mn,
+      kernels::uq::decode_rows_channel(p_.code_bits, k_codes_.data() + (g * Cq_ + t) * rb_, m, d_, scale, mn,
                               out + static_cast<int64_t>(r) * d_, tmp + 2 * d_);
       r += m;
     }
     if (r < n)  // fp16 residual
-      row_kernels_switched().from_f16(k_res_.data() + (static_cast<size_t>(g) * (C_ - Cq_) + (t0 + r - Cq_)) * d_,
+      kernels::row_kernels_switched().from_f16(k_res_.data() + (static_cast<size_t>(g) * (C_ - Cq_) + (t0 + r - Cq_)) * d_,
                                       out + static_cast<int64_t>(r) * d_, static_cast<int64_t>(n - r) * d_);
   }
   void decode_values(int g, int64_t t0, int n, float* out, float* tmp) const override {
     int r = 0;
     if (t0 < Vq_) {
       r = static_cast<int>(std::min<int64_t>(n, Vq_ - t0));
-      uq::decode_rows(vf_, v_codes_.data() + (g * Vq_ + t0) * rb_, v_sm_.data() + (g * Vq_ + t0) * vf_.groups(), r, out,
+      kernels::uq::decode_rows(vf_, v_codes_.data() + (g * Vq_ + t0) * rb_, v_sm_.data() + (g * Vq_ + t0) * vf_.groups(), r, out,
                       tmp);
     }
     if (r < n)  // fp16 window
-      row_kernels_switched().from_f16(v_win_.data() + (static_cast<size_t>(g) * (C_ - Vq_) + (t0 + r - Vq_)) * d_,
+      kernels::row_kernels_switched().from_f16(v_win_.data() + (static_cast<size_t>(g) * (C_ - Vq_) + (t0 + r - Vq_)) * d_,
                                       out + static_cast<int64_t>(r) * d_, static_cast<int64_t>(n - r) * d_);
   }
 
@@ -176,13 +176,13 @@ class KiviLayer final : public BaselineLayer {
   KiviParams p_;
   int G_;
   int64_t Cq_, Vq_;  // quantized keys, quantized values
-  uq::RowFormat vf_;
+  kernels::uq::RowFormat vf_;
   int64_t rb_;  // bytes of one packed token row (keys and values alike)
   std::vector<uint8_t> k_codes_;
-  std::vector<uq::GroupParams> k_sm_;
+  std::vector<kernels::uq::GroupParams> k_sm_;
   std::vector<uint16_t> k_res_;
   std::vector<uint8_t> v_codes_;
-  std::vector<uq::GroupParams> v_sm_;
+  std::vector<kernels::uq::GroupParams> v_sm_;
   std::vector<uint16_t> v_win_;
 };
 

@@ -9,7 +9,7 @@ namespace kvb::codecs {
 std::unique_ptr<EncodedLayer> int_encode_cuda(const IntParams& p, const LayerKV& kv, const CodecContext& ctx) {
   gpu::LayerSpec s;
   for (auto* part : {&s.k, &s.v}) {
-    part->fmt = gpu::Fmt::kTokenQuant;
+    part->fmt = kernels::gpu::Fmt::kTokenQuant;
     part->bits = p.code_bits;
     part->group = p.group_size;
     part->q_tokens = kv.tokens;
@@ -22,10 +22,10 @@ std::unique_ptr<EncodedLayer> int_encode_cuda(const IntParams& p, const LayerKV&
 
 std::unique_ptr<EncodedLayer> kivi_encode_cuda(const KiviParams& p, const LayerKV& kv, const CodecContext& ctx) {
   gpu::LayerSpec s;
-  s.k.fmt = gpu::Fmt::kChannelQuant;  // per channel over blocks of G tokens, fp16 residual (flush-when-full)
+  s.k.fmt = kernels::gpu::Fmt::kChannelQuant;  // per channel over blocks of G tokens, fp16 residual (flush-when-full)
   s.k.q_tokens = p.key_quant_tokens(kv.tokens);
   s.k.codes_name = "k.codes", s.k.sm_name = "k.scale_min", s.k.tail_name = "k.residual";
-  s.v.fmt = gpu::Fmt::kTokenQuant;  // per token in groups of G channels, fp16 sliding window
+  s.v.fmt = kernels::gpu::Fmt::kTokenQuant;  // per token in groups of G channels, fp16 sliding window
   s.v.q_tokens = p.value_quant_tokens(kv.tokens);
   s.v.codes_name = "v.codes", s.v.sm_name = "v.scale_min", s.v.tail_name = "v.window";
   for (auto* part : {&s.k, &s.v}) {

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "codecs/common/baseline.h"
-#include "codecs/common/row_kernels.h"
+#include "kernels/cpu/row_kernels.h"
 #include "codecs/select/select_codec.h"
 #include "codecs/select/select_layer.h"
 #include "codecs/select/walk_math.h"
@@ -107,8 +107,8 @@ class SelectedLayer final : public SelectLayerBase {
     uint16_t* ko = &k_[static_cast<size_t>(g) * rows_ * d_];
     uint16_t* vo = &v_[static_cast<size_t>(g) * rows_ * d_];
     for (int64_t i = 0; i < rows_; ++i) {
-      f32_to_f16_sat_row(K + static_cast<size_t>(pos[i]) * d_, ko + i * d_, d_);
-      f32_to_f16_sat_row(V + static_cast<size_t>(pos[i]) * d_, vo + i * d_, d_);
+      kernels::f32_to_f16_sat_row(K + static_cast<size_t>(pos[i]) * d_, ko + i * d_, d_);
+      kernels::f32_to_f16_sat_row(V + static_cast<size_t>(pos[i]) * d_, vo + i * d_, d_);
     }
   }
 
@@ -128,7 +128,7 @@ class SelectedLayer final : public SelectLayerBase {
     const double l = softmax_weights(s, rows_);
     scale_class_weights(g, s);
     const float inv = static_cast<float>(1.0 / l);
-    const auto axpy = row_kernels().axpy_f16;
+    const auto axpy = kernels::row_kernels().axpy_f16;
     const uint16_t* V = &v_[static_cast<size_t>(g) * rows_ * d_];
     std::fill(o_out, o_out + d_, 0.f);
     for (int64_t r = 0; r < rows_; ++r)
@@ -138,7 +138,7 @@ class SelectedLayer final : public SelectLayerBase {
   /// GQA groups share one pass over the rows (codecs/common/baseline.h attend_many_rows).
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
     if (nq == 1) return attend(g, qs[0], outs[0], scratch);
-    const RowKernels& R = row_kernels_switched();
+    const kernels::RowKernels& R = kernels::row_kernels_switched();
     const uint16_t* K = &k_[static_cast<size_t>(g) * rows_ * d_];
     const uint16_t* V = &v_[static_cast<size_t>(g) * rows_ * d_];
     attend_many_rows(
@@ -159,7 +159,7 @@ class SelectedLayer final : public SelectLayerBase {
  private:
   /// s[r] = softcap(softmax_scale·<q, k̂_r>) for every stored row r of KV head g.
   void row_logits(int g, const float* q, float* s) const {
-    const auto dot = row_kernels().dot_f16;
+    const auto dot = kernels::row_kernels().dot_f16;
     const uint16_t* K = &k_[static_cast<size_t>(g) * rows_ * d_];
     const float scale = attn_.softmax_scale, cap = attn_.softcap;
     for (int64_t r = 0; r < rows_; ++r) s[r] = softcap_f(scale * dot(q, K + r * d_, d_), cap);

@@ -9,7 +9,7 @@
 // The cut point and halving need the whole head's signs and run on the host between levels.
 #include <cuda_runtime.h>
 
-#include "codecs/common/fp16_store.h"
+#include "kernels/formats/fp16.h"
 #include "codecs/select/select_kernels.h"
 #include "codecs/select/walk_math.h"
 #include "kvb/cuda/kernel.h"
@@ -86,7 +86,7 @@ __global__ void gather_f16(const float* x, int64_t C, int d, const int32_t* pos,
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* src = x + (static_cast<int64_t>(g) * C + pos[static_cast<int64_t>(g) * rows + r]) * d;
     uint16_t* dst = out + (static_cast<int64_t>(g) * rows + r) * d;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) dst[j] = f32_to_f16_sat(src[j]);
+    for (int j = threadIdx.x; j < d; j += blockDim.x) dst[j] = kernels::f32_to_f16_sat(src[j]);
   }
 }
 

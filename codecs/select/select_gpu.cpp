@@ -1,11 +1,11 @@
 // BalanceKV / uniform on the GPU: the walk runs in CUDA kernels (select_cuda.cu), the halving between
 // levels on the host (the CPU path's halve()), the kept rows are gathered into fp16 on the device, and
 // attention runs the baselines' split-context kernel over those rows with the weight classes
-// (gpu_view.h RowClasses). Compiled only with the CUDA backend.
+// (kernels/cuda/layer_view.h RowClasses). Compiled only with the CUDA backend.
 #ifdef KVB_WITH_CUDA
 #include <numeric>
 
-#include "codecs/common/gpu_kernels.h"
+#include "kernels/cuda/launch.h"
 #include "codecs/common/gpu_layer.h"
 #include "codecs/select/select_kernels.h"
 #include "codecs/select/select_layer.h"
@@ -48,26 +48,26 @@ class SelectGpuLayer final : public SelectLayerBase {
 
   bool scores(int g, const float* q, float* s_out, Scratch&) const override {
     std::vector<float> s(static_cast<size_t>(rows_));
-    gpu::scores_device(gpu::baseline_attend(view_, attn_), g, q, s.data());
+    kernels::gpu::scores_device(gpu::baseline_attend(view_, attn_), g, q, s.data());
     scatter_scores(g, s.data(), s_out);
     return true;
   }
   void attend(int g, const float* q, float* o_out, Scratch&) const override {
-    gpu::attend_device(gpu::baseline_attend(view_, attn_), g, &q, 1, o_out, nullptr);
+    kernels::gpu::attend_device(gpu::baseline_attend(view_, attn_), g, &q, 1, o_out, nullptr);
   }
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch&) const override {
-    gpu::attend_many_device(gpu::baseline_attend(view_, attn_), g, qs, nq, outs);
+    kernels::gpu::attend_many_device(gpu::baseline_attend(view_, attn_), g, qs, nq, outs);
   }
 
   bool device_timing(const LayerKV& kv, const LayerQueries& q, int min_repeats, double min_time_s,
                      DeviceTimes* out) const override {
     // The events bracket the whole encode, host halvings and their transfers included (deterministic:
     // re-encoding writes the same rows and counts).
-    gpu::time_encode_device(
+    kernels::gpu::time_encode_device(
         kv,
         [&](const float* k, const float* v, cudaStream_t st) { const_cast<SelectGpuLayer*>(this)->encode(k, v, st); },
         min_repeats, min_time_s, out);
-    gpu::time_attend_device(gpu::baseline_attend(view_, attn_), H_, q, min_repeats, min_time_s, out);
+    kernels::gpu::time_attend_device(gpu::baseline_attend(view_, attn_), H_, q, min_repeats, min_time_s, out);
     return true;
   }
 
@@ -126,19 +126,19 @@ class SelectGpuLayer final : public SelectLayerBase {
   int layer_;
   uint64_t seed_;
   DeviceBuffer k16_, v16_, dcounts_;
-  gpu::LayerView view_;
+  kernels::gpu::LayerView view_;
 };
 
 }  // namespace
 
 std::unique_ptr<EncodedLayer> select_encode_cuda(const SelectParams& p, int layer, const LayerKV& kv,
                                                  const CodecContext& ctx, WalkStats*) {
-  KVB_CHECK(kv.head_dim <= gpu::kMaxHeadDim, Unsupported, "CUDA attention supports head_dim up to {}, found {}",
-            gpu::kMaxHeadDim, kv.head_dim);
+  KVB_CHECK(kv.head_dim <= kernels::gpu::kMaxHeadDim, Unsupported, "CUDA attention supports head_dim up to {}, found {}",
+            kernels::gpu::kMaxHeadDim, kv.head_dim);
   KVB_CHECK(p.walk == SelectWalk::kUniform || p.block_size <= gpu::kMaxWalkBlock, Unsupported,
             "{}: the CUDA walk supports block_size up to {}, found {}", p.label(), gpu::kMaxWalkBlock, p.block_size);
-  KVB_CHECK(p.levels + 1 <= gpu::kMaxRowClasses, Unsupported, "{}: the CUDA attention supports up to {} levels",
-            p.label(), gpu::kMaxRowClasses - 1);
+  KVB_CHECK(p.levels + 1 <= kernels::gpu::kMaxRowClasses, Unsupported, "{}: the CUDA attention supports up to {} levels",
+            p.label(), kernels::gpu::kMaxRowClasses - 1);
   return std::make_unique<SelectGpuLayer>(p, layer, kv, ctx);
 }
 

@@ -3,7 +3,7 @@
 ///   k.sketch  [b]       sign(R k), R [b][head_dim] i.i.d. N(0, 1) from the seed (costs its 8 bytes)
 ///   k.norms   fp16 ‖k‖  (angle variant only)
 ///   v         per-token asymmetric value_bits codes in groups of value_group channels (0 = one group per
-///             token), fp16 (scale, min) per group (codecs/quant/uniform.h); no fp16 window (§3.4)
+///             token), fp16 (scale, min) per group (kernels/formats/uniform.h); no fp16 window (§3.4)
 /// The query is sketched with the same R; a key's score comes from the Hamming distance h of the two
 /// sketches (XOR + popcount):
 ///   variant "angle" (default, training-free §3.3): ŝ = softmax_scale·‖q‖·‖k‖·cos(π·h/bits)  (SimHash angle)

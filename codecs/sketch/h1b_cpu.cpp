@@ -21,7 +21,7 @@ namespace {
 class H1bLayer final : public SketchLayer {
  public:
   H1bLayer(const H1bParams& p, double T, const LayerKV& kv, const CodecContext& ctx)
-      : SketchLayer(kv, ctx.attn, uq::RowFormat{kv.head_dim, p.value_bits, p.group(kv.head_dim)}, kv.tokens), p_(p),
+      : SketchLayer(kv, ctx.attn, kernels::uq::RowFormat{kv.head_dim, p.value_bits, p.group(kv.head_dim)}, kv.tokens), p_(p),
         T_(T), nb_(p.bits / 8), P_(sk::make_projection(h1b_projection_seed(ctx.seed), p.bits, kv.head_dim, false)),
         k_sk_(static_cast<size_t>(kv_heads_ * C_ * nb_)), k_norms_(p.angle() ? static_cast<size_t>(kv_heads_ * C_) : 0),
         tab_(static_cast<size_t>(p.bits + 1)) {
@@ -39,7 +39,7 @@ class H1bLayer final : public SketchLayer {
       double nn[sk::kSketchBlock];
       for (int t = 0; t < T; ++t) {
         nn[t] = std::sqrt(sk::norm2_f64(k + static_cast<int64_t>(t) * d_, d_, nullptr, 0));
-        if (p_.angle()) k_norms_[g * C_ + t0 + t] = f32_to_f16_sat(static_cast<float>(nn[t]));
+        if (p_.angle()) k_norms_[g * C_ + t0 + t] = kernels::f32_to_f16_sat(static_cast<float>(nn[t]));
       }
       sk::sign_sketch_block(P_, p_.bits, k, d_, T, nn, k_sk_.data() + (g * C_ + t0) * nb_, nb_);
     }

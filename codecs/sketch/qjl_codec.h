@@ -12,7 +12,7 @@
 ///   norms [2] fp16           per token: ‖k_in‖ and ‖k_out‖ (§1.8 pitfall 3: ‖k_in‖ is stored instead of the
 ///                            code's ‖k‖ and sqrt(‖k‖² − ‖k_out‖²): same bits, no negative square root)
 /// The last C mod residual keys stay fp16 (flush-when-full). Values: all but the last min(residual, C) tokens
-/// per token asymmetric at value_bits in groups of value_group channels (codecs/quant/uniform.h), the last
+/// per token asymmetric at value_bits in groups of value_group channels (kernels/formats/uniform.h), the last
 /// min(residual, C) in fp16 (sliding window). S (rows max(m, m_outlier), orthogonalized) comes from the seed
 /// derive_seed(ctx.seed, {"qjl", layer set}) and costs its 8 bytes.
 #include <algorithm>

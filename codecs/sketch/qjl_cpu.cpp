@@ -13,7 +13,7 @@
 #include <cmath>
 #include <vector>
 
-#include "codecs/common/row_kernels.h"
+#include "kernels/cpu/row_kernels.h"
 #include "codecs/sketch/qjl_codec.h"
 #include "codecs/sketch/sketch_cpu.h"
 #include "codecs/sketch/sketch_layer.h"
@@ -41,7 +41,7 @@ KVB_FORCE_INLINE float sum_f32(const float* x, int n) {
 class QjlLayer final : public SketchLayer {
  public:
   QjlLayer(const QjlParams& p, int layer, const LayerKV& kv, const CodecContext& ctx)
-      : SketchLayer(kv, ctx.attn, uq::RowFormat{kv.head_dim, p.value_bits, p.value_group},
+      : SketchLayer(kv, ctx.attn, kernels::uq::RowFormat{kv.head_dim, p.value_bits, p.value_group},
                     p.value_quant_tokens(kv.tokens)),
         p_(p), layer_(layer), m_(p.m_for(layer)), mo_(p.mo_for(layer)), G_(p.group_size), no_(p.outliers),
         ib_(sk::outlier_index_bytes(kv.head_dim)), Cq_(p.key_quant_tokens(kv.tokens)), ng_(Cq_ / G_),
@@ -62,7 +62,7 @@ class QjlLayer final : public SketchLayer {
       for (int64_t job = 0; job < jobs; ++job) encode_group(kv, job / ng_, job % ng_, kin, idx, is_out);
     }
     for (int g = 0; g < kv_heads_; ++g)
-      f32_to_f16_sat_row(kv.k_head(g) + Cq_ * d_, k_res_.data() + g * (C_ - Cq_) * d_, (C_ - Cq_) * d_);
+      kernels::f32_to_f16_sat_row(kv.k_head(g) + Cq_ * d_, k_res_.data() + g * (C_ - Cq_) * d_, (C_ - Cq_) * d_);
   }
 
   Storage storage() const override {
@@ -113,7 +113,7 @@ class QjlLayer final : public SketchLayer {
         s[t0 + t] = scale * e;
       }
     }
-    const auto dot = row_kernels().dot_f16;
+    const auto dot = kernels::row_kernels().dot_f16;
     const uint16_t* res = k_res_.data() + static_cast<size_t>(g) * (C_ - Cq_) * d_;
     for (int64_t t = Cq_; t < C_; ++t, res += d_) s[t] = scale * dot(q, res, d_);
   }
@@ -139,8 +139,8 @@ class QjlLayer final : public SketchLayer {
       const double n_out = std::sqrt(sk::norm2_f64(k, d_, is_out.data(), 1));
       const size_t row = static_cast<size_t>(g) * Cq_ + tok;
       if (mo_ > 0) sk::sign_sketch_sparse(P_, mo_, k, idx.data(), no_, n_out, k_out_.data() + row * (mo_ / 8));
-      k_norms_[row * 2] = f32_to_f16_sat(static_cast<float>(n_in[t]));
-      k_norms_[row * 2 + 1] = f32_to_f16_sat(static_cast<float>(n_out));
+      k_norms_[row * 2] = kernels::f32_to_f16_sat(static_cast<float>(n_in[t]));
+      k_norms_[row * 2 + 1] = kernels::f32_to_f16_sat(static_cast<float>(n_out));
     }
     for (int t0 = 0; t0 < G_; t0 += sk::kSketchBlock) {
       const int T = std::min(sk::kSketchBlock, G_ - t0);
@@ -162,7 +162,7 @@ class QjlLayer final : public SketchLayer {
     for (int i = 0; i < mr; ++i) qo[i] = 0.f;
     for (int a = 0; a < no; ++a) {
       const int c = sk::read_outlier_index(idx, a, ib);
-      axpy_f32_inline(q[c], t32 + static_cast<size_t>(c) * mr, qo, mr);
+      kernels::axpy_f32_inline(q[c], t32 + static_cast<size_t>(c) * mr, qo, mr);
     }
     for (int i = 0; i < m; ++i) qin[i] = qsk[i] - qo[i];
     *tot_in = sum_f32(qin, m);

@@ -7,7 +7,7 @@
 #include <numeric>
 #include <utility>
 
-#include "codecs/common/row_kernels.h"
+#include "kernels/cpu/row_kernels.h"
 #include "codecs/sketch/sketch_math.h"
 #include "kvb/core/rng.h"
 
@@ -134,7 +134,7 @@ double project_f64(const Projection& P, int i, const float* x) {
 namespace {
 
 KVB_CPU_CLONES void dense_projections(const float* s32, int n, int d, const float* x, float* z) {
-  for (int i = 0; i < n; ++i) z[i] = dot_f32_inline(s32 + static_cast<size_t>(i) * d, x, d);
+  for (int i = 0; i < n; ++i) z[i] = kernels::dot_f32_inline(s32 + static_cast<size_t>(i) * d, x, d);
 }
 
 }  // namespace
@@ -230,7 +230,7 @@ namespace {
 
 KVB_CPU_CLONES void project_query_loop(const float* t32, int rows, int d, int n, const float* q, float* xs) {
   for (int i = 0; i < n; ++i) xs[i] = 0.f;
-  for (int c = 0; c < d; ++c) axpy_f32_inline(q[c], t32 + static_cast<size_t>(c) * rows, xs, n);
+  for (int c = 0; c < d; ++c) kernels::axpy_f32_inline(q[c], t32 + static_cast<size_t>(c) * rows, xs, n);
 }
 
 /// 0/1 float masks of the 8 bits of every byte value (masked sums as multiply-adds the compiler vectorizes).
@@ -332,7 +332,7 @@ bool avx512_sketch_ok() {
 
 bool use_avx512() {
 #ifdef KVB_SK_X86
-  return simd_kernels_enabled() && avx512_sketch_ok();
+  return kernels::simd_kernels_enabled() && avx512_sketch_ok();
 #else
   return false;
 #endif

@@ -60,7 +60,7 @@ void masked_sums(const uint8_t* rows, int64_t stride, int64_t count, const float
 void hamming_many(const uint8_t* q, const uint8_t* rows, int nbytes, int64_t count, int32_t* out);
 
 /// Which loops masked_sums / hamming_many use: "avx512" (AVX-512F/VL, and VPOPCNTDQ for popcounts, found on
-/// this CPU at run time, and simd_kernels_enabled()) or "portable".
+/// this CPU at run time, and kernels::simd_kernels_enabled()) or "portable".
 const char* sketch_kernels_name();
 
 /// Outlier channels of a group of n token rows x[n][d]: the `count` channels with the largest L2 norm over

@@ -2,14 +2,14 @@
 // every sign is the certified float32 sign or, when too close to 0 to certify (sketch_math.h
 // sign_is_certain), the float64 sum over channels in ascending order with explicit round-to-nearest
 // operations (__dmul_rn/__dadd_rn: no FMA contraction), exactly as the CPU's project_f64 and its float64
-// norms. Attention is split-context (flash-decoding) as codecs/common/gpu_attend.cu: one block per
+// norms. Attention is split-context (flash-decoding) as kernels/cuda/attend.cu: one block per
 // (query, chunk) computes the chunk's logits straight from the bits, a max-shifted softmax and the weighted
-// value sum (values dequantized on load by gpu_view.h load()); a second kernel merges the chunks.
+// value sum (values dequantized on load by kernels/cuda/layer_view.h load()); a second kernel merges the chunks.
 #include <cuda_runtime.h>
 
-#include "codecs/common/fp16_store.h"
-#include "codecs/common/gpu_chunk.cuh"
-#include "codecs/common/gpu_kernels.h"
+#include "kernels/formats/fp16.h"
+#include "kernels/cuda/chunk.cuh"
+#include "kernels/cuda/launch.h"
 #include "codecs/sketch/sketch_gpu.h"
 #include "codecs/sketch/sketch_math.h"
 #include "kvb/core/attn_math.h"
@@ -22,7 +22,7 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
 
-using codecs::gpu::warp_sum;
+using kernels::gpu::warp_sum;
 __device__ __forceinline__ int warp_sum_i(int x) {
   for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
   return x;
@@ -85,8 +85,8 @@ __global__ void __launch_bounds__(kThreads) qjl_encode_groups(QjlKeys k, const f
     const double ni = sqrt(norm2_f64(xt, d, is_out, 0)), no = sqrt(norm2_f64(xt, d, is_out, 1));
     nw[2 * (row0 + t)] = ni;
     nw[2 * (row0 + t) + 1] = no;
-    k.norms[2 * (row0 + t)] = f32_to_f16_sat(static_cast<float>(ni));
-    k.norms[2 * (row0 + t) + 1] = f32_to_f16_sat(static_cast<float>(no));
+    k.norms[2 * (row0 + t)] = kernels::f32_to_f16_sat(static_cast<float>(ni));
+    k.norms[2 * (row0 + t) + 1] = kernels::f32_to_f16_sat(static_cast<float>(no));
   }
   __syncthreads();
   const int mb = k.m / 8, ob = k.mo / 8;
@@ -107,7 +107,7 @@ __global__ void h1b_norms(H1bKeys k, const float* x, double* nw) {
        r += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const double n = sqrt(norm2_f64(x + r * k.d, k.d, nullptr, 0));
     nw[r] = n;
-    if (k.angle) k.norms[r] = f32_to_f16_sat(static_cast<float>(n));
+    if (k.angle) k.norms[r] = kernels::f32_to_f16_sat(static_cast<float>(n));
   }
 }
 
@@ -127,9 +127,9 @@ __global__ void h1b_sketch(H1bKeys k, const float* x, const double* nw) {
 __device__ void finish_chunk(const SketchAttend& a, int64_t C, int d, int g, int qi, int split, int64_t t0, int n,
                              float* s, float* red) {
   float m, l;
-  codecs::gpu::chunk_softmax<kThreads>(s, n, red, &m, &l, [](int) { return 1.f; });
-  codecs::gpu::chunk_values<kThreads>(s, n, d, m, l, a.work + (static_cast<int64_t>(qi) * a.splits + split) * (d + 2),
-                                      [&](int i, int j) { return codecs::gpu::load(a.v, C, d, g, t0 + i, j); });
+  kernels::gpu::chunk_softmax<kThreads>(s, n, red, &m, &l, [](int) { return 1.f; });
+  kernels::gpu::chunk_values<kThreads>(s, n, d, m, l, a.work + (static_cast<int64_t>(qi) * a.splits + split) * (d + 2),
+                                      [&](int i, int j) { return kernels::gpu::load(a.v, C, d, g, t0 + i, j); });
 }
 
 __device__ __forceinline__ void put_logit(const SketchAttend& a, int64_t C, float* s, int qi, int64_t t0, int i,
@@ -303,7 +303,7 @@ cudaError_t launch_qjl_attend(const QjlKeys& k, const SketchAttend& a, cudaStrea
   const size_t shmem = (static_cast<size_t>(k.d) + k.m + k.P.rows + a.chunk + 2 * kWarps) * sizeof(float);
   KVB_LAUNCH(dim3(a.nq, a.splits), kThreads, shmem, s, qjl_split)(k, a);
   const cudaError_t e = cudaGetLastError();
-  return e != cudaSuccess ? e : codecs::gpu::launch_attend_merge(a.work, a.nq, a.splits, k.d, a.out, s);
+  return e != cudaSuccess ? e : kernels::gpu::launch_attend_merge(a.work, a.nq, a.splits, k.d, a.out, s);
 }
 
 cudaError_t launch_h1b_attend(const H1bKeys& k, const SketchAttend& a, cudaStream_t s) {
@@ -313,7 +313,7 @@ cudaError_t launch_h1b_attend(const H1bKeys& k, const SketchAttend& a, cudaStrea
   const size_t shmem = (static_cast<size_t>(a.chunk) + 2 * kWarps) * sizeof(float);
   KVB_LAUNCH(dim3(a.nq, a.splits), kThreads, shmem, s, h1b_split)(k, a, qfloats);
   const cudaError_t e = cudaGetLastError();
-  return e != cudaSuccess ? e : codecs::gpu::launch_attend_merge(a.work, a.nq, a.splits, k.d, a.out, s);
+  return e != cudaSuccess ? e : kernels::gpu::launch_attend_merge(a.work, a.nq, a.splits, k.d, a.out, s);
 }
 
 }  // namespace kvb::codecs::sk::gpu

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "codecs/common/baseline.h"
-#include "codecs/common/gpu_kernels.h"
+#include "kernels/cuda/launch.h"
 #include "codecs/common/gpu_layer.h"
 #include "codecs/sketch/h1b_codec.h"
 #include "codecs/sketch/qjl_codec.h"
@@ -47,39 +47,39 @@ struct DeviceProjection {
 
 /// Values on the device: uniform.h rows for tokens [0, Vq), fp16 window after (SketchLayer's layout).
 struct DeviceValues {
-  uq::RowFormat f;
+  kernels::uq::RowFormat f;
   int heads = 0;
   int64_t C = 0, Vq = 0;
   int d = 0;
   DeviceBuffer codes, sm, win;
 
-  DeviceValues(uq::RowFormat fmt, int H, int64_t C_, int64_t vq, int d_) : f(fmt), heads(H), C(C_), Vq(vq), d(d_) {
+  DeviceValues(kernels::uq::RowFormat fmt, int H, int64_t C_, int64_t vq, int d_) : f(fmt), heads(H), C(C_), Vq(vq), d(d_) {
     codes.alloc(static_cast<size_t>(H * Vq * f.bytes()));
-    sm.alloc(static_cast<size_t>(H * Vq * f.groups()) * sizeof(uq::GroupParams));
+    sm.alloc(static_cast<size_t>(H * Vq * f.groups()) * sizeof(kernels::uq::GroupParams));
     win.alloc(static_cast<size_t>(H * (C - Vq) * d) * sizeof(uint16_t));
     codes.zero(cuda::run_stream());
   }
   void encode(const float* dv, cudaStream_t s) const {
     for (int g = 0; g < heads; ++g) {
       if (Vq > 0)
-        check(codecs::gpu::launch_token_quant(dv + static_cast<int64_t>(g) * C * d, Vq, d, f.bits, f.group,
+        check(kernels::gpu::launch_token_quant(dv + static_cast<int64_t>(g) * C * d, Vq, d, f.bits, f.group,
                                               codes.as<uint8_t>() + g * Vq * f.bytes(),
-                                              sm.as<uq::GroupParams>() + g * Vq * f.groups(), s),
+                                              sm.as<kernels::uq::GroupParams>() + g * Vq * f.groups(), s),
               "value quantization kernel");
       if (C - Vq > 0)
-        check(codecs::gpu::launch_to_f16(dv + (static_cast<int64_t>(g) * C + Vq) * d, (C - Vq) * d,
+        check(kernels::gpu::launch_to_f16(dv + (static_cast<int64_t>(g) * C + Vq) * d, (C - Vq) * d,
                                          win.as<uint16_t>() + static_cast<int64_t>(g) * (C - Vq) * d, s),
               "value window kernel");
     }
   }
-  codecs::gpu::Part part() const {
-    codecs::gpu::Part p;
-    p.fmt = codecs::gpu::Fmt::kTokenQuant;
+  kernels::gpu::Part part() const {
+    kernels::gpu::Part p;
+    p.fmt = kernels::gpu::Fmt::kTokenQuant;
     p.bits = f.bits;
     p.group = f.group;
     p.q_tokens = Vq;
     p.codes = codes.as<uint8_t>();
-    p.sm = sm.as<uq::GroupParams>();
+    p.sm = sm.as<kernels::uq::GroupParams>();
     p.tail = win.as<uint16_t>();
     return p;
   }
@@ -101,23 +101,23 @@ class SketchGpuLayer : public EncodedLayer {
   SketchGpuLayer(const LayerKV& kv, const CodecContext& ctx) : heads_(kv.kv_heads), C_(kv.tokens), d_(kv.head_dim), attn_(ctx.attn) {}
   int64_t tokens() const override { return C_; }
   bool scores(int g, const float* q, float* s_out, Scratch&) const override {
-    codecs::gpu::scores_device(device_attend(), g, q, s_out);
+    kernels::gpu::scores_device(device_attend(), g, q, s_out);
     return true;
   }
   void attend(int g, const float* q, float* o_out, Scratch&) const override {
-    codecs::gpu::attend_device(device_attend(), g, &q, 1, o_out, nullptr);
+    kernels::gpu::attend_device(device_attend(), g, &q, 1, o_out, nullptr);
   }
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch&) const override {
-    codecs::gpu::attend_many_device(device_attend(), g, qs, nq, outs);
+    kernels::gpu::attend_many_device(device_attend(), g, qs, nq, outs);
   }
 
   /// CUDA-event timings of a re-encode of `kv` and of one launch attending every query of `q`.
   bool device_timing(const LayerKV& kv, const LayerQueries& q, int min_repeats, double min_time_s,
                      DeviceTimes* out) const override {
-    codecs::gpu::time_encode_device(
+    kernels::gpu::time_encode_device(
         kv, [&](const float* k, const float* v, cudaStream_t st) { run_encode(k, v, st); }, min_repeats, min_time_s,
         out);
-    codecs::gpu::time_attend_device(device_attend(), heads_, q, min_repeats, min_time_s, out);
+    kernels::gpu::time_attend_device(device_attend(), heads_, q, min_repeats, min_time_s, out);
     return true;
   }
 
@@ -139,18 +139,18 @@ class SketchGpuLayer : public EncodedLayer {
   virtual int align() const = 0;
   virtual int64_t query_floats() const = 0;
   virtual cudaError_t launch(const sk::gpu::SketchAttend& a, cudaStream_t s) const = 0;
-  virtual codecs::gpu::Part values() const = 0;
+  virtual kernels::gpu::Part values() const = 0;
 
   /// This layer's attention for the shared device drivers (codecs/common/gpu_layer.h).
-  codecs::gpu::DeviceAttend device_attend() const {
-    codecs::gpu::DeviceAttend da;
+  kernels::gpu::DeviceAttend device_attend() const {
+    kernels::gpu::DeviceAttend da;
     da.d = d_;
     da.C = C_;
     da.what = "sketch attend kernels";
     da.plan = [this](int nq, int* chunk, int* splits) {
       return sk::gpu::plan_sketch_attend(nq, C_, d_, align(), query_floats(), chunk, splits);
     };
-    da.launch = [this](const codecs::gpu::QueryLaunch& ql, cudaStream_t st) {
+    da.launch = [this](const kernels::gpu::QueryLaunch& ql, cudaStream_t st) {
       sk::gpu::SketchAttend a = args(ql.q, ql.q_head, ql.nq);
       a.out = ql.out, a.logits = ql.logits, a.work = ql.work;
       a.chunk = ql.chunk, a.splits = ql.splits;
@@ -172,7 +172,7 @@ class QjlGpuLayer final : public SketchGpuLayer {
         Cq_(p.key_quant_tokens(kv.tokens)),
         P_(sk::make_projection(qjl_projection_seed(ctx.seed, layer < p.initial_layers ? 0 : 1), std::max(m_, mo_),
                                kv.head_dim, true)),
-        vals_(uq::RowFormat{kv.head_dim, p.value_bits, p.value_group}, kv.kv_heads, kv.tokens,
+        vals_(kernels::uq::RowFormat{kv.head_dim, p.value_bits, p.value_group}, kv.kv_heads, kv.tokens,
               p.value_quant_tokens(kv.tokens), kv.head_dim) {
     const int64_t H = heads_, ng = Cq_ / p.group_size, ib = sk::outlier_index_bytes(d_);
     in_.alloc(static_cast<size_t>(H * Cq_ * (m_ / 8)));
@@ -225,7 +225,7 @@ class QjlGpuLayer final : public SketchGpuLayer {
     check(sk::gpu::launch_qjl_encode(keys_, dk, s), "qjl encode kernel");
     for (int g = 0; g < heads_; ++g)
       if (C_ - Cq_ > 0)
-        check(codecs::gpu::launch_to_f16(dk + (static_cast<int64_t>(g) * C_ + Cq_) * d_, (C_ - Cq_) * d_,
+        check(kernels::gpu::launch_to_f16(dk + (static_cast<int64_t>(g) * C_ + Cq_) * d_, (C_ - Cq_) * d_,
                                          res_.as<uint16_t>() + static_cast<int64_t>(g) * (C_ - Cq_) * d_, s),
               "qjl key buffer kernel");
     vals_.encode(dv, s);
@@ -235,7 +235,7 @@ class QjlGpuLayer final : public SketchGpuLayer {
   cudaError_t launch(const sk::gpu::SketchAttend& a, cudaStream_t s) const override {
     return sk::gpu::launch_qjl_attend(keys_, a, s);
   }
-  codecs::gpu::Part values() const override { return vals_.part(); }
+  kernels::gpu::Part values() const override { return vals_.part(); }
 
  private:
   QjlParams p_;
@@ -252,7 +252,7 @@ class H1bGpuLayer final : public SketchGpuLayer {
  public:
   H1bGpuLayer(const H1bParams& p, double T, const LayerKV& kv, const CodecContext& ctx)
       : SketchGpuLayer(kv, ctx), p_(p), P_(sk::make_projection(h1b_projection_seed(ctx.seed), p.bits, kv.head_dim, false)),
-        vals_(uq::RowFormat{kv.head_dim, p.value_bits, p.group(kv.head_dim)}, kv.kv_heads, kv.tokens, kv.tokens,
+        vals_(kernels::uq::RowFormat{kv.head_dim, p.value_bits, p.group(kv.head_dim)}, kv.kv_heads, kv.tokens, kv.tokens,
               kv.head_dim) {
     std::vector<float> tab(static_cast<size_t>(p.bits + 1));
     for (int h = 0; h <= p.bits; ++h)  // exactly H1bLayer's table (h1b_cpu.cpp)
@@ -301,7 +301,7 @@ class H1bGpuLayer final : public SketchGpuLayer {
   cudaError_t launch(const sk::gpu::SketchAttend& a, cudaStream_t s) const override {
     return sk::gpu::launch_h1b_attend(keys_, a, s);
   }
-  codecs::gpu::Part values() const override { return vals_.part(); }
+  kernels::gpu::Part values() const override { return vals_.part(); }
 
  private:
   H1bParams p_;
@@ -315,8 +315,8 @@ class H1bGpuLayer final : public SketchGpuLayer {
 std::unique_ptr<EncodedLayer> qjl_encode_cuda(const QjlParams& p, int layer, const LayerKV& kv,
                                               const CodecContext& ctx) {
   cuda::require_device();
-  KVB_CHECK(kv.head_dim <= codecs::gpu::kMaxHeadDim, Unsupported, "qjl CUDA: head_dim up to {}, found {}",
-            codecs::gpu::kMaxHeadDim, kv.head_dim);
+  KVB_CHECK(kv.head_dim <= kernels::gpu::kMaxHeadDim, Unsupported, "qjl CUDA: head_dim up to {}, found {}",
+            kernels::gpu::kMaxHeadDim, kv.head_dim);
   const int m = p.m_for(layer), mr = std::max(m, p.mo_for(layer));
   const int64_t chunk_max = std::max(sk::gpu::kMaxSketchChunk, p.group_size);
   KVB_CHECK(kv.head_dim + m + mr + chunk_max + 8 <= kMaxSharedFloats, Unsupported,
@@ -334,8 +334,8 @@ std::unique_ptr<Codec> qjl_make_cuda(const Json& params, const ModelShape& shape
 
 std::unique_ptr<EncodedLayer> h1b_encode_cuda(const H1bParams& p, double T, const LayerKV& kv, const CodecContext& ctx) {
   cuda::require_device();
-  KVB_CHECK(kv.head_dim <= codecs::gpu::kMaxHeadDim, Unsupported, "h1b CUDA: head_dim up to {}, found {}",
-            codecs::gpu::kMaxHeadDim, kv.head_dim);
+  KVB_CHECK(kv.head_dim <= kernels::gpu::kMaxHeadDim, Unsupported, "h1b CUDA: head_dim up to {}, found {}",
+            kernels::gpu::kMaxHeadDim, kv.head_dim);
   return std::make_unique<H1bGpuLayer>(p, T, kv, ctx);
 }
 

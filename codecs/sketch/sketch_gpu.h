@@ -2,13 +2,13 @@
 /// The CUDA backend of the one-bit sketch codecs (qjl, h1b): plain-data views of the device buffers (the CPU
 /// layouts of qjl_cpu.cpp / h1b_cpu.cpp, byte for byte) and the launchers of the kernels in sketch_cuda.cu.
 /// The per-element math is sketch_math.h (sign packing, certified signs, masked sums, QJL terms, popcount),
-/// uniform.h through gpu_view.h load() for values, and attn_math.h: the same headers the CPU path uses.
+/// uniform.h through kernels/cuda/layer_view.h load() for values, and attn_math.h: the same headers the CPU path uses.
 /// Host-callable, no kernel code here; nvcc compiles it as C++17.
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
 
-#include "codecs/common/gpu_view.h"
+#include "kernels/cuda/layer_view.h"
 
 namespace kvb::codecs::sk::gpu {
 
@@ -50,14 +50,14 @@ struct H1bKeys {
 cudaError_t launch_qjl_encode(const QjlKeys& k, const float* x, cudaStream_t s);
 cudaError_t launch_h1b_encode(const H1bKeys& k, const float* x, double* norm_work /* [heads·C] */, cudaStream_t s);
 
-/// Split-context attention from the bits: query i attends KV head q_head[i]; values as gpu::Part (uniform.h
+/// Split-context attention from the bits: query i attends KV head q_head[i]; values as kernels::gpu::Part (uniform.h
 /// rows, fp16 window as the tail). `logits` [nq][C] optional.
 struct SketchAttend {
   const float* q = nullptr;     ///< [nq][d]
   const int* q_head = nullptr;  ///< [nq]
   int nq = 0;
   float softmax_scale = 1.f, softcap = 0.f;
-  codecs::gpu::Part v;
+  kernels::gpu::Part v;
   float* out = nullptr;     ///< [nq][d]
   float* logits = nullptr;  ///< [nq][C] or nullptr
   float* work = nullptr;    ///< sketch_attend_work_floats(...)

@@ -4,20 +4,20 @@
 #include <cmath>
 
 #include "codecs/common/ref_dense.h"
-#include "codecs/common/row_kernels.h"
+#include "kernels/cpu/row_kernels.h"
 #include "kvb/core/attn_math.h"
 
 namespace kvb::codecs {
 
-SketchLayer::SketchLayer(const LayerKV& kv, AttnConfig attn, uq::RowFormat vf, int64_t value_quant_tokens)
+SketchLayer::SketchLayer(const LayerKV& kv, AttnConfig attn, kernels::uq::RowFormat vf, int64_t value_quant_tokens)
     : kv_heads_(kv.kv_heads), C_(kv.tokens), d_(kv.head_dim), attn_(attn), vf_(vf), Vq_(value_quant_tokens),
       v_codes_(static_cast<size_t>(kv_heads_ * Vq_ * vf_.bytes())),
       v_sm_(static_cast<size_t>(kv_heads_ * Vq_ * vf_.groups())),
       v_win_(static_cast<size_t>(kv_heads_ * (C_ - Vq_) * d_)) {
   auto encode_head = [&](int g) {
     const float* v = kv.v_head(g);
-    uq::encode_rows(vf_, v, Vq_, v_codes_.data() + g * Vq_ * vf_.bytes(), v_sm_.data() + g * Vq_ * vf_.groups());
-    f32_to_f16_sat_row(v + Vq_ * d_, v_win_.data() + g * (C_ - Vq_) * d_, (C_ - Vq_) * d_);
+    kernels::uq::encode_rows(vf_, v, Vq_, v_codes_.data() + g * Vq_ * vf_.bytes(), v_sm_.data() + g * Vq_ * vf_.groups());
+    kernels::f32_to_f16_sat_row(v + Vq_ * d_, v_win_.data() + g * (C_ - Vq_) * d_, (C_ - Vq_) * d_);
   };
   // Threads over heads only for caches large enough to pay for waking them.
   if (static_cast<double>(kv_heads_) * C_ * d_ > 1e6)
@@ -36,12 +36,12 @@ bool SketchLayer::scores(int g, const float* q, float* s_out, Scratch& scratch) 
 
 void SketchLayer::attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const {
   if (nq == 1) return attend(g, qs[0], outs[0], scratch);
-  const RowKernels& K = row_kernels_switched();
+  const kernels::RowKernels& K = kernels::row_kernels_switched();
   const uint8_t* codes = v_codes_.data() + g * Vq_ * vf_.bytes();
-  const uq::GroupParams* sm = v_sm_.data() + g * Vq_ * vf_.groups();
+  const kernels::uq::GroupParams* sm = v_sm_.data() + g * Vq_ * vf_.groups();
   const uint16_t* win = v_win_.data() + static_cast<size_t>(g) * (C_ - Vq_) * d_;
   attend_many_rows(
-      C_, d_, uq::decode_scratch_floats(d_), qs, nq, outs, scratch,
+      C_, d_, kernels::uq::decode_scratch_floats(d_), qs, nq, outs, scratch,
       [&](const float* const* qc, int nc, float* s) {
         for (int i = 0; i < nc; ++i) scores(g, qc[i], s + static_cast<size_t>(i) * C_, scratch);  // floats2 only
       },
@@ -49,7 +49,7 @@ void SketchLayer::attend_many(int g, const float* const* qs, int nq, float* cons
         int r = 0;
         if (t0 < Vq_) {
           r = static_cast<int>(std::min<int64_t>(n, Vq_ - t0));
-          uq::decode_rows(vf_, codes + t0 * vf_.bytes(), sm + t0 * vf_.groups(), r, rows, tmp);
+          kernels::uq::decode_rows(vf_, codes + t0 * vf_.bytes(), sm + t0 * vf_.groups(), r, rows, tmp);
         }
         if (r < n)  // fp16 window
           K.from_f16(win + (t0 + r - Vq_) * d_, rows + static_cast<int64_t>(r) * d_, static_cast<int64_t>(n - r) * d_);
@@ -62,9 +62,9 @@ void SketchLayer::attend(int g, const float* q, float* o_out, Scratch& scratch) 
   scores(g, q, s, scratch);
   const double l = softmax_weights(s, C_);
   for (int j = 0; j < d_; ++j) o_out[j] = 0.f;
-  uq::accumulate_rows(vf_, s, v_codes_.data() + g * Vq_ * vf_.bytes(), v_sm_.data() + g * Vq_ * vf_.groups(), Vq_,
+  kernels::uq::accumulate_rows(vf_, s, v_codes_.data() + g * Vq_ * vf_.bytes(), v_sm_.data() + g * Vq_ * vf_.groups(), Vq_,
                       o_out, scratch.floats2(vf_.scratch_floats()));
-  const auto axpy = row_kernels().axpy_f16;
+  const auto axpy = kernels::row_kernels().axpy_f16;
   const uint16_t* win = v_win_.data() + static_cast<size_t>(g) * (C_ - Vq_) * d_;
   for (int64_t t = Vq_; t < C_; ++t, win += d_)
     if (s[t] != 0.f) axpy(s[t], win, o_out, d_);

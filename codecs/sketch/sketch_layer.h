@@ -1,6 +1,6 @@
 #pragma once
 /// Glue shared by the one-bit sketch codecs (qjl, h1b): the CPU encoded layer's common half:
-/// per-token asymmetric values (codecs/quant/uniform.h, the quantizer `int` and `kivi` use) with an
+/// per-token asymmetric values (kernels/formats/uniform.h, the quantizer `int` and `kivi` use) with an
 /// optional fp16 window of the last tokens, softmax and the weighted sum. Each codec supplies its logits,
 /// computed from its sign bits.
 #include <cstdint>
@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "codecs/common/baseline.h"
-#include "codecs/quant/uniform_cpu.h"
+#include "kernels/cpu/uniform_rows.h"
 #include "kvb/core/codec.h"
 
 namespace kvb::codecs {
@@ -21,7 +21,7 @@ namespace kvb::codecs {
 /// double, as BaselineLayer) -> Σ p_t v̂_t from the packed value rows and the fp16 window.
 class SketchLayer : public EncodedLayer {
  public:
-  SketchLayer(const LayerKV& kv, AttnConfig attn, uq::RowFormat vf, int64_t value_quant_tokens);
+  SketchLayer(const LayerKV& kv, AttnConfig attn, kernels::uq::RowFormat vf, int64_t value_quant_tokens);
 
   int64_t tokens() const final { return C_; }
   bool scores(int g, const float* q, float* s_out, Scratch& scratch) const final;
@@ -44,10 +44,10 @@ class SketchLayer : public EncodedLayer {
   int64_t C_;
   int d_;
   AttnConfig attn_;
-  uq::RowFormat vf_;
+  kernels::uq::RowFormat vf_;
   int64_t Vq_;
   std::vector<uint8_t> v_codes_;       // [H][Vq][vf.bytes()]
-  std::vector<uq::GroupParams> v_sm_;  // [H][Vq][vf.groups()]
+  std::vector<kernels::uq::GroupParams> v_sm_;  // [H][Vq][vf.groups()]
   std::vector<uint16_t> v_win_;        // [H][C - Vq][d]
 };
 

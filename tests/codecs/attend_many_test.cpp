@@ -12,7 +12,7 @@
 #include <fmt/format.h>
 
 #include "codec_test_util.h"
-#include "codecs/common/row_kernels.h"
+#include "kernels/cpu/row_kernels.h"
 #include "kvb/core/error.h"
 #include "kvb/core/registry.h"
 
@@ -34,7 +34,7 @@ namespace {
 constexpr double kRelL2 = 2e-5;
 
 struct SimdGuard {
-  ~SimdGuard() { codecs::set_simd_kernels(true); }
+  ~SimdGuard() { kernels::set_simd_kernels(true); }
 };
 
 /// Every configuration of a codec worth checking at head_dim d: its defaults and its budget candidates.
@@ -47,7 +47,7 @@ std::vector<Json> configs(const CodecEntry& e, int d) {
 
 TEST(AttendMany, EqualsPerQueryAttendForEveryCodec) {
   SimdGuard guard;
-  const bool simd_available = codecs::simd_kernels_enabled();
+  const bool simd_available = kernels::simd_kernels_enabled();
   std::map<std::string, double> worst;
   std::map<std::string, int> ran;
   for (int64_t C : {1, 7, 127, 4099})
@@ -88,7 +88,7 @@ TEST(AttendMany, EqualsPerQueryAttendForEveryCodec) {
             SCOPED_TRACE(fmt::format("{} on {} nq {}", e.label(p), L.describe(), nq));
             for (bool simd : {true, false}) {
               if (simd && !simd_available) continue;
-              codecs::set_simd_kernels(simd);
+              kernels::set_simd_kernels(simd);
               Scratch s1, s2;
               for (int g = 0; g < L.shape.n_kv_heads; ++g) {
                 std::vector<const float*> qs(nq);

@@ -8,22 +8,22 @@
 
 #include <fmt/format.h>
 
-#include "codecs/common/fp16_store.h"
+#include "kernels/formats/fp16.h"
 #include "codecs/common/ref_dense.h"
-#include "codecs/common/row_kernels.h"
-#include "codecs/fp8/fp8.h"
+#include "kernels/cpu/row_kernels.h"
+#include "kernels/formats/fp8.h"
 #include "codecs/fp8/fp8_codec.h"
-#include "codecs/quant/uniform.h"
-#include "codecs/quant/uniform_cpu.h"
+#include "kernels/formats/uniform.h"
+#include "kernels/cpu/uniform_rows.h"
 #include "kvb/core/half.h"
 #include "kvb/core/rng.h"
 
 namespace kvb::test {
 namespace {
 
-using codecs::f32_to_f16_sat;
-namespace fp8 = codecs::fp8;
-namespace uq = codecs::uq;
+using kernels::f32_to_f16_sat;
+namespace fp8 = kernels::fp8;
+namespace uq = kernels::uq;
 
 uint32_t bits_of(float f) {
   uint32_t u;
@@ -93,7 +93,7 @@ TEST(HalfConversions, F32ToF16AgainstCompiler) {
 
 TEST(HalfConversions, SaturatingStoreNeverMakesInf) {
   for (float x : f16_probe_floats()) {
-    const float got = f16_to_f32(f32_to_f16_sat(x));
+    const float got = f16_to_f32(kernels::f32_to_f16_sat(x));
     if (std::isnan(x)) {
       EXPECT_TRUE(std::isnan(got));
       continue;
@@ -133,20 +133,20 @@ TEST(HalfConversions, Bf16ExhaustiveAndRoundToNearestEven) {
 // ---- FP8 -------------------------------------------------------------------------------------------
 
 struct Fp8Case {
-  fp8::Format f;
+  kernels::fp8::Format f;
   const char* name;
   uint8_t max_code;
   float max_value;
   float min_sub;  // smallest subnormal
 };
-const Fp8Case kFormats[] = {{fp8::Format::kE4M3, "e4m3", 0x7e, 448.f, 0x1p-9f},
-                            {fp8::Format::kE5M2, "e5m2", 0x7b, 57344.f, 0x1p-16f}};
+const Fp8Case kFormats[] = {{kernels::fp8::Format::kE4M3, "e4m3", 0x7e, 448.f, 0x1p-9f},
+                            {kernels::fp8::Format::kE5M2, "e5m2", 0x7b, 57344.f, 0x1p-16f}};
 
 TEST(Fp8, DecodeAllCodesMatchesFormula) {
   for (const auto& fc : kFormats)
     for (int c = 0; c < 256; ++c) {
       SCOPED_TRACE(fmt::format("{} code 0x{:02x}", fc.name, c));
-      const float got = fp8::decode(fc.f, static_cast<uint8_t>(c));
+      const float got = kernels::fp8::decode(fc.f, static_cast<uint8_t>(c));
       const double want = codecs::ref::fp8_decode_formula(fc.f, static_cast<uint8_t>(c));
       if (std::isnan(want)) {
         EXPECT_TRUE(std::isnan(got));
@@ -154,19 +154,19 @@ TEST(Fp8, DecodeAllCodesMatchesFormula) {
         EXPECT_EQ(static_cast<double>(got), want);
       }
     }
-  EXPECT_EQ(fp8::decode_e4m3(0x7e), 448.f);
-  EXPECT_TRUE(std::isnan(fp8::decode_e4m3(0x7f)));
-  EXPECT_EQ(fp8::decode_e5m2(0x7b), 57344.f);
-  EXPECT_TRUE(std::isinf(fp8::decode_e5m2(0x7c)));
-  EXPECT_EQ(fp8::decode_e4m3(0x01), 0x1p-9f);
-  EXPECT_EQ(fp8::decode_e5m2(0x01), 0x1p-16f);
+  EXPECT_EQ(kernels::fp8::decode_e4m3(0x7e), 448.f);
+  EXPECT_TRUE(std::isnan(kernels::fp8::decode_e4m3(0x7f)));
+  EXPECT_EQ(kernels::fp8::decode_e5m2(0x7b), 57344.f);
+  EXPECT_TRUE(std::isinf(kernels::fp8::decode_e5m2(0x7c)));
+  EXPECT_EQ(kernels::fp8::decode_e4m3(0x01), 0x1p-9f);
+  EXPECT_EQ(kernels::fp8::decode_e5m2(0x01), 0x1p-16f);
 }
 
 TEST(Fp8, EncodeRoundTripsEveryFiniteCode) {
   for (const auto& fc : kFormats)
     for (int c = 0; c < 256; ++c) {
       if ((c & 0x7f) > fc.max_code) continue;  // NaN (and E5M2 Inf) codes
-      EXPECT_EQ(fp8::encode(fc.f, fp8::decode(fc.f, static_cast<uint8_t>(c))), c) << fc.name << " code " << c;
+      EXPECT_EQ(kernels::fp8::encode(fc.f, kernels::fp8::decode(fc.f, static_cast<uint8_t>(c))), c) << fc.name << " code " << c;
     }
 }
 
@@ -175,7 +175,7 @@ TEST(Fp8, EncodeMatchesNearestSearchIncludingTies) {
   for (const auto& fc : kFormats) {
     std::vector<float> xs;
     for (int c = 0; c < fc.max_code; ++c) {  // midpoints of neighbours and one float ulp either side
-      const float a = fp8::decode(fc.f, static_cast<uint8_t>(c)), b = fp8::decode(fc.f, static_cast<uint8_t>(c + 1));
+      const float a = kernels::fp8::decode(fc.f, static_cast<uint8_t>(c)), b = kernels::fp8::decode(fc.f, static_cast<uint8_t>(c + 1));
       const float mid = (a + b) / 2;  // exact in float
       for (float x : {mid, std::nextafter(mid, 0.f), std::nextafter(mid, INFINITY)}) {
         xs.push_back(x);
@@ -190,7 +190,7 @@ TEST(Fp8, EncodeMatchesNearestSearchIncludingTies) {
       if (!std::isnan(x)) xs.push_back(x);
     }
     for (float x : xs)
-      ASSERT_EQ(fp8::encode(fc.f, x), codecs::ref::fp8_encode_nearest(fc.f, x))
+      ASSERT_EQ(kernels::fp8::encode(fc.f, x), codecs::ref::fp8_encode_nearest(fc.f, x))
           << fmt::format("{} x = {:a} ({})", fc.name, x, x);
   }
 }
@@ -198,44 +198,44 @@ TEST(Fp8, EncodeMatchesNearestSearchIncludingTies) {
 TEST(Fp8, SaturationAndSmallValues) {
   // E4M3FN: 448 is the largest finite value; 464 (the midpoint to the non-existent 480) and beyond saturate.
   for (float x : {448.f, 449.f, 463.9f, 464.f, 480.f, 1e6f, 3e38f, INFINITY}) {
-    EXPECT_EQ(fp8::encode_e4m3(x), 0x7e) << x;
-    EXPECT_EQ(fp8::encode_e4m3(-x), 0xfe) << x;
+    EXPECT_EQ(kernels::fp8::encode_e4m3(x), 0x7e) << x;
+    EXPECT_EQ(kernels::fp8::encode_e4m3(-x), 0xfe) << x;
   }
   // E5M2: saturates at 57344 instead of producing Inf (documented choice).
   for (float x : {57344.f, 61439.f, 61440.f, 65536.f, 1e9f, INFINITY}) {
-    EXPECT_EQ(fp8::encode_e5m2(x), 0x7b) << x;
-    EXPECT_EQ(fp8::encode_e5m2(-x), 0xfb) << x;
+    EXPECT_EQ(kernels::fp8::encode_e5m2(x), 0x7b) << x;
+    EXPECT_EQ(kernels::fp8::encode_e5m2(-x), 0xfb) << x;
   }
-  EXPECT_TRUE(std::isnan(fp8::decode_e4m3(fp8::encode_e4m3(NAN))));
-  EXPECT_TRUE(std::isnan(fp8::decode_e5m2(fp8::encode_e5m2(NAN))));
+  EXPECT_TRUE(std::isnan(kernels::fp8::decode_e4m3(kernels::fp8::encode_e4m3(NAN))));
+  EXPECT_TRUE(std::isnan(kernels::fp8::decode_e5m2(kernels::fp8::encode_e5m2(NAN))));
   for (const auto& fc : kFormats) {
     SCOPED_TRACE(fc.name);
-    EXPECT_EQ(fp8::encode(fc.f, 0.f), 0x00);
-    EXPECT_EQ(fp8::encode(fc.f, -0.f), 0x80);
-    EXPECT_EQ(fp8::encode(fc.f, fc.min_sub), 0x01);
-    EXPECT_EQ(fp8::encode(fc.f, fc.min_sub / 2), 0x00);                        // tie -> even (0)
-    EXPECT_EQ(fp8::encode(fc.f, std::nextafter(fc.min_sub / 2, 1.f)), 0x01);  // just above the tie
-    EXPECT_EQ(fp8::encode(fc.f, 3 * fc.min_sub / 2), 0x02);                    // tie between 1 and 2 -> 2
-    EXPECT_EQ(fp8::encode(fc.f, 1e-30f), 0x00);
-    EXPECT_EQ(fp8::encode(fc.f, 1e-45f), 0x00);  // float subnormal
-    EXPECT_EQ(fp8::head_scale(0.f, fc.f), 1.f);  // all-zero head
-    EXPECT_EQ(fp8::head_scale(fc.max_value, fc.f), 1.f);
+    EXPECT_EQ(kernels::fp8::encode(fc.f, 0.f), 0x00);
+    EXPECT_EQ(kernels::fp8::encode(fc.f, -0.f), 0x80);
+    EXPECT_EQ(kernels::fp8::encode(fc.f, fc.min_sub), 0x01);
+    EXPECT_EQ(kernels::fp8::encode(fc.f, fc.min_sub / 2), 0x00);                        // tie -> even (0)
+    EXPECT_EQ(kernels::fp8::encode(fc.f, std::nextafter(fc.min_sub / 2, 1.f)), 0x01);  // just above the tie
+    EXPECT_EQ(kernels::fp8::encode(fc.f, 3 * fc.min_sub / 2), 0x02);                    // tie between 1 and 2 -> 2
+    EXPECT_EQ(kernels::fp8::encode(fc.f, 1e-30f), 0x00);
+    EXPECT_EQ(kernels::fp8::encode(fc.f, 1e-45f), 0x00);  // float subnormal
+    EXPECT_EQ(kernels::fp8::head_scale(0.f, fc.f), 1.f);  // all-zero head
+    EXPECT_EQ(kernels::fp8::head_scale(fc.max_value, fc.f), 1.f);
   }
 }
 
 // ---- uniform quantizer ---------------------------------------------------------------------------
 
 /// Quantize -> dequantize one group with uniform.h; returns x̂ and fills codes.
-std::vector<float> qdq(const std::vector<float>& x, int bits, std::vector<uint32_t>& codes, uq::GroupParams& gp) {
+std::vector<float> qdq(const std::vector<float>& x, int bits, std::vector<uint32_t>& codes, kernels::uq::GroupParams& gp) {
   float mn = x[0], mx = x[0];
   for (float v : x) mn = std::min(mn, v), mx = std::max(mx, v);
-  gp = uq::make_group(mn, mx, bits);
+  gp = kernels::uq::make_group(mn, mx, bits);
   const float scale = f16_to_f32(gp.scale), lo = f16_to_f32(gp.min);
   std::vector<float> out(x.size());
   codes.resize(x.size());
   for (size_t i = 0; i < x.size(); ++i) {
-    codes[i] = uq::quantize(x[i], scale, lo, uq::max_code(bits));
-    out[i] = uq::dequantize(static_cast<float>(codes[i]), scale, lo);
+    codes[i] = kernels::uq::quantize(x[i], scale, lo, kernels::uq::max_code(bits));
+    out[i] = kernels::uq::dequantize(static_cast<float>(codes[i]), scale, lo);
   }
   return out;
 }
@@ -252,22 +252,22 @@ TEST(UniformQuantizer, CodesInRangeErrorBoundedAndMatchingTheReference) {
       if (trial % 7 == 0) x[rng.below(n)] *= 30;  // an outlier
       SCOPED_TRACE(fmt::format("bits {} n {} offset {} spread {} trial {}", bits, n, offset, spread, trial));
       std::vector<uint32_t> codes;
-      uq::GroupParams gp;
+      kernels::uq::GroupParams gp;
       const std::vector<float> xh = qdq(x, bits, codes, gp);
       float mn = x[0], mx = x[0];
       for (float v : x) mn = std::min(mn, v), mx = std::max(mx, v);
       const float scale = f16_to_f32(gp.scale), lo = f16_to_f32(gp.min);
-      const float scale32 = (mx - mn) / static_cast<float>(uq::max_code(bits));
+      const float scale32 = (mx - mn) / static_cast<float>(kernels::uq::max_code(bits));
       // |x − x̂| <= scale/2 inside [lo, lo + qmax·scale]; the fp16 rounding of min and scale can push x
       // outside that range by at most |mn − lo| + qmax·|scale32 − scale|; plus float rounding of the
       // arithmetic (a few ulps of the magnitudes involved).
-      const double bound = scale / 2.0 + std::fabs(mn - lo) + uq::max_code(bits) * std::fabs(scale32 - scale);
+      const double bound = scale / 2.0 + std::fabs(mn - lo) + kernels::uq::max_code(bits) * std::fabs(scale32 - scale);
       std::vector<float> xr(n);
       codecs::ref::minmax_qdq(x.data(), n, 1, bits, xr.data());
       for (int i = 0; i < n; ++i) {
-        ASSERT_LE(codes[i], uq::max_code(bits));
+        ASSERT_LE(codes[i], kernels::uq::max_code(bits));
         ASSERT_TRUE(std::isfinite(xh[i]));
-        const double slack = 8 * 0x1p-24 * (std::fabs(x[i]) + std::fabs(lo) + uq::max_code(bits) * scale);
+        const double slack = 8 * 0x1p-24 * (std::fabs(x[i]) + std::fabs(lo) + kernels::uq::max_code(bits) * scale);
         ASSERT_LE(std::fabs(static_cast<double>(x[i]) - xh[i]), bound + slack) << "i=" << i;
         // The reference (independent code, same definition) reconstructs from the same code.
         const double ref_code = scale > 0 ? std::round((static_cast<double>(xr[i]) - lo) / scale) : 0.0;
@@ -279,7 +279,7 @@ TEST(UniformQuantizer, CodesInRangeErrorBoundedAndMatchingTheReference) {
 TEST(UniformQuantizer, ConstantAndDegenerateGroups) {
   for (int bits = 1; bits <= 8; ++bits) {
     std::vector<uint32_t> codes;
-    uq::GroupParams gp;
+    kernels::uq::GroupParams gp;
     for (float c : {0.f, 1.f, -3.25f, 1000.f, 1e-30f, 7e4f}) {
       SCOPED_TRACE(fmt::format("bits {} constant {}", bits, c));
       const std::vector<float> xh = qdq(std::vector<float>(32, c), bits, codes, gp);
@@ -308,10 +308,10 @@ TEST(UniformQuantizer, PackUnpackRoundTripEveryWidthOddLengths) {
       SCOPED_TRACE(fmt::format("bits {} n {}", bits, n));
       std::vector<uint32_t> codes(n);
       for (auto& c : codes) c = static_cast<uint32_t>(rng.below(1u << bits));
-      const int64_t rb = uq::row_bytes(n, bits);
+      const int64_t rb = kernels::uq::row_bytes(n, bits);
       ASSERT_EQ(rb, (n * bits + 7) / 8);
       std::vector<uint8_t> row(rb + 4, 0xA5);  // 4 guard bytes must stay untouched
-      uq::pack_row(codes.data(), n, bits, row.data());
+      kernels::uq::pack_row(codes.data(), n, bits, row.data());
       for (int64_t i = rb; i < rb + 4; ++i) EXPECT_EQ(row[i], 0xA5);
       // Bit-stream definition: code i at bits [i·b, i·b + b), little-endian; padding bits zero.
       std::vector<uint8_t> manual(rb, 0);
@@ -319,12 +319,12 @@ TEST(UniformQuantizer, PackUnpackRoundTripEveryWidthOddLengths) {
         for (int k = 0; k < bits; ++k)
           if ((codes[i] >> k) & 1u) manual[(i * bits + k) / 8] |= static_cast<uint8_t>(1u << ((i * bits + k) % 8));
       for (int64_t i = 0; i < rb; ++i) ASSERT_EQ(row[i], manual[i]) << "byte " << i;
-      for (int i = 0; i < n; ++i) ASSERT_EQ(uq::unpack_code(row.data(), i, bits), codes[i]) << "i=" << i;
+      for (int i = 0; i < n; ++i) ASSERT_EQ(kernels::uq::unpack_code(row.data(), i, bits), codes[i]) << "i=" << i;
       std::vector<float> f(n);
-      uq::dispatch_bits(bits, [&](auto b) { uq::unpack_row<decltype(b)::value>(row.data(), n, f.data()); });
+      kernels::uq::dispatch_bits(bits, [&](auto b) { kernels::uq::unpack_row<decltype(b)::value>(row.data(), n, f.data()); });
       for (int i = 0; i < n; ++i) ASSERT_EQ(f[i], static_cast<float>(codes[i])) << "i=" << i;
       std::vector<uint8_t> one_by_one(rb, 0);
-      for (int i = 0; i < n; ++i) uq::pack_code(one_by_one.data(), i, bits, codes[i]);
+      for (int i = 0; i < n; ++i) kernels::uq::pack_code(one_by_one.data(), i, bits, codes[i]);
       for (int64_t i = 0; i < rb; ++i) ASSERT_EQ(one_by_one[i], manual[i]);
     }
 }
@@ -332,8 +332,8 @@ TEST(UniformQuantizer, PackUnpackRoundTripEveryWidthOddLengths) {
 // ---- row kernels ------------------------------------------------------------------------------------
 
 TEST(RowKernels, DispatchedMatchesPortableAndDouble) {
-  const auto& fast = codecs::row_kernels();
-  const auto& port = codecs::row_kernels_portable();
+  const auto& fast = kernels::row_kernels();
+  const auto& port = kernels::row_kernels_portable();
   std::printf("[ row kernels ] using %s\n", fast.name);
   Rng rng(5);
   for (int n : {1, 7, 8, 15, 16, 17, 31, 64, 96, 127, 128, 256, 1024}) {

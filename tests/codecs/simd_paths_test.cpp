@@ -1,4 +1,4 @@
-// The hand-written AVX2 attend kernels (codecs/quant/uniform_avx2.cpp, codecs/fp8/fp8_cpu.cpp) against the
+// The hand-written AVX2 attend kernels (kernels/cpu/uniform_avx2.cpp, codecs/fp8/fp8_cpu.cpp) against the
 // portable loops and a float64 evaluation of the same stored values, on odd lengths, every code width and
 // group sizes that do and do not allow the AVX2 path (those fall back, and must still agree).
 #include <gtest/gtest.h>
@@ -9,8 +9,8 @@
 #include <fmt/format.h>
 
 #include "codec_test_util.h"
-#include "codecs/common/row_kernels.h"
-#include "codecs/quant/uniform_cpu.h"
+#include "kernels/cpu/row_kernels.h"
+#include "kernels/cpu/uniform_rows.h"
 #include "kvb/core/error.h"
 #include "kvb/core/half.h"
 #include "kvb/core/registry.h"
@@ -23,19 +23,19 @@ constexpr double kU = 0x1p-24;
 
 /// Restores the AVX2 switch on scope exit.
 struct SimdGuard {
-  ~SimdGuard() { codecs::set_simd_kernels(true); }
+  ~SimdGuard() { kernels::set_simd_kernels(true); }
 };
 
 TEST(SimdPaths, UniformRowsAvx2MatchesPortableAndDouble) {
-  namespace uq = codecs::uq;
-  if (!codecs::simd_kernels_enabled()) GTEST_SKIP() << "CPU without AVX2/FMA/F16C";
+  namespace uq = kernels::uq;
+  if (!kernels::simd_kernels_enabled()) GTEST_SKIP() << "CPU without AVX2/FMA/F16C";
   Rng rng(17);
   int checked = 0;
   for (int bits = 1; bits <= 8; ++bits)
     for (int d : {8, 24, 64, 96, 136})
       for (int group : {8, 16, 24, 32, 12, d}) {
         if (d % group != 0) continue;
-        const uq::RowFormat f{d, bits, group};
+        const kernels::uq::RowFormat f{d, bits, group};
         for (int64_t n : {1, 3, 17, 33, 130}) {
           SCOPED_TRACE(fmt::format("bits {} d {} group {} n {}", bits, d, group, n));
           std::vector<float> x(static_cast<size_t>(n * d)), q(d), w(n);
@@ -43,29 +43,29 @@ TEST(SimdPaths, UniformRowsAvx2MatchesPortableAndDouble) {
           for (auto& v : q) v = static_cast<float>(rng.normal());
           for (auto& v : w) v = static_cast<float>(rng.uniform());
           std::vector<uint8_t> codes(static_cast<size_t>(n * f.bytes()));
-          std::vector<uq::GroupParams> sm(static_cast<size_t>(n * f.groups()));
-          uq::encode_rows(f, x.data(), n, codes.data(), sm.data());
+          std::vector<kernels::uq::GroupParams> sm(static_cast<size_t>(n * f.groups()));
+          kernels::uq::encode_rows(f, x.data(), n, codes.data(), sm.data());
           // float64 of the stored values, and the magnitude Σ|a|·((code + 2^bits)·|scale| + |min|) the bounds scale with
           std::vector<double> xh(x.size()), mag(x.size());
           for (int64_t t = 0; t < n; ++t)
             for (int j = 0; j < d; ++j) {
               const auto& p = sm[t * f.groups() + j / group];
               const double s = f16_to_f32(p.scale), m = f16_to_f32(p.min);
-              const double c = uq::unpack_code(codes.data() + t * f.bytes(), j, bits);
+              const double c = kernels::uq::unpack_code(codes.data() + t * f.bytes(), j, bits);
               xh[t * d + j] = c * s + m;
               mag[t * d + j] = (c + (1 << bits)) * std::fabs(s) + std::fabs(m);  // + the centred form's midpoint
             }
           std::vector<float> tmp(f.scratch_floats()), da(n), dp(n), oa(d, 0.f), op(d, 0.f);
-          const bool fast = uq::avx2_rows_ok(f);
+          const bool fast = kernels::uq::avx2_rows_ok(f);
           if (fast) {
-            uq::dot_rows_avx2(f, q.data(), codes.data(), sm.data(), n, da.data(), tmp.data());
-            uq::accumulate_rows_avx2(f, w.data(), codes.data(), sm.data(), n, oa.data(), tmp.data());
+            kernels::uq::dot_rows_avx2(f, q.data(), codes.data(), sm.data(), n, da.data(), tmp.data());
+            kernels::uq::accumulate_rows_avx2(f, w.data(), codes.data(), sm.data(), n, oa.data(), tmp.data());
           } else {
-            uq::dot_rows(f, q.data(), codes.data(), sm.data(), n, da.data(), tmp.data());  // falls back
-            uq::accumulate_rows(f, w.data(), codes.data(), sm.data(), n, oa.data(), tmp.data());
+            kernels::uq::dot_rows(f, q.data(), codes.data(), sm.data(), n, da.data(), tmp.data());  // falls back
+            kernels::uq::accumulate_rows(f, w.data(), codes.data(), sm.data(), n, oa.data(), tmp.data());
           }
-          uq::dot_rows_portable(f, q.data(), codes.data(), sm.data(), n, dp.data(), tmp.data());
-          uq::accumulate_rows_portable(f, w.data(), codes.data(), sm.data(), n, op.data(), tmp.data());
+          kernels::uq::dot_rows_portable(f, q.data(), codes.data(), sm.data(), n, dp.data(), tmp.data());
+          kernels::uq::accumulate_rows_portable(f, w.data(), codes.data(), sm.data(), n, op.data(), tmp.data());
           // Logit: a float32 sum of 2d terms (codes and mins) -> (2d + 16)·u·Σ|q_j|·mag_j.
           for (int64_t t = 0; t < n; ++t) {
             double e = 0, b = 0;
@@ -98,7 +98,7 @@ TEST(SimdPaths, UniformRowsAvx2MatchesPortableAndDouble) {
 /// float32 reassociation (the cpu-vs-ref tolerances of registry_codecs_test: rel_l2 1e-4, logits within
 /// (d + 16)·u·scale·‖q‖₁·max|k̂| each, so 2x that between the two).
 TEST(SimdPaths, CodecsAgreeWithAndWithoutAvx2) {
-  if (!codecs::simd_kernels_enabled()) GTEST_SKIP() << "CPU without AVX2/FMA/F16C";
+  if (!kernels::simd_kernels_enabled()) GTEST_SKIP() << "CPU without AVX2/FMA/F16C";
   SimdGuard guard;
   const std::vector<std::pair<std::string, Json>> cells{
       {"fp8", Json{{"format", "e4m3"}}},
@@ -137,10 +137,10 @@ TEST(SimdPaths, CodecsAgreeWithAndWithoutAvx2) {
           for (int qi = 0; qi < L.nq; ++qi) {
             const int g = h / o.group;
             const float* q = L.query(h, qi);
-            codecs::set_simd_kernels(true);
+            kernels::set_simd_kernels(true);
             enc->scores(g, q, s_a.data(), sa);
             enc->attend(g, q, o_a.data(), sa);
-            codecs::set_simd_kernels(false);
+            kernels::set_simd_kernels(false);
             enc->scores(g, q, s_b.data(), sb);
             enc->attend(g, q, o_b.data(), sb);
             double q1 = 0, kmax = 0;

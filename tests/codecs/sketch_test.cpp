@@ -10,7 +10,7 @@
 #include <fmt/format.h>
 
 #include "codec_test_util.h"
-#include "codecs/common/row_kernels.h"
+#include "kernels/cpu/row_kernels.h"
 #include "codecs/sketch/sketch_cpu.h"
 #include "codecs/sketch/sketch_math.h"
 #include "kvb/core/error.h"
@@ -26,7 +26,7 @@ constexpr double kPi = 3.14159265358979323846;
 
 /// Restores the SIMD switch on scope exit.
 struct SimdGuard {
-  ~SimdGuard() { codecs::set_simd_kernels(true); }
+  ~SimdGuard() { kernels::set_simd_kernels(true); }
 };
 
 std::unique_ptr<Codec> make(const std::string& codec, const Json& params, int head_dim) {
@@ -58,7 +58,7 @@ TEST(SketchKernels, MaskedSumsAndHammingMatchNaiveLoops) {
   SimdGuard guard;
   Rng rng(42);
   for (bool simd : {true, false}) {
-    codecs::set_simd_kernels(simd);
+    kernels::set_simd_kernels(simd);
     for (int nbits : {8, 16, 24, 64, 136, 256, 520, 1024}) {
       SCOPED_TRACE(fmt::format("kernels {} n {}", codecs::sk::sketch_kernels_name(), nbits));
       const int nb = nbits / 8, rows = 37;
@@ -272,7 +272,7 @@ TEST(H1b, PopcountScoreEqualsThePlusMinusOneDotOfTheReference) {
   SimdGuard guard;
   const CodecEntry& e = registry().at("h1b");
   for (bool simd : {true, false}) {
-    codecs::set_simd_kernels(simd);
+    kernels::set_simd_kernels(simd);
     for (int b : {8, 64, 200, 256, 520, 1024}) {
       SynthOptions o;
       o.tokens = 301;
@@ -582,9 +582,9 @@ TEST(SketchSimd, QjlScoresAgreeAcrossKernelPaths) {
   std::vector<float> a(o.tokens), b(o.tokens);
   Scratch scratch;
   for (int h = 0; h < L.shape.n_heads; ++h) {
-    codecs::set_simd_kernels(true);
+    kernels::set_simd_kernels(true);
     enc->scores(h / 2, L.query(h, 0), a.data(), scratch);
-    codecs::set_simd_kernels(false);
+    kernels::set_simd_kernels(false);
     enc->scores(h / 2, L.query(h, 0), b.data(), scratch);
     double mx = 0;
     for (int64_t t = 0; t < o.tokens; ++t) mx = std::max(mx, std::fabs(static_cast<double>(a[t])));

@@ -2,7 +2,7 @@
 //  - GpuParity.*: CUDA vs CPU through kvbench's selftest (stored bytes exact, storage exact, logits and outputs
 //    within kSelftestScoreTol / kSelftestAttendTol). They skip with a message when the build has no CUDA
 //    backend or no device is usable, and run on a GPU machine (scripts/bench_gpu.sh runs them).
-//  - DeviceMath.*: run everywhere. They evaluate the kernels' per-element math (gpu_view.h load(), the
+//  - DeviceMath.*: run everywhere. They evaluate the kernels' per-element math (kernels/cuda/layer_view.h load(), the
 //    split-context merge) on the host, over the CPU encoder's own buffers, so the arithmetic the GPU runs is
 //    checked against the CPU path on every machine.
 #include <gtest/gtest.h>
@@ -17,7 +17,7 @@
 
 #include <fmt/format.h>
 
-#include "codecs/common/gpu_view.h"
+#include "kernels/cuda/layer_view.h"
 #include "kvb/core/attn_math.h"
 #include "kvb/core/registry.h"
 #include "kvb/core/rng.h"
@@ -27,9 +27,9 @@
 namespace kvb {
 namespace {
 
-using codecs::gpu::Fmt;
-using codecs::gpu::LayerView;
-using codecs::gpu::Part;
+using kernels::gpu::Fmt;
+using kernels::gpu::LayerView;
+using kernels::gpu::Part;
 
 bool gpu_usable(std::string* why) {
   const CodecEntry* e = registry().find("fp16");
@@ -120,9 +120,9 @@ std::vector<float> emulate_kernel(const LayerView& L, int g, const float* q, flo
     float cm = -INFINITY;
     for (int64_t i = 0; i < n; ++i) {
       float acc = 0;
-      for (int j = 0; j < d; ++j) acc += q[j] * codecs::gpu::load(L.k, L.C, d, g, t0 + i, j);
+      for (int j = 0; j < d; ++j) acc += q[j] * kernels::gpu::load(L.k, L.C, d, g, t0 + i, j);
       s[i] = softcap_f(acc * scale, 0.f);
-      const int cls = codecs::gpu::row_class(L.rows, g, t0 + i);
+      const int cls = kernels::gpu::row_class(L.rows, g, t0 + i);
       if (cls >= 0) s[i] += L.rows.bias[cls];
       cm = std::max(cm, s[i]);
     }
@@ -130,13 +130,13 @@ std::vector<float> emulate_kernel(const LayerView& L, int g, const float* q, flo
     for (int64_t i = 0; i < n; ++i) {
       const float p = std::exp(s[i] - cm);
       cl += p;
-      const int cls = codecs::gpu::row_class(L.rows, g, t0 + i);
+      const int cls = kernels::gpu::row_class(L.rows, g, t0 + i);
       s[i] = cls < 0 ? p : p * L.rows.vfac[cls];
     }
     std::vector<float> co(d, 0.f);
     for (int j = 0; j < d; ++j)
-      for (int64_t i = 0; i < n; ++i) co[j] += s[i] * codecs::gpu::load(L.v, L.C, d, g, t0 + i, j);
-    const auto f = codecs::gpu::merge_factors(m, cm);
+      for (int64_t i = 0; i < n; ++i) co[j] += s[i] * kernels::gpu::load(L.v, L.C, d, g, t0 + i, j);
+    const auto f = kernels::gpu::merge_factors(m, cm);
     l = l * f.a + cl * f.b;
     for (int j = 0; j < d; ++j) o[j] = o[j] * f.a + co[j] * f.b;
     m = f.m;
@@ -200,7 +200,7 @@ TEST(DeviceMath, LoadAndSplitMergeReproduceTheCpuPath) {
             p.head_scale = reinterpret_cast<const float*>(hb.get(pre + ".scale"));
           } else {
             p.codes = hb.get(pre + ".codes");
-            p.sm = reinterpret_cast<const codecs::uq::GroupParams*>(hb.get(pre + ".scale_min"));
+            p.sm = reinterpret_cast<const kernels::uq::GroupParams*>(hb.get(pre + ".scale_min"));
             if (mc.codec == "int") {
               p.q_tokens = C;
             } else {  // kivi: R = 64
@@ -234,7 +234,7 @@ TEST(DeviceMath, LoadAndSplitMergeReproduceTheCpuPath) {
 
 TEST(DeviceMath, WeightClassesReproduceTheTokenSelectionCpuPath) {
   // balancekv/uniform on the GPU: the fp16 rows [sink | kept by class | window] with RowClasses (bias and
-  // value factor per class, gpu_view.h row_class) through the split-context kernel's arithmetic, against
+  // value factor per class, kernels/cuda/layer_view.h row_class) through the split-context kernel's arithmetic, against
   // the CPU layer's attend, for both estimators.
   for (const char* codec : {"balancekv", "uniform"})
     for (const char* est : {"consistent", "repo"})
@@ -312,11 +312,11 @@ TEST(DeviceMath, MergeFactorsEqualOneSoftmax) {
     float m1, l1, m2, l2;
     part(0, cut, &m1, &l1);
     part(cut, s.size(), &m2, &l2);
-    const auto f = codecs::gpu::merge_factors(m1, m2);
+    const auto f = kernels::gpu::merge_factors(m1, m2);
     EXPECT_FLOAT_EQ(f.m, static_cast<float>(m)) << "cut " << cut;
     EXPECT_NEAR(l1 * f.a + l2 * f.b, l, 1e-6 * l) << "cut " << cut;
   }
-  const auto e = codecs::gpu::merge_factors(-INFINITY, -INFINITY);
+  const auto e = kernels::gpu::merge_factors(-INFINITY, -INFINITY);
   EXPECT_EQ(e.a, 0.f);
   EXPECT_EQ(e.b, 0.f);
 }

@@ -1,7 +1,7 @@
 // lookat's CUDA backend against its CPU path through kvbench's selftest harness (both fitted on the same
 // calibration cache): stored bytes exact (codes, values, codebooks), storage exact, logits and outputs
 // within kSelftestScoreTol / kSelftestAttendTol. Skips without a CUDA build or device. LookatDeviceMath runs
-// the kernels' per-element math (pq_hd.h, gpu_view.h) on the host everywhere. The CPU-vs-reference
+// the kernels' per-element math (pq_hd.h, kernels/cuda/layer_view.h) on the host everywhere. The CPU-vs-reference
 // selftest of lookat (which exercises the harness's fit of trainable codecs) runs everywhere.
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 #include <cmath>
 #include <map>
 
-#include "codecs/common/gpu_view.h"
+#include "kernels/cuda/layer_view.h"
 #include "codecs/pq/pq_hd.h"
 #include "kvb/core/attn_math.h"
 #include "kvb/core/half.h"
@@ -65,7 +65,7 @@ TEST(LookatGpuParity, CpuSelftestFitsAndMatchesReference) {
 
 // ---- the kernel's math on the host (runs everywhere) ----
 // lookat_split + lookat_merge evaluated on the host over the CPU layer's own buffers, with the device's
-// per-element functions (pq_hd.h lut_entry / table_sum, gpu_view.h load() for the values, merge_factors):
+// per-element functions (pq_hd.h lut_entry / table_sum, kernels/cuda/layer_view.h load() for the values, merge_factors):
 // chunks of `chunk` tokens, a max-shifted softmax per chunk, merged. Must equal the CPU attend within the
 // selftest tolerances (same stored values, float32 sums in other orders).
 
@@ -106,16 +106,16 @@ TEST(LookatDeviceMath, ChunkedKernelMathMatchesCpu) {
     const auto* cb16 = reinterpret_cast<const uint16_t*>(buf.at("k.codebooks").data());
     std::vector<float> cb(buf.at("k.codebooks").size() / 2);
     for (size_t i = 0; i < cb.size(); ++i) cb[i] = f16_to_f32(cb16[i]);
-    codecs::gpu::Part v;
+    kernels::gpu::Part v;
     if (p.at("values") == "fp16") {
-      v.fmt = codecs::gpu::Fmt::kF16;
+      v.fmt = kernels::gpu::Fmt::kF16;
       v.q_tokens = 0;
       v.tail = reinterpret_cast<const uint16_t*>(buf.at("v.fp16").data());
     } else {
-      v.fmt = codecs::gpu::Fmt::kTokenQuant;
+      v.fmt = kernels::gpu::Fmt::kTokenQuant;
       v.bits = 4, v.group = 32, v.q_tokens = C;
       v.codes = buf.at("v.codes").data();
-      v.sm = reinterpret_cast<const codecs::uq::GroupParams*>(buf.at("v.scale_min").data());
+      v.sm = reinterpret_cast<const kernels::uq::GroupParams*>(buf.at("v.scale_min").data());
     }
     Rng rq(77);
     for (int g = 0; g < H; ++g) {
@@ -147,8 +147,8 @@ TEST(LookatDeviceMath, ChunkedKernelMathMatchesCpu) {
           for (auto& x : s) cl += (x = std::exp(x - cm));
           std::vector<float> co(d, 0.f);
           for (int j = 0; j < d; ++j)
-            for (int64_t i = 0; i < n; ++i) co[j] += s[i] * codecs::gpu::load(v, C, d, g, t0 + i, j);
-          const auto f = codecs::gpu::merge_factors(M, cm);
+            for (int64_t i = 0; i < n; ++i) co[j] += s[i] * kernels::gpu::load(v, C, d, g, t0 + i, j);
+          const auto f = kernels::gpu::merge_factors(M, cm);
           L = L * f.a + cl * f.b;
           for (int j = 0; j < d; ++j) o[j] = o[j] * f.a + co[j] * f.b;
           M = f.m;

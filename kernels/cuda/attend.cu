@@ -1,42 +1,41 @@
-// Split-context decode attention over the baseline codecs' compressed caches (see gpu_kernels.h).
+// Split-context decode attention over the baseline codecs' compressed caches (see kernels/cuda/launch.h).
 // One thread block (kThreads) per (query, chunk):
 //   1. the query is staged in shared memory; each warp takes every kWarps-th token of the chunk and its
-//      lanes dot channels j = lane, lane+32, ... with the key row, dequantized on load (gpu_view.h load(),
+//      lanes dot channels j = lane, lane+32, ... with the key row, dequantized on load (kernels/cuda/layer_view.h load(),
 //      the same math the CPU path decodes with); logits ŝ = softcap(scale·<q,k̂>) go to shared memory;
 //   2. block max m and p_t = exp(ŝ_t - m), l = Σ p_t (max-shifted: no overflow whatever the logits);
-//      rows of a weight class (token selection, gpu_view.h RowClasses) add the class's bias to ŝ_t and
+//      rows of a weight class (token selection, kernels/cuda/layer_view.h RowClasses) add the class's bias to ŝ_t and
 //      enter the value sum with p_t·vfac;
 //   3. thread j sums Σ_t p_t·v̂_tj for its channels (loads coalesced across threads);
 // the partial (m, l, o) of each chunk goes to `work` and attend_merge combines the chunks of a query with
-// merge_factors (gpu_view.h). K and V formats are template parameters, so the per-element switch of
-// load() is resolved at compile time.
+// merge_factors (kernels/cuda/layer_view.h). K and V formats are template parameters (traits of formats.h),
+// so each element's dequantization is resolved at compile time.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 
-#include "codecs/common/gpu_chunk.cuh"
-#include "codecs/common/gpu_kernels.h"
+#include "kernels/cuda/chunk.cuh"
+#include "kernels/cuda/launch.h"
 #include "kvb/core/attn_math.h"
 #include "kvb/cuda/kernel.h"
 
-namespace kvb::codecs::gpu {
+namespace kvb::kernels::gpu {
 namespace {
 
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
 
-template <Fmt F>
+/// load() with the format fixed at compile time: the traits' load, or the fp16 tail.
+template <class F>
 __device__ __forceinline__ float load_as(const Part& p, int64_t C, int d, int g, int64_t t, int j) {
   if (t >= p.q_tokens) {
     const int64_t tail = C - p.q_tokens;
     return f16_to_f32(p.tail[(static_cast<int64_t>(g) * tail + (t - p.q_tokens)) * d + j]);
   }
-  Part q = p;
-  q.fmt = F;  // constant-folds load()'s switch
-  return load(q, C, d, g, t, j);
+  return F::load(p, d, g, t, j);
 }
 
-template <Fmt KF, Fmt VF>
+template <class KF, class VF>
 __global__ void __launch_bounds__(kThreads) attend_split(AttendArgs a) {
   KVB_DYNAMIC_SHARED(float, sh);
   const int d = a.L.d;
@@ -91,7 +90,7 @@ __global__ void __launch_bounds__(kThreads) attend_merge(const float* work, int 
   }
 }
 
-template <Fmt KF, Fmt VF>
+template <class KF, class VF>
 cudaError_t launch_pair(const AttendArgs& a, cudaStream_t st) {
   const size_t shmem = (static_cast<size_t>(a.L.d) + a.chunk + kWarps) * sizeof(float);
   KVB_LAUNCH(dim3(a.nq, a.splits), kThreads, shmem, st, attend_split<KF, VF>)(a);
@@ -121,16 +120,12 @@ cudaError_t launch_attend(const AttendArgs& a, cudaStream_t st) {
   if (a.L.d > kMaxHeadDim || a.chunk <= 0 || a.chunk > kMaxChunk) return cudaErrorInvalidValue;
   const Fmt kf = a.L.k.q_tokens > 0 ? a.L.k.fmt : Fmt::kF16;
   const Fmt vf = a.L.v.q_tokens > 0 ? a.L.v.fmt : Fmt::kF16;
-  // The format pairs the baseline codecs produce (anything else is a programming error).
-  if (kf == Fmt::kF16 && vf == Fmt::kF16) return launch_pair<Fmt::kF16, Fmt::kF16>(a, st);
-  if (kf == Fmt::kFp8E4M3 && vf == Fmt::kFp8E4M3) return launch_pair<Fmt::kFp8E4M3, Fmt::kFp8E4M3>(a, st);
-  if (kf == Fmt::kFp8E5M2 && vf == Fmt::kFp8E5M2) return launch_pair<Fmt::kFp8E5M2, Fmt::kFp8E5M2>(a, st);
-  if (kf == Fmt::kTokenQuant && vf == Fmt::kTokenQuant) return launch_pair<Fmt::kTokenQuant, Fmt::kTokenQuant>(a, st);
-  if (kf == Fmt::kChannelQuant && vf == Fmt::kTokenQuant)
-    return launch_pair<Fmt::kChannelQuant, Fmt::kTokenQuant>(a, st);
-  if (kf == Fmt::kChannelQuant && vf == Fmt::kF16) return launch_pair<Fmt::kChannelQuant, Fmt::kF16>(a, st);
-  if (kf == Fmt::kF16 && vf == Fmt::kTokenQuant) return launch_pair<Fmt::kF16, Fmt::kTokenQuant>(a, st);
-  return cudaErrorInvalidValue;
+  // Every (K, V) pair of the traits table (formats.h) has its kernel; an id outside the table is an error.
+  cudaError_t e = cudaErrorInvalidValue;
+  visit_format(kf, [&](auto k) {
+    visit_format(vf, [&](auto v) { e = launch_pair<decltype(k), decltype(v)>(a, st); });
+  });
+  return e;
 }
 
-}  // namespace kvb::codecs::gpu
+}  // namespace kvb::kernels::gpu

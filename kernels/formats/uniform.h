@@ -19,11 +19,11 @@
 #include <cmath>
 #include <cstdint>
 
-#include "codecs/common/fp16_store.h"
+#include "kernels/formats/fp16.h"
 #include "kvb/core/half.h"
 #include "kvb/core/hd.h"
 
-namespace kvb::codecs::uq {
+namespace kvb::kernels::uq {
 
 /// Largest code of a b-bit quantizer.
 KVB_HD_INLINE uint32_t max_code(int bits) { return (1u << bits) - 1u; }
@@ -101,4 +101,4 @@ KVB_HD_INLINE void pack8(const uint32_t* codes, uint8_t* p) {
   for (int i = 0; i < B; ++i) p[i] = static_cast<uint8_t>(w >> (8 * i));
 }
 
-}  // namespace kvb::codecs::uq
+}  // namespace kvb::kernels::uq

@@ -7,12 +7,16 @@
 #include <type_traits>
 #include <utility>
 
-#include "codecs/common/row_kernels.h"
-#include "codecs/quant/uniform.h"
+#include "kernels/cpu/row_kernels.h"
+#include "kernels/formats/uniform.h"
 
-namespace kvb::codecs::uq {
+namespace kvb::kernels::uq {
 
 static_assert(sizeof(GroupParams) == 4, "GroupParams is stored as two binary16 values");
+
+/// Reports a code width outside 1..8 reaching a dispatch (params validation rejects such widths first, so
+/// this is an internal error): throws kvb::RuntimeError naming the width. Never falls back to another width.
+[[noreturn]] void bad_code_width(int bits);
 
 /// Calls f(std::integral_constant<int, B>{}) for B = bits (1..8), so loops get compile-time shifts.
 template <class F>
@@ -25,22 +29,24 @@ decltype(auto) dispatch_bits(int bits, F&& f) {
     case 5: return f(std::integral_constant<int, 5>{});
     case 6: return f(std::integral_constant<int, 6>{});
     case 7: return f(std::integral_constant<int, 7>{});
-    default: return f(std::integral_constant<int, 8>{});
+    case 8: return f(std::integral_constant<int, 8>{});
+    default: bad_code_width(bits);
   }
 }
 
 /// Same, as a statement calling fn<B>(args...) — for hot loops compiled with KVB_CPU_CLONES, where the
 /// per-width body must be inlined into the cloned function (mark it KVB_FORCE_INLINE).
-#define KVB_DISPATCH_BITS(bits, fn, ...)   \
-  switch (bits) {                          \
-    case 1: fn<1>(__VA_ARGS__); break;     \
-    case 2: fn<2>(__VA_ARGS__); break;     \
-    case 3: fn<3>(__VA_ARGS__); break;     \
-    case 4: fn<4>(__VA_ARGS__); break;     \
-    case 5: fn<5>(__VA_ARGS__); break;     \
-    case 6: fn<6>(__VA_ARGS__); break;     \
-    case 7: fn<7>(__VA_ARGS__); break;     \
-    default: fn<8>(__VA_ARGS__); break;    \
+#define KVB_DISPATCH_BITS(bits, fn, ...)                       \
+  switch (bits) {                                              \
+    case 1: fn<1>(__VA_ARGS__); break;                         \
+    case 2: fn<2>(__VA_ARGS__); break;                         \
+    case 3: fn<3>(__VA_ARGS__); break;                         \
+    case 4: fn<4>(__VA_ARGS__); break;                         \
+    case 5: fn<5>(__VA_ARGS__); break;                         \
+    case 6: fn<6>(__VA_ARGS__); break;                         \
+    case 7: fn<7>(__VA_ARGS__); break;                         \
+    case 8: fn<8>(__VA_ARGS__); break;                         \
+    default: ::kvb::kernels::uq::bad_code_width(bits);         \
   }
 
 /// Unpacks the n codes of one packed row into floats, minus `offset`: out[j] = code_j - offset (exact for
@@ -135,4 +141,4 @@ void decode_rows_channel_avx2(int bits, const uint8_t* codes, int n, int d, cons
 /// Packs n codes (each < 2^bits) into a row of row_bytes(n, bits) bytes (written fully).
 void pack_row(const uint32_t* codes, int n, int bits, uint8_t* row);
 
-}  // namespace kvb::codecs::uq
+}  // namespace kvb::kernels::uq

@@ -1,11 +1,11 @@
 // fp16 rows on the GPU: the fp16 codec's cache and kivi's key residual / value window.
 #include <cuda_runtime.h>
 
-#include "codecs/common/fp16_store.h"
-#include "codecs/common/gpu_kernels.h"
+#include "kernels/formats/fp16.h"
+#include "kernels/cuda/launch.h"
 #include "kvb/cuda/kernel.h"
 
-namespace kvb::codecs::gpu {
+namespace kvb::kernels::gpu {
 namespace {
 __global__ void to_f16_kernel(const float* x, int64_t n, uint16_t* out) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
@@ -21,4 +21,4 @@ cudaError_t launch_to_f16(const float* x, int64_t n, uint16_t* out, cudaStream_t
   return cudaGetLastError();
 }
 
-}  // namespace kvb::codecs::gpu
+}  // namespace kvb::kernels::gpu

@@ -5,7 +5,7 @@
 #include "kvb/core/half.h"
 #include "kvb/core/hd.h"
 
-namespace kvb::codecs {
+namespace kvb::kernels {
 
 /// Largest finite binary16 value.
 constexpr float kF16Max = 65504.f;
@@ -19,4 +19,4 @@ KVB_HD_INLINE uint16_t f32_to_f16_sat(float x) {
   return f32_to_f16(x);
 }
 
-}  // namespace kvb::codecs
+}  // namespace kvb::kernels

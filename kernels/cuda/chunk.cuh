@@ -1,14 +1,14 @@
 #pragma once
-/// Device code shared by every split-context attention kernel (codecs/common/gpu_attend.cu,
-/// codecs/pq/lookat_cuda.cu, codecs/sketch/sketch_cuda.cu): once a thread block has its chunk's logits
+/// Device code shared by every split-context attention kernel (kernels/cuda/attend.cu and the codec
+/// families' own, e.g. lookat and the sketches): once a thread block has its chunk's logits
 /// s[0, n) in shared memory, chunk_softmax turns them into max-shifted weights and chunk_values writes the
-/// chunk's partial state (m, l, o[d]) to the work area, which launch_attend_merge (gpu_kernels.h) combines
+/// chunk's partial state (m, l, o[d]) to the work area, which launch_attend_merge (kernels/cuda/launch.h) combines
 /// per query. Included by .cu files only.
 #include <cuda_runtime.h>
 
-#include "codecs/common/gpu_view.h"
+#include "kernels/cuda/layer_view.h"
 
-namespace kvb::codecs::gpu {
+namespace kvb::kernels::gpu {
 
 __device__ __forceinline__ float warp_sum(float x) {
   for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
@@ -61,4 +61,4 @@ __device__ void chunk_values(const float* s, int n, int d, float m, float l, flo
   }
 }
 
-}  // namespace kvb::codecs::gpu
+}  // namespace kvb::kernels::gpu

@@ -1,12 +1,17 @@
-#include "codecs/quant/uniform_cpu.h"
+#include "kernels/cpu/uniform_rows.h"
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
-#include "codecs/common/row_kernels.h"
+#include "kernels/cpu/row_kernels.h"
+#include "kvb/core/error.h"
 
-namespace kvb::codecs::uq {
+namespace kvb::kernels::uq {
+
+void bad_code_width(int bits) {
+  throw RuntimeError(fmt::format("internal error: code width {} reached a bit-width dispatch (supported: 1..8)", bits));
+}
 namespace {
 
 template <int B>
@@ -200,4 +205,4 @@ void accumulate_rows(const RowFormat& f, const float* w, const uint8_t* codes, c
   else accumulate_rows_portable(f, w, codes, sm, n, out, tmp);
 }
 
-}  // namespace kvb::codecs::uq
+}  // namespace kvb::kernels::uq

@@ -7,7 +7,7 @@
 /// The CUDA backend does not use these: per-element math shared with kernels lives in the KVB_HD headers.
 #include <cstdint>
 
-namespace kvb::codecs {
+namespace kvb::kernels {
 
 struct RowKernels {
   const char* name;  ///< "avx2-f16c" or "portable"
@@ -19,7 +19,7 @@ struct RowKernels {
   void (*axpy_f32)(float w, const float* x, float* y, int n);
   /// y[j] += w·f16(x[j]); x[n] binary16 bits.
   void (*axpy_f16)(float w, const uint16_t* x, float* y, int n);
-  /// out[j] = binary16 bits of x[j], round to nearest even, saturating (see fp16_store.h); NaN stays NaN.
+  /// out[j] = binary16 bits of x[j], round to nearest even, saturating (see kernels/formats/fp16.h); NaN stays NaN.
   void (*to_f16_sat)(const float* x, uint16_t* out, int64_t n);
   /// out[j] = f16(x[j]), n values.
   void (*from_f16)(const uint16_t* x, float* out, int64_t n);
@@ -75,7 +75,7 @@ KVB_FORCE_INLINE void axpy_f32_inline(float w, const float* x, float* y, int n) 
   for (int j = 0; j < n; ++j) y[j] += w * x[j];
 }
 
-/// x[n] float -> out[n] binary16 bits, saturating (see fp16_store.h); row_kernels().to_f16_sat.
+/// x[n] float -> out[n] binary16 bits, saturating (see kernels/formats/fp16.h); row_kernels().to_f16_sat.
 inline void f32_to_f16_sat_row(const float* x, uint16_t* out, int64_t n) { row_kernels().to_f16_sat(x, out, n); }
 
-}  // namespace kvb::codecs
+}  // namespace kvb::kernels

@@ -1,18 +1,18 @@
 #pragma once
-/// Launchers of the baseline codecs' CUDA kernels (defined in codecs/common/gpu_attend.cu,
-/// codecs/common/gpu_encode.cu, codecs/fp8/fp8_cuda.cu and codecs/quant/quant_cuda.cu). Host-callable,
+/// Launchers of the baseline codecs' CUDA kernels (defined in kernels/cuda/attend.cu,
+/// kernels/cuda/encode_f16.cu, kernels/cuda/encode_fp8.cu and kernels/cuda/encode_uniform.cu). Host-callable,
 /// no kernel code here; each returns the launch status (cudaGetLastError) for kvb::cuda::check.
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
 
-#include "codecs/common/gpu_view.h"
+#include "kernels/cuda/layer_view.h"
 
-namespace kvb::codecs::gpu {
+namespace kvb::kernels::gpu {
 
 /// Split-context decode attention (flash-decoding): every query i attends KV head q_head[i] of `L`; the
 /// context is cut into `splits` chunks of `chunk` tokens, one thread block per (query, chunk) computes
-/// its logits from the compressed rows (dequantization fused into the loads, gpu_view.h load()), a
+/// its logits from the compressed rows (dequantization fused into the loads, kernels/cuda/layer_view.h load()), a
 /// max-shifted softmax and the weighted value sum, and a second kernel merges the chunks
 /// (merge_factors). Optional `logits` [nq][C] receives ŝ (softmax_scale and softcap applied).
 struct AttendArgs {
@@ -37,7 +37,7 @@ int64_t plan_attend(int nq, int64_t C, int d, int* chunk, int* splits);
 cudaError_t launch_attend(const AttendArgs& a, cudaStream_t s);
 
 /// out[qi][j] = Σ_split e^{m_s − M} o_s[j] / Σ_split e^{m_s − M} l_s for qi < nq, from partials
-/// work[qi][split] = (m, l, o[d]) (gpu_chunk.cuh chunk_values): the merge of every split-context kernel.
+/// work[qi][split] = (m, l, o[d]) (kernels/cuda/chunk.cuh chunk_values): the merge of every split-context kernel.
 cudaError_t launch_attend_merge(const float* work, int nq, int splits, int d, float* out, cudaStream_t s);
 
 /// out[i] = f32_to_f16_sat(x[i]) (fp16 caches, kivi's residual and window).
@@ -56,4 +56,4 @@ cudaError_t launch_token_quant(const float* x, int64_t rows, int d, int bits, in
 cudaError_t launch_channel_quant(const float* x, int heads, int64_t C, int64_t q_tokens, int d, int bits,
                                  int block, uint8_t* codes, uq::GroupParams* sm, cudaStream_t s);
 
-}  // namespace kvb::codecs::gpu
+}  // namespace kvb::kernels::gpu

@@ -1,6 +1,6 @@
-#include "codecs/common/row_kernels.h"
+#include "kernels/cpu/row_kernels.h"
 
-#include "codecs/common/fp16_store.h"
+#include "kernels/formats/fp16.h"
 #include "kvb/core/half.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -8,7 +8,7 @@
 #define KVB_ROW_X86 1
 #endif
 
-namespace kvb::codecs {
+namespace kvb::kernels {
 namespace {
 
 // ---- portable: 8 independent partial sums so the compiler may vectorize without reassociating ----
@@ -264,4 +264,4 @@ void set_simd_kernels(bool enabled) { g_simd_on = enabled; }
 
 const RowKernels& row_kernels_switched() { return simd_kernels_enabled() ? row_kernels() : row_kernels_portable(); }
 
-}  // namespace kvb::codecs
+}  // namespace kvb::kernels

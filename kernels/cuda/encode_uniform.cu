@@ -3,11 +3,11 @@
 // function. Rows are packed as uniform.h's little-endian bit stream by one thread per token row.
 #include <cuda_runtime.h>
 
-#include "codecs/common/gpu_kernels.h"
-#include "codecs/quant/uniform.h"
+#include "kernels/cuda/launch.h"
+#include "kernels/formats/uniform.h"
 #include "kvb/cuda/kernel.h"
 
-namespace kvb::codecs::gpu {
+namespace kvb::kernels::gpu {
 namespace {
 
 /// Appends b-bit codes to a row as uniform.h's bit stream (code i at bits [i·b, i·b + b)).
@@ -107,4 +107,18 @@ cudaError_t launch_channel_quant(const float* x, int heads, int64_t C, int64_t q
   return cudaGetLastError();
 }
 
-}  // namespace kvb::codecs::gpu
+cudaError_t TokenQuant::encode(const float* x, int heads, int64_t C, int d, const EncodeTarget& t, cudaStream_t s) {
+  const int64_t q = t.q_tokens;
+  for (int g = 0; g < heads; ++g) {
+    const cudaError_t e = launch_token_quant(x + static_cast<int64_t>(g) * C * d, q, d, t.bits, t.group,
+                                             t.codes + g * q * uq::row_bytes(d, t.bits), t.sm + g * q * (d / t.group), s);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
+cudaError_t ChannelQuant::encode(const float* x, int heads, int64_t C, int d, const EncodeTarget& t, cudaStream_t s) {
+  return launch_channel_quant(x, heads, C, t.q_tokens, d, t.bits, t.group, t.codes, t.sm, s);
+}
+
+}  // namespace kvb::kernels::gpu

@@ -1,4 +1,4 @@
-/// Hand-written AVX2/FMA/F16C attend kernels over packed uniform-quantized rows (declared in uniform_cpu.h;
+/// Hand-written AVX2/FMA/F16C attend kernels over packed uniform-quantized rows (declared in kernels/cpu/uniform_rows.h;
 /// per-element math in uniform.h). Compiled with target attributes, so the default x86-64 build keeps a
 /// portable binary; dot_rows / accumulate_rows call these only when simd_kernels_enabled().
 ///
@@ -10,14 +10,14 @@
 #include <algorithm>
 #include <cstring>
 
-#include "codecs/quant/uniform_cpu.h"
+#include "kernels/cpu/uniform_rows.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define KVB_UQ_X86 1
 #endif
 
-namespace kvb::codecs::uq {
+namespace kvb::kernels::uq {
 
 #if defined(KVB_UQ_X86)
 #define KVB_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -323,4 +323,4 @@ void key_block_dots_avx2(int, const float*, const uint8_t*, const GroupParams*, 
 
 #endif
 
-}  // namespace kvb::codecs::uq
+}  // namespace kvb::kernels::uq

@@ -2,11 +2,11 @@
 // CPU's), then every element is encoded with fp8.h's encode of x / scale, as fp8_cpu.cpp does.
 #include <cuda_runtime.h>
 
-#include "codecs/common/gpu_kernels.h"
-#include "codecs/fp8/fp8.h"
+#include "kernels/cuda/launch.h"
+#include "kernels/formats/fp8.h"
 #include "kvb/cuda/kernel.h"
 
-namespace kvb::codecs::gpu {
+namespace kvb::kernels::gpu {
 namespace {
 
 constexpr int kThreads = 1024;
@@ -47,4 +47,13 @@ cudaError_t launch_fp8_encode(const float* x, int heads, int64_t n, bool e4m3, u
   return cudaGetLastError();
 }
 
-}  // namespace kvb::codecs::gpu
+template <fp8::Format F>
+cudaError_t Fp8Codes<F>::encode(const float* x, int heads, int64_t C, int d, const EncodeTarget& t, cudaStream_t s) {
+  // One scale per head over the whole head: the fp8 codec quantizes every token (no fp16 tail).
+  if (t.q_tokens != C) return cudaErrorInvalidValue;
+  return launch_fp8_encode(x, heads, C * d, F == fp8::Format::kE4M3, t.codes, t.head_scale, s);
+}
+template struct Fp8Codes<fp8::Format::kE4M3>;
+template struct Fp8Codes<fp8::Format::kE5M2>;
+
+}  // namespace kvb::kernels::gpu

@@ -14,7 +14,7 @@
 #include "kvb/core/half.h"
 #include "kvb/core/hd.h"
 
-namespace kvb::codecs::fp8 {
+namespace kvb::kernels::fp8 {
 
 enum class Format : uint8_t { kE4M3, kE5M2 };
 
@@ -89,4 +89,4 @@ KVB_HD_INLINE float head_scale(float absmax, Format f) {
   return s >= 1.17549435e-38f ? s : 1.f;  // FLT_MIN: a denormal scale would lose the data's precision
 }
 
-}  // namespace kvb::codecs::fp8
+}  // namespace kvb::kernels::fp8
