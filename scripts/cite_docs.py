@@ -233,6 +233,32 @@ class Report:
         self.unmapped = []   # (path, line, citation text, why)
         self.parent = []     # (path, line, spec key, parent key used)
         self.outside = []    # (path, line, text): a citation outside comments and strings
+        self.dangling = []   # (path, line, text, why): a docs/ citation of a file or section that does not exist
+
+
+class DocsIndex:
+    """The docs/ files of the tree, to check that docs/ citations point at real files and headings."""
+
+    def __init__(self, root):
+        self.root, self.bodies = root, {}
+
+    def problem(self, cite):
+        m = re.match(r"docs/([\w.-]+)", cite)
+        name = m.group(1)
+        if name not in self.bodies:
+            path = os.path.join(self.root, "docs", name)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    self.bodies[name] = f.read()
+            except OSError:
+                self.bodies[name] = None
+        body = self.bodies[name]
+        if body is None:
+            return f"docs/{name} does not exist"
+        for num in re.findall(r"§(" + _NUM + ")", cite[m.end():]):
+            if not re.search(r"^#+ §" + re.escape(num) + r"(?![\d.])", body, re.MULTILINE):
+                return f"docs/{name} has no heading §{num}"
+        return None
 
 
 def _lookup(spec, key, line_text, where, report):
@@ -377,8 +403,8 @@ def sibling_spec(path, cache):
     return specs.pop() if len(specs) == 1 else None
 
 
-def rewrite_text(path, text, report, sib_cache):
-    """(new text, number of citations rewritten)."""
+def rewrite_text(path, text, report, sib_cache, docs=None):
+    """(new text, number of citations rewritten). With `docs`, existing docs/ citations are checked."""
     spans = spans_for(path, text)
     if spans is None:
         return text, 0
@@ -389,9 +415,12 @@ def rewrite_text(path, text, report, sib_cache):
     out, last, n = [], 0, 0
     prev = None  # targets of the replacement that ends at `last`, for merging "A, B" neighbours
     for idx, (start, end, kind, spec, items, tick) in enumerate(cites):
-        if kind == "docs":
-            continue
         where = (path, _line_of(text, start))
+        if kind == "docs":
+            why = docs.problem(text[start:end]) if docs else None
+            if why:
+                report.dangling.append(where + (text[start:end], why))
+            continue
         if kind == "bare":
             ctx = [c for c in reversed(cites[:idx]) if c[2] != "bare"] or [c for c in cites[idx + 1:] if c[2] != "bare"]
             if ctx and ctx[0][2] == "docs":
@@ -448,7 +477,7 @@ def iter_files(root, roots, skip):
 
 
 def run(root, roots, write, verbose):
-    report, sib_cache = Report(), {}
+    report, sib_cache, docs = Report(), {}, DocsIndex(root)
     changed, total = [], 0
     me = {os.path.abspath(__file__)}
     for path in iter_files(root, roots, me):
@@ -457,7 +486,7 @@ def run(root, roots, write, verbose):
                 text = f.read()
         except (OSError, UnicodeDecodeError):
             continue
-        new, n = rewrite_text(path, text, report, sib_cache)
+        new, n = rewrite_text(path, text, report, sib_cache, docs)
         if n == 0:
             continue
         total += n
@@ -478,17 +507,21 @@ def show_diff(rel, old, new):
             print(f"{rel}:\n  - {a.strip()}\n  + {b.strip()}")
 
 
-def print_report(changed, total, report, verb):
+def print_report(root, changed, total, report, verb):
+    rel = lambda p: os.path.relpath(p, root)  # noqa: E731
     print(f"cite_docs: {total} citation(s) {verb} in {len(changed)} file(s)")
     for rel, n in changed:
         print(f"  {n:3d}  {rel}")
     for path, line, key, parent in report.parent:
-        print(f"  note: {path}:{line}: {key} has no entry of its own; mapped as its parent {parent}")
+        print(f"  note: {rel(path)}:{line}: {key} has no entry of its own; mapped as its parent {parent}")
     for path, line, cite, why in report.unmapped:
-        print(f"  UNMAPPED: {path}:{line}: {cite!r}: {why}")
+        print(f"  UNMAPPED: {rel(path)}:{line}: {cite!r}: {why}")
     for path, line, txt in report.outside:
-        print(f"  OUTSIDE COMMENTS/STRINGS (not touched): {path}:{line}: {txt}")
-    print(f"cite_docs: {len(report.unmapped)} unmapped, {len(report.outside)} outside comments and strings")
+        print(f"  OUTSIDE COMMENTS/STRINGS (not touched): {rel(path)}:{line}: {txt}")
+    for path, line, cite, why in report.dangling:
+        print(f"  DANGLING: {rel(path)}:{line}: {cite!r}: {why}")
+    print(f"cite_docs: {len(report.unmapped)} unmapped, {len(report.outside)} outside comments and strings, "
+          f"{len(report.dangling)} dangling docs/ citation(s)")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -496,22 +529,26 @@ def print_report(changed, total, report, verb):
 
 SELF_TEST = [
     ("a.h", "/// The codec interface (style.md §3.2, adapted to kvbench.md §4–§6).\n",
-     "/// The codec interface (docs/design.md §2, adapted to docs/protocol.md §1, docs/metrics.md, docs/codecs.md §1).\n"),
+     "/// The codec interface (docs/design.md §2, adapted to docs/protocol.md §1, docs/metrics.md, "
+     "docs/codecs.md §1).\n"),
     ("a.h", "/// Measured storage of one encoded layer, per KV head (kvbench.md §5).\n",
      "/// Measured storage of one encoded layer, per KV head (docs/metrics.md §6).\n"),
     ("a.cpp", "// qjl reference: codecs.md §1.3–§1.4 written literally.\n// x (§1.8 pitfall 3) and §1.8.3\n",
-     "// qjl reference: docs/codecs.md §7.3–§7.4 written literally.\n// x (docs/codecs.md §7.6 pitfall 3) and docs/codecs.md §7.6 pitfall 3\n"),
+     "// qjl reference: docs/codecs.md §7.3–§7.4 written literally.\n"
+     "// x (docs/codecs.md §7.6 pitfall 3) and docs/codecs.md §7.6 pitfall 3\n"),
     ("a.h", "/// walk (codecs.md §2.2, pitfall 5), see codecs.md §\"Training-free defaults\"\n",
      "/// walk (docs/codecs.md §6.2, §6.5 pitfall 5), see docs/codecs.md §1.4\n"),
     ("a.cpp", 'x = "codecs.md §3.3"; // kvdump §3.1 root attributes\ny = 1; // not code: codecs.md §9\n',
-     'x = "docs/codecs.md §8.3"; // docs/dump-format.md §1.1 root attributes\ny = 1; // not code: docs/metrics.md §1\n'),
+     'x = "docs/codecs.md §8.3"; // docs/dump-format.md §1.1 root attributes\n'
+     'y = 1; // not code: docs/metrics.md §1\n'),
     ("a.py", '"""Plots (kvbench.md §8), from ../shared/spec/kvbench.md §7."""\n',
      '"""Plots (docs/results.md §6), from docs/config.md."""\n'),
     ("a.sh", "# Spread a sweep over SLURM, then merge the shards (kvbench.md §8).\necho '#x'\n",
      "# Spread a sweep over SLURM, then merge the shards (docs/results.md §5).\necho '#x'\n"),
     ("a.h", "/// ignored and (codecs.md §9.4–9.5): (style.md §3.3 / §3.7), (style.md §3.7 rule 6)\n",
      "/// ignored and (docs/metrics.md §4): (docs/design.md §3, §6), (docs/errors.md §3)\n"),
-    ("a.cpp", "// checks of kvb/metrics (kvbench.md §5, codecs.md §9).\n// docs/codecs.md §7.1 and (§7.6 pitfall 3)\n",
+    ("a.cpp", "// checks of kvb/metrics (kvbench.md §5, codecs.md §9).\n"
+     "// docs/codecs.md §7.1 and (§7.6 pitfall 3)\n",
      "// checks of kvb/metrics (docs/metrics.md).\n// docs/codecs.md §7.1 and (§7.6 pitfall 3)\n"),
     ("x.md", "see `../shared/spec/kvbench.md` §3. KV-CAR (codecs.md §5) as the proxy of §5.3; what §5.5 warns\n",
      "see `docs/dump-format.md`. KV-CAR (docs/codecs.md §10) as the proxy of docs/codecs.md §10.6; what "
@@ -521,19 +558,13 @@ SELF_TEST = [
 
 def check_targets(root):
     """Every docs/ file and section the mapping table names must exist (a heading "## §N ...")."""
-    bad = []
+    docs, bad = DocsIndex(root), []
     for spec, table in MAPPING.items():
         for key, rules in table.items():
             for _, doc, sec in rules:
-                path = os.path.join(root, "docs", doc)
-                if not os.path.isfile(path):
-                    bad.append(f"{spec}.md §{key} -> docs/{doc}: no such file")
-                    continue
-                with open(path, encoding="utf-8") as f:
-                    body = f.read()
-                for num in re.findall(r"§(" + _NUM + ")", sec or ""):
-                    if not re.search(r"^#+ §" + re.escape(num) + r"(?![\d.])", body, re.MULTILINE):
-                        bad.append(f"{spec}.md §{key} -> docs/{doc} §{num}: no such heading")
+                why = docs.problem(f"docs/{doc} {sec or ''}")
+                if why:
+                    bad.append(f"{spec}.md §{key} -> {why}")
     return bad
 
 
@@ -550,13 +581,19 @@ def self_test(root):
             ok = False
             print(f"FAIL {name}:\n  src:  {src!r}\n  want: {want!r}\n  got:  {got!r}\n  again: {again!r}"
                   f"\n  unmapped: {report.unmapped}")
+    # Code is never touched, only reported; a comment on the same line is rewritten.
+    report = Report()
+    got, _ = rewrite_text("c.py", "y = codecs.md  # codecs.md §7\n", report, {})
+    if got != "y = codecs.md  # docs/codecs.md §4\n" or len(report.outside) != 1:
+        ok = False
+        print(f"FAIL code outside comments: got {got!r}, outside {report.outside}")
     # A bare § with no spec file anywhere near it must be reported, not guessed.
     report = Report()
     got, n = rewrite_text("/nonexistent/b.cpp", "// see §4\n", report, {})
     if n != 0 or got != "// see §4\n" or len(report.unmapped) != 1:
         ok = False
         print(f"FAIL unmappable bare §: got {got!r}, unmapped {report.unmapped}")
-    print("self-test:", "passed" if ok else "FAILED", f"({len(SELF_TEST) + 1} cases)")
+    print("self-test:", "passed" if ok else "FAILED", f"({len(SELF_TEST) + 2} cases)")
     return ok
 
 
@@ -564,7 +601,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                     help="repository root (default: the parent of scripts/)")
-    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if any spec citation remains")
+    ap.add_argument("--check", action="store_true",
+                    help="write nothing; exit 1 if any spec citation remains or a docs/ citation dangles")
     ap.add_argument("--dry-run", action="store_true", help="write nothing; print every changed line")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every changed line while rewriting")
     ap.add_argument("--self-test", action="store_true", help="run the built-in rewriting cases")
@@ -578,10 +616,11 @@ def main():
     roots = [r for r in roots if os.path.exists(os.path.join(a.root, r))]
     write = not (a.check or a.dry_run)
     changed, total, report = run(a.root, roots, write, a.verbose or a.dry_run)
-    print_report(changed, total, report, "rewritten" if write else "to rewrite")
+    print_report(a.root, changed, total, report, "rewritten" if write else "to rewrite")
     if a.check:
-        remaining = total + len(report.unmapped) + len(report.outside)
-        print("cite_docs --check:", "no spec citations remain" if remaining == 0 else f"{remaining} spec citation(s) remain")
+        remaining = total + len(report.unmapped) + len(report.outside) + len(report.dangling)
+        print("cite_docs --check:",
+              "no spec citations remain" if remaining == 0 else f"{remaining} spec citation(s) remain")
         return 1 if remaining else 0
     return 1 if report.unmapped else 0
 
