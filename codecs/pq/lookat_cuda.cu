@@ -1,11 +1,11 @@
-// lookat's CUDA kernels (see lookat_cuda.h): nearest-centroid encode, and split-context attention with the
+// lookat's CUDA kernels (see lookat_kernels.h): nearest-centroid encode, and split-context attention with the
 // lookup tables in shared memory, table-sum logits, max-shifted softmax and the weighted value sum.
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/chunk.cuh"
 #include "kernels/cuda/launch.h"
-#include "codecs/pq/lookat_cuda.h"
-#include "codecs/pq/pq_hd.h"
+#include "codecs/pq/lookat_kernels.h"
+#include "codecs/pq/pq_math.h"
 #include "kvb/core/attn_math.h"
 #include "kvb/cuda/kernel.h"
 
@@ -56,14 +56,14 @@ __global__ void __launch_bounds__(kThreads) lookat_split(LookatAttendArgs a) {
   const int n = static_cast<int>(min(static_cast<int64_t>(a.chunk), C - t0));
   for (int j = threadIdx.x; j < d; j += kThreads) qs[j] = a.q[static_cast<int64_t>(qi) * d + j];
   __syncthreads();
-  // 1. Lookup tables in shared memory (pq_hd.h lut_entry: channel order, as the CPU).
+  // 1. Lookup tables in shared memory (pq_math.h lut_entry: channel order, as the CPU).
   const float* cbg = a.cb + static_cast<int64_t>(g) * m * K * dsub;
   for (int e = threadIdx.x; e < m * K; e += kThreads) {
     const int i = e / K;
     lut[e] = pq::lut_entry(qs + i * dsub, cbg + static_cast<int64_t>(e) * dsub, dsub);  // [i][c] is entry i·K + c
   }
   __syncthreads();
-  // 2. Logits: table sums over the chunk's codes (pq_hd.h table_sum).
+  // 2. Logits: table sums over the chunk's codes (pq_math.h table_sum).
   for (int tt = threadIdx.x; tt < n; tt += kThreads) {
     const float acc = pq::table_sum(lut, a.codes + (static_cast<int64_t>(g) * C + t0 + tt) * m, m, K);
     const float logit = softcap_f(acc * a.softmax_scale, a.softcap);

@@ -1,5 +1,5 @@
 // lookat on the GPU: the CPU layouts of lookat_cpu.cpp in device memory (so buffers() compare byte for
-// byte), encoded and attended by the kernels of lookat_cuda.h. Compiled only with the CUDA backend.
+// byte), encoded and attended by the kernels of lookat_kernels.h. Compiled only with the CUDA backend.
 #ifdef KVB_WITH_CUDA
 #include <algorithm>
 #include <vector>
@@ -8,7 +8,7 @@
 #include "kernels/cuda/launch.h"
 #include "codecs/common/gpu_layer.h"
 #include "codecs/pq/lookat_codec.h"
-#include "codecs/pq/lookat_cuda.h"
+#include "codecs/pq/lookat_kernels.h"
 #include "kernels/cpu/uniform_rows.h"
 #include "kvb/core/error.h"
 #include "kvb/cuda/runtime.h"

@@ -1,4 +1,4 @@
-// CUDA kernels of the one-bit sketch codecs (see sketch_gpu.h). Encoders write the CPU layouts byte for byte:
+// CUDA kernels of the one-bit sketch codecs (see sketch_kernels.h). Encoders write the CPU layouts byte for byte:
 // every sign is the certified float32 sign or, when too close to 0 to certify (sketch_math.h
 // sign_is_certain), the float64 sum over channels in ascending order with explicit round-to-nearest
 // operations (__dmul_rn/__dadd_rn: no FMA contraction), exactly as the CPU's project_f64 and its float64
@@ -10,7 +10,7 @@
 #include "kernels/formats/fp16.h"
 #include "kernels/cuda/chunk.cuh"
 #include "kernels/cuda/launch.h"
-#include "codecs/sketch/sketch_gpu.h"
+#include "codecs/sketch/sketch_kernels.h"
 #include "codecs/sketch/sketch_math.h"
 #include "kvb/core/attn_math.h"
 #include "kvb/core/half.h"

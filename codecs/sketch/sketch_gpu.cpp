@@ -1,4 +1,4 @@
-// Device-resident qjl and h1b layers (sketch_gpu.h): the CPU layouts and storage items, encoded and attended
+// Device-resident qjl and h1b layers (sketch_kernels.h): the CPU layouts and storage items, encoded and attended
 // by the kernels of sketch_cuda.cu. Compiled only with the CUDA backend.
 #ifdef KVB_WITH_CUDA
 #include <algorithm>
@@ -12,7 +12,7 @@
 #include "codecs/sketch/qjl_codec.h"
 #include "codecs/sketch/sketch_cpu.h"
 #include "codecs/sketch/sketch_entries.h"
-#include "codecs/sketch/sketch_gpu.h"
+#include "codecs/sketch/sketch_kernels.h"
 #include "codecs/sketch/sketch_layer.h"
 #include "kvb/core/error.h"
 #include "kvb/cuda/runtime.h"

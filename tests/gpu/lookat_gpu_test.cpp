@@ -1,7 +1,7 @@
 // lookat's CUDA backend against its CPU path through kvbench's selftest harness (both fitted on the same
 // calibration cache): stored bytes exact (codes, values, codebooks), storage exact, logits and outputs
 // within kSelftestScoreTol / kSelftestAttendTol. Skips without a CUDA build or device. LookatDeviceMath runs
-// the kernels' per-element math (pq_hd.h, kernels/cuda/layer_view.h) on the host everywhere. The CPU-vs-reference
+// the kernels' per-element math (pq_math.h, kernels/cuda/layer_view.h) on the host everywhere. The CPU-vs-reference
 // selftest of lookat (which exercises the harness's fit of trainable codecs) runs everywhere.
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 #include <map>
 
 #include "kernels/cuda/layer_view.h"
-#include "codecs/pq/pq_hd.h"
+#include "codecs/pq/pq_math.h"
 #include "kvb/core/attn_math.h"
 #include "kvb/core/half.h"
 #include "kvb/core/registry.h"
@@ -65,7 +65,7 @@ TEST(LookatGpuParity, CpuSelftestFitsAndMatchesReference) {
 
 // ---- the kernel's math on the host (runs everywhere) ----
 // lookat_split + lookat_merge evaluated on the host over the CPU layer's own buffers, with the device's
-// per-element functions (pq_hd.h lut_entry / table_sum, kernels/cuda/layer_view.h load() for the values, merge_factors):
+// per-element functions (pq_math.h lut_entry / table_sum, kernels/cuda/layer_view.h load() for the values, merge_factors):
 // chunks of `chunk` tokens, a max-shifted softmax per chunk, merged. Must equal the CPU attend within the
 // selftest tolerances (same stored values, float32 sums in other orders).
 

@@ -7,7 +7,7 @@
 
 #include "kernels/cpu/row_kernels.h"
 #include "codecs/pq/lookat_codec.h"
-#include "codecs/pq/pq_hd.h"
+#include "codecs/pq/pq_math.h"
 #include "kvb/core/half.h"
 #include "kvb/core/rng.h"
 
@@ -33,7 +33,7 @@ double sq_dist(const float* a, const float* b, int n) {
   return s;
 }
 
-/// sq_dist_f64 (pq_hd.h) out of line and never fused (fp-contract off, not cloned for FMA targets): the
+/// sq_dist_f64 (pq_math.h) out of line and never fused (fp-contract off, not cloned for FMA targets): the
 /// exact distance the encoder decides with, identical to the CUDA kernel's.
 __attribute__((noinline, optimize("fp-contract=off"))) double sq_dist_exact(const float* x, const float* c, int n) {
   return sq_dist_f64(x, c, n);

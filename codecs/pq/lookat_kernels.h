@@ -10,7 +10,7 @@
 namespace kvb::codecs::gpu {
 
 /// Nearest-centroid codes: x [heads][C][d] floats, cb [heads][m][K][d/m] floats (the fp16 codebook values)
-/// -> codes [heads][C][m]; one thread per (token, subspace), float64 distances (pq_hd.h), lowest index on ties.
+/// -> codes [heads][C][m]; one thread per (token, subspace), float64 distances (pq_math.h), lowest index on ties.
 cudaError_t launch_lookat_encode(const float* x, int heads, int64_t C, int d, int m, int K, const float* cb,
                                  uint8_t* codes, cudaStream_t s);
 

@@ -1,5 +1,5 @@
 #pragma once
-/// Per-element product-quantization math shared by the CPU path (pq_math.cpp) and the CUDA kernels
+/// Per-element product-quantization math shared by the CPU path (pq_cpu.cpp) and the CUDA kernels
 /// (lookat_cuda.cu). Plain KVB_HD functions: nvcc compiles this as C++17.
 #include <cstdint>
 
@@ -10,7 +10,7 @@ namespace kvb::codecs::pq {
 /// One step of the exact nearest-centroid distance: s + e², rounded twice (product, then sum), never fused,
 /// so the CPU, the CUDA kernel and the reference (which the compiler cannot fuse: baseline x86-64 has no
 /// FMA) agree bit for bit. The device spells the roundings out (nvcc fuses a*b+c by default); the host
-/// caller is compiled with fp-contract off (pq_math.cpp sq_dist_exact).
+/// caller is compiled with fp-contract off (pq_cpu.cpp sq_dist_exact).
 KVB_HD_INLINE double dist_step(double s, double e) {
 #ifdef __CUDA_ARCH__
   return __dadd_rn(s, __dmul_rn(e, e));
