@@ -1,4 +1,4 @@
-#include "kvb/run/membw.h"
+#include "kvb/bench/membw.h"
 
 #include <algorithm>
 #include <chrono>
