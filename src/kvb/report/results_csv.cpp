@@ -99,11 +99,17 @@ const std::vector<std::string>& csv_columns() {
 std::string results_csv(const ResultDoc& doc) {
   std::string out;
   const auto& cols = columns();
-  for (size_t i = 0; i < cols.size(); ++i) out += (i ? "," : "") + std::string(cols[i].name);
-  out += "\n";
+  for (size_t i = 0; i < cols.size(); ++i) {
+    if (i) out += ',';
+    out += cols[i].name;
+  }
+  out += '\n';
   for (const auto& c : doc.cells) {
-    for (size_t i = 0; i < cols.size(); ++i) out += (i ? "," : "") + cols[i].value(c);
-    out += "\n";
+    for (size_t i = 0; i < cols.size(); ++i) {
+      if (i) out += ',';
+      out += cols[i].value(c);
+    }
+    out += '\n';
   }
   return out;
 }
