@@ -24,7 +24,9 @@ import re
 import sys
 
 PROG = "plot_results.py"
-FIDELITY_METRICS = ("cosine", "rel_l2", "spearman")
+# Metric names and better directions come from results.json's "metrics" block (the metric registry, see
+# docs/results.schema.json); these only choose which of them get a panel and a log axis.
+FIDELITY_PANELS = ("cosine", "rel_l2", "spearman")
 LOG_Y_METRICS = ("rel_l2",)
 
 
@@ -242,11 +244,13 @@ def plot_dataset(plt, doc, ds, cells, slug, multi, out_dir, metric, better):
     title = title_for(ds, doc)
     bits = {id(c): float(c["storage"]["bits_per_element"]) for c in ok}
 
-    # (1) fidelity vs bits
-    fig, axes = plt.subplots(1, len(FIDELITY_METRICS), figsize=(6.0 * len(FIDELITY_METRICS), 5.4))
+    # (1) fidelity vs bits: the panels the registry block knows, in the block's order
+    panels = [m for m in better if m in FIDELITY_PANELS] or list(better)[:3]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 5.4), squeeze=False)
+    axes = axes[0]
     missing, pending = [], []
-    for ax, m in zip(axes, FIDELITY_METRICS):
-        hb = better.get(m, "higher") == "higher"
+    for ax, m in zip(axes, panels):
+        hb = better[m] == "higher"
         pts, ann = [], []
         for c in ok:
             v = num(((c.get("fidelity") or {}).get(m) or {}).get("mean"))
@@ -379,7 +383,7 @@ def plot_dataset(plt, doc, ds, cells, slug, multi, out_dir, metric, better):
             for j, l in enumerate(layer_ids):
                 if l in vals:
                     data[r, j] = vals[l]
-        hb = better.get(metric, "higher") == "higher"
+        hb = better[metric] == "higher"
         cmap = plt.get_cmap("viridis" if hb else "viridis_r").copy()
         cmap.set_bad("0.85")
         w = min(max(6.5, 2.6 + 0.55 * len(layer_ids)), 22)
@@ -434,10 +438,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     path, doc = load_results(args.results_dir)
-    better = {}
+    better = {}  # metric -> "higher" | "lower", in registry order
     for m in doc["metrics"]:
         if isinstance(m, dict) and isinstance(m.get("name"), str):
-            better[m["name"]] = m.get("better", "higher")
+            better[m["name"]] = "lower" if m.get("better") == "lower" else "higher"
     if args.metric not in better:
         die(2, f"--metric {args.metric!r} is not a metric of {path}; allowed: {', '.join(better) or '(none)'}")
 

@@ -8,7 +8,7 @@ pkgs=(
   build-essential cmake pkg-config git
   libcli11-dev nlohmann-json3-dev libeigen3-dev libhdf5-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev libfaiss-dev
-  python3 python3-numpy python3-h5py python3-torch python3-venv python3-matplotlib
+  python3 python3-numpy python3-h5py python3-torch python3-venv python3-matplotlib python3-jsonschema
 )
 
 missing=()

@@ -22,7 +22,7 @@
 #include "kvb/core/registry.h"
 #include "kvb/core/rng.h"
 #include "kvb/run/device_api.h"
-#include "kvb/run/selftest.h"
+#include "kvb/bench/selftest.h"
 
 namespace kvb {
 namespace {

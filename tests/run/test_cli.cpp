@@ -10,7 +10,8 @@
 
 #include "kvb/core/registry.h"
 #include "kvb/io/kvdump.h"
-#include "kvb/run/results_io.h"
+#include "kvb/report/results_io.h"
+#include "kvb/report/results_csv.h"
 #include "kvb/run/runner.h"
 #include "test_util.h"
 

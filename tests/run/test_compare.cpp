@@ -7,7 +7,7 @@
 #include <string>
 
 #include "kvb/core/error.h"
-#include "kvb/run/compare.h"
+#include "kvb/report/compare.h"
 #include "test_util.h"
 
 namespace {

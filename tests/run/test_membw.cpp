@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "kvb/core/error.h"
-#include "kvb/run/membw.h"
+#include "kvb/bench/membw.h"
 
 TEST(Membw, SmallBufferGivesPositiveFiniteBandwidth) {
   const kvb::MembwResult r = kvb::measure_read_bandwidth(size_t{1} << 20, 2, 0.0);

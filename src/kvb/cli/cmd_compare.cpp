@@ -1,4 +1,4 @@
-// `kvbench compare BASE NEW`: cell-by-cell differences of two results.json files (kvb/run/compare.h).
+// `kvbench compare BASE NEW`: cell-by-cell differences of two results.json files (kvb/report/compare.h).
 // Exit 0 when nothing regressed, 1 on a regression, 2 on a usage error, 3 when a file is unreadable.
 #include <cstdio>
 #include <memory>
@@ -7,7 +7,7 @@
 
 #include "kvb/cli/commands.h"
 #include "kvb/core/error.h"
-#include "kvb/run/compare.h"
+#include "kvb/report/compare.h"
 
 namespace kvb {
 

@@ -5,7 +5,7 @@
 #include "kvb/cli/commands.h"
 #include "kvb/core/registry.h"
 #include "kvb/metrics/metrics.h"
-#include "kvb/run/results_io.h"
+#include "kvb/report/results_io.h"
 
 namespace kvb {
 

@@ -3,7 +3,7 @@
 #include "kvb/cli/commands.h"
 #include "kvb/core/error.h"
 #include "kvb/run/device_api.h"
-#include "kvb/run/membw.h"
+#include "kvb/bench/membw.h"
 
 namespace kvb {
 

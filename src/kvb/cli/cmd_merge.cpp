@@ -1,8 +1,8 @@
-// `kvbench merge DIR... [--output OUT]`: join shard results directories (kvb/run/merge.h).
+// `kvbench merge DIR... [--output OUT]`: join shard results directories (kvb/report/merge.h).
 #include <cstdio>
 
 #include "kvb/cli/commands.h"
-#include "kvb/run/merge.h"
+#include "kvb/report/merge.h"
 
 namespace kvb {
 

@@ -6,7 +6,7 @@
 #include "kvb/cli/commands.h"
 #include "kvb/core/error.h"
 #include "kvb/run/device_api.h"
-#include "kvb/run/selftest.h"
+#include "kvb/bench/selftest.h"
 
 namespace kvb {
 

@@ -119,25 +119,27 @@ int64_t tied_pairs(int64_t n, Eq eq) {
 // Registry
 
 const std::vector<MetricInfo>& all_metrics() {
+  using Q = QueryMetrics;
+  using V = std::optional<double>;
   static const std::vector<MetricInfo> kMetrics = {
       {"cosine", "cosine similarity of the approximate and exact attention outputs, cos(ô, o)", Better::kHigher,
-       "all codecs", false},
+       "all codecs", false, [](const Q& m) -> V { return m.cosine; }},
       {"rel_l2", "relative L2 error of the attention output, ‖ô − o‖ / max(‖o‖, 1e-8)", Better::kLower,
-       "all codecs", false},
+       "all codecs", false, [](const Q& m) -> V { return m.rel_l2; }},
       {"spearman", "Spearman rank correlation of approximate vs exact logits over the cached tokens",
-       Better::kHigher, "codecs with logits", false},
+       Better::kHigher, "codecs with logits", false, [](const Q& m) { return m.spearman; }},
       {"kendall", "Kendall tau-b (tie-corrected) rank correlation of approximate vs exact logits",
-       Better::kHigher, "codecs with logits", true},
+       Better::kHigher, "codecs with logits", true, [](const Q& m) { return m.kendall; }},
       {"topk_recall", "|top-k(ŝ) ∩ top-k(s)| / k: recall of the exact top-k tokens by approximate logits",
-       Better::kHigher, "codecs with logits", false},
+       Better::kHigher, "codecs with logits", false, [](const Q& m) { return m.topk_recall; }},
       {"kl", "KL(p ‖ softmax(ŝ)) of the exact vs approximate attention distributions, in nats", Better::kLower,
-       "codecs with logits", false},
+       "codecs with logits", false, [](const Q& m) { return m.kl; }},
       {"score_rel_err", "relative L2 error of the logits, ‖ŝ − s‖ / ‖s‖ over the cached tokens", Better::kLower,
-       "codecs with logits", false},
+       "codecs with logits", false, [](const Q& m) { return m.score_rel_err; }},
       {"mass_lost", "exact attention probability mass of the tokens the codec no longer holds", Better::kLower,
-       "token-dropping codecs", false},
+       "token-dropping codecs", false, [](const Q& m) { return m.mass_lost; }},
       {"l2_err", "unnormalized L2 error of the attention output, ‖ô − o‖ (small-norm outputs inflate rel_l2)",
-       Better::kLower, "all codecs", false},
+       Better::kLower, "all codecs", false, [](const Q& m) -> V { return m.l2_err; }},
   };
   return kMetrics;
 }

@@ -18,16 +18,21 @@ namespace kvb::metrics {
 
 enum class Better { kHigher, kLower };
 
+struct QueryMetrics;
+
 struct MetricInfo {
   std::string name;         ///< e.g. "cosine", "topk_recall"
   std::string description;  ///< one line
   Better better = Better::kHigher;
   std::string applies_to;   ///< "all codecs" | "codecs with logits" | "token-dropping codecs"
   bool optional = false;    ///< computed only when asked for (kendall: QueryInput::want_kendall)
+  /// The metric's value for one query (evaluate_query's result); nullopt where it is not defined.
+  std::optional<double> (*value)(const QueryMetrics&) = nullptr;
 };
 
-/// Every metric kvbench reports, in a fixed order (used by results, compare and plots):
-/// cosine, rel_l2, spearman, kendall, topk_recall, kl, score_rel_err, mass_lost.
+/// Every metric kvbench reports, in a fixed order (used by results, compare and plots): cosine, rel_l2,
+/// spearman, kendall, topk_recall, kl, score_rel_err, mass_lost, l2_err. The runner aggregates exactly
+/// these, so a new metric is one entry here plus its computation in evaluate_query.
 const std::vector<MetricInfo>& all_metrics();
 /// nullptr when no metric has that name.
 const MetricInfo* find_metric(const std::string& name);

@@ -6,7 +6,7 @@
 #include <sstream>
 
 #include "kvb/core/error.h"
-#include "kvb/run/results_io.h"
+#include "kvb/report/results_io.h"
 
 namespace kvb {
 namespace fs = std::filesystem;

@@ -1,6 +1,8 @@
 #pragma once
 /// `kvbench run`: expand the config into cells (dataset × codec × budget), evaluate every cell on the
-/// protocol of kvbench.md §4, and write the results directory of §8.
+/// protocol of kvbench.md §4, and write the results directory of §8. The pieces: plan.h (device, datasets,
+/// cells, shard, resume, batches), evaluate.h (the layer loop and throughput), record.h (the results
+/// records of report/results.h); cell.h holds the state they share.
 #include <string>
 #include <vector>
 
@@ -33,10 +35,5 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts);
 /// Identity of a sweep: hash of the resolved config (without output/device/threads) and kvbench's git sha.
 /// Persisted cell records and shards are only ever combined when their keys agree.
 std::string run_key(const Config& cfg);
-
-/// The CSV header of kvbench.md §8 (a stable contract; columns are only ever appended).
-const std::vector<std::string>& csv_columns();
-/// One CSV row per cell of a results document.
-std::string results_csv(const Json& results);
 
 }  // namespace kvb

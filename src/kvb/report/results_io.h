@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kvb/core/params.h"
+#include "kvb/report/results.h"
 
 namespace kvb {
 
@@ -18,7 +19,15 @@ std::optional<std::string> read_file(const std::string& path);
 /// The metric registry (name, description, better direction, applies_to) as written into results.json
 /// and printed by `kvbench list --json`.
 Json metrics_json();
-/// Create `dir` and write results.json and results.csv into it.
-void write_results_dir(const std::string& dir, const Json& doc, const std::string& csv);
+/// Create `dir` and write results.json and results.csv (results_csv.h) of `doc` into it.
+void write_results_dir(const std::string& dir, const ResultDoc& doc);
+
+/// A record persisted on its own while a run goes on (cells/<index>.json: {"run_key", "index", "cell"};
+/// datasets/<index>.json: {"run_key", "index", "dataset"}), so that --resume can reuse it.
+void write_record_file(const std::string& path, const std::string& run_key, size_t index, const char* kind,
+                       const Json& record);
+/// The record of such a file (`kind`: "cell" or "dataset"); nullopt when the file is absent, does not
+/// parse, or carries another run's key (another resolved config or build).
+std::optional<Json> read_record_file(const std::string& path, const std::string& run_key, const char* kind);
 
 }  // namespace kvb

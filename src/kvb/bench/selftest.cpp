@@ -1,4 +1,4 @@
-#include "kvb/run/selftest.h"
+#include "kvb/bench/selftest.h"
 
 #include <algorithm>
 #include <cmath>

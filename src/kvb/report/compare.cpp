@@ -1,4 +1,4 @@
-#include "kvb/run/compare.h"
+#include "kvb/report/compare.h"
 
 #include <algorithm>
 #include <cmath>
@@ -12,7 +12,8 @@
 
 #include "kvb/core/error.h"
 #include "kvb/metrics/metrics.h"
-#include "kvb/run/results_io.h"
+#include "kvb/report/results.h"
+#include "kvb/report/results_io.h"
 
 namespace kvb {
 namespace {
@@ -22,6 +23,13 @@ namespace fs = std::filesystem;
 constexpr const char* kStorageFields[] = {"bits_per_element", "bits_per_element_with_fixed", "bytes_per_token",
                                           "buffer_bytes", "fixed_bytes"};
 constexpr const char* kThroughputFields[] = {"attend_queries_per_s", "encode_tokens_per_s"};
+/// The same fields in the typed records (kStorageFields / kThroughputFields order).
+constexpr double StorageRecord::*kStorageMembers[] = {&StorageRecord::bits_per_element,
+                                                      &StorageRecord::bits_per_element_with_fixed,
+                                                      &StorageRecord::bytes_per_token, &StorageRecord::buffer_bytes,
+                                                      &StorageRecord::fixed_bytes};
+constexpr RateRecord ThroughputRecord::*kThroughputMembers[] = {&ThroughputRecord::attend_queries_per_s,
+                                                                &ThroughputRecord::encode_tokens_per_s};
 
 std::string type_name(const Json& j) { return j.type_name(); }
 
@@ -40,54 +48,37 @@ void check_number_or_null(const Json& obj, const char* key, const std::string& w
 }
 
 struct Cell {
-  const Json* j = nullptr;
-  std::string key, label, dataset, status;
+  const CellRecord* rec = nullptr;
+  std::string key, label;
+  std::string status() const { return to_string(rec->status); }
 };
 
-std::string base_key(const Json& c) {
-  return c["dataset"].get<std::string>() + " | " + c["codec"].get<std::string>() + " | " + c["params"].dump();
-}
+std::string base_key(const CellRecord& c) { return c.dataset + " | " + c.codec + " | " + c.params.dump(); }
 
-std::string fmt_bits(const Json& c) {
-  const Json& b = c.contains("bits_target") ? c["bits_target"] : Json();
-  return b.is_number() ? fmt::format("{:g}", b.get<double>()) : std::string("none");
+std::string fmt_bits(const CellRecord& c) {
+  return c.bits_target ? fmt::format("{:g}", *c.bits_target) : std::string("none");
 }
 
 /// Cells of one document keyed as described in compare.h, in file order.
-std::vector<Cell> keyed_cells(const Json& doc) {
-  const Json& cells = doc["cells"];
+std::vector<Cell> keyed_cells(const ResultDoc& doc) {
   std::map<std::string, int> base_count;
-  for (const auto& c : cells) ++base_count[base_key(c)];
+  for (const auto& c : doc.cells) ++base_count[base_key(c)];
   std::map<std::string, int> seen;
   std::vector<Cell> out;
-  for (const auto& c : cells) {
+  for (const auto& c : doc.cells) {
     Cell x;
-    x.j = &c;
+    x.rec = &c;
     x.key = base_key(c);
     if (base_count[x.key] > 1) x.key += " | bits=" + fmt_bits(c);
     if (const int n = seen[x.key]++; n > 0) x.key += fmt::format(" | #{}", n + 1);
-    x.dataset = c["dataset"].get<std::string>();
-    x.status = c["status"].get<std::string>();
-    x.label = c.contains("label") && c["label"].is_string() ? c["label"].get<std::string>() : c["codec"].get<std::string>();
+    x.label = c.label.empty() ? c.codec : c.label;
     out.push_back(std::move(x));
   }
   return out;
 }
 
-std::optional<double> num_at(const Json& obj, const char* a, const char* b = nullptr) {
-  if (!obj.is_object() || !obj.contains(a)) return std::nullopt;
-  const Json* v = &obj[a];
-  if (b) {
-    if (!v->is_object() || !v->contains(b)) return std::nullopt;
-    v = &(*v)[b];
-  }
-  if (!v->is_number()) return std::nullopt;
-  return v->get<double>();
-}
-
-const Json& sub(const Json& obj, const char* key) {
-  static const Json null_json;
-  return obj.is_object() && obj.contains(key) ? obj[key] : null_json;
+std::optional<double> median_of(const CellRecord& c, RateRecord ThroughputRecord::*r) {
+  return c.throughput ? ((*c.throughput).*r).median : std::nullopt;
 }
 
 std::string fmt_value(const Json& v) {
@@ -182,41 +173,32 @@ Json load_results_file(const std::string& path) {
   return doc;
 }
 
-CompareReport compare_results(const Json& base, const Json& now, const CompareOptions& opt,
-                              const std::string& base_name, const std::string& new_name) {
-  CompareReport r;
-  r.base_path = base_name;
-  r.new_path = new_name;
-  r.options = opt;
-  const std::vector<Cell> bc = keyed_cells(base), nc = keyed_cells(now);
-  r.base_cells = static_cast<int>(bc.size());
-  r.new_cells = static_cast<int>(nc.size());
+namespace {
 
-  // Metric directions: the registry, then any metric only the files know (their recorded direction).
-  std::vector<std::pair<std::string, metrics::Better>> metric_list;
+/// Metric directions: the registry, then any metric only the files know (their recorded direction).
+std::vector<std::pair<std::string, metrics::Better>> metric_directions(const ResultDoc& base, const ResultDoc& now) {
+  std::vector<std::pair<std::string, metrics::Better>> out;
   std::set<std::string> known;
   for (const auto& m : metrics::all_metrics()) {
-    metric_list.emplace_back(m.name, m.better);
+    out.emplace_back(m.name, m.better);
     known.insert(m.name);
   }
-  for (const Json* d : {&base, &now})
-    if (d->contains("metrics"))
-      for (const auto& m : (*d)["metrics"]) {
-        const std::string n = m["name"].get<std::string>();
-        if (known.insert(n).second)
-          metric_list.emplace_back(n, m["better"] == "lower" ? metrics::Better::kLower : metrics::Better::kHigher);
-      }
+  for (const ResultDoc* d : {&base, &now})
+    for (const auto& m : d->metrics)
+      if (known.insert(m.name).second)
+        out.emplace_back(m.name, m.better == "lower" ? metrics::Better::kLower : metrics::Better::kHigher);
+  return out;
+}
 
-  std::set<std::string> datasets;
-  for (const auto* v : {&bc, &nc})
-    for (const auto& c : *v) datasets.insert(c.dataset);
-  const bool multi_ds = datasets.size() > 1;
-  auto display = [&](const Cell& c) { return multi_ds ? c.dataset + ": " + c.label : c.label; };
+/// Adds the rows of one compared pair of cells to a report.
+class Rows {
+ public:
+  Rows(CompareReport& r, bool multi_ds) : r_(r), multi_ds_(multi_ds) {}
 
-  auto add = [&](const Cell& c, std::string metric, Json b, Json n, std::string verdict, std::string note = {},
-                 std::optional<double> rel = std::nullopt) {
+  void add(const Cell& c, std::string metric, Json b, Json n, const std::string& verdict, std::string note = {},
+           std::optional<double> rel = std::nullopt) {
     CompareRow row;
-    row.cell = display(c);
+    row.cell = multi_ds_ ? c.rec->dataset + ": " + c.label : c.label;
     row.key = c.key;
     row.metric = std::move(metric);
     if (b.is_number() && n.is_number()) row.delta = n.get<double>() - b.get<double>();
@@ -227,49 +209,31 @@ CompareReport compare_results(const Json& base, const Json& now, const CompareOp
     row.note = std::move(note);
     if (verdict == "regression") {
       row.regression = true;
-      ++r.regressions;
+      ++r_.regressions;
     } else if (verdict == "improvement") {
-      ++r.improvements;
+      ++r_.improvements;
     } else if (verdict == "changed") {
-      ++r.changes;
+      ++r_.changes;
     }
-    r.rows.push_back(std::move(row));
-  };
+    r_.rows.push_back(std::move(row));
+  }
 
-  std::map<std::string, const Cell*> new_by_key;
-  for (const auto& c : nc) new_by_key[c.key] = &c;
-  std::set<std::string> base_keys;
-  for (const auto& b : bc) {
-    base_keys.insert(b.key);
-    const auto it = new_by_key.find(b.key);
-    if (it == new_by_key.end()) {
-      ++r.missing;
-      const bool was_ok = b.status == "ok";
-      add(b, "cell", b.status, Json(), was_ok ? "regression" : "missing",
-          was_ok ? "missing from NEW; was ok in BASE" : "missing from NEW; was " + b.status + " in BASE");
-      continue;
-    }
-    const Cell& n = *it->second;
-    ++r.matched;
-    const Json& bj = *b.j;
-    const Json& nj = *n.j;
-    if (b.status != n.status) {
-      const std::string reason = nj.contains("reason") && nj["reason"].is_string() ? nj["reason"].get<std::string>() : "";
-      if (b.status == "ok")
-        add(b, "status", b.status, n.status, "regression", reason);
-      else if (n.status == "ok")
-        add(b, "status", b.status, n.status, "improvement");
-      else
-        add(b, "status", b.status, n.status, "changed", reason);
-    }
-    if (b.status != "ok" || n.status != "ok") continue;
-    ++r.compared;
+  void status(const Cell& b, const Cell& n) {
+    if (b.rec->status == n.rec->status) return;
+    const std::string& reason = n.rec->reason;
+    if (b.rec->ok())
+      add(b, "status", b.status(), n.status(), "regression", reason);
+    else if (n.rec->ok())
+      add(b, "status", b.status(), n.status(), "improvement");
+    else
+      add(b, "status", b.status(), n.status(), "changed", reason);
+  }
 
-    // Fidelity means, absolute tolerance, direction from the registry.
-    const Json& bf = bj["fidelity"];
-    const Json& nf = nj["fidelity"];
+  /// Fidelity means, absolute tolerance, direction from the registry.
+  void fidelity(const Cell& b, const Cell& n, const std::vector<std::pair<std::string, metrics::Better>>& metric_list,
+                double tol) {
     for (const auto& [m, better] : metric_list) {
-      const auto bv = num_at(bf, m.c_str(), "mean"), nv = num_at(nf, m.c_str(), "mean");
+      const auto bv = b.rec->mean(m), nv = n.rec->mean(m);
       if (!bv && !nv) continue;
       if (bv && !nv) {
         add(b, m, *bv, Json(), "regression", "no longer reported in NEW");
@@ -281,57 +245,107 @@ CompareReport compare_results(const Json& base, const Json& now, const CompareOp
       }
       const double d = *nv - *bv;
       const double worse = better == metrics::Better::kHigher ? -d : d;
-      if (worse > opt.fidelity_tol)
+      if (worse > tol)
         add(b, m, *bv, *nv, "regression", better == metrics::Better::kHigher ? "higher is better" : "lower is better");
-      else if (-worse > opt.fidelity_tol)
+      else if (-worse > tol)
         add(b, m, *bv, *nv, "improvement");
     }
+  }
 
-    // Storage: relative tolerance; growth is a regression, shrinkage a change.
-    for (const char* f : kStorageFields) {
-      const double bv = bj["storage"][f].get<double>(), nv = nj["storage"][f].get<double>();
-      const double d = nv - bv, lim = opt.storage_tol * std::fabs(bv);
+  /// Storage: relative tolerance; growth is a regression, shrinkage a change.
+  void storage(const Cell& b, const Cell& n, double tol) {
+    for (size_t i = 0; i < std::size(kStorageFields); ++i) {
+      const double bv = b.rec->storage.*kStorageMembers[i], nv = n.rec->storage.*kStorageMembers[i];
+      const double d = nv - bv, lim = tol * std::fabs(bv);
       const std::optional<double> rel = bv != 0 ? std::optional<double>(d / std::fabs(bv)) : std::nullopt;
       if (d > lim)
-        add(b, f, bv, nv, "regression", "storage grew", rel);
+        add(b, kStorageFields[i], bv, nv, "regression", "storage grew", rel);
       else if (-d > lim)
-        add(b, f, bv, nv, "changed", "storage shrank", rel);
+        add(b, kStorageFields[i], bv, nv, "changed", "storage shrank", rel);
     }
+  }
 
-    // Throughput medians: only with a tolerance; higher is better.
-    if (opt.throughput_tol) {
-      for (const char* f : kThroughputFields) {
-        const auto bv = num_at(sub(bj, "throughput"), f, "median"), nv = num_at(sub(nj, "throughput"), f, "median");
-        if (!bv || !nv || *bv <= 0) continue;
-        const double rel = (*nv - *bv) / *bv;
-        if (rel < -*opt.throughput_tol)
-          add(b, f, *bv, *nv, "regression", "slower", rel);
-        else if (rel > *opt.throughput_tol)
-          add(b, f, *bv, *nv, "improvement", "faster", rel);
-      }
+  /// Throughput medians: relative tolerance; higher is better.
+  void throughput(const Cell& b, const Cell& n, double tol) {
+    for (size_t i = 0; i < std::size(kThroughputFields); ++i) {
+      const auto bv = median_of(*b.rec, kThroughputMembers[i]), nv = median_of(*n.rec, kThroughputMembers[i]);
+      if (!bv || !nv || *bv <= 0) continue;
+      const double rel = (*nv - *bv) / *bv;
+      if (rel < -tol)
+        add(b, kThroughputFields[i], *bv, *nv, "regression", "slower", rel);
+      else if (rel > tol)
+        add(b, kThroughputFields[i], *bv, *nv, "improvement", "faster", rel);
     }
+  }
+
+ private:
+  CompareReport& r_;
+  bool multi_ds_;
+};
+
+/// Different data under the same dataset path makes the comparison meaningless: one note per such dataset.
+std::vector<std::string> checksum_notes(const ResultDoc& base, const ResultDoc& now) {
+  auto checksums = [](const ResultDoc& d) {
+    std::map<std::string, std::string> m;
+    for (const auto& ds : d.datasets)
+      if (!ds.path.empty() && !ds.checksum_fnv1a64.empty()) m[ds.path] = ds.checksum_fnv1a64;
+    return m;
+  };
+  std::vector<std::string> notes;
+  const auto bs = checksums(base), ns = checksums(now);
+  for (const auto& [p, c] : bs)
+    if (const auto it = ns.find(p); it != ns.end() && it->second != c)
+      notes.push_back(fmt::format("dataset {} has checksum {} in BASE but {} in NEW: the data differ", p, c, it->second));
+  return notes;
+}
+
+}  // namespace
+
+CompareReport compare_results(const Json& base_json, const Json& now_json, const CompareOptions& opt,
+                              const std::string& base_name, const std::string& new_name) {
+  const ResultDoc base = ResultDoc::from_json(base_json, base_name), now = ResultDoc::from_json(now_json, new_name);
+  CompareReport r;
+  r.base_path = base_name;
+  r.new_path = new_name;
+  r.options = opt;
+  const std::vector<Cell> bc = keyed_cells(base), nc = keyed_cells(now);
+  r.base_cells = static_cast<int>(bc.size());
+  r.new_cells = static_cast<int>(nc.size());
+  const auto metric_list = metric_directions(base, now);
+
+  std::set<std::string> datasets;
+  for (const auto* v : {&bc, &nc})
+    for (const auto& c : *v) datasets.insert(c.rec->dataset);
+  Rows rows(r, datasets.size() > 1);
+
+  std::map<std::string, const Cell*> new_by_key;
+  for (const auto& c : nc) new_by_key[c.key] = &c;
+  std::set<std::string> base_keys;
+  for (const auto& b : bc) {
+    base_keys.insert(b.key);
+    const auto it = new_by_key.find(b.key);
+    if (it == new_by_key.end()) {
+      ++r.missing;
+      const bool was_ok = b.rec->ok();
+      rows.add(b, "cell", b.status(), Json(), was_ok ? "regression" : "missing",
+               was_ok ? "missing from NEW; was ok in BASE" : "missing from NEW; was " + b.status() + " in BASE");
+      continue;
+    }
+    const Cell& n = *it->second;
+    ++r.matched;
+    rows.status(b, n);
+    if (!b.rec->ok() || !n.rec->ok()) continue;
+    ++r.compared;
+    rows.fidelity(b, n, metric_list, opt.fidelity_tol);
+    rows.storage(b, n, opt.storage_tol);
+    if (opt.throughput_tol) rows.throughput(b, n, *opt.throughput_tol);
   }
   for (const auto& n : nc) {
     if (base_keys.count(n.key)) continue;
     ++r.added;
-    add(n, "cell", Json(), n.status, "added", "cell only in NEW");
+    rows.add(n, "cell", Json(), n.status(), "added", "cell only in NEW");
   }
-
-  // Different data under the same dataset string makes the comparison meaningless: say so.
-  auto checksums = [](const Json& d) {
-    std::map<std::string, std::string> m;
-    if (d.contains("datasets") && d["datasets"].is_array())
-      for (const auto& ds : d["datasets"])
-        if (ds.is_object() && ds.contains("path") && ds["path"].is_string() && ds.contains("checksum") &&
-            ds["checksum"].is_string())
-          m[ds["path"].get<std::string>()] = ds["checksum"].get<std::string>();
-    return m;
-  };
-  const auto bs = checksums(base), ns = checksums(now);
-  for (const auto& [p, c] : bs)
-    if (const auto it = ns.find(p); it != ns.end() && it->second != c)
-      r.notes.push_back(fmt::format("dataset {} has checksum {} in BASE but {} in NEW: the data differ", p, c,
-                                    it->second));
+  r.notes = checksum_notes(base, now);
   return r;
 }
 

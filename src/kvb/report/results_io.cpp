@@ -1,4 +1,4 @@
-#include "kvb/run/results_io.h"
+#include "kvb/report/results_io.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -11,7 +11,7 @@
 
 #include "kvb/core/error.h"
 #include "kvb/metrics/metrics.h"
-#include "kvb/run/runner.h"
+#include "kvb/report/results_csv.h"
 
 namespace kvb {
 namespace fs = std::filesystem;
@@ -52,24 +52,32 @@ std::optional<std::string> read_file(const std::string& path) {
   return ss.str();
 }
 
-Json metrics_json() {
-  Json out = Json::array();
-  for (const auto& m : metrics::all_metrics())
-    out.push_back({{"name", m.name},
-                   {"description", m.description},
-                   {"better", m.better == metrics::Better::kHigher ? "higher" : "lower"},
-                   {"applies_to", m.applies_to}});
-  return out;
-}
+Json metrics_json() { return to_json(registry_metrics()); }
 
-void write_results_dir(const std::string& dir, const Json& doc, const std::string& csv) {
+namespace {
+/// dump() throws on invalid UTF-8; replace rather than lose a finished run.
+std::string dump_file(const Json& j) { return j.dump(2, ' ', false, Json::error_handler_t::replace) + "\n"; }
+}  // namespace
+
+void write_results_dir(const std::string& dir, const ResultDoc& doc) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw RuntimeError(fmt::format("{}: cannot create the results directory: {}", dir, ec.message()));
-  // dump() throws on invalid UTF-8; replace rather than lose a finished run.
-  write_file_atomic((fs::path(dir) / "results.json").string(),
-                    doc.dump(2, ' ', false, Json::error_handler_t::replace) + "\n");
-  write_file_atomic((fs::path(dir) / "results.csv").string(), csv);
+  write_file_atomic((fs::path(dir) / "results.json").string(), dump_file(doc.to_json()));
+  write_file_atomic((fs::path(dir) / "results.csv").string(), results_csv(doc));
+}
+
+void write_record_file(const std::string& path, const std::string& run_key, size_t index, const char* kind,
+                       const Json& record) {
+  write_file_atomic(path, dump_file(Json{{"run_key", run_key}, {"index", index}, {kind, record}}));
+}
+
+std::optional<Json> read_record_file(const std::string& path, const std::string& run_key, const char* kind) {
+  const auto text = read_file(path);
+  if (!text) return std::nullopt;
+  const Json j = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || j.value("run_key", std::string()) != run_key || !j.contains(kind)) return std::nullopt;
+  return j[kind];
 }
 
 }  // namespace kvb

@@ -1,4 +1,4 @@
-#include "kvb/run/timing.h"
+#include "kvb/bench/timing.h"
 
 #include <algorithm>
 

@@ -1,4 +1,4 @@
-#include "kvb/run/membw.h"
+#include "kvb/bench/membw.h"
 
 #include <algorithm>
 #include <chrono>
@@ -105,7 +105,7 @@ MembwResult measure_read_bandwidth(size_t bytes, int threads, double min_time_s)
     const double t = std::max(std::chrono::duration<double>(t1 - t0).count(), 1e-9);
     times.push_back(t);
     elapsed += t;
-    if (times.size() >= 100000) break;  // tiny buffers: bound the sample count (as run/timing.cpp does)
+    if (times.size() >= 100000) break;  // tiny buffers: bound the sample count (as bench/timing.cpp does)
   }
   std::sort(times.begin(), times.end());
   const auto n = static_cast<int64_t>(times.size());

@@ -1,0 +1,46 @@
+#pragma once
+/// Plan of a run: the device and threads, the datasets opened and their sequences and layers, the cells
+/// the config expands to (params and budgets resolved, codecs built), the shard, what --resume reuses,
+/// and the batches left to evaluate.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kvb/run/cell.h"
+#include "kvb/run/runner.h"
+
+namespace kvb::run {
+
+struct DeviceChoice {
+  std::string requested;  ///< cpu | cuda | auto
+  std::string note;       ///< what auto decided
+  bool use_gpu = false;   ///< codecs with a CUDA backend run on the GPU
+  int threads = 1;
+};
+
+/// Validates --device against the machine and sets the OpenMP thread count.
+DeviceChoice choose_device(const Config& cfg, const RunOptions& opts);
+/// Opens every dataset (validating its schema) and selects its sequences and layers.
+std::vector<DatasetPlan> open_datasets(const Config& cfg);
+/// Every cell of the sweep, in expansion order (dataset, codecs[] entry, budget).
+std::vector<Cell> expand_cells(const Config& cfg, const std::vector<DatasetPlan>& datasets, const DeviceChoice& dev);
+/// Marks the cells of shard K/N (all cells when opts has no --shard).
+void select_shard(std::vector<Cell>& cells, const RunOptions& opts);
+
+/// Where a run persists its records as it goes.
+struct RecordDirs {
+  std::string out, cells, datasets;
+};
+RecordDirs make_record_dirs(const Config& cfg, const RunOptions& opts);
+
+/// --resume: the selected cells' and the datasets' records of an earlier run with the same key. Returns
+/// the number of cells resumed.
+int resume(std::vector<Cell>& cells, std::vector<std::optional<DatasetResult>>& results, const RecordDirs& dirs,
+           const std::string& key);
+
+/// The batches still to evaluate: the pending cells of each codecs[] entry on each dataset, plus a
+/// cell-less pass for a dataset whose record is missing.
+std::vector<Batch> make_batches(const Config& cfg, std::vector<Cell>& cells,
+                                const std::vector<std::optional<DatasetResult>>& results);
+
+}  // namespace kvb::run

@@ -1,0 +1,20 @@
+#pragma once
+/// Record: the accumulators of an evaluated cell or dataset turned into the results records of
+/// report/results.h.
+#include <optional>
+#include <string>
+
+#include "kvb/run/cell.h"
+
+namespace kvb::run {
+
+/// The record of one finished cell: its plan, outcome and accumulators. `dataset` is its dataset's
+/// result (for the speedup against the fp16 reference row). An ok cell with no evaluated query becomes
+/// an error.
+CellRecord cell_record(Cell& c, const DatasetPlan& D, const std::optional<DatasetResult>& dataset, const Config& cfg);
+/// The ref_out check and reference rows of a dataset pass.
+DatasetResult dataset_result(const DatasetAccum& acc, const std::string& orig_dtype);
+/// A dataset's entry in results.json.
+DatasetRecord dataset_record(const DatasetPlan& D, const DatasetResult& result);
+
+}  // namespace kvb::run
