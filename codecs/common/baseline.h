@@ -13,9 +13,22 @@
 
 #include "codecs/common/row_kernels.h"
 #include "kvb/core/codec.h"
+#include "kvb/core/error.h"
 #include "kvb/core/registry.h"
 
 namespace kvb::codecs {
+
+/// A state given to Codec::adopt as the codec's own type S, whose `fitted_with` (the parameters that trained
+/// it) must train the same model as `p` (P::trains_like). Throws UsageError otherwise.
+template <class S, class P>
+std::shared_ptr<const S> adopted_state(std::shared_ptr<const TrainedLayer> state, const P& p, int layer) {
+  auto s = std::dynamic_pointer_cast<const S>(std::move(state));
+  KVB_CHECK(s != nullptr, UsageError, "{}: adopt of layer {}: not a trained state of this codec", p.label(), layer);
+  KVB_CHECK(s->fitted_with.trains_like(p), UsageError,
+            "{}: adopt of layer {}: the state was trained with other parameters ({})", p.label(), layer,
+            s->fitted_with.label());
+  return s;
+}
 
 /// Throws DataError unless `kv` is a non-empty [kv_heads, tokens, head_dim] cache whose k and v hold
 /// exactly that many floats. `codec` names the codec in the message.

@@ -27,6 +27,13 @@ KvcarParams KvcarParams::from_json(const Json& j) {
   return p;
 }
 
+bool KvcarParams::trains_like(const KvcarParams& o) const {
+  KvcarParams a = *this;
+  a.int8 = o.int8;
+  a.decode_once = o.decode_once;
+  return a == o;
+}
+
 void KvcarParams::check(int head_dim) const {
   KVB_CHECK(head_dim >= 1, Unsupported, "{}: head_dim {} must be >= 1", label(), head_dim);
   KVB_CHECK(ratio > 0 && ratio <= 1, Unsupported, "{}: ratio {} outside (0, 1]", label(), ratio);
@@ -65,19 +72,33 @@ class KvcarCodec final : public Codec {
     KVB_CHECK(!calib.empty(), RuntimeError, "{}: fit of layer {} got no calibration cache", p_.label(), layer);
     for (const LayerKV* kv : calib) check_layer(*kv, p_.label());
     p_.check(calib[0]->head_dim);
+    // The reuse ranking compares with layer−1's calibration caches, which an adopted layer−1 did not leave.
+    KVB_CHECK(p_.reuse_heads == 0 || prev_layer_ != layer - 1 || !prev_adopted_, UsageError,
+              "{}: fit of layer {} after adopt of layer {}: the reuse ranking needs that layer's calibration caches "
+              "(fit every layer, or adopt every layer)",
+              p_.label(), layer, layer - 1);
     const std::vector<LayerKV> none;
-    KvcarFit f;
-    f.model = kvcar_fit_layer(p_, layer, calib, prev_layer_ == layer - 1 ? prev_calib_ : none, ctx.seed);
-    if (cpu_ && !f.model->stored.empty()) {
-      f.cpu_k = kvcar_fold_cpu(f.model->k);
-      f.cpu_v = kvcar_fold_cpu(f.model->v);
-    }
-    fits_[layer] = std::move(f);
+    set_model(layer, kvcar_fit_layer(p_, layer, calib, prev_layer_ == layer - 1 ? prev_calib_ : none, ctx.seed));
     // Keep this layer's calibration caches for the next layer's reuse ranking.
     prev_calib_.clear();
     if (p_.reuse_heads > 0)
       for (const LayerKV* kv : calib) prev_calib_.push_back(*kv);
     prev_layer_ = layer;
+    prev_adopted_ = false;
+  }
+
+  std::shared_ptr<const TrainedLayer> trained(int layer) const override {
+    const auto it = fits_.find(layer);
+    return it == fits_.end() ? nullptr : it->second.model;
+  }
+  void adopt(int layer, std::shared_ptr<const TrainedLayer> state) override {
+    auto m = adopted_state<KvcarLayerModel>(std::move(state), p_, layer);
+    KVB_CHECK(m->layer == layer, UsageError, "{}: adopt of layer {}: the state is layer {}'s", p_.label(), layer,
+              m->layer);
+    set_model(layer, std::move(m));
+    prev_calib_.clear();
+    prev_layer_ = layer;
+    prev_adopted_ = true;
   }
 
   std::unique_ptr<EncodedLayer> encode(int layer, const LayerKV& kv, const EncodedLayer* prev,
@@ -128,7 +149,7 @@ class KvcarCodec final : public Codec {
                 {"loss", p_.loss == KvcarLoss::kL1 ? "l1" : "mse"},
                 {"train_seconds_total", train_s},
                 {"train_seconds_note", "CPU seconds summed over the K and V trainings (run two at a time), "
-                                       "memoized fits (identical data and parameters) report their first run"},
+                                       "adopted layers (one codec's trained state handed to another) report the fit that trained them"},
                 {"ae_weight_bytes_total", fixed},
                 {"attend", p_.decode_once
                                ? "decode=once: each head decoded on first use and kept (NOT the paper's per-step "
@@ -146,6 +167,18 @@ class KvcarCodec final : public Codec {
   std::map<int, KvcarFit> fits_;
   std::vector<LayerKV> prev_calib_;
   int prev_layer_ = -2;
+  bool prev_adopted_ = false;
+
+  /// The layer's fit as the encoders see it: the model, and for the cpu (and CUDA) codec its folded weights.
+  void set_model(int layer, std::shared_ptr<const KvcarLayerModel> model) {
+    KvcarFit f;
+    f.model = std::move(model);
+    if (cpu_ && !f.model->stored.empty()) {
+      f.cpu_k = kvcar_fold_cpu(f.model->k);
+      f.cpu_v = kvcar_fold_cpu(f.model->v);
+    }
+    fits_[layer] = std::move(f);
+  }
 };
 
 std::vector<ParamSpec> specs() {

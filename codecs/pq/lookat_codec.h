@@ -31,6 +31,10 @@ struct LookatParams {
   int train_points = 16384;   ///< calibration keys sampled per (layer, KV head) for k-means
 
   static LookatParams from_json(const Json& p);
+  bool operator==(const LookatParams&) const = default;
+  /// Whether codebooks trained with these parameters are the ones `o` trains: everything but the value
+  /// storage, which is encoded after training from the same codebooks.
+  bool trains_like(const LookatParams& o) const;
   void check(int head_dim) const;
   std::string label() const;
   int centroids() const { return 1 << nbits; }

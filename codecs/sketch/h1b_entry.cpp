@@ -22,6 +22,13 @@ H1bParams H1bParams::from_json(const Json& p) {
   return h;
 }
 
+bool H1bParams::trains_like(const H1bParams& o) const {
+  H1bParams a = *this;
+  a.value_bits = o.value_bits;
+  a.value_group = o.value_group;
+  return a == o;
+}
+
 void H1bParams::check(int head_dim) const {
   KVB_CHECK(bits % 8 == 0, Unsupported, "h1b: sketch_bits = {} is not a multiple of 8 (sign bits are packed 8 per byte)",
             bits);
@@ -87,11 +94,9 @@ double mean_kl(const std::vector<FitRow>& rows, double T, double cap) {
 /// model-dependent factor, so this T is a proxy (reported as such by `kvbench list`). T minimizes the mean
 /// KL(p ‖ softmax(softcap((1 − 2h/b)/T))): a log grid over [1e-3, 1e3] (121 points), then golden-section
 /// search between the grid neighbours of the best point.
-double h1b_fit_temperature(const H1bParams& p, const std::vector<const LayerKV*>& calib, const CodecContext& ctx) {
-  KVB_CHECK(!calib.empty(), UsageError,
-            "h1b: the temp variant fits T on calibration caches, and none were given (set params.temperature)");
+double h1b_fit_temperature(const H1bParams& p, const sk::Projection& P, const std::vector<const LayerKV*>& calib,
+                           const CodecContext& ctx) {
   const int d = calib[0]->head_dim;
-  const sk::Projection P = sk::make_projection(h1b_projection_seed(ctx.seed), p.bits, d, false);
   const int nb = p.bits / 8;
   const double scale = ctx.attn.softmax_scale, cap = ctx.attn.softcap;
   std::vector<FitRow> rows;
@@ -159,9 +164,29 @@ double h1b_fit_temperature(const H1bParams& p, const std::vector<const LayerKV*>
   return mean_kl(rows, refined, cap) <= best_kl ? refined : best;
 }
 
+std::shared_ptr<const sk::Projection> H1bCodec::projection(uint64_t seed, int head_dim) const {
+  return proj_.get(h1b_projection_seed(seed), p_.bits, head_dim, false);
+}
+
 void H1bCodec::fit(int layer, const std::vector<const LayerKV*>& calib, const CodecContext& ctx) {
-  if (p_.angle() || p_.temperature > 0) return;  // nothing to fit
-  T_[layer] = h1b_fit_temperature(p_, calib, ctx);
+  auto s = std::make_shared<H1bTrained>();
+  s->fitted_with = p_;
+  s->T = p_.temperature;
+  if (!p_.angle() && p_.temperature <= 0) {
+    KVB_CHECK(!calib.empty(), UsageError,
+              "h1b: the temp variant fits T on calibration caches, and none were given (set params.temperature)");
+    s->T = h1b_fit_temperature(p_, *projection(ctx.seed, calib[0]->head_dim), calib, ctx);
+  }
+  T_[layer] = std::move(s);
+}
+
+std::shared_ptr<const TrainedLayer> H1bCodec::trained(int layer) const {
+  const auto it = T_.find(layer);
+  return it == T_.end() ? nullptr : it->second;
+}
+
+void H1bCodec::adopt(int layer, std::shared_ptr<const TrainedLayer> state) {
+  T_[layer] = adopted_state<H1bTrained>(std::move(state), p_, layer);
 }
 
 std::unique_ptr<EncodedLayer> H1bCodec::encode(int layer, const LayerKV& kv, const EncodedLayer* prev,
@@ -176,16 +201,16 @@ std::unique_ptr<EncodedLayer> H1bCodec::encode(int layer, const LayerKV& kv, con
               "h1b: the temp variant needs fit() on calibration data for layer {} before encode (or set "
               "params.temperature)",
               layer);
-    T = it->second;
+    T = it->second->T;
   }
-  return fn_(p_, T, kv, ctx);
+  return fn_(p_, T, projection(ctx.seed, kv.head_dim), kv, ctx);
 }
 
 Json H1bCodec::report() const {
   Json j{{"label", p_.label()}, {"implementation", impl_}, {"variant", p_.variant}};
   if (!p_.angle()) {
     Json t = Json::object();
-    for (const auto& [l, T] : T_) t[std::to_string(l)] = T;
+    for (const auto& [l, s] : T_) t[std::to_string(l)] = s->T;
     j["temperature"] = p_.temperature > 0 ? Json(p_.temperature) : t;
   }
   return j;

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <numeric>
 
 #include "codecs/common/baseline.h"
@@ -78,6 +79,24 @@ std::vector<ParamSpec> qjl_param_specs() {
   };
 }
 
+std::unique_ptr<EncodedLayer> QjlCodec::encode(int layer, const LayerKV& kv, const EncodedLayer* prev,
+                                               const CodecContext& ctx) const {
+  (void)prev;
+  check_layer(kv, p_.label());
+  p_.check(kv.head_dim);
+  const int set = layer < p_.initial_layers ? 0 : 1;
+  auto P = proj_.get(qjl_projection_seed(ctx.seed, set), std::max(p_.m_for(layer), p_.mo_for(layer)), kv.head_dim,
+                     true);
+  return fn_(p_, layer, std::move(P), kv, ctx);
+}
+
+CodecFactory qjl_factory(QjlEncodeFn fn, std::string impl) {
+  return checked_factory(qjl_param_specs(), "qjl", [](const Json& j) { return QjlParams::from_json(j); },
+                         [fn, impl = std::move(impl)](QjlParams p) {
+                           return std::make_unique<QjlCodec>(std::move(p), fn, impl);
+                         });
+}
+
 namespace {
 
 /// Outlier channels for a head_dim: the paper's 8 at head_dim 128, scaled as head_dim/16 below (GPT-2 and
@@ -138,10 +157,10 @@ CodecEntry qjl_entry() {
     return out;
   };
   e.label = fn_label<QjlParams>(qjl_param_specs(), "qjl");
-  e.make_cpu = qjl_make_cpu;
-  e.make_ref = qjl_make_ref;
+  e.make_cpu = qjl_factory(qjl_encode_cpu, "cpu");
+  e.make_ref = qjl_factory(qjl_encode_ref, "ref");
 #ifdef KVB_WITH_CUDA
-  e.make_cuda = qjl_make_cuda;
+  e.make_cuda = qjl_factory(qjl_encode_cuda, "cuda");
 #endif
   return e;
 }

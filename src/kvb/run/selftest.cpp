@@ -127,14 +127,14 @@ SelftestResult run_selftest_case(const SelftestCase& c, const std::string& devic
     auto ca = cuda ? e->make_cuda(params, shape) : e->make_cpu(params, shape);
     auto cb = cuda ? e->make_cpu(params, shape) : e->make_ref(params, shape);
     if (e->info.trainable) {
-      // Both sides fit on the same calibration cache, another seed than the evaluated one (at most 1024
+      // The tested side fits on a calibration cache of another seed than the evaluated one (at most 1024
       // tokens: the checks compare two backends from one fitted state, whatever its quality).
       SelftestCase cc = c;
       cc.seed = derive_seed(c.seed, {0xca1});
       cc.tokens = std::min<int64_t>(c.tokens, 1024);
       const LayerKV calib = make_cache(cc);
       ca->fit(0, {&calib}, ctx);
-      cb->fit(0, {&calib}, ctx);
+      fit_like(*cb, *ca, 0, {&calib}, ctx);  // one training: cb encodes from ca's trained state
     }
     a = ca->encode(0, kv, nullptr, ctx);
     b = cb->encode(0, kv, nullptr, ctx);
