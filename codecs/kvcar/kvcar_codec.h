@@ -73,7 +73,9 @@ struct KvcarParams {
   double leaky_slope = 0.01;
   bool decode_once = false;  ///< decode=once: decode each head once per layer and keep it (fidelity sweeps)
 
-  static KvcarParams from_json(const Json& p);
+  /// The parameters, each bound to its field; from_json reads a resolved parameter object.
+  static const ParamTable<KvcarParams>& table();
+  static KvcarParams from_json(const Json& resolved) { return table().from_json(resolved); }
   bool operator==(const KvcarParams&) const = default;
   /// Whether a model trained with these parameters is the one `o` trains: everything but the latent
   /// storage (int8) and the decode schedule, which act after training on the same model.

@@ -11,20 +11,37 @@
 
 namespace kvb::codecs {
 
-KvcarParams KvcarParams::from_json(const Json& j) {
-  KvcarParams p;
-  p.ratio = j.at("ratio").get<double>();
-  p.hidden = j.at("hidden").get<double>();
-  p.int8 = j.at("int8").get<bool>();
-  p.reuse_heads = j.at("reuse_heads").get<int>();
-  p.loss = j.at("loss").get<std::string>() == "l1" ? KvcarLoss::kL1 : KvcarLoss::kMse;
-  p.epochs = j.at("epochs").get<int>();
-  p.batch = j.at("batch").get<int>();
-  p.lr = j.at("lr").get<double>();
-  p.max_calib_tokens = j.at("max_calib_tokens").get<int>();
-  p.leaky_slope = j.at("leaky_slope").get<double>();
-  p.decode_once = j.at("decode").get<std::string>() == "once";
-  return p;
+const ParamTable<KvcarParams>& KvcarParams::table() {
+  using P = KvcarParams;
+  static const ParamTable<P> t({
+      bind(ParamSpec::Float("ratio", 0.5, 1e-6, 1.0,
+                            "d_lat / D_s: latent width over the stored heads' width (d_lat = ceil(ratio·D_s)); 0.5 "
+                            "fits the paper's savings arithmetic"),
+           &P::ratio),
+      bind(ParamSpec::Float("hidden", 0.5, 1e-6, 4.0, "h / D_s: hidden width of encoder and decoder (h >= d_lat)"),
+           &P::hidden),
+      bind(ParamSpec::Bool("int8", false, "int8 latent with a per-token float32 scale and minimum (else fp16)"),
+           &P::int8),
+      bind(ParamSpec::Int("reuse_heads", 0, 0, 4096,
+                          "r: per layer, the r KV heads closest (normalized L1, calibration data) to the same head of "
+                          "the previous layer are not stored and read that layer's reconstruction"),
+           &P::reuse_heads),
+      bind_choice(ParamSpec::Choice("loss", "mse", {"mse", "l1"}, "reconstruction loss on standardized K/V rows"),
+                  &P::loss, {{"mse", KvcarLoss::kMse}, {"l1", KvcarLoss::kL1}}),
+      bind(ParamSpec::Int("epochs", 4, 1, 100000, "training epochs over the calibration tokens"), &P::epochs),
+      bind(ParamSpec::Int("batch", 128, 2, 1 << 20, "mini-batch rows (BatchNorm batch statistics)"), &P::batch),
+      bind(ParamSpec::Float("lr", 3e-3, 1e-9, 10.0, "Adam learning rate"), &P::lr),
+      bind(ParamSpec::Int("max_calib_tokens", 1024, 1, 1 << 30,
+                          "calibration tokens per layer (evenly strided over the calibration sequences)"),
+           &P::max_calib_tokens),
+      bind(ParamSpec::Float("leaky_slope", 0.01, 0.0, 1.0, "LeakyReLU negative slope"), &P::leaky_slope),
+      bind_choice(ParamSpec::Choice("decode", "every_call", {"every_call", "once"},
+                                    "every_call: each scores/attend decodes all cached tokens (the paper's per-step "
+                                    "cost); once: each head decoded on first use and kept (identical outputs; for "
+                                    "fidelity sweeps, not counted as storage, throughput then excludes the decoder)"),
+                  &P::decode_once, {{"every_call", false}, {"once", true}}),
+  });
+  return t;
 }
 
 bool KvcarParams::trains_like(const KvcarParams& o) const {
@@ -181,30 +198,6 @@ class KvcarCodec final : public Codec {
   }
 };
 
-std::vector<ParamSpec> specs() {
-  return {
-      ParamSpec::Float("ratio", 0.5, 1e-6, 1.0,
-                       "d_lat / D_s: latent width over the stored heads' width (d_lat = ceil(ratio·D_s)); 0.5 fits "
-                       "the paper's savings arithmetic"),
-      ParamSpec::Float("hidden", 0.5, 1e-6, 4.0, "h / D_s: hidden width of encoder and decoder (h >= d_lat)"),
-      ParamSpec::Bool("int8", false, "int8 latent with a per-token float32 scale and minimum (else fp16)"),
-      ParamSpec::Int("reuse_heads", 0, 0, 4096,
-                     "r: per layer, the r KV heads closest (normalized L1, calibration data) to the same head of the "
-                     "previous layer are not stored and read that layer's reconstruction"),
-      ParamSpec::Choice("loss", "mse", {"mse", "l1"}, "reconstruction loss on standardized K/V rows"),
-      ParamSpec::Int("epochs", 4, 1, 100000, "training epochs over the calibration tokens"),
-      ParamSpec::Int("batch", 128, 2, 1 << 20, "mini-batch rows (BatchNorm batch statistics)"),
-      ParamSpec::Float("lr", 3e-3, 1e-9, 10.0, "Adam learning rate"),
-      ParamSpec::Int("max_calib_tokens", 1024, 1, 1 << 30,
-                     "calibration tokens per layer (evenly strided over the calibration sequences)"),
-      ParamSpec::Float("leaky_slope", 0.01, 0.0, 1.0, "LeakyReLU negative slope"),
-      ParamSpec::Choice("decode", "every_call", {"every_call", "once"},
-                        "every_call: each scores/attend decodes all cached tokens (the paper's per-step cost); "
-                        "once: each head decoded on first use and kept (identical outputs; for fidelity sweeps, "
-                        "not counted as storage, throughput then excludes the decoder)"),
-  };
-}
-
 /// Bits per element of one KV head (D = head_dim, nothing reused): an upper bound for wider layers, whose
 /// d_lat = ceil(ratio·D) rounds up by less per head and whose int8 metadata spreads over more elements.
 double candidate_bits(double ratio, bool int8, int head_dim) {
@@ -224,7 +217,7 @@ CodecEntry kvcar_entry() {
                    "calibration tokens with a reconstruction loss, fp16/int8 latents, cross-layer head reuse";
   e.info.paper = "KV-CAR, arXiv 2512.06727";
   e.info.trainable = true;
-  e.info.params = specs();
+  e.info.params = KvcarParams::table().specs();
   e.info.budget_rule =
       "b_eff = 16·d_lat/D (fp16 latent) or 8·d_lat/D + 64/D (int8 latent and per-token float32 scale and minimum), "
       "d_lat = ceil(ratio·D); candidates ratio 1/2, 1/4, 1/8 x int8 off/on, with bits stated for one KV head "
@@ -255,15 +248,13 @@ CodecEntry kvcar_entry() {
       }
     return out;
   };
-  e.label = fn_label<KvcarParams>(e.info.params, "kvcar");
-  auto factory = [sp = e.info.params](KvcarEncodeFn fn, bool cpu, std::string impl) -> CodecFactory {
-    return checked_factory(sp, "kvcar", [](const Json& j) { return KvcarParams::from_json(j); },
-                           [fn, cpu, impl](KvcarParams p, const ModelShape& shape) {
-                             KVB_CHECK(shape.n_kv_heads <= 0 || p.reuse_heads <= shape.n_kv_heads, Unsupported,
-                                       "{}: reuse_heads {} exceeds n_kv_heads {}", p.label(), p.reuse_heads,
-                                       shape.n_kv_heads);
-                             return std::make_unique<KvcarCodec>(p, fn, cpu, impl);
-                           });
+  e.label = codec_label(KvcarParams::table(), "kvcar");
+  auto factory = [](KvcarEncodeFn fn, bool cpu, std::string impl) -> CodecFactory {
+    return codec_factory(KvcarParams::table(), "kvcar", [fn, cpu, impl](KvcarParams p, const ModelShape& shape) {
+      KVB_CHECK(shape.n_kv_heads <= 0 || p.reuse_heads <= shape.n_kv_heads, Unsupported,
+                "{}: reuse_heads {} exceeds n_kv_heads {}", p.label(), p.reuse_heads, shape.n_kv_heads);
+      return std::make_unique<KvcarCodec>(p, fn, cpu, impl);
+    });
   };
   e.make_cpu = factory(kvcar_encode_cpu, true, "cpu");
   e.make_ref = factory(kvcar_encode_ref, false, "ref");

@@ -11,15 +11,24 @@
 
 namespace kvb::codecs {
 
-LookatParams LookatParams::from_json(const Json& p) {
-  LookatParams r;
-  r.subspaces = p.at("subspaces").get<int>();
-  r.nbits = p.at("nbits").get<int>();
-  r.values = p.at("values").get<std::string>();
-  r.value_group = p.at("value_group").get<int>();
-  r.iters = p.at("iters").get<int>();
-  r.train_points = p.at("train_points").get<int>();
-  return r;
+const ParamTable<LookatParams>& LookatParams::table() {
+  using P = LookatParams;
+  static const ParamTable<P> t({
+      bind(ParamSpec::Int("subspaces", 4, 1, 4096, "m: key subspaces of head_dim/m channels, one uint8 code each"),
+           &P::subspaces),
+      bind(ParamSpec::Int("nbits", 8, 1, 8, "log2 of the centroids per subspace (K = 2^nbits; codes take a byte)"),
+           &P::nbits),
+      bind(ParamSpec::Choice("values", "fp16", {"fp16", "int8", "int4"},
+                             "value storage: fp16 (the paper) or per-token asymmetric int8/int4 (harness extension)"),
+           &P::values),
+      bind(ParamSpec::Int("value_group", 32, 1, 4096, "channels per fp16 (scale, min) of int values; divides head_dim"),
+           &P::value_group),
+      bind(ParamSpec::Int("iters", 25, 0, 1000, "Lloyd iterations after k-means++ seeding"), &P::iters),
+      bind(ParamSpec::Int("train_points", 16384, 1, 1 << 24,
+                          "calibration keys sampled per (layer, KV head) for k-means (all when fewer)"),
+           &P::train_points),
+  });
+  return t;
 }
 
 void LookatParams::check(int head_dim) const {
@@ -151,11 +160,10 @@ class LookatCodec final : public Codec {
   std::map<int, std::shared_ptr<const LookatTrained>> layers_;
 };
 
-CodecFactory lookat_factory(std::vector<ParamSpec> specs, LookatCodec::EncodeFn fn, std::string impl) {
-  return checked_factory(std::move(specs), "lookat", [](const Json& j) { return LookatParams::from_json(j); },
-                         [fn, impl = std::move(impl)](LookatParams p) {
-                           return std::make_unique<LookatCodec>(std::move(p), fn, impl);
-                         });
+CodecFactory lookat_factory(LookatCodec::EncodeFn fn, std::string impl) {
+  return codec_factory(LookatParams::table(), "lookat", [fn, impl = std::move(impl)](LookatParams p) {
+    return std::make_unique<LookatCodec>(std::move(p), fn, impl);
+  });
 }
 
 }  // namespace
@@ -172,16 +180,7 @@ CodecEntry lookat_entry() {
       "b_eff = (8·m + value bits per token) / (2·head_dim), codebooks (K·head_dim fp16 per layer and KV head) "
       "reported as fixed bytes; candidates m in {head_dim/32, /16, /8} (dividing head_dim, at least 1) "
       "with values fp16 (the paper), int8 or int4 (groups of gcd(head_dim, 32) channels, the extension).";
-  e.info.params = {
-      ParamSpec::Int("subspaces", 4, 1, 4096, "m: key subspaces of head_dim/m channels, one uint8 code each"),
-      ParamSpec::Int("nbits", 8, 1, 8, "log2 of the centroids per subspace (K = 2^nbits; codes take a byte)"),
-      ParamSpec::Choice("values", "fp16", {"fp16", "int8", "int4"},
-                        "value storage: fp16 (the paper) or per-token asymmetric int8/int4 (harness extension)"),
-      ParamSpec::Int("value_group", 32, 1, 4096, "channels per fp16 (scale, min) of int values; divides head_dim"),
-      ParamSpec::Int("iters", 25, 0, 1000, "Lloyd iterations after k-means++ seeding"),
-      ParamSpec::Int("train_points", 16384, 1, 1 << 24,
-                     "calibration keys sampled per (layer, KV head) for k-means (all when fewer)"),
-  };
+  e.info.params = LookatParams::table().specs();
   e.info.presets = {
       {"paper-2", Json{{"subspaces", 2}, {"values", "fp16"}}},
       {"paper-4", Json{{"subspaces", 4}, {"values", "fp16"}}},
@@ -210,11 +209,11 @@ CodecEntry lookat_entry() {
       }
     return out;
   };
-  e.label = fn_label<LookatParams>(e.info.params, "lookat");
-  e.make_cpu = lookat_factory(e.info.params, lookat_encode_cpu, "cpu");
-  e.make_ref = lookat_factory(e.info.params, lookat_encode_ref, "ref");
+  e.label = codec_label(LookatParams::table(), "lookat");
+  e.make_cpu = lookat_factory(lookat_encode_cpu, "cpu");
+  e.make_ref = lookat_factory(lookat_encode_ref, "ref");
 #ifdef KVB_WITH_CUDA
-  e.make_cuda = lookat_factory(e.info.params, lookat_encode_cuda, "cuda");
+  e.make_cuda = lookat_factory(lookat_encode_cuda, "cuda");
 #endif
   return e;
 }

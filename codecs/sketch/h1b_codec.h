@@ -31,7 +31,6 @@ struct H1bParams {
   int value_group = 0;  ///< 0 = head_dim (one (scale, min) per token)
   double temperature = 0;  ///< temp variant: 0 = fit on calibration data
 
-  static H1bParams from_json(const Json& p);
   bool operator==(const H1bParams&) const = default;
   /// Whether a temperature fitted with these parameters is the one `o` fits: everything but the value
   /// storage, which the fit does not look at.
@@ -48,7 +47,7 @@ struct H1bParams {
   }
 };
 
-std::vector<ParamSpec> h1b_param_specs();
+const ParamTable<H1bParams>& h1b_params();
 /// The projection's seed (shared by every layer and head).
 uint64_t h1b_projection_seed(uint64_t seed);
 

@@ -12,16 +12,6 @@ namespace kvb::codecs {
 
 uint64_t h1b_projection_seed(uint64_t seed) { return derive_seed(seed, {0x683162ull /* "h1b" */}); }
 
-H1bParams H1bParams::from_json(const Json& p) {
-  H1bParams h;
-  h.bits = p.at("sketch_bits").get<int>();
-  h.variant = p.at("variant").get<std::string>();
-  h.value_bits = p.at("value_bits").get<int>();
-  h.value_group = p.at("value_group").get<int>();
-  h.temperature = p.at("temperature").get<double>();
-  return h;
-}
-
 bool H1bParams::trains_like(const H1bParams& o) const {
   H1bParams a = *this;
   a.value_bits = o.value_bits;
@@ -44,18 +34,25 @@ std::string H1bParams::label() const {
   return s;
 }
 
-std::vector<ParamSpec> h1b_param_specs() {
-  return {
-      ParamSpec::Int("sketch_bits", 256, 8, 1 << 16,
-                     "b: sign-sketch bits per key and KV head (a multiple of 8); b/head_dim is the key-bit knob"),
-      ParamSpec::Choice("variant", "angle", {"angle", "temp"},
-                        "angle: training-free SimHash angle estimate with a stored fp16 ||k|| (default); temp: "
-                        "(1 - 2h/b)/T with T fitted on calibration data (the paper's form, without its fine-tuning)"),
-      ParamSpec::Int("value_bits", 4, 1, 8, "bits per value code (the paper: 4)"),
-      ParamSpec::Int("value_group", 0, 0, 4096,
-                     "channels per value (fp16 scale, fp16 min) group; 0 = head_dim (one pair per token)"),
-      ParamSpec::Float("temperature", 0.0, 0.0, 1e6, "temp variant: T; 0 = fit per layer on calibration data"),
-  };
+const ParamTable<H1bParams>& h1b_params() {
+  using P = H1bParams;
+  static const ParamTable<P> table({
+      bind(ParamSpec::Int("sketch_bits", 256, 8, 1 << 16,
+                          "b: sign-sketch bits per key and KV head (a multiple of 8); b/head_dim is the key-bit knob"),
+           &P::bits),
+      bind(ParamSpec::Choice("variant", "angle", {"angle", "temp"},
+                             "angle: training-free SimHash angle estimate with a stored fp16 ||k|| (default); temp: "
+                             "(1 - 2h/b)/T with T fitted on calibration data (the paper's form, without its "
+                             "fine-tuning)"),
+           &P::variant),
+      bind(ParamSpec::Int("value_bits", 4, 1, 8, "bits per value code (the paper: 4)"), &P::value_bits),
+      bind(ParamSpec::Int("value_group", 0, 0, 4096,
+                          "channels per value (fp16 scale, fp16 min) group; 0 = head_dim (one pair per token)"),
+           &P::value_group),
+      bind(ParamSpec::Float("temperature", 0.0, 0.0, 1e6, "temp variant: T; 0 = fit per layer on calibration data"),
+           &P::temperature),
+  });
+  return table;
 }
 
 namespace {
@@ -217,10 +214,9 @@ Json H1bCodec::report() const {
 }
 
 CodecFactory h1b_factory(H1bEncodeFn fn, std::string impl) {
-  return checked_factory(h1b_param_specs(), "h1b", [](const Json& j) { return H1bParams::from_json(j); },
-                         [fn, impl = std::move(impl)](H1bParams p) {
-                           return std::make_unique<H1bCodec>(std::move(p), fn, impl);
-                         });
+  return codec_factory(h1b_params(), "h1b", [fn, impl = std::move(impl)](H1bParams p) {
+    return std::make_unique<H1bCodec>(std::move(p), fn, impl);
+  });
 }
 
 CodecEntry h1b_entry() {
@@ -235,7 +231,7 @@ CodecEntry h1b_entry() {
       "b_eff = (sketch_bits + 16 [angle: fp16 ||k||] + head_dim·value_bits + 32·head_dim/group) / (2·head_dim), group = "
       "value_group or head_dim; candidates sketch_bits ∈ {2, 1, 1/2, 4}·head_dim (multiples of 8, the paper's 256 = "
       "2·head_dim first), angle variant, 4-bit values, one group per token.";
-  e.info.params = h1b_param_specs();
+  e.info.params = h1b_params().specs();
   e.info.presets = {
       {"paper", Json{{"sketch_bits", 256}, {"variant", "temp"}, {"value_bits", 4}, {"value_group", 0}}},
       {"tf-angle", Json{{"sketch_bits", 256}, {"variant", "angle"}, {"value_bits", 4}, {"value_group", 0}}},
@@ -260,7 +256,7 @@ CodecEntry h1b_entry() {
     }
     return out;
   };
-  e.label = fn_label<H1bParams>(h1b_param_specs(), "h1b");
+  e.label = codec_label(h1b_params(), "h1b");
   e.make_cpu = h1b_factory(h1b_encode_cpu, "cpu");
   e.make_ref = h1b_factory(h1b_encode_ref, "ref");
 #ifdef KVB_WITH_CUDA

@@ -41,7 +41,6 @@ struct QjlParams {
   int m_initial = 512;
   int m_outlier_initial = 128;
 
-  static QjlParams from_json(const Json& p);
   void check(int head_dim) const;
   std::string label() const;
 
@@ -61,7 +60,7 @@ struct QjlParams {
   }
 };
 
-std::vector<ParamSpec> qjl_param_specs();
+const ParamTable<QjlParams>& qjl_params();
 uint64_t qjl_projection_seed(uint64_t seed, int layer_set);
 
 /// Encoders: P is the projection of the layer's set (QjlCodec::encode picks it: qjl_projection_seed of the

@@ -321,5 +321,17 @@ TEST(Kvcar, DecodeOnceEqualsEveryCall) {
   }
 }
 
+// The parameter table reads and writes every field, the choices (loss, decode) included.
+TEST(Kvcar, ParameterTableRoundTrips) {
+  const CodecEntry& e = registry().at("kvcar");
+  for (const Json& given : {Json::object(), Json{{"loss", "l1"}, {"decode", "once"}, {"int8", true}, {"ratio", 0.25}}}) {
+    const Json r = resolve_params(e.info.params, given, "kvcar");
+    const KvcarParams p = KvcarParams::from_json(r);
+    EXPECT_EQ(KvcarParams::table().to_json(p), r);
+    EXPECT_EQ(p.loss == KvcarLoss::kL1, given.contains("loss"));
+    EXPECT_EQ(p.decode_once, given.contains("decode"));
+  }
+}
+
 }  // namespace
 }  // namespace kvb::test

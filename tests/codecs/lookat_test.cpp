@@ -355,5 +355,15 @@ TEST(Lookat, AdoptsTheTrainedStateOfAnotherImplementation) {
   EXPECT_THROW(registry().at("int").make_cpu(Json::object(), s.eval.shape)->adopt(0, cpu->trained(0)), UsageError);
 }
 
+// The parameter table reads and writes every field: defaults and every budget candidate round-trip.
+TEST(Lookat, ParameterTableRoundTrips) {
+  const CodecEntry& e = lookat();
+  EXPECT_EQ(codecs::LookatParams::table().specs().size(), e.info.params.size());
+  for (const auto& c : e.candidates(128)) {
+    const Json r = resolve_params(e.info.params, c.params, "lookat");
+    EXPECT_EQ(codecs::LookatParams::table().to_json(codecs::LookatParams::from_json(r)), r);
+  }
+}
+
 }  // namespace
 }  // namespace kvb::test

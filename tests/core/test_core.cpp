@@ -181,4 +181,29 @@ TEST(Hash, Fnv1a) {
   EXPECT_EQ(kvb::fnv1a_floats(x, 2), kvb::fnv1a_mix(kvb::fnv1a_mix(kvb::kFnvOffset, 0x3f800000u), 0xc0000000u));
 }
 
+// A ParamTable binds each spec to its field: specs in declaration order, from_json and to_json inverse to
+// each other, and a choice mapping that misses a choice is refused where it is declared.
+TEST(Params, TableBindsSpecsToFields) {
+  enum class Mode { kA, kB };
+  struct P {
+    int n = 0;
+    double x = 0;
+    bool flag = false;
+    Mode mode = Mode::kA;
+  };
+  const kvb::ParamTable<P> t({kvb::bind(specs()[0], &P::n), kvb::bind(specs()[1], &P::x),
+                              kvb::bind(specs()[2], &P::flag),
+                              kvb::bind_choice(specs()[3], &P::mode, {{"a", Mode::kA}, {"b", Mode::kB}})});
+  ASSERT_EQ(t.specs().size(), 4u);
+  EXPECT_EQ(t.specs()[3].name, "mode");
+  const Json r = kvb::resolve_params(t.specs(), Json::parse(R"({"n": 7, "flag": true, "mode": "b"})"), "p");
+  const P p = t.from_json(r);
+  EXPECT_EQ(p.n, 7);
+  EXPECT_EQ(p.x, 0.5);
+  EXPECT_TRUE(p.flag);
+  EXPECT_EQ(p.mode, Mode::kB);
+  EXPECT_EQ(t.to_json(p), r);
+  EXPECT_THROW(kvb::bind_choice(specs()[3], &P::mode, {{"a", Mode::kA}}), std::logic_error);
+}
+
 }  // namespace
