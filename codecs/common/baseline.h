@@ -13,9 +13,22 @@
 
 #include "kernels/cpu/row_kernels.h"
 #include "kvb/core/codec.h"
+#include "kvb/core/error.h"
 #include "kvb/core/registry.h"
 
 namespace kvb::codecs {
+
+/// A state given to Codec::adopt as the codec's own type S, whose `fitted_with` (the parameters that trained
+/// it) must train the same model as `p` (P::trains_like). Throws UsageError otherwise.
+template <class S, class P>
+std::shared_ptr<const S> adopted_state(std::shared_ptr<const TrainedLayer> state, const P& p, int layer) {
+  auto s = std::dynamic_pointer_cast<const S>(std::move(state));
+  KVB_CHECK(s != nullptr, UsageError, "{}: adopt of layer {}: not a trained state of this codec", p.label(), layer);
+  KVB_CHECK(s->fitted_with.trains_like(p), UsageError,
+            "{}: adopt of layer {}: the state was trained with other parameters ({})", p.label(), layer,
+            s->fitted_with.label());
+  return s;
+}
 
 /// Throws DataError unless `kv` is a non-empty [kv_heads, tokens, head_dim] cache whose k and v hold
 /// exactly that many floats. `codec` names the codec in the message.
@@ -215,44 +228,37 @@ class FnCodec final : public Codec {
   std::string impl_;
 };
 
-/// The factory every codec's entry uses: resolves the JSON against `specs` (defaults filled; messages name
-/// `name`.params), builds the parameter struct with make_params(resolved), checks it against the model's
-/// head_dim when known (P::check throws Unsupported), and returns make_codec(std::move(p)), or
+/// The factory of every codec entry: `table` resolves the JSON (defaults filled; messages name `name`.params)
+/// and builds the parameter struct (from `base`, for fields no parameter sets), which is checked against the
+/// model's head_dim when known (P::check throws Unsupported); returns make_codec(std::move(p)), or
 /// make_codec(std::move(p), shape) for codecs with further checks against the model's shape.
-template <class MakeParams, class MakeCodec>
-CodecFactory checked_factory(std::vector<ParamSpec> specs, std::string name, MakeParams make_params,
-                             MakeCodec make_codec) {
-  return [specs = std::move(specs), name = std::move(name), make_params, make_codec](
+template <class P, class MakeCodec>
+CodecFactory codec_factory(ParamTable<P> table, std::string name, MakeCodec make_codec, P base = P{}) {
+  return [table = std::move(table), name = std::move(name), make_codec, base](
              const Json& params, const ModelShape& shape) -> std::unique_ptr<Codec> {
-    auto p = make_params(resolve_params(specs, params, name + ".params"));
+    P p = table.from_json(resolve_params(table.specs(), params, name + ".params"), base);
     if (shape.head_dim > 0) p.check(shape.head_dim);
-    if constexpr (std::is_invocable_v<MakeCodec, decltype(p), const ModelShape&>)
+    if constexpr (std::is_invocable_v<MakeCodec, P, const ModelShape&>)
       return make_codec(std::move(p), shape);
     else
       return make_codec(std::move(p));
   };
 }
 
-/// The entry's label function: resolves (defaults filled), builds the parameters and asks them for a label.
-template <class MakeParams>
-std::function<std::string(const Json&)> params_label(std::vector<ParamSpec> specs, std::string name,
-                                                     MakeParams make_params) {
-  return [specs = std::move(specs), name = std::move(name), make_params](const Json& params) {
-    return make_params(resolve_params(specs, params, name + ".params")).label();
+/// The entry's label function over the same table: resolves (defaults filled), builds the parameters and
+/// asks them for their label.
+template <class P>
+std::function<std::string(const Json&)> codec_label(ParamTable<P> table, std::string name, P base = P{}) {
+  return [table = std::move(table), name = std::move(name), base](const Json& params) {
+    return table.from_json(resolve_params(table.specs(), params, name + ".params"), base).label();
   };
 }
 
-/// checked_factory for a FnCodec over P::from_json and `fn` (either FnCodec encode signature).
+/// codec_factory of a FnCodec over `fn` (either FnCodec encode signature).
 template <class P, class Fn>
-CodecFactory fn_factory(std::vector<ParamSpec> specs, std::string name, Fn fn, std::string impl) {
-  return checked_factory(std::move(specs), std::move(name), [](const Json& j) { return P::from_json(j); },
-                         [fn, impl = std::move(impl)](P p) { return std::make_unique<FnCodec<P>>(std::move(p), fn, impl); });
-}
-
-/// params_label over P::from_json.
-template <class P>
-std::function<std::string(const Json&)> fn_label(std::vector<ParamSpec> specs, std::string name) {
-  return params_label(std::move(specs), std::move(name), [](const Json& j) { return P::from_json(j); });
+CodecFactory fn_factory(ParamTable<P> table, std::string name, Fn fn, std::string impl) {
+  return codec_factory(std::move(table), std::move(name),
+                       [fn, impl = std::move(impl)](P p) { return std::make_unique<FnCodec<P>>(std::move(p), fn, impl); });
 }
 
 }  // namespace kvb::codecs

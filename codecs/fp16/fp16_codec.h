@@ -9,7 +9,6 @@
 namespace kvb::codecs {
 
 struct Fp16Params {
-  static Fp16Params from_json(const Json&) { return {}; }
   void check(int) const {}
   std::string label() const { return "fp16"; }
 };

@@ -13,11 +13,12 @@ CodecEntry fp16_entry() {
   e.info.budget_rule = "One configuration at 16 bits per element; a bits target below 16 is skipped.";
   e.info.notes = "values beyond ±65504 (possible in bf16/fp32 dumps) are stored as ±65504, never Inf";
   e.candidates = [](int) { return std::vector<Candidate>{{Json::object(), 16.0}}; };
-  e.label = fn_label<Fp16Params>(e.info.params, "fp16");
-  e.make_cpu = fn_factory<Fp16Params>(e.info.params, "fp16", fp16_encode_cpu, "cpu");
-  e.make_ref = fn_factory<Fp16Params>(e.info.params, "fp16", fp16_encode_ref, "ref");
+  const ParamTable<Fp16Params> table({});  // no parameters
+  e.label = codec_label(table, "fp16");
+  e.make_cpu = fn_factory(table, "fp16", fp16_encode_cpu, "cpu");
+  e.make_ref = fn_factory(table, "fp16", fp16_encode_ref, "ref");
 #ifdef KVB_WITH_CUDA
-  e.make_cuda = fn_factory<Fp16Params>(e.info.params, "fp16", fp16_encode_cuda, "cuda");
+  e.make_cuda = fn_factory(table, "fp16", fp16_encode_cuda, "cuda");
 #endif
   return e;
 }

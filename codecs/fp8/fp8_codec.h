@@ -11,11 +11,6 @@ namespace kvb::codecs {
 
 struct Fp8Params {
   kernels::fp8::Format format = kernels::fp8::Format::kE4M3;
-  static Fp8Params from_json(const Json& p) {
-    Fp8Params r;
-    r.format = p.at("format").get<std::string>() == "e5m2" ? kernels::fp8::Format::kE5M2 : kernels::fp8::Format::kE4M3;
-    return r;
-  }
   void check(int) const {}
   std::string label() const { return format == kernels::fp8::Format::kE4M3 ? "fp8-e4m3" : "fp8-e5m2"; }
 };

@@ -46,7 +46,6 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -74,7 +73,13 @@ struct KvcarParams {
   double leaky_slope = 0.01;
   bool decode_once = false;  ///< decode=once: decode each head once per layer and keep it (fidelity sweeps)
 
-  static KvcarParams from_json(const Json& p);
+  /// The parameters, each bound to its field; from_json reads a resolved parameter object.
+  static const ParamTable<KvcarParams>& table();
+  static KvcarParams from_json(const Json& resolved) { return table().from_json(resolved); }
+  bool operator==(const KvcarParams&) const = default;
+  /// Whether a model trained with these parameters is the one `o` trains: everything but the latent
+  /// storage (int8) and the decode schedule, which act after training on the same model.
+  bool trains_like(const KvcarParams& o) const;
   void check(int head_dim) const;
   std::string label() const;
   int latent_dim(int Ds) const;
@@ -125,7 +130,8 @@ double kvcar_eval_loss(const AeWeights& w, const float* X, int64_t n, KvcarLoss 
 struct CpuAe;  // folded float32 weights of the CPU path (kvcar_cpu.cpp)
 
 /// The fit of one layer.
-struct KvcarLayerModel {
+struct KvcarLayerModel final : TrainedLayer {
+  KvcarParams fitted_with;  ///< the parameters that trained it
   int layer = 0, kv_heads = 0, head_dim = 0;
   std::vector<int> stored;            ///< KV heads with latents, ascending
   std::vector<int> reused;            ///< KV heads read from layer−1, ascending
@@ -156,9 +162,8 @@ std::unique_ptr<EncodedLayer> kvcar_encode_ref(const KvcarParams& p, const Kvcar
                                                const LayerKV& kv, const EncodedLayer* prev, const CodecContext& ctx);
 
 /// Fit one layer (shared by cpu and ref): reuse ranking against `prev_calib` (the calibration caches of
-/// layer−1, or empty), then the K and V autoencoders. Memoized process-wide on (training parameters, seed,
-/// layer, calibration bytes): the fit is a deterministic function of them, and the registry tests fit the
-/// cpu and ref codecs (and int8 on/off candidates) on the same data.
+/// layer−1, or empty), then the K and V autoencoders. Deterministic in its inputs; the model is the layer's
+/// trained state (Codec::trained), which the cpu, ref and CUDA codecs share by adopt() instead of refitting.
 std::shared_ptr<const KvcarLayerModel> kvcar_fit_layer(const KvcarParams& p, int layer,
                                                        const std::vector<const LayerKV*>& calib,
                                                        const std::vector<LayerKV>& prev_calib, uint64_t seed);

@@ -11,20 +11,44 @@
 
 namespace kvb::codecs {
 
-KvcarParams KvcarParams::from_json(const Json& j) {
-  KvcarParams p;
-  p.ratio = j.at("ratio").get<double>();
-  p.hidden = j.at("hidden").get<double>();
-  p.int8 = j.at("int8").get<bool>();
-  p.reuse_heads = j.at("reuse_heads").get<int>();
-  p.loss = j.at("loss").get<std::string>() == "l1" ? KvcarLoss::kL1 : KvcarLoss::kMse;
-  p.epochs = j.at("epochs").get<int>();
-  p.batch = j.at("batch").get<int>();
-  p.lr = j.at("lr").get<double>();
-  p.max_calib_tokens = j.at("max_calib_tokens").get<int>();
-  p.leaky_slope = j.at("leaky_slope").get<double>();
-  p.decode_once = j.at("decode").get<std::string>() == "once";
-  return p;
+const ParamTable<KvcarParams>& KvcarParams::table() {
+  using P = KvcarParams;
+  static const ParamTable<P> t({
+      bind(ParamSpec::Float("ratio", 0.5, 1e-6, 1.0,
+                            "d_lat / D_s: latent width over the stored heads' width (d_lat = ceil(ratio·D_s)); 0.5 "
+                            "fits the paper's savings arithmetic"),
+           &P::ratio),
+      bind(ParamSpec::Float("hidden", 0.5, 1e-6, 4.0, "h / D_s: hidden width of encoder and decoder (h >= d_lat)"),
+           &P::hidden),
+      bind(ParamSpec::Bool("int8", false, "int8 latent with a per-token float32 scale and minimum (else fp16)"),
+           &P::int8),
+      bind(ParamSpec::Int("reuse_heads", 0, 0, 4096,
+                          "r: per layer, the r KV heads closest (normalized L1, calibration data) to the same head of "
+                          "the previous layer are not stored and read that layer's reconstruction"),
+           &P::reuse_heads),
+      bind_choice(ParamSpec::Choice("loss", "mse", {"mse", "l1"}, "reconstruction loss on standardized K/V rows"),
+                  &P::loss, {{"mse", KvcarLoss::kMse}, {"l1", KvcarLoss::kL1}}),
+      bind(ParamSpec::Int("epochs", 4, 1, 100000, "training epochs over the calibration tokens"), &P::epochs),
+      bind(ParamSpec::Int("batch", 128, 2, 1 << 20, "mini-batch rows (BatchNorm batch statistics)"), &P::batch),
+      bind(ParamSpec::Float("lr", 3e-3, 1e-9, 10.0, "Adam learning rate"), &P::lr),
+      bind(ParamSpec::Int("max_calib_tokens", 1024, 1, 1 << 30,
+                          "calibration tokens per layer (evenly strided over the calibration sequences)"),
+           &P::max_calib_tokens),
+      bind(ParamSpec::Float("leaky_slope", 0.01, 0.0, 1.0, "LeakyReLU negative slope"), &P::leaky_slope),
+      bind_choice(ParamSpec::Choice("decode", "every_call", {"every_call", "once"},
+                                    "every_call: each scores/attend decodes all cached tokens (the paper's per-step "
+                                    "cost); once: each head decoded on first use and kept (identical outputs; for "
+                                    "fidelity sweeps, not counted as storage, throughput then excludes the decoder)"),
+                  &P::decode_once, {{"every_call", false}, {"once", true}}),
+  });
+  return t;
+}
+
+bool KvcarParams::trains_like(const KvcarParams& o) const {
+  KvcarParams a = *this;
+  a.int8 = o.int8;
+  a.decode_once = o.decode_once;
+  return a == o;
 }
 
 void KvcarParams::check(int head_dim) const {
@@ -65,19 +89,33 @@ class KvcarCodec final : public Codec {
     KVB_CHECK(!calib.empty(), RuntimeError, "{}: fit of layer {} got no calibration cache", p_.label(), layer);
     for (const LayerKV* kv : calib) check_layer(*kv, p_.label());
     p_.check(calib[0]->head_dim);
+    // The reuse ranking compares with layer−1's calibration caches, which an adopted layer−1 did not leave.
+    KVB_CHECK(p_.reuse_heads == 0 || prev_layer_ != layer - 1 || !prev_adopted_, UsageError,
+              "{}: fit of layer {} after adopt of layer {}: the reuse ranking needs that layer's calibration caches "
+              "(fit every layer, or adopt every layer)",
+              p_.label(), layer, layer - 1);
     const std::vector<LayerKV> none;
-    KvcarFit f;
-    f.model = kvcar_fit_layer(p_, layer, calib, prev_layer_ == layer - 1 ? prev_calib_ : none, ctx.seed);
-    if (cpu_ && !f.model->stored.empty()) {
-      f.cpu_k = kvcar_fold_cpu(f.model->k);
-      f.cpu_v = kvcar_fold_cpu(f.model->v);
-    }
-    fits_[layer] = std::move(f);
+    set_model(layer, kvcar_fit_layer(p_, layer, calib, prev_layer_ == layer - 1 ? prev_calib_ : none, ctx.seed));
     // Keep this layer's calibration caches for the next layer's reuse ranking.
     prev_calib_.clear();
     if (p_.reuse_heads > 0)
       for (const LayerKV* kv : calib) prev_calib_.push_back(*kv);
     prev_layer_ = layer;
+    prev_adopted_ = false;
+  }
+
+  std::shared_ptr<const TrainedLayer> trained(int layer) const override {
+    const auto it = fits_.find(layer);
+    return it == fits_.end() ? nullptr : it->second.model;
+  }
+  void adopt(int layer, std::shared_ptr<const TrainedLayer> state) override {
+    auto m = adopted_state<KvcarLayerModel>(std::move(state), p_, layer);
+    KVB_CHECK(m->layer == layer, UsageError, "{}: adopt of layer {}: the state is layer {}'s", p_.label(), layer,
+              m->layer);
+    set_model(layer, std::move(m));
+    prev_calib_.clear();
+    prev_layer_ = layer;
+    prev_adopted_ = true;
   }
 
   std::unique_ptr<EncodedLayer> encode(int layer, const LayerKV& kv, const EncodedLayer* prev,
@@ -128,7 +166,7 @@ class KvcarCodec final : public Codec {
                 {"loss", p_.loss == KvcarLoss::kL1 ? "l1" : "mse"},
                 {"train_seconds_total", train_s},
                 {"train_seconds_note", "CPU seconds summed over the K and V trainings (run two at a time), "
-                                       "memoized fits (identical data and parameters) report their first run"},
+                                       "adopted layers (one codec's trained state handed to another) report the fit that trained them"},
                 {"ae_weight_bytes_total", fixed},
                 {"attend", p_.decode_once
                                ? "decode=once: each head decoded on first use and kept (NOT the paper's per-step "
@@ -146,31 +184,19 @@ class KvcarCodec final : public Codec {
   std::map<int, KvcarFit> fits_;
   std::vector<LayerKV> prev_calib_;
   int prev_layer_ = -2;
-};
+  bool prev_adopted_ = false;
 
-std::vector<ParamSpec> specs() {
-  return {
-      ParamSpec::Float("ratio", 0.5, 1e-6, 1.0,
-                       "d_lat / D_s: latent width over the stored heads' width (d_lat = ceil(ratio·D_s)); 0.5 fits "
-                       "the paper's savings arithmetic"),
-      ParamSpec::Float("hidden", 0.5, 1e-6, 4.0, "h / D_s: hidden width of encoder and decoder (h >= d_lat)"),
-      ParamSpec::Bool("int8", false, "int8 latent with a per-token float32 scale and minimum (else fp16)"),
-      ParamSpec::Int("reuse_heads", 0, 0, 4096,
-                     "r: per layer, the r KV heads closest (normalized L1, calibration data) to the same head of the "
-                     "previous layer are not stored and read that layer's reconstruction"),
-      ParamSpec::Choice("loss", "mse", {"mse", "l1"}, "reconstruction loss on standardized K/V rows"),
-      ParamSpec::Int("epochs", 4, 1, 100000, "training epochs over the calibration tokens"),
-      ParamSpec::Int("batch", 128, 2, 1 << 20, "mini-batch rows (BatchNorm batch statistics)"),
-      ParamSpec::Float("lr", 3e-3, 1e-9, 10.0, "Adam learning rate"),
-      ParamSpec::Int("max_calib_tokens", 1024, 1, 1 << 30,
-                     "calibration tokens per layer (evenly strided over the calibration sequences)"),
-      ParamSpec::Float("leaky_slope", 0.01, 0.0, 1.0, "LeakyReLU negative slope"),
-      ParamSpec::Choice("decode", "every_call", {"every_call", "once"},
-                        "every_call: each scores/attend decodes all cached tokens (the paper's per-step cost); "
-                        "once: each head decoded on first use and kept (identical outputs; for fidelity sweeps, "
-                        "not counted as storage, throughput then excludes the decoder)"),
-  };
-}
+  /// The layer's fit as the encoders see it: the model, and for the cpu (and CUDA) codec its folded weights.
+  void set_model(int layer, std::shared_ptr<const KvcarLayerModel> model) {
+    KvcarFit f;
+    f.model = std::move(model);
+    if (cpu_ && !f.model->stored.empty()) {
+      f.cpu_k = kvcar_fold_cpu(f.model->k);
+      f.cpu_v = kvcar_fold_cpu(f.model->v);
+    }
+    fits_[layer] = std::move(f);
+  }
+};
 
 /// Bits per element of one KV head (D = head_dim, nothing reused): an upper bound for wider layers, whose
 /// d_lat = ceil(ratio·D) rounds up by less per head and whose int8 metadata spreads over more elements.
@@ -191,7 +217,7 @@ CodecEntry kvcar_entry() {
                    "calibration tokens with a reconstruction loss, fp16/int8 latents, cross-layer head reuse";
   e.info.paper = "KV-CAR, arXiv 2512.06727";
   e.info.trainable = true;
-  e.info.params = specs();
+  e.info.params = KvcarParams::table().specs();
   e.info.budget_rule =
       "b_eff = 16·d_lat/D (fp16 latent) or 8·d_lat/D + 64/D (int8 latent and per-token float32 scale and minimum), "
       "d_lat = ceil(ratio·D); candidates ratio 1/2, 1/4, 1/8 x int8 off/on, with bits stated for one KV head "
@@ -222,15 +248,13 @@ CodecEntry kvcar_entry() {
       }
     return out;
   };
-  e.label = fn_label<KvcarParams>(e.info.params, "kvcar");
-  auto factory = [sp = e.info.params](KvcarEncodeFn fn, bool cpu, std::string impl) -> CodecFactory {
-    return checked_factory(sp, "kvcar", [](const Json& j) { return KvcarParams::from_json(j); },
-                           [fn, cpu, impl](KvcarParams p, const ModelShape& shape) {
-                             KVB_CHECK(shape.n_kv_heads <= 0 || p.reuse_heads <= shape.n_kv_heads, Unsupported,
-                                       "{}: reuse_heads {} exceeds n_kv_heads {}", p.label(), p.reuse_heads,
-                                       shape.n_kv_heads);
-                             return std::make_unique<KvcarCodec>(p, fn, cpu, impl);
-                           });
+  e.label = codec_label(KvcarParams::table(), "kvcar");
+  auto factory = [](KvcarEncodeFn fn, bool cpu, std::string impl) -> CodecFactory {
+    return codec_factory(KvcarParams::table(), "kvcar", [fn, cpu, impl](KvcarParams p, const ModelShape& shape) {
+      KVB_CHECK(shape.n_kv_heads <= 0 || p.reuse_heads <= shape.n_kv_heads, Unsupported,
+                "{}: reuse_heads {} exceeds n_kv_heads {}", p.label(), p.reuse_heads, shape.n_kv_heads);
+      return std::make_unique<KvcarCodec>(p, fn, cpu, impl);
+    });
   };
   e.make_cpu = factory(kvcar_encode_cpu, true, "cpu");
   e.make_ref = factory(kvcar_encode_ref, false, "ref");

@@ -1,6 +1,6 @@
 /// KV-CAR-proxy training (codecs.md §5.3): the autoencoder's forward and backward passes (Linear,
 /// BatchNorm with batch statistics and running averages, LeakyReLU), Adam, the reuse ranking and the
-/// memoized per-layer fit. Shared by the cpu and ref codecs: the fit is the codec's training procedure,
+/// per-layer fit. Shared by the cpu and ref codecs: the fit is the codec's training procedure,
 /// not its inference path, and both must run the same trained model for cpu-vs-ref to compare inference.
 // NOTE(kvcar): Eigen's own OpenMP GEMM threading is off in kvcar's files: kvcar parallelizes at a coarser
 // grain (K and V trainings side by side, the runner's queries), and small per-block products are slower
@@ -12,9 +12,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
-#include <map>
-#include <mutex>
 #include <numeric>
 
 #include <fmt/format.h>
@@ -382,15 +379,6 @@ std::vector<float> gather_rows(const std::vector<const LayerKV*>& calib, const s
   return X;
 }
 
-uint64_t hash_floats(uint64_t h, const std::vector<float>& v) {
-  for (float f : v) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    h = (h ^ u) * 0x100000001b3ull;
-  }
-  return mix64(h);
-}
-
 }  // namespace
 
 std::shared_ptr<const KvcarLayerModel> kvcar_fit_layer(const KvcarParams& p, int layer,
@@ -403,23 +391,8 @@ std::shared_ptr<const KvcarLayerModel> kvcar_fit_layer(const KvcarParams& p, int
               "kvcar: calibration caches of layer {} disagree in shape", layer);
   KVB_CHECK(p.reuse_heads <= H, Unsupported, "{}: reuse_heads {} exceeds n_kv_heads {}", p.label(), p.reuse_heads, H);
 
-  // Memo key: every input of the deterministic fit.
-  uint64_t hk = 0xcbf29ce484222325ull;
-  for (const LayerKV* kv : calib) hk = hash_floats(hash_floats(hk ^ static_cast<uint64_t>(kv->tokens), kv->k), kv->v);
-  for (const LayerKV& kv : prev_calib) hk = hash_floats(hash_floats(hk ^ static_cast<uint64_t>(kv.tokens), kv.k), kv.v);
-  const std::string key =
-      fmt::format("{:.17g}/{:.17g}/{}/{}/{}/{:.17g}/{}/{:.17g}/{}/{}/{}/{}/{}/{:x}", p.ratio, p.hidden,
-                  static_cast<int>(p.loss), p.epochs, p.batch, p.lr, p.max_calib_tokens, p.leaky_slope, p.reuse_heads,
-                  seed, layer, H, d, hk);
-  static std::mutex mu;
-  static std::map<std::string, std::shared_ptr<const KvcarLayerModel>> memo;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    const auto it = memo.find(key);
-    if (it != memo.end()) return it->second;
-  }
-
   auto m = std::make_shared<KvcarLayerModel>();
+  m->fitted_with = p;
   m->layer = layer, m->kv_heads = H, m->head_dim = d;
   // Reuse ranking: normalized L1 distance of each head to the same head of layer−1, K and V averaged.
   const bool can_rank = p.reuse_heads > 0 && !prev_calib.empty() && prev_calib.size() == calib.size() &&
@@ -465,11 +438,6 @@ std::shared_ptr<const KvcarLayerModel> kvcar_fit_layer(const KvcarParams& p, int
       else m->v = std::move(w), m->v_log = std::move(lg);
     }
   }
-  std::lock_guard<std::mutex> lock(mu);
-  // Bound the memory of long sweeps (a D = 1024 layer model holds ~25 MB of float64 weights): the fits
-  // that repeat (cpu and ref, int8 on/off of one ratio) follow each other, so a few entries suffice.
-  if (memo.size() >= 4) memo.clear();
-  memo[key] = m;
   return m;
 }
 

@@ -30,12 +30,23 @@ struct LookatParams {
   int iters = 25;             ///< Lloyd iterations after k-means++
   int train_points = 16384;   ///< calibration keys sampled per (layer, KV head) for k-means
 
-  static LookatParams from_json(const Json& p);
+  /// The parameters, each bound to its field; from_json reads a resolved parameter object.
+  static const ParamTable<LookatParams>& table();
+  static LookatParams from_json(const Json& resolved) { return table().from_json(resolved); }
+  bool operator==(const LookatParams&) const = default;
+  /// Whether codebooks trained with these parameters are the ones `o` trains: everything but the value
+  /// storage, which is encoded after training from the same codebooks.
+  bool trains_like(const LookatParams& o) const;
   void check(int head_dim) const;
   std::string label() const;
   int centroids() const { return 1 << nbits; }
   bool int_values() const { return values != "fp16"; }
-  int value_bits() const { return values == "int8" ? 8 : values == "int4" ? 4 : 16; }
+  int value_bits() const {
+    if (values == "fp16") return 16;
+    if (values == "int8") return 8;
+    KVB_CHECK(values == "int4", UsageError, "lookat: values \"{}\" is none of fp16, int8, int4", values);
+    return 4;
+  }
   /// Bytes per token per KV head, K and V together: m code bytes + the value row (+ its group params).
   double bytes_per_token(int head_dim) const;
   /// Codebook bytes per (layer, KV head): K·d fp16 values.

@@ -1,26 +1,34 @@
 /// lookat registry entry and its trainable Codec: per-layer codebooks from fit(), the calibration/evaluation
-/// overlap check, and a small process-wide cache of trained codebooks.
+/// overlap check, and the trained state (LookatTrained) the ref, CPU and CUDA encoders take.
 #include <algorithm>
-#include <cstring>
 #include <map>
-#include <mutex>
 #include <numeric>
 
 #include "codecs/common/baseline.h"
 #include "codecs/pq/lookat_codec.h"
+#include "kvb/core/hash.h"
 #include "kvb/core/rng.h"
 
 namespace kvb::codecs {
 
-LookatParams LookatParams::from_json(const Json& p) {
-  LookatParams r;
-  r.subspaces = p.at("subspaces").get<int>();
-  r.nbits = p.at("nbits").get<int>();
-  r.values = p.at("values").get<std::string>();
-  r.value_group = p.at("value_group").get<int>();
-  r.iters = p.at("iters").get<int>();
-  r.train_points = p.at("train_points").get<int>();
-  return r;
+const ParamTable<LookatParams>& LookatParams::table() {
+  using P = LookatParams;
+  static const ParamTable<P> t({
+      bind(ParamSpec::Int("subspaces", 4, 1, 4096, "m: key subspaces of head_dim/m channels, one uint8 code each"),
+           &P::subspaces),
+      bind(ParamSpec::Int("nbits", 8, 1, 8, "log2 of the centroids per subspace (K = 2^nbits; codes take a byte)"),
+           &P::nbits),
+      bind(ParamSpec::Choice("values", "fp16", {"fp16", "int8", "int4"},
+                             "value storage: fp16 (the paper) or per-token asymmetric int8/int4 (harness extension)"),
+           &P::values),
+      bind(ParamSpec::Int("value_group", 32, 1, 4096, "channels per fp16 (scale, min) of int values; divides head_dim"),
+           &P::value_group),
+      bind(ParamSpec::Int("iters", 25, 0, 1000, "Lloyd iterations after k-means++ seeding"), &P::iters),
+      bind(ParamSpec::Int("train_points", 16384, 1, 1 << 24,
+                          "calibration keys sampled per (layer, KV head) for k-means (all when fewer)"),
+           &P::train_points),
+  });
+  return t;
 }
 
 void LookatParams::check(int head_dim) const {
@@ -46,53 +54,33 @@ double LookatParams::bytes_per_token(int head_dim) const {
          4.0 * (head_dim / value_group);
 }
 
+bool LookatParams::trains_like(const LookatParams& o) const {
+  LookatParams a = *this;
+  a.values = o.values;
+  a.value_group = o.value_group;
+  return a == o;
+}
+
 namespace {
-
-/// 64-bit hash of a float array (its bit patterns), for the codebook cache and the overlap fingerprints.
-uint64_t hash_floats(const float* x, size_t n, uint64_t h) {
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t u;
-    std::memcpy(&u, x + i, 4);
-    h = (h ^ u) * 0x100000001b3ull;
-  }
-  return mix64(h);
-}
-
-/// Trained codebooks shared between codec instances with the same parameters, seed and calibration data
-/// (value options, the reference and the CPU path train identical codebooks; k-means is the costly part).
-class CodebookCache {
- public:
-  std::shared_ptr<const LookatCodebooks> get(uint64_t key) {
-    std::lock_guard<std::mutex> lock(mu_);
-    const auto it = map_.find(key);
-    return it == map_.end() ? nullptr : it->second;
-  }
-  void put(uint64_t key, std::shared_ptr<const LookatCodebooks> cb) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (map_.size() >= 256) map_.clear();  // bounded: a sweep over many layers re-trains rather than grows
-    map_[key] = std::move(cb);
-  }
-
- private:
-  std::mutex mu_;
-  std::map<uint64_t, std::shared_ptr<const LookatCodebooks>> map_;
-};
-
-CodebookCache& cache() {
-  static CodebookCache c;
-  return c;
-}
 
 /// Per-token fingerprints of a cache: a hash of the token's key rows over all KV heads.
 std::vector<uint64_t> token_hashes(const LayerKV& kv) {
   std::vector<uint64_t> h(static_cast<size_t>(kv.tokens));
   for (int64_t t = 0; t < kv.tokens; ++t) {
-    uint64_t x = 0xcbf29ce484222325ull;
-    for (int g = 0; g < kv.kv_heads; ++g) x = hash_floats(kv.k_head(g) + t * kv.head_dim, kv.head_dim, x);
+    uint64_t x = kFnvOffset;
+    for (int g = 0; g < kv.kv_heads; ++g) x = mix64(fnv1a_floats(kv.k_head(g) + t * kv.head_dim, kv.head_dim, x));
     h[t] = x;
   }
   return h;
 }
+
+/// One layer's trained state: the codebooks every encoder (ref, CPU, CUDA) takes, and the fingerprints of
+/// the calibration tokens for the overlap check.
+struct LookatTrained final : TrainedLayer {
+  LookatParams fitted_with;
+  LookatCodebooks cb;
+  std::vector<uint64_t> seen;  // token fingerprints of the calibration caches, sorted (8 bytes per token)
+};
 
 class LookatCodec final : public Codec {
  public:
@@ -103,29 +91,28 @@ class LookatCodec final : public Codec {
   void fit(int layer, const std::vector<const LayerKV*>& calib, const CodecContext& ctx) override {
     KVB_CHECK(!calib.empty(), DataError, "{}: fit of layer {} got no calibration caches", p_.label(), layer);
     const LayerKV& f = *calib.front();
-    uint64_t key = derive_seed(ctx.seed, {static_cast<uint64_t>(layer), static_cast<uint64_t>(p_.subspaces),
-                                          static_cast<uint64_t>(p_.nbits), static_cast<uint64_t>(p_.iters),
-                                          static_cast<uint64_t>(p_.train_points), static_cast<uint64_t>(f.kv_heads),
-                                          static_cast<uint64_t>(f.head_dim)});
-    Fit fitted;
+    auto fitted = std::make_shared<LookatTrained>();
+    fitted->fitted_with = p_;
     for (const LayerKV* kv : calib) {
       check_layer(*kv, p_.label());
       KVB_CHECK(kv->kv_heads == f.kv_heads && kv->head_dim == f.head_dim, DataError,
                 "{}: calibration caches of layer {} disagree in shape ([{}, *, {}] vs [{}, *, {}])", p_.label(), layer,
                 f.kv_heads, f.head_dim, kv->kv_heads, kv->head_dim);
-      key = hash_floats(kv->k.data(), kv->k.size(), key ^ static_cast<uint64_t>(kv->tokens));
       const auto th = token_hashes(*kv);
-      fitted.seen.insert(fitted.seen.end(), th.begin(), th.end());
+      fitted->seen.insert(fitted->seen.end(), th.begin(), th.end());
     }
-    std::sort(fitted.seen.begin(), fitted.seen.end());
+    std::sort(fitted->seen.begin(), fitted->seen.end());
     p_.check(f.head_dim);
-    auto cb = cache().get(key);
-    if (!cb) {
-      cb = std::make_shared<const LookatCodebooks>(pq::train(p_, calib, layer, ctx.seed));
-      cache().put(key, cb);
-    }
-    fitted.cb = std::move(cb);
+    fitted->cb = pq::train(p_, calib, layer, ctx.seed);
     layers_[layer] = std::move(fitted);
+  }
+
+  std::shared_ptr<const TrainedLayer> trained(int layer) const override {
+    const auto it = layers_.find(layer);
+    return it == layers_.end() ? nullptr : it->second;
+  }
+  void adopt(int layer, std::shared_ptr<const TrainedLayer> state) override {
+    layers_[layer] = adopted_state<LookatTrained>(std::move(state), p_, layer);
   }
 
   std::unique_ptr<EncodedLayer> encode(int layer, const LayerKV& kv, const EncodedLayer* prev,
@@ -137,7 +124,7 @@ class LookatCodec final : public Codec {
     KVB_CHECK(it != layers_.end(), UsageError,
               "{}: layer {} was not fitted (lookat trains its codebooks on calibration caches first: fit(layer, ...))",
               p_.label(), layer);
-    const LookatCodebooks& cb = *it->second.cb;
+    const LookatCodebooks& cb = it->second->cb;
     KVB_CHECK(cb.kv_heads == kv.kv_heads && cb.dsub * cb.m == kv.head_dim, DataError,
               "{}: layer {} was fitted on [{} KV heads, head_dim {}] but the cache is [{}, {}]", p_.label(), layer,
               cb.kv_heads, cb.dsub * cb.m, kv.kv_heads, kv.head_dim);
@@ -145,7 +132,7 @@ class LookatCodec final : public Codec {
     // of whose tokens' keys occur verbatim in the calibration caches (a shared first token, e.g. BOS at
     // position 0, is not an overlap).
     int64_t found = 0;
-    const auto& seen = it->second.seen;
+    const auto& seen = it->second->seen;
     for (uint64_t h : token_hashes(kv)) found += std::binary_search(seen.begin(), seen.end(), h) ? 1 : 0;
     // Unsupported: the runner records this cell as skipped with the reason; the other cells still run.
     KVB_CHECK(!(found >= 2 && 2 * found > kv.tokens), Unsupported,
@@ -159,29 +146,24 @@ class LookatCodec final : public Codec {
     Json j{{"label", p_.label()}, {"implementation", impl_}};
     Json layers = Json::object();
     for (const auto& [l, f] : layers_)
-      layers[std::to_string(l)] = Json{{"train_mse_per_key", f.cb->train_mse},
-                                       {"train_points_per_head", f.cb->train_points},
-                                       {"codebook_bytes_per_head", 2.0 * f.cb->m * f.cb->K * f.cb->dsub}};
+      layers[std::to_string(l)] = Json{{"train_mse_per_key", f->cb.train_mse},
+                                       {"train_points_per_head", f->cb.train_points},
+                                       {"codebook_bytes_per_head", 2.0 * f->cb.m * f->cb.K * f->cb.dsub}};
     j["fit"] = layers;
     return j;
   }
 
  private:
-  struct Fit {
-    std::shared_ptr<const LookatCodebooks> cb;
-    std::vector<uint64_t> seen;  // token fingerprints of the calibration caches, sorted (8 bytes per token)
-  };
   LookatParams p_;
   EncodeFn fn_;
   std::string impl_;
-  std::map<int, Fit> layers_;
+  std::map<int, std::shared_ptr<const LookatTrained>> layers_;
 };
 
-CodecFactory lookat_factory(std::vector<ParamSpec> specs, LookatCodec::EncodeFn fn, std::string impl) {
-  return checked_factory(std::move(specs), "lookat", [](const Json& j) { return LookatParams::from_json(j); },
-                         [fn, impl = std::move(impl)](LookatParams p) {
-                           return std::make_unique<LookatCodec>(std::move(p), fn, impl);
-                         });
+CodecFactory lookat_factory(LookatCodec::EncodeFn fn, std::string impl) {
+  return codec_factory(LookatParams::table(), "lookat", [fn, impl = std::move(impl)](LookatParams p) {
+    return std::make_unique<LookatCodec>(std::move(p), fn, impl);
+  });
 }
 
 }  // namespace
@@ -198,16 +180,7 @@ CodecEntry lookat_entry() {
       "b_eff = (8·m + value bits per token) / (2·head_dim), codebooks (K·head_dim fp16 per layer and KV head) "
       "reported as fixed bytes; candidates m in {head_dim/32, /16, /8} (dividing head_dim, at least 1) "
       "with values fp16 (the paper), int8 or int4 (groups of gcd(head_dim, 32) channels, the extension).";
-  e.info.params = {
-      ParamSpec::Int("subspaces", 4, 1, 4096, "m: key subspaces of head_dim/m channels, one uint8 code each"),
-      ParamSpec::Int("nbits", 8, 1, 8, "log2 of the centroids per subspace (K = 2^nbits; codes take a byte)"),
-      ParamSpec::Choice("values", "fp16", {"fp16", "int8", "int4"},
-                        "value storage: fp16 (the paper) or per-token asymmetric int8/int4 (harness extension)"),
-      ParamSpec::Int("value_group", 32, 1, 4096, "channels per fp16 (scale, min) of int values; divides head_dim"),
-      ParamSpec::Int("iters", 25, 0, 1000, "Lloyd iterations after k-means++ seeding"),
-      ParamSpec::Int("train_points", 16384, 1, 1 << 24,
-                     "calibration keys sampled per (layer, KV head) for k-means (all when fewer)"),
-  };
+  e.info.params = LookatParams::table().specs();
   e.info.presets = {
       {"paper-2", Json{{"subspaces", 2}, {"values", "fp16"}}},
       {"paper-4", Json{{"subspaces", 4}, {"values", "fp16"}}},
@@ -236,11 +209,11 @@ CodecEntry lookat_entry() {
       }
     return out;
   };
-  e.label = fn_label<LookatParams>(e.info.params, "lookat");
-  e.make_cpu = lookat_factory(e.info.params, lookat_encode_cpu, "cpu");
-  e.make_ref = lookat_factory(e.info.params, lookat_encode_ref, "ref");
+  e.label = codec_label(LookatParams::table(), "lookat");
+  e.make_cpu = lookat_factory(lookat_encode_cpu, "cpu");
+  e.make_ref = lookat_factory(lookat_encode_ref, "ref");
 #ifdef KVB_WITH_CUDA
-  e.make_cuda = lookat_factory(e.info.params, lookat_encode_cuda, "cuda");
+  e.make_cuda = lookat_factory(lookat_encode_cuda, "cuda");
 #endif
   return e;
 }

@@ -17,9 +17,6 @@ struct IntParams {
   int code_bits = 4;
   int group_size = 32;
 
-  static IntParams from_json(const Json& p) {
-    return IntParams{p.at("code_bits").get<int>(), p.at("group_size").get<int>()};
-  }
   void check(int head_dim) const {
     KVB_CHECK(head_dim % group_size == 0, Unsupported,
               "int: group_size {} does not divide head_dim {} (use a group_size that divides it, e.g. {})",

@@ -14,10 +14,12 @@ CodecEntry int_entry() {
       "b_eff = code_bits + 32/group_size (K and V alike, no fp16 window); candidates code_bits 1..8 x "
       "group_size 32, 64, 128 (those dividing head_dim, else head_dim itself), so bits 3, 5, 9 give "
       "int2, int4, int8 with 32-channel groups.";
-  e.info.params = {
-      ParamSpec::Int("code_bits", 4, 1, 8, "bits per code"),
-      ParamSpec::Int("group_size", 32, 1, 4096, "channels per (fp16 scale, fp16 min) group; must divide head_dim"),
-  };
+  const ParamTable<IntParams> table({
+      bind(ParamSpec::Int("code_bits", 4, 1, 8, "bits per code"), &IntParams::code_bits),
+      bind(ParamSpec::Int("group_size", 32, 1, 4096, "channels per (fp16 scale, fp16 min) group; must divide head_dim"),
+           &IntParams::group_size),
+  });
+  e.info.params = table.specs();
   e.info.notes =
       "asymmetric min-max for every width (INT8 too, not symmetric absmax); codes round half up against the "
       "fp16-rounded scale and min, which are the values dequantization uses";
@@ -34,11 +36,13 @@ CodecEntry int_entry() {
       }
     return out;
   };
-  e.label = fn_label<IntParams>(e.info.params, "int");
-  e.make_cpu = fn_factory<IntParams>(e.info.params, "int", int_encode_cpu, "cpu");
-  e.make_ref = fn_factory<IntParams>(e.info.params, "int", int_encode_ref, "ref");
+  e.selftest_variants.clear();
+  for (int b : {2, 3, 4, 8}) e.selftest_variants.push_back(Json{{"code_bits", b}, {"group_size", 32}});
+  e.label = codec_label(table, "int");
+  e.make_cpu = fn_factory(table, "int", int_encode_cpu, "cpu");
+  e.make_ref = fn_factory(table, "int", int_encode_ref, "ref");
 #ifdef KVB_WITH_CUDA
-  e.make_cuda = fn_factory<IntParams>(e.info.params, "int", int_encode_cuda, "cuda");
+  e.make_cuda = fn_factory(table, "int", int_encode_cuda, "cuda");
 #endif
   return e;
 }

@@ -21,9 +21,6 @@ struct KiviParams {
   int group_size = 32;  ///< G: tokens per key block and channels per value group
   int residual = 128;   ///< R: fp16 key residual capacity and value window length
 
-  static KiviParams from_json(const Json& p) {
-    return KiviParams{p.at("code_bits").get<int>(), p.at("group_size").get<int>(), p.at("residual").get<int>()};
-  }
   void check(int head_dim) const {
     KVB_CHECK(residual % group_size == 0, Unsupported,
               "kivi: residual {} is not a multiple of group_size {} (KIVI flushes the key residual in whole "

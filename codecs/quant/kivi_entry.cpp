@@ -17,15 +17,18 @@ CodecEntry kivi_entry() {
       "b_eff of the quantized region = code_bits + 32/group_size (fp16 key residual and value window are "
       "reported as buffer bytes); candidates code_bits 1, 2, 3, 4, 8 with the paper's G=32, R=128 "
       "(G = gcd(head_dim, 32) when 32 does not divide head_dim).";
-  e.info.params = {
-      ParamSpec::Int("code_bits", 2, 1, 8, "bits per code (the paper uses 2 and 4)"),
-      ParamSpec::Int("group_size", 32, 1, 4096,
-                     "G: tokens per key block (per-channel scale, min) and channels per value group; must divide "
-                     "head_dim"),
-      ParamSpec::Int("residual", 128, 1, 1 << 20,
-                     "R: fp16 key residual capacity (flushed when full) and value window, in tokens; a "
-                     "multiple of group_size"),
-  };
+  const ParamTable<KiviParams> table({
+      bind(ParamSpec::Int("code_bits", 2, 1, 8, "bits per code (the paper uses 2 and 4)"), &KiviParams::code_bits),
+      bind(ParamSpec::Int("group_size", 32, 1, 4096,
+                          "G: tokens per key block (per-channel scale, min) and channels per value group; must divide "
+                          "head_dim"),
+           &KiviParams::group_size),
+      bind(ParamSpec::Int("residual", 128, 1, 1 << 20,
+                          "R: fp16 key residual capacity (flushed when full) and value window, in tokens; a "
+                          "multiple of group_size"),
+           &KiviParams::residual),
+  });
+  e.info.params = table.specs();
   e.info.presets = {
       {"paper-2", Json{{"code_bits", 2}, {"group_size", 32}, {"residual", 128}}},
       {"paper-4", Json{{"code_bits", 4}, {"group_size", 32}, {"residual", 128}}},
@@ -43,11 +46,13 @@ CodecEntry kivi_entry() {
     }
     return out;
   };
-  e.label = fn_label<KiviParams>(e.info.params, "kivi");
-  e.make_cpu = fn_factory<KiviParams>(e.info.params, "kivi", kivi_encode_cpu, "cpu");
-  e.make_ref = fn_factory<KiviParams>(e.info.params, "kivi", kivi_encode_ref, "ref");
+  e.selftest_variants = {Json{{"code_bits", 2}, {"group_size", 32}, {"residual", 128}},
+                         Json{{"code_bits", 4}, {"group_size", 32}, {"residual", 32}}};
+  e.label = codec_label(table, "kivi");
+  e.make_cpu = fn_factory(table, "kivi", kivi_encode_cpu, "cpu");
+  e.make_ref = fn_factory(table, "kivi", kivi_encode_ref, "ref");
 #ifdef KVB_WITH_CUDA
-  e.make_cuda = fn_factory<KiviParams>(e.info.params, "kivi", kivi_encode_cuda, "cuda");
+  e.make_cuda = fn_factory(table, "kivi", kivi_encode_cuda, "cuda");
 #endif
   return e;
 }

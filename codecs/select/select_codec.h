@@ -53,7 +53,6 @@ struct SelectParams {
   double const_denom = 0.025;  ///< c: added to the value kernel
   bool consistent = true;    ///< estimator: consistent (ln w bias) or repo (T ln 2 bias, scaled values)
 
-  static SelectParams from_json(const Json& p, SelectWalk walk);
   void check(int head_dim) const;
   std::string label() const;
   /// Steady-state bytes per middle token per KV head (K and V): 2^−T fp16 rows of K and V.

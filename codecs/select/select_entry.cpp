@@ -9,23 +9,6 @@
 
 namespace kvb::codecs {
 
-SelectParams SelectParams::from_json(const Json& j, SelectWalk walk) {
-  SelectParams p;
-  p.walk = walk;
-  p.levels = j.at("levels").get<int>();
-  p.sink = j.at("sink").get<int>();
-  p.window = j.at("window").get<int>();
-  p.consistent = j.at("estimator").get<std::string>() == "consistent";
-  if (walk == SelectWalk::kBalance) {
-    p.gamma = j.at("gamma").get<double>();
-    p.temp = j.at("temp").get<double>();
-    p.beta = j.at("beta").get<double>();
-    p.block_size = j.at("block_size").get<int>();
-    p.const_denom = j.at("const_denom").get<double>();
-  }
-  return p;
-}
-
 void SelectParams::check(int head_dim) const {
   (void)head_dim;  // every head_dim works: the walk and the fp16 rows have no alignment needs
   KVB_CHECK(levels >= 1 && levels <= 16, Unsupported, "{}: levels {} outside [1, 16]", label(), levels);
@@ -72,20 +55,31 @@ class SelectCodec final : public Codec {
   mutable WalkStats stats_;
 };
 
-std::vector<ParamSpec> common_specs() {
+using Bindings = std::vector<ParamBinding<SelectParams>>;
+
+/// The parameters of both walks.
+Bindings common_params() {
   return {
-      ParamSpec::Int("levels", 2, 1, 16, "T: halvings; keeps 2^-T of the middle tokens (b_eff = 16·2^-T)"),
-      ParamSpec::Int("sink", 32, 0, 1 << 20, "first tokens kept verbatim in fp16"),
-      ParamSpec::Int("window", 32, 0, 1 << 20, "last tokens kept verbatim in fp16"),
-      ParamSpec::Choice("estimator", "consistent", {"consistent", "repo"},
-                        "consistent: logit + ln w, values unscaled (Num and Den weighted alike); repo: logit + "
-                        "T ln 2 and values x w/2^T, as the authors' decode branch"),
+      bind(ParamSpec::Int("levels", 2, 1, 16, "T: halvings; keeps 2^-T of the middle tokens (b_eff = 16·2^-T)"),
+           &SelectParams::levels),
+      bind(ParamSpec::Int("sink", 32, 0, 1 << 20, "first tokens kept verbatim in fp16"), &SelectParams::sink),
+      bind(ParamSpec::Int("window", 32, 0, 1 << 20, "last tokens kept verbatim in fp16"), &SelectParams::window),
+      bind_choice(ParamSpec::Choice("estimator", "consistent", {"consistent", "repo"},
+                                    "consistent: logit + ln w, values unscaled (Num and Den weighted alike); repo: "
+                                    "logit + T ln 2 and values x w/2^T, as the authors' decode branch"),
+                  &SelectParams::consistent, {{"consistent", true}, {"repo", false}}),
   };
 }
 
-void fill_common(CodecEntry& e, SelectWalk walk) {
+/// Everything but the name, summary, paper, presets and notes; `own` are the walk's own parameters.
+void fill_common(CodecEntry& e, SelectWalk walk, const Bindings& own) {
   const std::string name = e.info.name;
-  const auto specs = e.info.params;
+  Bindings all = common_params();
+  all.insert(all.end(), own.begin(), own.end());
+  const ParamTable<SelectParams> table(std::move(all));
+  SelectParams base;
+  base.walk = walk;
+  e.info.params = table.specs();
   e.info.family = "token_selection";
   e.info.selects_tokens = true;
   e.info.budget_rule =
@@ -97,13 +91,12 @@ void fill_common(CodecEntry& e, SelectWalk walk) {
     for (int T : {2, 1, 3, 4, 5, 6, 7, 8}) out.push_back({Json{{"levels", T}}, 16.0 / std::ldexp(1.0, T)});
     return out;
   };
-  const auto make_params = [walk](const Json& j) { return SelectParams::from_json(j, walk); };
   const auto factory = [&](SelectEncodeFn fn, std::string impl) {
-    return checked_factory(specs, name, make_params, [fn, impl = std::move(impl)](SelectParams p) {
-      return std::make_unique<SelectCodec>(p, fn, impl);
-    });
+    return codec_factory(
+        table, name,
+        [fn, impl = std::move(impl)](SelectParams p) { return std::make_unique<SelectCodec>(p, fn, impl); }, base);
   };
-  e.label = params_label(specs, name, make_params);
+  e.label = codec_label(table, name, base);
   e.make_cpu = factory(select_encode_cpu, "cpu");
   e.make_ref = factory(select_encode_ref, "ref");
 #ifdef KVB_WITH_CUDA
@@ -120,14 +113,6 @@ CodecEntry balancekv_entry() {
       "BalanceKV: keeps 2^-T of the middle tokens, chosen by T self-balancing walks in the softmax kernel's "
       "feature space, with power-of-two weights; fp16 sink and window";
   e.info.paper = "BalanceKV, arXiv 2502.07861";
-  e.info.params = common_specs();
-  e.info.params.insert(
-      e.info.params.end(),
-      {ParamSpec::Float("gamma", 4.0, 1e-12, 1e12, "γ: walk step (p_i = 0.5 − γ·Σ_j G_ij σ_j)"),
-       ParamSpec::Float("temp", 1.0, 0.0, 1e6, "τ: kernel temperature, exp(τ<k̄_i,k̄_j>/√d − β)"),
-       ParamSpec::Float("beta", 0.0, -1e6, 1e6, "β: kernel offset"),
-       ParamSpec::Int("block_size", 128, 1, 4096, "B: tokens per independent walk (O(B²·d) per block)"),
-       ParamSpec::Float("const_denom", 0.025, -1e6, 1e6, "c: constant of the value kernel <v_i,v_j> + c")});
   e.info.presets = {
       {"paper", Json{{"levels", 2}, {"gamma", 4.0}, {"temp", 1.0}, {"beta", 0.0}, {"block_size", 128},
                      {"sink", 32}, {"window", 32}, {"const_denom", 0.025}}},
@@ -140,7 +125,16 @@ CodecEntry balancekv_entry() {
       "sums (no overflow for keys of any norm); counter-based randomness keyed by (seed, layer, head, level, "
       "block, step). Compresses the prefill once (no streaming merge). Helps on real data, where tokens are "
       "redundant; on synthetic i.i.d. tokens expect little or no gain over uniform.";
-  fill_common(e, SelectWalk::kBalance);
+  fill_common(e, SelectWalk::kBalance,
+              {bind(ParamSpec::Float("gamma", 4.0, 1e-12, 1e12, "γ: walk step (p_i = 0.5 − γ·Σ_j G_ij σ_j)"),
+                    &SelectParams::gamma),
+               bind(ParamSpec::Float("temp", 1.0, 0.0, 1e6, "τ: kernel temperature, exp(τ<k̄_i,k̄_j>/√d − β)"),
+                    &SelectParams::temp),
+               bind(ParamSpec::Float("beta", 0.0, -1e6, 1e6, "β: kernel offset"), &SelectParams::beta),
+               bind(ParamSpec::Int("block_size", 128, 1, 4096, "B: tokens per independent walk (O(B²·d) per block)"),
+                    &SelectParams::block_size),
+               bind(ParamSpec::Float("const_denom", 0.025, -1e6, 1e6, "c: constant of the value kernel <v_i,v_j> + c"),
+                    &SelectParams::const_denom)});
   return e;
 }
 
@@ -150,12 +144,11 @@ CodecEntry uniform_entry() {
   e.info.summary =
       "Uniform sampling: BalanceKV's halving with fair random signs instead of the walk (the paper's baseline)";
   e.info.paper = "baseline (BalanceKV, arXiv 2502.07861)";
-  e.info.params = common_specs();
   e.info.presets = {{"paper", Json{{"levels", 2}, {"sink", 32}, {"window", 32}}}};
   e.info.notes =
       "same cut point, weights and estimators as balancekv, so the two differ only in how the signs are drawn "
       "(every sign a fair coin keyed by (seed, layer, head, level, position))";
-  fill_common(e, SelectWalk::kUniform);
+  fill_common(e, SelectWalk::kUniform, {});
   return e;
 }
 

@@ -17,6 +17,7 @@
 
 #include <fmt/format.h>
 
+#include "codecs/sketch/sketch_cpu.h"
 #include "kvb/core/codec.h"
 #include "kvb/core/error.h"
 #include "kvb/core/registry.h"
@@ -30,7 +31,10 @@ struct H1bParams {
   int value_group = 0;  ///< 0 = head_dim (one (scale, min) per token)
   double temperature = 0;  ///< temp variant: 0 = fit on calibration data
 
-  static H1bParams from_json(const Json& p);
+  bool operator==(const H1bParams&) const = default;
+  /// Whether a temperature fitted with these parameters is the one `o` fits: everything but the value
+  /// storage, which the fit does not look at.
+  bool trains_like(const H1bParams& o) const;
   void check(int head_dim) const;
   std::string label() const;
   bool angle() const { return variant == "angle"; }
@@ -43,27 +47,43 @@ struct H1bParams {
   }
 };
 
-std::vector<ParamSpec> h1b_param_specs();
+const ParamTable<H1bParams>& h1b_params();
 /// The projection's seed (shared by every layer and head).
 uint64_t h1b_projection_seed(uint64_t seed);
 
 /// T minimizing the mean KL(p ‖ p̂_T) over pseudo-queries of the calibration caches (see h1b_entry.cpp).
 /// Shared by the CPU path, the reference and the CUDA path: it is the calibration step, not the attend path
 /// under test, so all three attend with the same T.
-double h1b_fit_temperature(const H1bParams& p, const std::vector<const LayerKV*>& calib, const CodecContext& ctx);
+/// P: the projection (h1b_projection_seed(ctx.seed), p.bits rows, head_dim, not orthogonalized); calib is
+/// not empty.
+double h1b_fit_temperature(const H1bParams& p, const sk::Projection& P, const std::vector<const LayerKV*>& calib,
+                           const CodecContext& ctx);
 
-/// Encoders: T is the fitted (or given) temperature of the layer, ignored by the angle variant.
-using H1bEncodeFn = std::unique_ptr<EncodedLayer> (*)(const H1bParams&, double T, const LayerKV&,
-                                                      const CodecContext&);
-std::unique_ptr<EncodedLayer> h1b_encode_cpu(const H1bParams& p, double T, const LayerKV& kv, const CodecContext& ctx);
-std::unique_ptr<EncodedLayer> h1b_encode_ref(const H1bParams& p, double T, const LayerKV& kv, const CodecContext& ctx);
-std::unique_ptr<EncodedLayer> h1b_encode_cuda(const H1bParams& p, double T, const LayerKV& kv, const CodecContext& ctx);
+/// Encoders: T is the fitted (or given) temperature of the layer, ignored by the angle variant; P the
+/// codec's projection (as for h1b_fit_temperature).
+using H1bEncodeFn = std::unique_ptr<EncodedLayer> (*)(const H1bParams&, double T, std::shared_ptr<const sk::Projection> P,
+                                                      const LayerKV&, const CodecContext&);
+std::unique_ptr<EncodedLayer> h1b_encode_cpu(const H1bParams& p, double T, std::shared_ptr<const sk::Projection> P,
+                                             const LayerKV& kv, const CodecContext& ctx);
+std::unique_ptr<EncodedLayer> h1b_encode_ref(const H1bParams& p, double T, std::shared_ptr<const sk::Projection> P,
+                                             const LayerKV& kv, const CodecContext& ctx);
+std::unique_ptr<EncodedLayer> h1b_encode_cuda(const H1bParams& p, double T, std::shared_ptr<const sk::Projection> P,
+                                              const LayerKV& kv, const CodecContext& ctx);
 
-/// The codec: fit() fits T per layer (temp variant without an explicit temperature), encode() uses it.
+/// A layer's trained state: its temperature (the given one when nothing is fitted).
+struct H1bTrained final : TrainedLayer {
+  H1bParams fitted_with;
+  double T = 0;
+};
+
+/// The codec: fit() fits T per layer (temp variant without an explicit temperature), encode() uses it; its
+/// projection (made once per instance) is handed to the fit and to every layer it encodes.
 class H1bCodec final : public Codec {
  public:
   H1bCodec(H1bParams p, H1bEncodeFn fn, std::string impl) : p_(std::move(p)), fn_(fn), impl_(std::move(impl)) {}
   void fit(int layer, const std::vector<const LayerKV*>& calib, const CodecContext& ctx) override;
+  std::shared_ptr<const TrainedLayer> trained(int layer) const override;
+  void adopt(int layer, std::shared_ptr<const TrainedLayer> state) override;
   std::unique_ptr<EncodedLayer> encode(int layer, const LayerKV& kv, const EncodedLayer* prev,
                                        const CodecContext& ctx) const override;
   Json report() const override;
@@ -72,7 +92,10 @@ class H1bCodec final : public Codec {
   H1bParams p_;
   H1bEncodeFn fn_;
   std::string impl_;
-  std::map<int, double> T_;  // fitted temperature per layer
+  std::map<int, std::shared_ptr<const H1bTrained>> T_;  // fitted temperature per layer
+  sk::Projections proj_;
+
+  std::shared_ptr<const sk::Projection> projection(uint64_t seed, int head_dim) const;
 };
 
 CodecFactory h1b_factory(H1bEncodeFn fn, std::string impl);

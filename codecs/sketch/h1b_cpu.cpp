@@ -20,9 +20,10 @@ namespace {
 
 class H1bLayer final : public SketchLayer {
  public:
-  H1bLayer(const H1bParams& p, double T, const LayerKV& kv, const CodecContext& ctx)
+  H1bLayer(const H1bParams& p, double T, std::shared_ptr<const sk::Projection> P, const LayerKV& kv,
+           const CodecContext& ctx)
       : SketchLayer(kv, ctx.attn, kernels::uq::RowFormat{kv.head_dim, p.value_bits, p.group(kv.head_dim)}, kv.tokens), p_(p),
-        T_(T), nb_(p.bits / 8), P_(sk::make_projection(h1b_projection_seed(ctx.seed), p.bits, kv.head_dim, false)),
+        T_(T), nb_(p.bits / 8), P_(std::move(P)),
         k_sk_(static_cast<size_t>(kv_heads_ * C_ * nb_)), k_norms_(p.angle() ? static_cast<size_t>(kv_heads_ * C_) : 0),
         tab_(static_cast<size_t>(p.bits + 1)) {
     for (int h = 0; h <= p.bits; ++h)
@@ -41,7 +42,7 @@ class H1bLayer final : public SketchLayer {
         nn[t] = std::sqrt(sk::norm2_f64(k + static_cast<int64_t>(t) * d_, d_, nullptr, 0));
         if (p_.angle()) k_norms_[g * C_ + t0 + t] = kernels::f32_to_f16_sat(static_cast<float>(nn[t]));
       }
-      sk::sign_sketch_block(P_, p_.bits, k, d_, T, nn, k_sk_.data() + (g * C_ + t0) * nb_, nb_);
+      sk::sign_sketch_block(*P_, p_.bits, k, d_, T, nn, k_sk_.data() + (g * C_ + t0) * nb_, nb_);
     }
   }
 
@@ -71,7 +72,7 @@ class H1bLayer final : public SketchLayer {
     double qn = 0;
     for (int j = 0; j < d_; ++j) qn += static_cast<double>(q[j]) * q[j];
     qn = std::sqrt(qn);
-    sk::sign_sketch(P_, p_.bits, q, qn, qs);
+    sk::sign_sketch(*P_, p_.bits, q, qn, qs);
     const float coef = static_cast<float>(attn_.softmax_scale * qn);
     const uint8_t* rows = k_sk_.data() + static_cast<size_t>(g) * C_ * nb_;
     const uint16_t* nrm = p_.angle() ? k_norms_.data() + static_cast<size_t>(g) * C_ : nullptr;
@@ -91,7 +92,7 @@ class H1bLayer final : public SketchLayer {
   H1bParams p_;
   double T_;
   int nb_;
-  sk::Projection P_;
+  std::shared_ptr<const sk::Projection> P_;  // the codec's, shared by its layers
   std::vector<uint8_t> k_sk_;
   std::vector<uint16_t> k_norms_;
   std::vector<float> tab_;  // [bits + 1]: cos(π h/b) (angle) or (1 − 2h/b)/T (temp)
@@ -99,8 +100,9 @@ class H1bLayer final : public SketchLayer {
 
 }  // namespace
 
-std::unique_ptr<EncodedLayer> h1b_encode_cpu(const H1bParams& p, double T, const LayerKV& kv, const CodecContext& ctx) {
-  return std::make_unique<H1bLayer>(p, T, kv, ctx);
+std::unique_ptr<EncodedLayer> h1b_encode_cpu(const H1bParams& p, double T, std::shared_ptr<const sk::Projection> P,
+                                             const LayerKV& kv, const CodecContext& ctx) {
+  return std::make_unique<H1bLayer>(p, T, std::move(P), kv, ctx);
 }
 
 }  // namespace kvb::codecs

@@ -12,14 +12,11 @@ namespace kvb::codecs {
 
 uint64_t h1b_projection_seed(uint64_t seed) { return derive_seed(seed, {0x683162ull /* "h1b" */}); }
 
-H1bParams H1bParams::from_json(const Json& p) {
-  H1bParams h;
-  h.bits = p.at("sketch_bits").get<int>();
-  h.variant = p.at("variant").get<std::string>();
-  h.value_bits = p.at("value_bits").get<int>();
-  h.value_group = p.at("value_group").get<int>();
-  h.temperature = p.at("temperature").get<double>();
-  return h;
+bool H1bParams::trains_like(const H1bParams& o) const {
+  H1bParams a = *this;
+  a.value_bits = o.value_bits;
+  a.value_group = o.value_group;
+  return a == o;
 }
 
 void H1bParams::check(int head_dim) const {
@@ -37,18 +34,25 @@ std::string H1bParams::label() const {
   return s;
 }
 
-std::vector<ParamSpec> h1b_param_specs() {
-  return {
-      ParamSpec::Int("sketch_bits", 256, 8, 1 << 16,
-                     "b: sign-sketch bits per key and KV head (a multiple of 8); b/head_dim is the key-bit knob"),
-      ParamSpec::Choice("variant", "angle", {"angle", "temp"},
-                        "angle: training-free SimHash angle estimate with a stored fp16 ||k|| (default); temp: "
-                        "(1 - 2h/b)/T with T fitted on calibration data (the paper's form, without its fine-tuning)"),
-      ParamSpec::Int("value_bits", 4, 1, 8, "bits per value code (the paper: 4)"),
-      ParamSpec::Int("value_group", 0, 0, 4096,
-                     "channels per value (fp16 scale, fp16 min) group; 0 = head_dim (one pair per token)"),
-      ParamSpec::Float("temperature", 0.0, 0.0, 1e6, "temp variant: T; 0 = fit per layer on calibration data"),
-  };
+const ParamTable<H1bParams>& h1b_params() {
+  using P = H1bParams;
+  static const ParamTable<P> table({
+      bind(ParamSpec::Int("sketch_bits", 256, 8, 1 << 16,
+                          "b: sign-sketch bits per key and KV head (a multiple of 8); b/head_dim is the key-bit knob"),
+           &P::bits),
+      bind(ParamSpec::Choice("variant", "angle", {"angle", "temp"},
+                             "angle: training-free SimHash angle estimate with a stored fp16 ||k|| (default); temp: "
+                             "(1 - 2h/b)/T with T fitted on calibration data (the paper's form, without its "
+                             "fine-tuning)"),
+           &P::variant),
+      bind(ParamSpec::Int("value_bits", 4, 1, 8, "bits per value code (the paper: 4)"), &P::value_bits),
+      bind(ParamSpec::Int("value_group", 0, 0, 4096,
+                          "channels per value (fp16 scale, fp16 min) group; 0 = head_dim (one pair per token)"),
+           &P::value_group),
+      bind(ParamSpec::Float("temperature", 0.0, 0.0, 1e6, "temp variant: T; 0 = fit per layer on calibration data"),
+           &P::temperature),
+  });
+  return table;
 }
 
 namespace {
@@ -87,11 +91,9 @@ double mean_kl(const std::vector<FitRow>& rows, double T, double cap) {
 /// model-dependent factor, so this T is a proxy (reported as such by `kvbench list`). T minimizes the mean
 /// KL(p ‖ softmax(softcap((1 − 2h/b)/T))): a log grid over [1e-3, 1e3] (121 points), then golden-section
 /// search between the grid neighbours of the best point.
-double h1b_fit_temperature(const H1bParams& p, const std::vector<const LayerKV*>& calib, const CodecContext& ctx) {
-  KVB_CHECK(!calib.empty(), UsageError,
-            "h1b: the temp variant fits T on calibration caches, and none were given (set params.temperature)");
+double h1b_fit_temperature(const H1bParams& p, const sk::Projection& P, const std::vector<const LayerKV*>& calib,
+                           const CodecContext& ctx) {
   const int d = calib[0]->head_dim;
-  const sk::Projection P = sk::make_projection(h1b_projection_seed(ctx.seed), p.bits, d, false);
   const int nb = p.bits / 8;
   const double scale = ctx.attn.softmax_scale, cap = ctx.attn.softcap;
   std::vector<FitRow> rows;
@@ -159,9 +161,29 @@ double h1b_fit_temperature(const H1bParams& p, const std::vector<const LayerKV*>
   return mean_kl(rows, refined, cap) <= best_kl ? refined : best;
 }
 
+std::shared_ptr<const sk::Projection> H1bCodec::projection(uint64_t seed, int head_dim) const {
+  return proj_.get(h1b_projection_seed(seed), p_.bits, head_dim, false);
+}
+
 void H1bCodec::fit(int layer, const std::vector<const LayerKV*>& calib, const CodecContext& ctx) {
-  if (p_.angle() || p_.temperature > 0) return;  // nothing to fit
-  T_[layer] = h1b_fit_temperature(p_, calib, ctx);
+  auto s = std::make_shared<H1bTrained>();
+  s->fitted_with = p_;
+  s->T = p_.temperature;
+  if (!p_.angle() && p_.temperature <= 0) {
+    KVB_CHECK(!calib.empty(), UsageError,
+              "h1b: the temp variant fits T on calibration caches, and none were given (set params.temperature)");
+    s->T = h1b_fit_temperature(p_, *projection(ctx.seed, calib[0]->head_dim), calib, ctx);
+  }
+  T_[layer] = std::move(s);
+}
+
+std::shared_ptr<const TrainedLayer> H1bCodec::trained(int layer) const {
+  const auto it = T_.find(layer);
+  return it == T_.end() ? nullptr : it->second;
+}
+
+void H1bCodec::adopt(int layer, std::shared_ptr<const TrainedLayer> state) {
+  T_[layer] = adopted_state<H1bTrained>(std::move(state), p_, layer);
 }
 
 std::unique_ptr<EncodedLayer> H1bCodec::encode(int layer, const LayerKV& kv, const EncodedLayer* prev,
@@ -176,26 +198,25 @@ std::unique_ptr<EncodedLayer> H1bCodec::encode(int layer, const LayerKV& kv, con
               "h1b: the temp variant needs fit() on calibration data for layer {} before encode (or set "
               "params.temperature)",
               layer);
-    T = it->second;
+    T = it->second->T;
   }
-  return fn_(p_, T, kv, ctx);
+  return fn_(p_, T, projection(ctx.seed, kv.head_dim), kv, ctx);
 }
 
 Json H1bCodec::report() const {
   Json j{{"label", p_.label()}, {"implementation", impl_}, {"variant", p_.variant}};
   if (!p_.angle()) {
     Json t = Json::object();
-    for (const auto& [l, T] : T_) t[std::to_string(l)] = T;
+    for (const auto& [l, s] : T_) t[std::to_string(l)] = s->T;
     j["temperature"] = p_.temperature > 0 ? Json(p_.temperature) : t;
   }
   return j;
 }
 
 CodecFactory h1b_factory(H1bEncodeFn fn, std::string impl) {
-  return checked_factory(h1b_param_specs(), "h1b", [](const Json& j) { return H1bParams::from_json(j); },
-                         [fn, impl = std::move(impl)](H1bParams p) {
-                           return std::make_unique<H1bCodec>(std::move(p), fn, impl);
-                         });
+  return codec_factory(h1b_params(), "h1b", [fn, impl = std::move(impl)](H1bParams p) {
+    return std::make_unique<H1bCodec>(std::move(p), fn, impl);
+  });
 }
 
 CodecEntry h1b_entry() {
@@ -210,7 +231,7 @@ CodecEntry h1b_entry() {
       "b_eff = (sketch_bits + 16 [angle: fp16 ||k||] + head_dim·value_bits + 32·head_dim/group) / (2·head_dim), group = "
       "value_group or head_dim; candidates sketch_bits ∈ {2, 1, 1/2, 4}·head_dim (multiples of 8, the paper's 256 = "
       "2·head_dim first), angle variant, 4-bit values, one group per token.";
-  e.info.params = h1b_param_specs();
+  e.info.params = h1b_params().specs();
   e.info.presets = {
       {"paper", Json{{"sketch_bits", 256}, {"variant", "temp"}, {"value_bits", 4}, {"value_group", 0}}},
       {"tf-angle", Json{{"sketch_bits", 256}, {"variant", "angle"}, {"value_bits", 4}, {"value_group", 0}}},
@@ -235,7 +256,7 @@ CodecEntry h1b_entry() {
     }
     return out;
   };
-  e.label = fn_label<H1bParams>(h1b_param_specs(), "h1b");
+  e.label = codec_label(h1b_params(), "h1b");
   e.make_cpu = h1b_factory(h1b_encode_cpu, "cpu");
   e.make_ref = h1b_factory(h1b_encode_ref, "ref");
 #ifdef KVB_WITH_CUDA

@@ -15,10 +15,10 @@
 
 namespace kvb::codecs {
 
-std::unique_ptr<EncodedLayer> h1b_encode_ref(const H1bParams& p, double T, const LayerKV& kv, const CodecContext& ctx) {
+std::unique_ptr<EncodedLayer> h1b_encode_ref(const H1bParams& p, double T, std::shared_ptr<const sk::Projection> P,
+                                             const LayerKV& kv, const CodecContext& ctx) {
   const int d = kv.head_dim, H = kv.kv_heads, b = p.bits, G = p.group(d);
   const int64_t C = kv.tokens;
-  auto P = std::make_shared<sk::Projection>(sk::make_projection(h1b_projection_seed(ctx.seed), b, d, false));
   auto St = std::make_shared<std::vector<double>>(static_cast<size_t>(d) * b);  // R transposed, float64
   for (int i = 0; i < b; ++i)
     for (int c = 0; c < d; ++c) (*St)[static_cast<size_t>(c) * b + i] = P->s64[static_cast<size_t>(i) * d + c];

@@ -21,6 +21,7 @@
 
 #include <fmt/format.h>
 
+#include "codecs/sketch/sketch_cpu.h"
 #include "codecs/sketch/sketch_math.h"
 #include "kvb/core/codec.h"
 #include "kvb/core/error.h"
@@ -40,7 +41,6 @@ struct QjlParams {
   int m_initial = 512;
   int m_outlier_initial = 128;
 
-  static QjlParams from_json(const Json& p);
   void check(int head_dim) const;
   std::string label() const;
 
@@ -60,8 +60,36 @@ struct QjlParams {
   }
 };
 
-std::unique_ptr<Codec> qjl_make_cpu(const Json& params, const ModelShape& shape);
-std::unique_ptr<Codec> qjl_make_ref(const Json& params, const ModelShape& shape);
-std::vector<ParamSpec> qjl_param_specs();
+const ParamTable<QjlParams>& qjl_params();
+uint64_t qjl_projection_seed(uint64_t seed, int layer_set);
+
+/// Encoders: P is the projection of the layer's set (QjlCodec::encode picks it: qjl_projection_seed of the
+/// set, max(m, m_outlier) rows of that layer, orthogonalized).
+using QjlEncodeFn = std::unique_ptr<EncodedLayer> (*)(const QjlParams&, int layer, std::shared_ptr<const sk::Projection> P,
+                                                      const LayerKV&, const CodecContext&);
+std::unique_ptr<EncodedLayer> qjl_encode_cpu(const QjlParams& p, int layer, std::shared_ptr<const sk::Projection> P,
+                                             const LayerKV& kv, const CodecContext& ctx);
+std::unique_ptr<EncodedLayer> qjl_encode_ref(const QjlParams& p, int layer, std::shared_ptr<const sk::Projection> P,
+                                             const LayerKV& kv, const CodecContext& ctx);
+/// The CUDA backend (sketch_gpu.cpp); defined only in builds with KVB_WITH_CUDA.
+std::unique_ptr<EncodedLayer> qjl_encode_cuda(const QjlParams& p, int layer, std::shared_ptr<const sk::Projection> P,
+                                              const LayerKV& kv, const CodecContext& ctx);
+
+/// The codec: its projections (one per layer set, made once per instance) handed to every layer it encodes.
+class QjlCodec final : public Codec {
+ public:
+  QjlCodec(QjlParams p, QjlEncodeFn fn, std::string impl) : p_(std::move(p)), fn_(fn), impl_(std::move(impl)) {}
+  std::unique_ptr<EncodedLayer> encode(int layer, const LayerKV& kv, const EncodedLayer* prev,
+                                       const CodecContext& ctx) const override;
+  Json report() const override { return Json{{"label", p_.label()}, {"implementation", impl_}}; }
+
+ private:
+  QjlParams p_;
+  QjlEncodeFn fn_;
+  std::string impl_;
+  sk::Projections proj_;
+};
+
+CodecFactory qjl_factory(QjlEncodeFn fn, std::string impl);
 
 }  // namespace kvb::codecs

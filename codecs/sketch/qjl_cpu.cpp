@@ -40,13 +40,13 @@ KVB_FORCE_INLINE float sum_f32(const float* x, int n) {
 
 class QjlLayer final : public SketchLayer {
  public:
-  QjlLayer(const QjlParams& p, int layer, const LayerKV& kv, const CodecContext& ctx)
+  QjlLayer(const QjlParams& p, int layer, std::shared_ptr<const sk::Projection> P, const LayerKV& kv,
+           const CodecContext& ctx)
       : SketchLayer(kv, ctx.attn, kernels::uq::RowFormat{kv.head_dim, p.value_bits, p.value_group},
                     p.value_quant_tokens(kv.tokens)),
         p_(p), layer_(layer), m_(p.m_for(layer)), mo_(p.mo_for(layer)), G_(p.group_size), no_(p.outliers),
         ib_(sk::outlier_index_bytes(kv.head_dim)), Cq_(p.key_quant_tokens(kv.tokens)), ng_(Cq_ / G_),
-        P_(sk::make_projection(qjl_projection_seed(ctx.seed, layer < p.initial_layers ? 0 : 1), std::max(m_, mo_),
-                               kv.head_dim, true)),
+        P_(std::move(P)),
         k_in_(static_cast<size_t>(kv_heads_ * Cq_ * (m_ / 8))), k_out_(static_cast<size_t>(kv_heads_ * Cq_ * (mo_ / 8))),
         k_norms_(static_cast<size_t>(kv_heads_ * Cq_ * 2)), k_idx_(static_cast<size_t>(kv_heads_ * ng_ * no_ * ib_)),
         k_res_(static_cast<size_t>(kv_heads_ * (C_ - Cq_) * d_)) {
@@ -87,13 +87,13 @@ class QjlLayer final : public SketchLayer {
 
  protected:
   void logits(int g, const float* q, float* s, Scratch& scratch) const override {
-    const int mr = P_.rows;
+    const int mr = P_->rows;
     float* qsk = scratch.floats2(static_cast<size_t>(3 * mr + 2 * G_ + 16));
     float* qo = qsk + mr;     // [mr] outlier channels' share of S q (this group)
     float* qin = qo + mr;     // [m]  S q − qo
     float* ms_in = qin + mr;  // [G]  masked sums of the group's tokens
     float* ms_out = ms_in + G_;
-    sk::project_query(P_, mr, q, qsk);
+    sk::project_query(*P_, mr, q, qsk);
     const float scale = attn_.softmax_scale;
     const uint8_t* bin = k_in_.data() + static_cast<size_t>(g) * Cq_ * (m_ / 8);
     const uint8_t* bout = k_out_.data() + static_cast<size_t>(g) * Cq_ * (mo_ / 8);
@@ -138,14 +138,14 @@ class QjlLayer final : public SketchLayer {
       n_in[t] = std::sqrt(sk::norm2_f64(k, d_, is_out.data(), 0));
       const double n_out = std::sqrt(sk::norm2_f64(k, d_, is_out.data(), 1));
       const size_t row = static_cast<size_t>(g) * Cq_ + tok;
-      if (mo_ > 0) sk::sign_sketch_sparse(P_, mo_, k, idx.data(), no_, n_out, k_out_.data() + row * (mo_ / 8));
+      if (mo_ > 0) sk::sign_sketch_sparse(*P_, mo_, k, idx.data(), no_, n_out, k_out_.data() + row * (mo_ / 8));
       k_norms_[row * 2] = kernels::f32_to_f16_sat(static_cast<float>(n_in[t]));
       k_norms_[row * 2 + 1] = kernels::f32_to_f16_sat(static_cast<float>(n_out));
     }
     for (int t0 = 0; t0 < G_; t0 += sk::kSketchBlock) {
       const int T = std::min(sk::kSketchBlock, G_ - t0);
       const size_t row = static_cast<size_t>(g) * Cq_ + b * G_ + t0;
-      sk::sign_sketch_block(P_, m_, kin.data() + static_cast<size_t>(t0) * d_, d_, T, n_in.data() + t0,
+      sk::sign_sketch_block(*P_, m_, kin.data() + static_cast<size_t>(t0) * d_, d_, T, n_in.data() + t0,
                             k_in_.data() + row * (m_ / 8), m_ / 8);
     }
   }
@@ -154,7 +154,7 @@ class QjlLayer final : public SketchLayer {
   /// (rows < m), and their totals.
   void group_query(const float* q, const uint8_t* idx, const float* qsk, float* qo, float* qin, float* tot_in,
                    float* tot_out) const {
-    group_query_loop(q, idx, no_, ib_, P_.t32.data(), P_.rows, m_, mo_, qsk, qo, qin, tot_in, tot_out);
+    group_query_loop(q, idx, no_, ib_, P_->t32.data(), P_->rows, m_, mo_, qsk, qo, qin, tot_in, tot_out);
   }
   KVB_CPU_CLONES static void group_query_loop(const float* q, const uint8_t* idx, int no, int ib, const float* t32,
                                               int mr, int m, int mo, const float* qsk, float* qo, float* qin,
@@ -172,22 +172,18 @@ class QjlLayer final : public SketchLayer {
   QjlParams p_;
   int layer_, m_, mo_, G_, no_, ib_;
   int64_t Cq_, ng_;
-  sk::Projection P_;
+  std::shared_ptr<const sk::Projection> P_;  // the codec's, shared by its layers
   std::vector<uint8_t> k_in_, k_out_;
   std::vector<uint16_t> k_norms_;
   std::vector<uint8_t> k_idx_;
   std::vector<uint16_t> k_res_;
 };
 
-std::unique_ptr<EncodedLayer> qjl_encode_cpu(const QjlParams& p, int layer, const LayerKV& kv,
-                                             const CodecContext& ctx) {
-  return std::make_unique<QjlLayer>(p, layer, kv, ctx);
-}
-
 }  // namespace
 
-std::unique_ptr<Codec> qjl_make_cpu(const Json& params, const ModelShape& shape) {
-  return fn_factory<QjlParams>(qjl_param_specs(), "qjl", qjl_encode_cpu, "cpu")(params, shape);
+std::unique_ptr<EncodedLayer> qjl_encode_cpu(const QjlParams& p, int layer, std::shared_ptr<const sk::Projection> P,
+                                             const LayerKV& kv, const CodecContext& ctx) {
+  return std::make_unique<QjlLayer>(p, layer, std::move(P), kv, ctx);
 }
 
 }  // namespace kvb::codecs

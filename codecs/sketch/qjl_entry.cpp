@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <numeric>
 
 #include "codecs/common/baseline.h"
@@ -11,21 +12,6 @@ namespace kvb::codecs {
 /// of the set as in the released code; costs this seed.
 uint64_t qjl_projection_seed(uint64_t seed, int layer_set) {
   return derive_seed(seed, {0x716a6cull /* "qjl" */, static_cast<uint64_t>(layer_set)});
-}
-
-QjlParams QjlParams::from_json(const Json& p) {
-  QjlParams q;
-  q.m = p.at("m").get<int>();
-  q.m_outlier = p.at("m_outlier").get<int>();
-  q.outliers = p.at("outliers").get<int>();
-  q.group_size = p.at("group_size").get<int>();
-  q.residual = p.at("residual").get<int>();
-  q.value_bits = p.at("value_bits").get<int>();
-  q.value_group = p.at("value_group").get<int>();
-  q.initial_layers = p.at("initial_layers").get<int>();
-  q.m_initial = p.at("m_initial").get<int>();
-  q.m_outlier_initial = p.at("m_outlier_initial").get<int>();
-  return q;
 }
 
 void QjlParams::check(int head_dim) const {
@@ -57,25 +43,50 @@ std::string QjlParams::label() const {
   return s;
 }
 
-std::vector<ParamSpec> qjl_param_specs() {
-  return {
-      ParamSpec::Int("m", 256, 8, 1 << 16, "inlier sketch bits per key (rows of S; a multiple of 8); m/head_dim is "
-                                           "the key-bit knob"),
-      ParamSpec::Int("m_outlier", 256, 0, 1 << 16,
-                     "outlier sketch bits per key (first m_outlier rows of the same S; a multiple of 8)"),
-      ParamSpec::Int("outliers", 8, 0, 4096,
-                     "outlier channels per token group (largest L2 norm over the group), at most head_dim; 0 = none"),
-      ParamSpec::Int("group_size", 32, 1, 4096, "tokens per outlier group"),
-      ParamSpec::Int("residual", 128, 1, 1 << 20,
-                     "fp16 key buffer capacity (flushed when full) and fp16 value window, in tokens; a multiple of "
-                     "group_size"),
-      ParamSpec::Int("value_bits", 2, 1, 8, "bits per value code (the paper's kernel: 2 or 4)"),
-      ParamSpec::Int("value_group", 32, 1, 4096, "channels per value (fp16 scale, fp16 min) group; divides head_dim"),
-      ParamSpec::Int("initial_layers", 0, 0, 1 << 16,
-                     "layers [0, initial_layers) use m_initial / m_outlier_initial (the paper preset: 15)"),
-      ParamSpec::Int("m_initial", 512, 8, 1 << 16, "m of the initial layers"),
-      ParamSpec::Int("m_outlier_initial", 128, 0, 1 << 16, "m_outlier of the initial layers"),
-  };
+const ParamTable<QjlParams>& qjl_params() {
+  using P = QjlParams;
+  static const ParamTable<P> table({
+      bind(ParamSpec::Int("m", 256, 8, 1 << 16, "inlier sketch bits per key (rows of S; a multiple of 8); m/head_dim is "
+                                                "the key-bit knob"),
+           &P::m),
+      bind(ParamSpec::Int("m_outlier", 256, 0, 1 << 16,
+                          "outlier sketch bits per key (first m_outlier rows of the same S; a multiple of 8)"),
+           &P::m_outlier),
+      bind(ParamSpec::Int("outliers", 8, 0, 4096,
+                          "outlier channels per token group (largest L2 norm over the group), at most head_dim; 0 = none"),
+           &P::outliers),
+      bind(ParamSpec::Int("group_size", 32, 1, 4096, "tokens per outlier group"), &P::group_size),
+      bind(ParamSpec::Int("residual", 128, 1, 1 << 20,
+                          "fp16 key buffer capacity (flushed when full) and fp16 value window, in tokens; a multiple of "
+                          "group_size"),
+           &P::residual),
+      bind(ParamSpec::Int("value_bits", 2, 1, 8, "bits per value code (the paper's kernel: 2 or 4)"), &P::value_bits),
+      bind(ParamSpec::Int("value_group", 32, 1, 4096, "channels per value (fp16 scale, fp16 min) group; divides head_dim"),
+           &P::value_group),
+      bind(ParamSpec::Int("initial_layers", 0, 0, 1 << 16,
+                          "layers [0, initial_layers) use m_initial / m_outlier_initial (the paper preset: 15)"),
+           &P::initial_layers),
+      bind(ParamSpec::Int("m_initial", 512, 8, 1 << 16, "m of the initial layers"), &P::m_initial),
+      bind(ParamSpec::Int("m_outlier_initial", 128, 0, 1 << 16, "m_outlier of the initial layers"), &P::m_outlier_initial),
+  });
+  return table;
+}
+
+std::unique_ptr<EncodedLayer> QjlCodec::encode(int layer, const LayerKV& kv, const EncodedLayer* prev,
+                                               const CodecContext& ctx) const {
+  (void)prev;
+  check_layer(kv, p_.label());
+  p_.check(kv.head_dim);
+  const int set = layer < p_.initial_layers ? 0 : 1;
+  auto P = proj_.get(qjl_projection_seed(ctx.seed, set), std::max(p_.m_for(layer), p_.mo_for(layer)), kv.head_dim,
+                     true);
+  return fn_(p_, layer, std::move(P), kv, ctx);
+}
+
+CodecFactory qjl_factory(QjlEncodeFn fn, std::string impl) {
+  return codec_factory(qjl_params(), "qjl", [fn, impl = std::move(impl)](QjlParams p) {
+    return std::make_unique<QjlCodec>(std::move(p), fn, impl);
+  });
 }
 
 namespace {
@@ -100,7 +111,7 @@ CodecEntry qjl_entry() {
       "projection as its 8-byte seed); candidates m ∈ {head_dim/2, head_dim, 2·head_dim, 4·head_dim} "
       "(multiples of 8) with m_outlier = m, value_bits ∈ {2, 4}, outliers = min(8, head_dim/16), G=32, R=128, "
       "value_group = gcd(head_dim, 32).";
-  e.info.params = qjl_param_specs();
+  e.info.params = qjl_params().specs();
   e.info.presets = {
       // The released configuration (run_longbench.py): m=512/m_o=128 in layers 0-14, m=256/m_o=256 after.
       {"paper", Json{{"m", 256}, {"m_outlier", 256}, {"outliers", 8}, {"group_size", 32}, {"residual", 128},
@@ -137,11 +148,11 @@ CodecEntry qjl_entry() {
       for (int num : {1, 2, 4, 8}) add(round8(num * head_dim / 2), vb);  // m = num/2 · head_dim
     return out;
   };
-  e.label = fn_label<QjlParams>(qjl_param_specs(), "qjl");
-  e.make_cpu = qjl_make_cpu;
-  e.make_ref = qjl_make_ref;
+  e.label = codec_label(qjl_params(), "qjl");
+  e.make_cpu = qjl_factory(qjl_encode_cpu, "cpu");
+  e.make_ref = qjl_factory(qjl_encode_ref, "ref");
 #ifdef KVB_WITH_CUDA
-  e.make_cuda = qjl_make_cuda;
+  e.make_cuda = qjl_factory(qjl_encode_cuda, "cuda");
 #endif
   return e;
 }

@@ -26,13 +26,13 @@ struct RefHead {
   std::vector<float> k_res;         // [C - Cq][d] fp16-rounded
 };
 
-std::unique_ptr<EncodedLayer> qjl_encode_ref(const QjlParams& p, int layer, const LayerKV& kv,
-                                             const CodecContext& ctx) {
+}  // namespace
+
+std::unique_ptr<EncodedLayer> qjl_encode_ref(const QjlParams& p, int layer, std::shared_ptr<const sk::Projection> P,
+                                             const LayerKV& kv, const CodecContext& ctx) {
   const int d = kv.head_dim, H = kv.kv_heads, G = p.group_size, no = p.outliers;
   const int m = p.m_for(layer), mo = p.mo_for(layer);
   const int64_t C = kv.tokens, Cq = (C / p.residual) * p.residual, Vq = C > p.residual ? C - p.residual : 0;
-  auto P = std::make_shared<sk::Projection>(sk::make_projection(
-      qjl_projection_seed(ctx.seed, layer < p.initial_layers ? 0 : 1), std::max(m, mo), d, true));
   auto heads = std::make_shared<std::vector<RefHead>>(H);
   const int mr = P->rows;
   std::vector<double> St(static_cast<size_t>(d) * mr);  // S transposed, float64
@@ -129,12 +129,6 @@ std::unique_ptr<EncodedLayer> qjl_encode_ref(const QjlParams& p, int layer, cons
                    .add("k.projection_seed", StorageKind::kFixed, 8, 0)
                    .get();
   return std::make_unique<ref::SketchRefLayer>(C, d, ctx.attn, std::move(v_hat), raw, std::move(st));
-}
-
-}  // namespace
-
-std::unique_ptr<Codec> qjl_make_ref(const Json& params, const ModelShape& shape) {
-  return fn_factory<QjlParams>(qjl_param_specs(), "qjl", qjl_encode_ref, "ref")(params, shape);
 }
 
 }  // namespace kvb::codecs

@@ -35,13 +35,14 @@ Projection generate_projection(uint64_t seed, int rows, int d, bool orthogonal) 
   P.rows = rows;
   P.d = d;
   P.seed = seed;
+  P.orthogonal = orthogonal;
   P.s64.resize(static_cast<size_t>(rows) * d);
   Rng rng(seed);
   for (double& x : P.s64) x = rng.normal();
   if (orthogonal) {
     // Modified Gram-Schmidt, one pass (the rows of a Gaussian block are well conditioned enough that the loss
     // of orthogonality stays ~1e-13 at head_dim 1024). Rows are processed in order, so a projection with
-    // fewer rows is exactly a prefix of one with more (the cache below relies on it).
+    // fewer rows is exactly a prefix of one with more.
     const double target = std::sqrt(static_cast<double>(d));
     for (int b0 = 0; b0 < rows; b0 += d) {
       const int b1 = std::min(rows, b0 + d);
@@ -81,47 +82,16 @@ Projection generate_projection(uint64_t seed, int rows, int d, bool orthogonal) 
 }  // namespace
 
 Projection make_projection(uint64_t seed, int rows, int d, bool orthogonal) {
-  // Every layer (and the reference) regenerates the same few matrices: keep the largest generated per
-  // (seed, d, orthogonal) and serve smaller requests from its first rows (identical by construction).
-  struct Key {
-    uint64_t seed;
-    int d;
-    bool orth;
-  };
-  static std::mutex mu;
-  static std::vector<std::pair<Key, std::shared_ptr<const Projection>>> cache;  // most recent last, <= 4 entries
-  std::shared_ptr<const Projection> hit;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    for (auto& [k, p] : cache)
-      if (k.seed == seed && k.d == d && k.orth == orthogonal && p->rows >= rows) hit = p;
-  }
-  if (!hit) {
-    auto made = std::make_shared<const Projection>(generate_projection(seed, rows, d, orthogonal));
-    std::lock_guard<std::mutex> lock(mu);
-    cache.erase(std::remove_if(cache.begin(), cache.end(),
-                               [&](const auto& e) {
-                                 return e.first.seed == seed && e.first.d == d && e.first.orth == orthogonal &&
-                                        e.second->rows <= rows;
-                               }),
-                cache.end());
-    cache.push_back({Key{seed, d, orthogonal}, made});
-    if (cache.size() > 4) cache.erase(cache.begin());
-    hit = made;
-  }
-  if (hit->rows == rows) return *hit;
-  Projection P;
-  P.rows = rows;
-  P.d = d;
-  P.seed = seed;
-  P.s64.assign(hit->s64.begin(), hit->s64.begin() + static_cast<size_t>(rows) * d);
-  P.s32.assign(hit->s32.begin(), hit->s32.begin() + static_cast<size_t>(rows) * d);
-  P.row_norm.assign(hit->row_norm.begin(), hit->row_norm.begin() + rows);
-  P.t32.resize(P.s32.size());
-  for (int c = 0; c < d; ++c)
-    std::copy(hit->t32.begin() + static_cast<size_t>(c) * hit->rows,
-              hit->t32.begin() + static_cast<size_t>(c) * hit->rows + rows, P.t32.begin() + static_cast<size_t>(c) * rows);
-  return P;
+  return generate_projection(seed, rows, d, orthogonal);
+}
+
+std::shared_ptr<const Projection> Projections::get(uint64_t seed, int rows, int d, bool orthogonal) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& P : made_)
+    if (P->seed == seed && P->rows == rows && P->d == d && P->orthogonal == orthogonal) return P;
+  if (made_.size() >= kKeep) made_.erase(made_.begin());
+  made_.push_back(std::make_shared<const Projection>(generate_projection(seed, rows, d, orthogonal)));
+  return made_.back();
 }
 
 double project_f64(const Projection& P, int i, const float* x) {

@@ -4,6 +4,8 @@
 /// XOR + popcount for H1B), each with a portable version and an AVX-512 version picked at run time.
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 namespace kvb::codecs::sk {
@@ -16,6 +18,7 @@ namespace kvb::codecs::sk {
 struct Projection {
   int rows = 0, d = 0;
   uint64_t seed = 0;
+  bool orthogonal = false;
   std::vector<double> s64;       ///< [rows][d], the definition
   std::vector<float> s32;        ///< [rows][d], s64 rounded to float (encode's fast path)
   std::vector<float> t32;        ///< [d][rows], transposed (query sketches S q accumulate row c of it)
@@ -24,7 +27,24 @@ struct Projection {
   const float* row32(int i) const { return s32.data() + static_cast<size_t>(i) * d; }
 };
 
+/// Generates the projection (deterministic in its arguments). A projection with fewer rows is exactly the
+/// first rows of one with more.
 Projection make_projection(uint64_t seed, int rows, int d, bool orthogonal);
+
+/// The projections of one codec instance: each (seed, rows, d, orthogonal) generated on first use and then
+/// shared by every layer the instance encodes (and by its fit). A seeded projection is deterministic from
+/// its seed, so it is the codec's fixed state, made once per instance and handed to the layers, not a
+/// process-wide cache. A codec uses one seed per cell (QJL: one per layer set); the few most recent
+/// projections are kept, so callers that change the seed per encode regenerate. Thread-safe.
+class Projections {
+ public:
+  std::shared_ptr<const Projection> get(uint64_t seed, int rows, int d, bool orthogonal) const;
+
+ private:
+  static constexpr size_t kKeep = 4;
+  mutable std::mutex mu_;
+  mutable std::vector<std::shared_ptr<const Projection>> made_;  // most recent last, at most kKeep
+};
 
 /// <S_i, x> in float64, summed over j = 0..d-1 in order. References compute every projection this way; the
 /// CPU path falls back to it whenever the float32 result is too close to 0 to certify its sign, so both

@@ -167,11 +167,11 @@ class SketchGpuLayer : public EncodedLayer {
 
 class QjlGpuLayer final : public SketchGpuLayer {
  public:
-  QjlGpuLayer(const QjlParams& p, int layer, const LayerKV& kv, const CodecContext& ctx)
+  QjlGpuLayer(const QjlParams& p, int layer, std::shared_ptr<const sk::Projection> P, const LayerKV& kv,
+              const CodecContext& ctx)
       : SketchGpuLayer(kv, ctx), p_(p), layer_(layer), m_(p.m_for(layer)), mo_(p.mo_for(layer)),
         Cq_(p.key_quant_tokens(kv.tokens)),
-        P_(sk::make_projection(qjl_projection_seed(ctx.seed, layer < p.initial_layers ? 0 : 1), std::max(m_, mo_),
-                               kv.head_dim, true)),
+        P_(std::move(P)),
         vals_(kernels::uq::RowFormat{kv.head_dim, p.value_bits, p.value_group}, kv.kv_heads, kv.tokens,
               p.value_quant_tokens(kv.tokens), kv.head_dim) {
     const int64_t H = heads_, ng = Cq_ / p.group_size, ib = sk::outlier_index_bytes(d_);
@@ -231,7 +231,7 @@ class QjlGpuLayer final : public SketchGpuLayer {
     vals_.encode(dv, s);
   }
   int align() const override { return p_.group_size; }
-  int64_t query_floats() const override { return P_.rows; }
+  int64_t query_floats() const override { return P_->rows; }
   cudaError_t launch(const sk::gpu::SketchAttend& a, cudaStream_t s) const override {
     return sk::gpu::launch_qjl_attend(keys_, a, s);
   }
@@ -241,8 +241,8 @@ class QjlGpuLayer final : public SketchGpuLayer {
   QjlParams p_;
   int layer_, m_, mo_;
   int64_t Cq_;
-  sk::Projection P_;
-  DeviceProjection proj_{P_};
+  std::shared_ptr<const sk::Projection> P_;  // the codec's, shared by its layers
+  DeviceProjection proj_{*P_};
   DeviceValues vals_;
   DeviceBuffer in_, out_, norms_, idx_, res_;
   sk::gpu::QjlKeys keys_;
@@ -250,8 +250,9 @@ class QjlGpuLayer final : public SketchGpuLayer {
 
 class H1bGpuLayer final : public SketchGpuLayer {
  public:
-  H1bGpuLayer(const H1bParams& p, double T, const LayerKV& kv, const CodecContext& ctx)
-      : SketchGpuLayer(kv, ctx), p_(p), P_(sk::make_projection(h1b_projection_seed(ctx.seed), p.bits, kv.head_dim, false)),
+  H1bGpuLayer(const H1bParams& p, double T, std::shared_ptr<const sk::Projection> P, const LayerKV& kv,
+              const CodecContext& ctx)
+      : SketchGpuLayer(kv, ctx), p_(p), P_(std::move(P)),
         vals_(kernels::uq::RowFormat{kv.head_dim, p.value_bits, p.group(kv.head_dim)}, kv.kv_heads, kv.tokens, kv.tokens,
               kv.head_dim) {
     std::vector<float> tab(static_cast<size_t>(p.bits + 1));
@@ -305,15 +306,17 @@ class H1bGpuLayer final : public SketchGpuLayer {
 
  private:
   H1bParams p_;
-  sk::Projection P_;
-  DeviceProjection proj_{P_};
+  std::shared_ptr<const sk::Projection> P_;  // the codec's, shared by its layers
+  DeviceProjection proj_{*P_};
   DeviceValues vals_;
   DeviceBuffer tab_, sketch_, norms_, nw_;  // nw_: float64 key norms between the encode kernels
   sk::gpu::H1bKeys keys_;
 };
 
-std::unique_ptr<EncodedLayer> qjl_encode_cuda(const QjlParams& p, int layer, const LayerKV& kv,
-                                              const CodecContext& ctx) {
+}  // namespace
+
+std::unique_ptr<EncodedLayer> qjl_encode_cuda(const QjlParams& p, int layer, std::shared_ptr<const sk::Projection> P,
+                                              const LayerKV& kv, const CodecContext& ctx) {
   cuda::require_device();
   KVB_CHECK(kv.head_dim <= kernels::gpu::kMaxHeadDim, Unsupported, "qjl CUDA: head_dim up to {}, found {}",
             kernels::gpu::kMaxHeadDim, kv.head_dim);
@@ -323,20 +326,15 @@ std::unique_ptr<EncodedLayer> qjl_encode_cuda(const QjlParams& p, int layer, con
             "qjl CUDA: m {} with a {}-row projection and head_dim {} exceeds the attention block's 48 KiB of "
             "shared memory",
             m, mr, kv.head_dim);
-  return std::make_unique<QjlGpuLayer>(p, layer, kv, ctx);
+  return std::make_unique<QjlGpuLayer>(p, layer, std::move(P), kv, ctx);
 }
 
-}  // namespace
-
-std::unique_ptr<Codec> qjl_make_cuda(const Json& params, const ModelShape& shape) {
-  return fn_factory<QjlParams>(qjl_param_specs(), "qjl", qjl_encode_cuda, "cuda")(params, shape);
-}
-
-std::unique_ptr<EncodedLayer> h1b_encode_cuda(const H1bParams& p, double T, const LayerKV& kv, const CodecContext& ctx) {
+std::unique_ptr<EncodedLayer> h1b_encode_cuda(const H1bParams& p, double T, std::shared_ptr<const sk::Projection> P,
+                                              const LayerKV& kv, const CodecContext& ctx) {
   cuda::require_device();
   KVB_CHECK(kv.head_dim <= kernels::gpu::kMaxHeadDim, Unsupported, "h1b CUDA: head_dim up to {}, found {}",
             kernels::gpu::kMaxHeadDim, kv.head_dim);
-  return std::make_unique<H1bGpuLayer>(p, T, kv, ctx);
+  return std::make_unique<H1bGpuLayer>(p, T, std::move(P), kv, ctx);
 }
 
 }  // namespace kvb::codecs

@@ -50,6 +50,7 @@ TEST(AttendMany, EqualsPerQueryAttendForEveryCodec) {
   const bool simd_available = kernels::simd_kernels_enabled();
   std::map<std::string, double> worst;
   std::map<std::string, int> ran;
+  FitStore fits;
   for (int64_t C : {1, 7, 127, 4099})
     for (int d : {8, 64, 96, 128, 256})
       for (int nq : {1, 3, 4, 8, 11}) {  // 11: more than one chunk of kManyQueries
@@ -82,7 +83,7 @@ TEST(AttendMany, EqualsPerQueryAttendForEveryCodec) {
               co.tokens = std::min<int64_t>(C, 256);
               co.seed = 99991 + C * 7 + d * 3;
               const SynthLayer calib = make_layer(co);
-              codec->fit(0, {&calib.kv}, L.ctx());
+              fits.fit(*codec, e.info.name, fmt::format("{} {}", co.seed, calib.describe()), 0, {&calib.kv}, L.ctx());
             }
             const auto enc = codec->encode(0, L.kv, nullptr, L.ctx());
             SCOPED_TRACE(fmt::format("{} on {} nq {}", e.label(p), L.describe(), nq));

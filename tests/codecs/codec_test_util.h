@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,32 @@
 #include "kvb/core/rng.h"
 
 namespace kvb::test {
+
+/// The trained states a test has fitted, so that a configuration training the same model as an earlier one
+/// (same codec, calibration and context seed, parameters that train alike: lookat's value options, kvcar's
+/// int8 and decode) takes that state (Codec::adopt) instead of fitting again.
+class FitStore {
+ public:
+  /// Fits `c` (codec `codec`) on layer `layer`, or adopts a stored state that it accepts. `calib_key` names
+  /// the calibration data and context seed: states are shared only under the same key.
+  void fit(Codec& c, const std::string& codec, const std::string& calib_key, int layer,
+           const std::vector<const LayerKV*>& calib, const CodecContext& ctx) {
+    auto& states = states_[codec + "\n" + calib_key + "\n" + std::to_string(layer)];
+    for (const auto& s : states) {
+      try {
+        c.adopt(layer, s);
+        return;
+      } catch (const UsageError&) {
+        // trained with other parameters: try the next state
+      }
+    }
+    c.fit(layer, calib, ctx);
+    if (auto s = c.trained(layer)) states.push_back(std::move(s));
+  }
+
+ private:
+  std::map<std::string, std::vector<std::shared_ptr<const TrainedLayer>>> states_;
+};
 
 /// One layer of a synthetic model: the cache, and `nq` decode queries per query head.
 struct SynthLayer {

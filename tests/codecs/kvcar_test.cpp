@@ -297,12 +297,15 @@ namespace {
 TEST(Kvcar, DecodeOnceEqualsEveryCall) {
   const SynthLayer L = synth(71, 2, 16, 150), C = synth(72, 2, 16, 150);
   const CodecEntry& e = registry().at("kvcar");
+  // One fit: int8 and decode act after training, so all four codecs take the same model.
+  auto fitted = e.make_cpu(resolve_params(e.info.params, Json::object(), "kvcar"), L.shape);
+  fitted->fit(0, {&C.kv}, C.ctx());
   for (bool int8 : {false, true}) {
     SCOPED_TRACE(int8);
     auto a = e.make_cpu(resolve_params(e.info.params, Json{{"int8", int8}}, "kvcar"), L.shape);
     auto b = e.make_cpu(resolve_params(e.info.params, Json{{"int8", int8}, {"decode", "once"}}, "kvcar"), L.shape);
-    a->fit(0, {&C.kv}, C.ctx());
-    b->fit(0, {&C.kv}, C.ctx());
+    fit_like(*a, *fitted, 0, {&C.kv}, C.ctx());
+    fit_like(*b, *fitted, 0, {&C.kv}, C.ctx());
     const auto ea = a->encode(0, L.kv, nullptr, L.ctx()), eb = b->encode(0, L.kv, nullptr, L.ctx());
     Scratch sa, sb;
     std::vector<float> oa(16), ob(16), la(150), lb(150);
@@ -315,6 +318,18 @@ TEST(Kvcar, DecodeOnceEqualsEveryCall) {
         eb->scores(h, L.query(h, i), lb.data(), sb);
         EXPECT_EQ(la, lb);
       }
+  }
+}
+
+// The parameter table reads and writes every field, the choices (loss, decode) included.
+TEST(Kvcar, ParameterTableRoundTrips) {
+  const CodecEntry& e = registry().at("kvcar");
+  for (const Json& given : {Json::object(), Json{{"loss", "l1"}, {"decode", "once"}, {"int8", true}, {"ratio", 0.25}}}) {
+    const Json r = resolve_params(e.info.params, given, "kvcar");
+    const KvcarParams p = KvcarParams::from_json(r);
+    EXPECT_EQ(KvcarParams::table().to_json(p), r);
+    EXPECT_EQ(p.loss == KvcarLoss::kL1, given.contains("loss"));
+    EXPECT_EQ(p.decode_once, given.contains("decode"));
   }
 }
 

@@ -242,12 +242,13 @@ TEST(Lookat, StorageAndEffectiveBits) {
   o.tokens = 1000 + 1000;
   o.seed = 31;
   const Split s = split_layer(o, 1000);
+  FitStore fits;  // the value options of one m share its codebooks
   for (const auto& cand : lookat().candidates(128)) {
     SCOPED_TRACE(cand.params.dump());
     Json p = cand.params;
     p["iters"] = 2;
     auto codec = make(p, s.eval.shape);
-    codec->fit(0, {&s.calib}, s.eval.ctx());
+    fits.fit(*codec, "lookat", "", 0, {&s.calib}, s.eval.ctx());
     const Storage st = codec->encode(0, s.eval.kv, nullptr, s.eval.ctx())->storage();
     double bpt = 0, fixed = 0;
     for (const auto& it : st.items) {
@@ -312,6 +313,56 @@ TEST(Lookat, KmeansRecoversSeparatedClustersAndHandlesFewPoints) {
   const double e25 = codecs::pq::kmeans(y.data(), 1000, 3, 3, 64, 25, 5, cb3.data());
   EXPECT_TRUE(all_finite(cb3.data(), 64 * 3));
   EXPECT_LT(e25, e0);
+}
+
+// Trained state handed over: the reference (and another value option) adopt the CPU codec's codebooks and
+// store exactly the codebooks they would have trained; a state of other training parameters, another layer
+// or another codec is refused.
+TEST(Lookat, AdoptsTheTrainedStateOfAnotherImplementation) {
+  SynthOptions o;
+  o.tokens = 400 + 300;
+  o.seed = 12;
+  const Split s = split_layer(o, 300);
+  const CodecEntry& e = lookat();
+  const Json p = resolve_params(e.info.params, Json{{"subspaces", 8}, {"iters", 3}}, "lookat");
+  auto cpu = e.make_cpu(p, s.eval.shape);
+  EXPECT_EQ(cpu->trained(0), nullptr);
+  cpu->fit(0, {&s.calib}, s.eval.ctx());
+  ASSERT_NE(cpu->trained(0), nullptr);
+  auto codebooks = [&](const Codec& c) {
+    for (const auto& b : c.encode(0, s.eval.kv, nullptr, s.eval.ctx())->buffers())
+      if (b.name == "k.codebooks") return b.bytes;
+    return std::vector<uint8_t>{};
+  };
+  Json pi = p;
+  pi["values"] = "int8";
+  auto int8 = e.make_cpu(pi, s.eval.shape), fitted = e.make_cpu(pi, s.eval.shape);
+  int8->adopt(0, cpu->trained(0));
+  fitted->fit(0, {&s.calib}, s.eval.ctx());
+  EXPECT_EQ(codebooks(*int8), codebooks(*cpu));
+  EXPECT_EQ(codebooks(*fitted), codebooks(*cpu));
+  auto ref = e.make_ref(p, s.eval.shape);
+  fit_like(*ref, *cpu, 0, {&s.calib}, s.eval.ctx());
+  EXPECT_EQ(ref->trained(0), cpu->trained(0));  // the same object: nothing was trained again
+  EXPECT_NO_THROW(ref->encode(0, s.eval.kv, nullptr, s.eval.ctx()));
+  Json pm = p;
+  pm["subspaces"] = 4;
+  EXPECT_THROW(e.make_cpu(pm, s.eval.shape)->adopt(0, cpu->trained(0)), UsageError);
+  const CodecEntry& kv = registry().at("kvcar");
+  EXPECT_THROW(kv.make_cpu(resolve_params(kv.info.params, Json::object(), "kvcar"), s.eval.shape)
+                   ->adopt(0, cpu->trained(0)),
+               UsageError);
+  EXPECT_THROW(registry().at("int").make_cpu(Json::object(), s.eval.shape)->adopt(0, cpu->trained(0)), UsageError);
+}
+
+// The parameter table reads and writes every field: defaults and every budget candidate round-trip.
+TEST(Lookat, ParameterTableRoundTrips) {
+  const CodecEntry& e = lookat();
+  EXPECT_EQ(codecs::LookatParams::table().specs().size(), e.info.params.size());
+  for (const auto& c : e.candidates(128)) {
+    const Json r = resolve_params(e.info.params, c.params, "lookat");
+    EXPECT_EQ(codecs::LookatParams::table().to_json(codecs::LookatParams::from_json(r)), r);
+  }
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include "kvb/core/attn_math.h"
 #include "kvb/core/error.h"
+#include "kvb/core/hash.h"
 #include "kvb/core/registry.h"
 #include "kvb/core/rng.h"
 
@@ -167,6 +168,42 @@ TEST(Softcap, Bounded) {
   EXPECT_FLOAT_EQ(kvb::softcap_f(3.f, 0.f), 3.f);
   EXPECT_NEAR(kvb::softcap_f(1000.f, 30.f), 30.f, 1e-4);
   EXPECT_NEAR(kvb::softcap_f(0.3f, 30.f), 0.3f, 1e-4);
+}
+
+// The published FNV-1a 64-bit test vectors, and the word-at-a-time variant over float bit patterns (cell
+// seeds derive from fnv1a(label): these values reach results).
+TEST(Hash, Fnv1a) {
+  EXPECT_EQ(kvb::fnv1a(""), 0xcbf29ce484222325ull);
+  EXPECT_EQ(kvb::fnv1a("a"), 0xaf63dc4c8601ec8cull);
+  EXPECT_EQ(kvb::fnv1a("foobar"), 0x85944171f73967e8ull);
+  EXPECT_EQ(kvb::fnv1a("bar", kvb::fnv1a("foo")), kvb::fnv1a("foobar"));
+  const float x[2] = {1.0f, -2.0f};  // bit patterns 0x3f800000, 0xc0000000
+  EXPECT_EQ(kvb::fnv1a_floats(x, 2), kvb::fnv1a_mix(kvb::fnv1a_mix(kvb::kFnvOffset, 0x3f800000u), 0xc0000000u));
+}
+
+// A ParamTable binds each spec to its field: specs in declaration order, from_json and to_json inverse to
+// each other, and a choice mapping that misses a choice is refused where it is declared.
+TEST(Params, TableBindsSpecsToFields) {
+  enum class Mode { kA, kB };
+  struct P {
+    int n = 0;
+    double x = 0;
+    bool flag = false;
+    Mode mode = Mode::kA;
+  };
+  const kvb::ParamTable<P> t({kvb::bind(specs()[0], &P::n), kvb::bind(specs()[1], &P::x),
+                              kvb::bind(specs()[2], &P::flag),
+                              kvb::bind_choice(specs()[3], &P::mode, {{"a", Mode::kA}, {"b", Mode::kB}})});
+  ASSERT_EQ(t.specs().size(), 4u);
+  EXPECT_EQ(t.specs()[3].name, "mode");
+  const Json r = kvb::resolve_params(t.specs(), Json::parse(R"({"n": 7, "flag": true, "mode": "b"})"), "p");
+  const P p = t.from_json(r);
+  EXPECT_EQ(p.n, 7);
+  EXPECT_EQ(p.x, 0.5);
+  EXPECT_TRUE(p.flag);
+  EXPECT_EQ(p.mode, Mode::kB);
+  EXPECT_EQ(t.to_json(p), r);
+  EXPECT_THROW(kvb::bind_choice(specs()[3], &P::mode, {{"a", Mode::kA}}), std::logic_error);
 }
 
 }  // namespace

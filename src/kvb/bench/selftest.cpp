@@ -29,17 +29,7 @@ std::vector<SelftestCase> selftest_cases(const std::string& device, bool full) {
   for (const auto& e : registry().all()) {
     const bool on_device = device == "cuda" ? static_cast<bool>(e.make_cuda) : true;
     if (!on_device) continue;
-    if (e.info.name == "fp8") {
-      variants.push_back({"fp8", Json{{"format", "e4m3"}}});
-      variants.push_back({"fp8", Json{{"format", "e5m2"}}});
-    } else if (e.info.name == "int") {
-      for (int b : {2, 3, 4, 8}) variants.push_back({"int", Json{{"code_bits", b}, {"group_size", 32}}});
-    } else if (e.info.name == "kivi") {
-      variants.push_back({"kivi", Json{{"code_bits", 2}, {"group_size", 32}, {"residual", 128}}});
-      variants.push_back({"kivi", Json{{"code_bits", 4}, {"group_size", 32}, {"residual", 32}}});
-    } else {
-      variants.push_back({e.info.name, Json::object()});
-    }
+    for (const Json& p : e.selftest_variants) variants.push_back({e.info.name, p});
   }
   std::vector<int64_t> contexts = {1, 7, 129, 4097};
   if (full && device == "cuda") contexts.insert(contexts.end(), {32768, 131072});
@@ -127,14 +117,14 @@ SelftestResult run_selftest_case(const SelftestCase& c, const std::string& devic
     auto ca = cuda ? e->make_cuda(params, shape) : e->make_cpu(params, shape);
     auto cb = cuda ? e->make_cpu(params, shape) : e->make_ref(params, shape);
     if (e->info.trainable) {
-      // Both sides fit on the same calibration cache, another seed than the evaluated one (at most 1024
+      // The tested side fits on a calibration cache of another seed than the evaluated one (at most 1024
       // tokens: the checks compare two backends from one fitted state, whatever its quality).
       SelftestCase cc = c;
       cc.seed = derive_seed(c.seed, {0xca1});
       cc.tokens = std::min<int64_t>(c.tokens, 1024);
       const LayerKV calib = make_cache(cc);
       ca->fit(0, {&calib}, ctx);
-      cb->fit(0, {&calib}, ctx);
+      fit_like(*cb, *ca, 0, {&calib}, ctx);  // one training: cb encodes from ca's trained state
     }
     a = ca->encode(0, kv, nullptr, ctx);
     b = cb->encode(0, kv, nullptr, ctx);

@@ -3,14 +3,17 @@
 ///
 /// A `Codec` is built by the registry from resolved parameters for one cell. The runner then, per layer:
 ///   fit(layer, calibration caches)         -- only when info().trainable; never sees evaluation queries
+///                                             (adopt(layer, state) instead takes another implementation's fit)
 ///   encode(layer, cache, previous layer)   -- returns an EncodedLayer that owns every byte it stores
 ///   EncodedLayer::scores / attend          -- straight from the compressed form (no dense copy of the cache)
 ///   EncodedLayer::storage                  -- measured from the buffers actually allocated
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "kvb/core/error.h"
 #include "kvb/core/params.h"
 #include "kvb/core/tensor.h"
 
@@ -123,6 +126,14 @@ struct CodecContext {
   uint64_t seed = 0;  ///< derive every random stream from this (kvb/core/rng.h)
 };
 
+/// What fit() learned for one layer, immutable once made; each trainable codec derives its own (codebooks,
+/// autoencoder weights, a temperature). The ref, CPU and CUDA implementations of a codec encode from the
+/// same state, so one of them fits and the others adopt its state, as faiss builds a GPU index from the
+/// trained CPU one: nothing is trained twice, and the implementations compare on identical models.
+struct TrainedLayer {
+  virtual ~TrainedLayer() = default;
+};
+
 class Codec {
  public:
   virtual ~Codec() = default;
@@ -135,6 +146,18 @@ class Codec {
   virtual void fit(int layer, const std::vector<const LayerKV*>& calib, const CodecContext& ctx) {
     (void)layer, (void)calib, (void)ctx;
   }
+  /// The state fit(layer, ...) or adopt(layer, ...) gave layer `layer`; nullptr when it has none (not fitted,
+  /// or a codec that learns nothing).
+  virtual std::shared_ptr<const TrainedLayer> trained(int layer) const {
+    (void)layer;
+    return nullptr;
+  }
+  /// Instead of fit(layer, ...): take `state`, the trained(layer) of another implementation of this codec
+  /// whose parameters train the same model; encode then runs on that model. Throws UsageError for a state of
+  /// another codec, layer or training parameters (here: for any state, a codec that learns nothing takes none).
+  virtual void adopt(int layer, std::shared_ptr<const TrainedLayer> state) {
+    if (state) throw UsageError(fmt::format("adopt of layer {}: this codec learns nothing", layer));
+  }
   /// Encode one layer's cache. `prev` is the same sequence's previous layer as this codec encoded it
   /// (nullptr for layer 0), for cross-layer codecs.
   virtual std::unique_ptr<EncodedLayer> encode(int layer, const LayerKV& kv, const EncodedLayer* prev,
@@ -142,5 +165,16 @@ class Codec {
   /// Extra facts for results.json (training time, losses, variant that ran, ...).
   virtual Json report() const { return Json::object(); }
 };
+
+/// Fit layer `layer` of `to` as `from` was fitted: adopt from.trained(layer) when there is one, else
+/// to.fit(layer, calib, ctx). For callers that build several implementations of one codec (tests,
+/// `kvbench selftest`): only `from` trains.
+inline void fit_like(Codec& to, const Codec& from, int layer, const std::vector<const LayerKV*>& calib,
+                     const CodecContext& ctx) {
+  if (auto s = from.trained(layer))
+    to.adopt(layer, std::move(s));
+  else
+    to.fit(layer, calib, ctx);
+}
 
 }  // namespace kvb

@@ -1,7 +1,12 @@
 #pragma once
 /// Typed codec parameters: a declared ParamSpec list validates a JSON object of parameters, rejecting
-/// unknown keys and bad types or ranges with a message that names the key and the allowed values.
+/// unknown keys and bad types or ranges with a message that names the key and the allowed values. A
+/// ParamTable binds each spec to the field of the codec's parameter struct it sets, so the spec list,
+/// parsing (from_json) and the struct's JSON (to_json) derive from one declaration per parameter.
+#include <functional>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -40,5 +45,71 @@ Json check_param(const ParamSpec& spec, const Json& value, const std::string& ke
 
 /// The names of `specs`, comma separated (for "allowed: ..." messages).
 std::string param_names(const std::vector<ParamSpec>& specs);
+
+/// One parameter of a parameter struct P: its spec and how it reads into / writes from its field.
+template <class P>
+struct ParamBinding {
+  ParamSpec spec;
+  std::function<void(P&, const Json&)> read;  ///< a validated JSON value -> the field
+  std::function<Json(const P&)> write;        ///< the field -> its JSON value
+};
+
+/// Binds `spec` to a field of P of a JSON-convertible type (int, double, bool, std::string).
+template <class P, class T>
+ParamBinding<P> bind(ParamSpec spec, T P::*field) {
+  return {std::move(spec), [field](P& p, const Json& v) { p.*field = v.get<T>(); },
+          [field](const P& p) { return Json(p.*field); }};
+}
+
+/// Binds a Choice spec to a field of any type through `values`, one (choice, field value) per choice of the
+/// spec, in the spec's order (checked here: a choice without a value cannot silently map to a default).
+template <class P, class T>
+ParamBinding<P> bind_choice(ParamSpec spec, T P::*field, std::vector<std::pair<std::string, T>> values) {
+  bool same = values.size() == spec.choices.size();
+  for (size_t i = 0; same && i < values.size(); ++i) same = values[i].first == spec.choices[i];
+  if (!same) throw std::logic_error("bind_choice: the values of parameter \"" + spec.name + "\" do not list its choices");
+  auto read = [field, values](P& p, const Json& v) {
+    for (const auto& [name, x] : values)
+      if (v == name) {
+        p.*field = x;
+        return;
+      }
+    throw std::logic_error("bind_choice: \"" + v.dump() + "\" is not a choice (resolve_params first)");
+  };
+  auto write = [field, values, name = spec.name](const P& p) {
+    for (const auto& [choice, x] : values)
+      if (p.*field == x) return Json(choice);
+    throw std::logic_error("bind_choice: parameter \"" + name + "\" holds a value no choice names");
+  };
+  return {std::move(spec), std::move(read), std::move(write)};
+}
+
+/// The parameters of a parameter struct P, each declared once (spec + field).
+template <class P>
+class ParamTable {
+ public:
+  explicit ParamTable(std::vector<ParamBinding<P>> bindings) : b_(std::move(bindings)) {}
+  /// The specs, in declaration order (CodecInfo::params).
+  std::vector<ParamSpec> specs() const {
+    std::vector<ParamSpec> s;
+    for (const auto& b : b_) s.push_back(b.spec);
+    return s;
+  }
+  /// P from a resolved parameter object (resolve_params(specs(), ...)), starting from `base` for fields no
+  /// parameter sets.
+  P from_json(const Json& resolved, P base = P{}) const {
+    for (const auto& b : b_) b.read(base, resolved.at(b.spec.name));
+    return base;
+  }
+  /// The resolved parameter object of p (from_json's inverse).
+  Json to_json(const P& p) const {
+    Json j = Json::object();
+    for (const auto& b : b_) j[b.spec.name] = b.write(p);
+    return j;
+  }
+
+ private:
+  std::vector<ParamBinding<P>> b_;
+};
 
 }  // namespace kvb

@@ -48,6 +48,9 @@ struct CodecEntry {
   /// The CUDA implementation (device-resident layers), set only in builds with the CUDA backend
   /// (KVB_WITH_CUDA); empty otherwise. Tests and `kvbench selftest` compare it with make_cpu.
   CodecFactory make_cuda;
+  /// The parameter objects `kvbench selftest` checks (each at every shape it runs): the defaults unless the
+  /// entry names the variants whose code paths differ (formats, code widths).
+  std::vector<Json> selftest_variants = {Json::object()};
 };
 
 class CodecRegistry {
