@@ -15,6 +15,7 @@
 
 #include "kvb/core/error.h"
 #include "kvb/core/half.h"
+#include "kvb/core/hash.h"
 #include "kvb/io/h5util.h"
 
 namespace kvb {
@@ -618,15 +619,11 @@ std::vector<int32_t> KvDumpReader::read_tokens(size_t seq) const {
 std::string KvDumpReader::checksum() const {
   std::ifstream in(impl_->path, std::ios::binary);
   if (!in) throw DataError(fmt::format("cannot open {} to checksum it", impl_->path));
-  uint64_t h = 0xcbf29ce484222325ull;
+  uint64_t h = kFnvOffset;
   std::vector<char> buf(1 << 20);
   while (in) {
     in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    const std::streamsize got = in.gcount();
-    for (std::streamsize i = 0; i < got; ++i) {
-      h ^= static_cast<unsigned char>(buf[static_cast<size_t>(i)]);
-      h *= 0x100000001b3ull;
-    }
+    h = fnv1a_bytes(buf.data(), static_cast<size_t>(in.gcount()), h);
   }
   return fmt::format("{:016x}", h);
 }

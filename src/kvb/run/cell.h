@@ -9,9 +9,11 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kvb/core/codec.h"
+#include "kvb/core/hash.h"
 #include "kvb/core/registry.h"
 #include "kvb/io/kvdump.h"
 #include "kvb/report/results.h"
@@ -19,12 +21,13 @@
 
 namespace kvb::run {
 
-/// FNV-1a 64 of a string: the run key and the per-cell seed derive from it.
-inline uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
+/// The start value of the run's FNV-1a (core/hash.h) for the run key and the per-cell seeds
+/// (derive_seed(seed, fnv1a(label))). It is one digit short of FNV's offset basis 14695981039346656037 — the
+/// value these hashes were first defined with. Kept: every seeded codec's results derive from it.
+inline constexpr uint64_t kRunHashStart = 1469598103934665603ull;
+
+/// FNV-1a of a string from kRunHashStart: the run key and the per-cell seed.
+inline uint64_t run_hash(std::string_view s) { return fnv1a(s, kRunHashStart); }
 
 /// One dataset of the config, opened, with the sequences and layers the run uses.
 struct DatasetPlan {

@@ -302,7 +302,7 @@ class Pass {
     CodecContext ctx;
     ctx.shape = shape_;
     ctx.attn = attn_;
-    ctx.seed = derive_seed(cfg_.seed, {fnv1a(c.plan.label)});
+    ctx.seed = derive_seed(cfg_.seed, {run_hash(c.plan.label)});
     return ctx;
   }
   LayerData read_layer(const SequenceInfo& S, size_t si, int l, bool* sliding) const;

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "kvb/core/error.h"
+#include "kvb/core/hash.h"
 #include "kvb/report/results_io.h"
 #include "kvb/run/environment.h"
 #include "kvb/run/evaluate.h"
@@ -89,7 +90,7 @@ std::string run_key(const Config& cfg) {
   Json r = cfg.resolved();
   for (const char* k : {"output", "device", "threads"}) r.erase(k);
   const Json b = build_info_json();
-  return fmt::format("{:016x}", run::fnv1a(r.dump() + "\n" + b["git_sha"].get<std::string>()));
+  return fmt::format("{:016x}", run::run_hash(r.dump() + "\n" + b["git_sha"].get<std::string>()));
 }
 
 RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
