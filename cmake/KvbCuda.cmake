@@ -1,4 +1,4 @@
-# The CUDA backend is ON when nvcc is found (kvbench.md §2); the CPU build never needs CUDA.
+# The CUDA backend is ON when nvcc is found (docs/design.md §8); the CPU build never needs CUDA.
 # Architectures default to 80 (A100) and 90 (H100/H200); override with -DCMAKE_CUDA_ARCHITECTURES=...
 # KVB_CUDA_EMULATE builds the same backend without nvcc: every .cu file is compiled as C++ against
 # src/kvb/cuda/emu (a host implementation of the CUDA runtime and execution model) so the kernels *run* on the

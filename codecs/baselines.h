@@ -1,5 +1,5 @@
 #pragma once
-/// Registry entries of the baseline codecs (codecs.md §6, §7; kvbench.md §6).
+/// Registry entries of the baseline codecs (docs/codecs.md §5, §4; docs/codecs.md §1).
 #include "kvb/core/registry.h"
 
 namespace kvb::codecs {

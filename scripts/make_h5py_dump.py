@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent h5py + numpy implementation of the kvdump format (kvbench.md §3.1), for cross-tool tests.
+"""Independent h5py + numpy implementation of the kvdump format (docs/dump-format.md §1), for cross-tool tests.
 
     make_h5py_dump.py OUT.h5 [--dtype float16|bfloat16|float32] [--bf16] [--seed S] [--fixed-strings]
         Write a small valid dump (GQA 2:1 by default, float16 by default) with ref_out computed in numpy

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Plots from a kvbench results directory (kvbench.md §8), read from its results.json only.
+"""Plots from a kvbench results directory (docs/results.md §6), read from its results.json only.
 
 Usage: plot_results.py RESULTS_DIR [--metric cosine] [--out DIR]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Record a Hugging Face `transformers` causal LM into a kvdump (kvbench.md §3; README "Record your own model").
+"""Record a Hugging Face `transformers` causal LM into a kvdump (docs/dump-format.md; README "Record your own model").
 
     .venv/bin/python scripts/record_kv.py --model Qwen/Qwen2.5-0.5B --text my.txt \\
         --context-len 4096 --queries 32 --sequences 2 --dtype bfloat16 --out data/qwen2.5-0.5b.h5

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Spread a kvbench sweep over a SLURM job array, then merge the shards (kvbench.md §8).
+# Spread a kvbench sweep over a SLURM job array, then merge the shards (docs/results.md §5).
 #
 #   bash scripts/slurm_sweep.sh CONFIG.json N [extra sbatch options...]
 #

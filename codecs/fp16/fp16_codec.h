@@ -1,6 +1,6 @@
 #pragma once
 /// fp16: the cache stored as IEEE binary16 and attended exactly — the "exact fp16 attention" row
-/// every throughput number is compared with (kvbench.md §5).
+/// every throughput number is compared with (docs/metrics.md §7).
 #include <memory>
 #include <string>
 

@@ -1,9 +1,9 @@
 #pragma once
-/// kvcar: KV-CAR (Roy, Sridharan, Selvam, Raghunathan; arXiv 2512.06727; codecs.md §5), as the
-/// reconstruction-trained proxy of §5.3, labelled "KV-CAR-proxy (no LM fine-tune)" everywhere: the paper
+/// kvcar: KV-CAR (Roy, Sridharan, Selvam, Raghunathan; arXiv 2512.06727; docs/codecs.md §10), as the
+/// reconstruction-trained proxy of docs/codecs.md §10.6, labelled "KV-CAR-proxy (no LM fine-tune)" everywhere: the paper
 /// fine-tunes with the language-model loss, kvbench has no model in the loop.
 ///
-/// Per layer, the KV heads split into STORED heads and REUSED heads (cross-layer reuse, §5.0.2):
+/// Per layer, the KV heads split into STORED heads and REUSED heads (cross-layer reuse, docs/codecs.md §10.2):
 ///  - reuse: at fit time the heads of layer N are ranked by the normalized L1 distance
 ///    Σ|X_N,h − X_{N−1},h| / Σ|X_{N−1},h| (K and V averaged) on the calibration tokens; the `reuse_heads`
 ///    most similar are not stored and attention reads layer N−1's reconstruction of that head (which may in
@@ -23,7 +23,7 @@
 ///    only, MSE or L1 reconstruction loss measured in raw units (standardized channels re-weighted by σ² or
 ///    σ, normalized to mean 1, so the reported loss is relative to the mean channel variance), shuffled
 ///    mini-batches, deterministic per seed (kvcar_train.cpp, one function shared by cpu and ref).
-///  - latent storage per token: d_lat fp16 values, or (int8 = true, §5.0.3) d_lat int8 codes with a per-token
+///  - latent storage per token: d_lat fp16 values, or (int8 = true, docs/codecs.md §10.3) d_lat int8 codes with a per-token
 ///    float32 scale = 255/(max−min) and float32 minimum: q = round(scale·(z − min)) − 128,
 ///    ẑ = (q + 128)/scale + min. NOTE(kvcar): the spec's integer zero point −round(scale·min) − 128 is
 ///    stored as the float minimum instead: the same grid up to a sub-step shift, and no cancellation when
@@ -38,7 +38,7 @@
 ///   reuse.heads              kFixed       one int32 per reused head (which heads read layer N−1)
 /// Reused heads cost 0 bytes per token.
 ///
-/// Attention (§5.2): every scores/attend call decodes ALL C cached tokens of the head through the decoder
+/// Attention (docs/codecs.md §10.5): every scores/attend call decodes ALL C cached tokens of the head through the decoder
 /// (the paper's design; the decoder is a nonlinear MLP and cannot be folded into the attention product),
 /// then runs standard attention over the decoded rows. attend_many decodes once for its queries.
 /// `decode=once` (not the paper's cost, for fidelity sweeps on CPU) decodes each head on first use and keeps
@@ -55,7 +55,7 @@
 
 namespace kvb::codecs {
 
-/// The label every kvcar result carries (codecs.md §5.3).
+/// The label every kvcar result carries (docs/codecs.md §10.6).
 inline constexpr const char* kKvcarProxyLabel = "KV-CAR-proxy (no LM fine-tune)";
 
 enum class KvcarLoss { kMse, kL1 };

@@ -1,4 +1,4 @@
-/// Registry entry of `kvcar` (KV-CAR-proxy, codecs.md §5; kvcar_codec.h).
+/// Registry entry of `kvcar` (KV-CAR-proxy, docs/codecs.md §10; kvcar_codec.h).
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -232,7 +232,7 @@ CodecEntry kvcar_entry() {
   e.info.notes =
       std::string(kKvcarProxyLabel) +
       ": the paper fine-tunes with the LM cross-entropy; kvbench has no model in the loop, so the autoencoders "
-      "train on reconstruction only (codecs.md §5.3). h defaults to D/2 (one secondary source); inputs "
+      "train on reconstruction only (docs/codecs.md §10.6). h defaults to D/2 (one secondary source); inputs "
       "standardized per channel with calibration statistics (folded into the weights); BatchNorm uses running "
       "statistics at inference. Every scores/attend decodes all cached tokens (the paper's cost, see "
       "throughput). Defaults train briefly (4 epochs over <= 1024 tokens per layer, seconds per layer at "

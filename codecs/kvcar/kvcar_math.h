@@ -1,6 +1,6 @@
 #pragma once
 /// Per-element math of kvcar's CPU path and CUDA kernels (KVB_HD): LeakyReLU and the per-token int8 latent
-/// quantizer of codecs.md §5.0.3 (see kvcar_codec.h for the float-minimum zero point).
+/// quantizer of docs/codecs.md §10.3 (see kvcar_codec.h for the float-minimum zero point).
 #include <cmath>
 #include <cstdint>
 

@@ -1,4 +1,4 @@
-/// KV-CAR-proxy training (codecs.md §5.3): the autoencoder's forward and backward passes (Linear,
+/// KV-CAR-proxy training (docs/codecs.md §10.6): the autoencoder's forward and backward passes (Linear,
 /// BatchNorm with batch statistics and running averages, LeakyReLU), Adam, the reuse ranking and the
 /// per-layer fit. Shared by the cpu and ref codecs: the fit is the codec's training procedure,
 /// not its inference path, and both must run the same trained model for cpu-vs-ref to compare inference.

@@ -1,7 +1,7 @@
 #pragma once
-/// lookat: LOOKAT (Karmore, arXiv 2601.10155; codecs.md §4) — product-quantized keys scored with lookup
+/// lookat: LOOKAT (Karmore, arXiv 2601.10155; docs/codecs.md §9) — product-quantized keys scored with lookup
 /// tables (asymmetric distance computation, as in vector search), values in fp16 (the paper) or, as a
-/// labelled harness extension (codecs.md §4.6 pitfall 5), per-token asymmetric INT8/INT4 (codecs/quant).
+/// labelled harness extension (docs/codecs.md §9.5 pitfall 5), per-token asymmetric INT8/INT4 (codecs/quant).
 ///
 ///  - fit: per (layer, KV head) m codebooks of K = 2^nbits centroids of d_sub = d/m channels, trained by
 ///    k-means++ and Lloyd iterations (fp32) on calibration keys only; stored as fp16 (kFixed bytes).

@@ -128,7 +128,7 @@ class LookatCodec final : public Codec {
     KVB_CHECK(cb.kv_heads == kv.kv_heads && cb.dsub * cb.m == kv.head_dim, DataError,
               "{}: layer {} was fitted on [{} KV heads, head_dim {}] but the cache is [{}, {}]", p_.label(), layer,
               cb.kv_heads, cb.dsub * cb.m, kv.kv_heads, kv.head_dim);
-    // Calibration never sees the evaluated data (codecs.md §"Training-free defaults"): refuse a cache most
+    // Calibration never sees the evaluated data (docs/codecs.md §1.4): refuse a cache most
     // of whose tokens' keys occur verbatim in the calibration caches (a shared first token, e.g. BOS at
     // position 0, is not an overlap).
     int64_t found = 0;
@@ -189,7 +189,7 @@ CodecEntry lookat_entry() {
   e.info.notes =
       "codebooks per (layer, KV head), trained on calibration sequences only (encode refuses data that was "
       "calibrated on); k-means++ then 25 Lloyd iterations in fp32 on up to train_points keys, stored as fp16; "
-      "attend never rebuilds keys; int values are a labelled extension (codecs.md §4.6)";
+      "attend never rebuilds keys; int values are a labelled extension (docs/codecs.md §9.5)";
   e.candidates = [](int head_dim) {
     std::vector<int> ms;
     for (int div : {32, 16, 8}) {

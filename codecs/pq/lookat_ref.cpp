@@ -1,4 +1,4 @@
-/// lookat reference (codecs.md §4.3: "an equivalent reference implementation for testing is ŝ_t = <q, k̃_t>,
+/// lookat reference (docs/codecs.md §9.3: "an equivalent reference implementation for testing is ŝ_t = <q, k̃_t>,
 /// where k̃_t is the concatenation of the chosen centroids"). Per key and subspace the nearest centroid by
 /// exhaustive search (squared L2 in float64, ties to the lowest index); k̃ written densely (allowed only here),
 /// values rounded to binary16 (ref::round_f16_sat) or min-max quantized per group (ref::minmax_qdq); scores

@@ -1,5 +1,5 @@
 #pragma once
-/// int: plain per-token asymmetric INTn (codecs.md §7) applied to both K and V, no fp16 window.
+/// int: plain per-token asymmetric INTn (docs/codecs.md §4) applied to both K and V, no fp16 window.
 /// Each token's head_dim channels are split into groups of `group_size`; each group stores an fp16
 /// (scale, min) and code_bits-bit codes (math and packing: kernels/formats/uniform.h).
 /// INT8 uses the same asymmetric min-max scheme (not symmetric absmax), so every width is one quantizer.

@@ -1,5 +1,5 @@
 #pragma once
-/// kivi: KIVI (Liu et al., arXiv 2402.02750; codecs.md §6).
+/// kivi: KIVI (Liu et al., arXiv 2402.02750; docs/codecs.md §5).
 ///  - keys per CHANNEL: the first C - (C mod R) tokens in blocks of G consecutive tokens; each block stores
 ///    one fp16 (scale, min) per channel. The last C mod R keys stay fp16 (flush-when-full residual).
 ///  - values per TOKEN: all but the last min(R, C) tokens, in groups of G channels with fp16 (scale, min);

@@ -1,5 +1,5 @@
 #pragma once
-/// Token selection by repeated halving (codecs.md §2): `balancekv` (BalanceKV, arXiv 2502.07861) picks the
+/// Token selection by repeated halving (docs/codecs.md §6): `balancekv` (BalanceKV, arXiv 2502.07861) picks the
 /// half to keep with a self-balancing walk in the kernel's feature space; `uniform` runs the same halving
 /// with fair coin signs — the baseline the paper beats. Both keep a per-token weight (a power of two) so
 /// that the kept tokens stand for the dropped ones in the softmax sums.
@@ -15,13 +15,13 @@
 ///                                  (heaviest first); `tokens` = n, the middle tokens they stand for
 ///   w.class_counts    kFixed       T + 1 int32 per KV head: how many kept rows carry weight 2^T, 2^(T−1),
 ///                                  ..., 1. Grouping the rows by class replaces a per-token weight byte,
-///                                  so b_eff is exactly 16·2^−T (codecs.md §2.1 allows either)
+///                                  so b_eff is exactly 16·2^−T (docs/codecs.md §6.1 allows either)
 ///   k.sink_window, v.sink_window  kBuffer  fp16 rows of the verbatim tokens
 /// The positions of the kept tokens are held too, for held_tokens() (mass_lost, metrics over the held
 /// set) only; attention never reads them (keys are post-RoPE, order is irrelevant), so they are not
 /// counted as storage.
 ///
-/// Attention (§2.3), kept row j of weight w_j, verbatim rows with weight 1:
+/// Attention (docs/codecs.md §6.3), kept row j of weight w_j, verbatim rows with weight 1:
 ///   consistent (default): logit_j = s_j + ln w_j, values as stored     => Num and Den weighted alike
 ///   repo:                 logit_j = s_j + T·ln 2, values × w_j/2^T     (the authors' decode branch)
 /// scores() returns s_j = softmax_scale·<q, k̂_j> (softcap applied) for the held tokens — the codec's

@@ -9,7 +9,7 @@
 
 namespace kvb::codecs {
 
-/// One halving (codecs.md §2.2 step 2): keeps exactly ⌊n/2⌋ of the n survivors (idx, cumulative weights w)
+/// One halving (docs/codecs.md §6.2 step 2): keeps exactly ⌊n/2⌋ of the n survivors (idx, cumulative weights w)
 /// given their signs, and multiplies the kept weights by 2 (balanced prefix) or 1 (tail after the cut).
 void halve(const std::vector<int8_t>& sigma, std::vector<int32_t>& idx, std::vector<int32_t>& w);
 
@@ -31,7 +31,7 @@ class SelectLayerBase : public EncodedLayer {
   const std::vector<int32_t>& positions() const { return pos_; }
   /// Kept rows per weight class, [kv_heads][T + 1], class k = weight 2^(T−k).
   const std::vector<int32_t>& class_counts() const { return counts_; }
-  /// Per class: the logit bias and the value factor of the configured estimator (§2.3).
+  /// Per class: the logit bias and the value factor of the configured estimator (docs/codecs.md §6.3).
   const std::vector<float>& class_bias() const { return bias_; }
   const std::vector<float>& class_vfac() const { return vfac_; }
 

@@ -1,4 +1,4 @@
-/// BalanceKV / uniform reference: codecs.md §2.2–2.3 written out literally, in float64, without
+/// BalanceKV / uniform reference: docs/codecs.md §6.2–§6.3 written out literally, in float64, without
 /// walk_math.h's decision or the CPU path's halving. Per level it gathers the survivors, builds each
 /// block's full B×B Gram matrix, runs the walk, then halves with cumulative counts and a stable argsort
 /// of −ω exactly as the authors' pseudo-code does. It shares only the counter-based uniform draws

@@ -1,5 +1,5 @@
 #pragma once
-/// Per-step math of BalanceKV's self-balancing walk (codecs.md §2.2, pitfall 5), shared by the CPU path
+/// Per-step math of BalanceKV's self-balancing walk (docs/codecs.md §6.2, §6.5 pitfall 5), shared by the CPU path
 /// (select_cpu.cpp) and the CUDA kernel (select_cuda.cu) so that both draw the same uniforms and take
 /// the same decisions. The naive reference (select_ref.cpp) takes only uniform01 from here (which draw
 /// belongs to which step is part of kvbench's definition); it writes the Gram matrix, the decision and
@@ -66,7 +66,7 @@ KVB_HD_INLINE double kernel_logit(double dot, double temp, double inv_sqrt_d, do
   return temp * dot * inv_sqrt_d - beta;
 }
 
-/// The value factor of a kernel entry: y_ij = <v_i, v_j> + c + 1e-8 (codecs.md §2.2; the 1e-8 is the
+/// The value factor of a kernel entry: y_ij = <v_i, v_j> + c + 1e-8 (docs/codecs.md §6.2; the 1e-8 is the
 /// authors' code's).
 KVB_HD_INLINE double kernel_value(double vdot, double const_denom) { return vdot + const_denom + 1e-8; }
 

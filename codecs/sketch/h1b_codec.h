@@ -1,13 +1,13 @@
 #pragma once
-/// h1b: H1B-KV hybrid one-bit keys (Vejendla; arXiv 2510.05529; codecs.md §3). Per KV head and token:
+/// h1b: H1B-KV hybrid one-bit keys (Vejendla; arXiv 2510.05529; docs/codecs.md §8). Per KV head and token:
 ///   k.sketch  [b]       sign(R k), R [b][head_dim] i.i.d. N(0, 1) from the seed (costs its 8 bytes)
 ///   k.norms   fp16 ‖k‖  (angle variant only)
 ///   v         per-token asymmetric value_bits codes in groups of value_group channels (0 = one group per
-///             token), fp16 (scale, min) per group (kernels/formats/uniform.h); no fp16 window (§3.4)
+///             token), fp16 (scale, min) per group (kernels/formats/uniform.h); no fp16 window (docs/codecs.md §8.4)
 /// The query is sketched with the same R; a key's score comes from the Hamming distance h of the two
 /// sketches (XOR + popcount):
-///   variant "angle" (default, training-free §3.3): ŝ = softmax_scale·‖q‖·‖k‖·cos(π·h/bits)  (SimHash angle)
-///   variant "temp"  (§3.3 H1B-TF-temp, nearest to the paper): ŝ = (1 − 2h/bits) / T, T per layer fitted on
+///   variant "angle" (default, training-free docs/codecs.md §8.3): ŝ = softmax_scale·‖q‖·‖k‖·cos(π·h/bits)  (SimHash angle)
+///   variant "temp"  (docs/codecs.md §8.3 H1B-TF-temp, nearest to the paper): ŝ = (1 − 2h/bits) / T, T per layer fitted on
 ///                   calibration caches by minimizing KL(exact ‖ approximate) (or given as `temperature`).
 /// The paper's own numbers come after fine-tuning T and a value projection, which kvbench never does.
 #include <map>

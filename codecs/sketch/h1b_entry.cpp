@@ -239,9 +239,9 @@ CodecEntry h1b_entry() {
   e.info.trainable = true;
   e.info.notes =
       "the paper's numbers need fine-tuning (a learned temperature and value projection), which kvbench never "
-      "does: the default 'angle' variant is training-free (stores fp16 ||k||, codecs.md §3.3) and ignores "
+      "does: the default 'angle' variant is training-free (stores fp16 ||k||, docs/codecs.md §8.3) and ignores "
       "calibration; the 'temp' variant fits one T per layer on calibration caches by minimizing KL, using "
-      "calibration keys as pseudo-queries (the interface gives no calibration queries). Memory per §3.1 (the "
+      "calibration keys as pseudo-queries (the interface gives no calibration queries). Memory per docs/codecs.md §8.1 (the "
       "paper's 70x claim is inconsistent). Scores from XOR/popcount; attend never rebuilds keys.";
   e.candidates = [](int head_dim) {
     std::vector<Candidate> out;

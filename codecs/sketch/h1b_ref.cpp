@@ -1,4 +1,4 @@
-/// h1b reference: codecs.md §3.2–§3.3 literally, in float64. Key and query sketches as unpacked ±1 (each
+/// h1b reference: docs/codecs.md §8.2–§8.3 literally, in float64. Key and query sketches as unpacked ±1 (each
 /// projection summed over channels in order in float64, as project_f64), the score from the ±1 dot product
 /// σ_q·σ_k = b − 2h (no packing, no popcount), cos / temperature in float64, values dequantized to a dense
 /// copy (allowed here). Shares only the projection generator with the CPU path. Storage from the formulas.

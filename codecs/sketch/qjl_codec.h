@@ -1,5 +1,5 @@
 #pragma once
-/// qjl: 1-bit Quantized JL keys (Zandieh, Daliri, Han; arXiv 2406.03482; codecs.md §1), as the released code
+/// qjl: 1-bit Quantized JL keys (Zandieh, Daliri, Han; arXiv 2406.03482; docs/codecs.md §7), as the released code
 /// (github.com/amirzandieh/QJL) stores them, with the reference kernel's limits lifted (any head_dim, m and
 /// m_outlier any multiple of 8, up to head_dim outlier channels, m_outlier > m allowed).
 ///
@@ -9,7 +9,7 @@
 ///                            head_dim <= 256, else uint16)
 ///   inlier bits [m]          per token: sign(S·k_in), k_in = k with the outlier channels zeroed
 ///   outlier bits [m_outlier] per token: sign(S[0:m_outlier]·k_out), k_out = k on the outlier channels only
-///   norms [2] fp16           per token: ‖k_in‖ and ‖k_out‖ (§1.8 pitfall 3: ‖k_in‖ is stored instead of the
+///   norms [2] fp16           per token: ‖k_in‖ and ‖k_out‖ (docs/codecs.md §7.6 pitfall 3: ‖k_in‖ is stored instead of the
 ///                            code's ‖k‖ and sqrt(‖k‖² − ‖k_out‖²): same bits, no negative square root)
 /// The last C mod residual keys stay fp16 (flush-when-full). Values: all but the last min(residual, C) tokens
 /// per token asymmetric at value_bits in groups of value_group channels (kernels/formats/uniform.h), the last

@@ -121,8 +121,8 @@ CodecEntry qjl_entry() {
   };
   e.info.notes =
       "paper label 'QJL-3bit'; the released configuration measures 3.63 bits (layers >= 15) and 4.13 bits "
-      "(layers 0-14) at head_dim 128 once outlier sketches, norms and indices are counted (codecs.md §1.1 g1). "
-      "Stores ||k_in|| instead of ||k|| (same bits, §1.8.3). Reference-kernel limits lifted: any head_dim, m and "
+      "(layers 0-14) at head_dim 128 once outlier sketches, norms and indices are counted (docs/codecs.md §7.6 pitfall 1). "
+      "Stores ||k_in|| instead of ||k|| (same bits, docs/codecs.md §7.6 pitfall 3). Reference-kernel limits lifted: any head_dim, m and "
       "m_outlier any multiple of 8, up to head_dim outliers. Scores come from the bits (masked sums); attend never "
       "rebuilds keys.";
   e.candidates = [](int head_dim) {

@@ -1,4 +1,4 @@
-/// qjl reference: codecs.md §1.3–§1.4 written literally, in float64. Bits as unpacked ±1 per row, the
+/// qjl reference: docs/codecs.md §7.3–§7.4 written literally, in float64. Bits as unpacked ±1 per row, the
 /// estimator as the plain ±1 dot product sqrt(π/2)/m·‖k_in‖·<S_in q, σ_in> + sqrt(π/2)/m_o·‖k_out‖·
 /// <S_out q, σ_out> (no masked sums, no packing), values dequantized to a dense copy (allowed here), fp16
 /// buffers as rounded floats. Shares only the projection generator with the CPU path (the matrix is part of
@@ -86,7 +86,7 @@ std::unique_ptr<EncodedLayer> qjl_encode_ref(const QjlParams& p, int layer, std:
   const double scale = ctx.attn.softmax_scale;
   auto raw = [P, heads, d, m, mo, G, Cq, C, scale](int g, const float* q, double* s) {
     const RefHead& R = (*heads)[g];
-    // §1.4: q_sk = S q (all channels), q_out_sk = the group's outlier channels' share, q_in_sk = the difference.
+    // docs/codecs.md §7.4: q_sk = S q (all channels), q_out_sk = the group's outlier channels' share, q_in_sk = the difference.
     const int mr = std::max(m, mo);
     std::vector<double> q_sk(mr, 0.0), q_in(m), q_out(mr);
     for (int i = 0; i < mr; ++i)

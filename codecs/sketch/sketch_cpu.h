@@ -14,7 +14,7 @@ namespace kvb::codecs::sk {
 /// the seed, never stored). Entries i.i.d. N(0, 1) from kvb::Rng(seed) in row-major order; with
 /// `orthogonal`, consecutive blocks of d rows (the last block may be shorter) are orthogonalized by
 /// modified Gram-Schmidt (twice, in float64) and each row rescaled to norm sqrt(d): QJL's orthogonalized
-/// JL (codecs.md §1.2; QR of a Gaussian block and Gram-Schmidt of its rows give the same distribution).
+/// JL (docs/codecs.md §7.2; QR of a Gaussian block and Gram-Schmidt of its rows give the same distribution).
 struct Projection {
   int rows = 0, d = 0;
   uint64_t seed = 0;

@@ -1,5 +1,5 @@
 #pragma once
-/// Registry entries of the one-bit sketch codecs (family one_bit_sketch; codecs.md §1, §3).
+/// Registry entries of the one-bit sketch codecs (family one_bit_sketch; docs/codecs.md §7, §8).
 #include "kvb/core/registry.h"
 
 namespace kvb::codecs {

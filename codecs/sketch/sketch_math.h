@@ -1,16 +1,16 @@
 #pragma once
 /// Per-element math of the one-bit sketch codecs (qjl, h1b), shared by the CPU path and the CUDA kernels
-/// (KVB_HD, style.md §3.4). Nothing here allocates or includes host-only libraries.
+/// (KVB_HD, docs/design.md §4). Nothing here allocates or includes host-only libraries.
 ///
 /// Sign sketches. A sketch of n bits (n a multiple of 8) is n/8 bytes; bit j of byte i holds row 8i + j
-/// (codecs.md §1.1: "bit j of byte i holds row 8i+j"). Bit = 1 iff the projection is > 0, so a projection
-/// of exactly 0 is bit 0 (−1) in the encoder and the decoder alike (§1.8 pitfall 7).
+/// (docs/codecs.md §7.1: "bit j of byte i holds row 8i+j"). Bit = 1 iff the projection is > 0, so a projection
+/// of exactly 0 is bit 0 (−1) in the encoder and the decoder alike (docs/codecs.md §7.6 pitfall 7).
 ///
-/// QJL scores (§1.4): <q, k> ≈ sqrt(π/2)/m · ‖k‖ · Σ_i (S q)_i σ_i with σ_i = ±1 the stored bits. The sum is
+/// QJL scores (docs/codecs.md §7.4): <q, k> ≈ sqrt(π/2)/m · ‖k‖ · Σ_i (S q)_i σ_i with σ_i = ±1 the stored bits. The sum is
 /// formed with the masked-sum identity Σ_i x_i σ_i = 2·Σ_{i: bit=1} x_i − Σ_i x_i, so attend never expands
 /// the bits into a dense ±1 vector, let alone a key.
 ///
-/// H1B scores (§3): Hamming distance h between the query's and the key's sketches (XOR + popcount on 64-bit
+/// H1B scores (docs/codecs.md §8): Hamming distance h between the query's and the key's sketches (XOR + popcount on 64-bit
 /// words); angle variant ŝ = ‖q‖·‖k‖·cos(π·h/b), temperature variant ŝ = (1 − 2h/b)/T.
 #include <cstdint>
 #include <cstring>

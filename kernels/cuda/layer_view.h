@@ -19,7 +19,7 @@ namespace kvb::kernels::gpu {
 
 /// Weighted rows of the token-selection codecs (codecs/select): in each head, rows [first, first + Σ counts)
 /// are kept tokens grouped by weight class; a row of class c adds bias[c] to its logit (after softcap) and
-/// scales its softmax weight in the value sum by vfac[c] (codecs.md §2.3). n = 0: no weighted rows.
+/// scales its softmax weight in the value sum by vfac[c] (docs/codecs.md §6.3). n = 0: no weighted rows.
 constexpr int kMaxRowClasses = 17;
 struct RowClasses {
   int n = 0;

@@ -258,7 +258,7 @@ TEST(Lookat, StorageAndEffectiveBits) {
     EXPECT_DOUBLE_EQ(8.0 * bpt / 256.0, cand.bits);
     EXPECT_DOUBLE_EQ(fixed, st.kv_heads * 256.0 * 128 * 2);  // K·d binary16 per KV head
   }
-  // LOOKAT-2 / LOOKAT-4 at d = 64 (codecs.md §4.1): 2 (4) key bytes + 128 fp16 value bytes per token.
+  // LOOKAT-2 / LOOKAT-4 at d = 64 (docs/codecs.md §9.1): 2 (4) key bytes + 128 fp16 value bytes per token.
   const auto& e = lookat();
   codecs::LookatParams p2 = codecs::LookatParams::from_json(resolve_preset(e, "paper-2", Json::object(), "x"));
   codecs::LookatParams p4 = codecs::LookatParams::from_json(resolve_preset(e, "paper-4", Json::object(), "x"));

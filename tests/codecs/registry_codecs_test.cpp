@@ -1,5 +1,5 @@
 // Registry-wide tests: every registered codec, every budget candidate and preset, on odd shapes —
-// the CPU implementation against the codec's naive reference (style.md §3.3 / §3.7).
+// the CPU implementation against the codec's naive reference (docs/design.md §3, §6).
 #include <gtest/gtest.h>
 
 #include <limits>
@@ -78,7 +78,7 @@ std::vector<Case> all_cases() {
   for (int64_t C : {1, 7, 127, 4099})
     for (int d : {8, 64, 96, 128, 256})
       for (int group : {1, 4}) out.push_back({C, d, group});
-  // Extreme head dims (kvbench.md §9: head_dim 1 or 1024 must work): candidates fall back to groups of
+  // Extreme head dims (docs/errors.md §4: head_dim 1 or 1024 must work): candidates fall back to groups of
   // head_dim (int) and gcd(head_dim, 32) (kivi); C chosen to populate both KIVI regions.
   out.push_back({130, 1, 1});
   out.push_back({300, 7, 4});
@@ -166,7 +166,7 @@ TEST_P(RegistryCodecs, CpuMatchesRefOnOddShapes) {
         EXPECT_EQ(sc.items[i].tokens, sr.items[i].tokens);
       }
       EXPECT_DOUBLE_EQ(sc.nominal_bytes_per_token, sr.nominal_bytes_per_token);
-      // Measured bytes per token (kvbench.md §5) equals the nominal formula when every region has tokens.
+      // Measured bytes per token (docs/metrics.md §6) equals the nominal formula when every region has tokens.
       double bpt = 0;
       bool every_region = true;
       for (const auto& it : sc.items) {

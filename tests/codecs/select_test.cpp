@@ -258,7 +258,7 @@ TEST(SelectCodecs, ShortCachesKeepEverythingVerbatim) {
 }
 
 TEST(SelectCodecs, IidSyntheticTokensReportedNotAsserted) {
-  // Tokens drawn independently (make_layer) have no redundancy for the walk to exploit (codecs.md §2.7
+  // Tokens drawn independently (make_layer) have no redundancy for the walk to exploit (docs/codecs.md §6.5
   // item 9): print both errors so a reader sees the contrast with the real-data test, assert only sanity.
   SynthOptions o;
   o.tokens = 1024, o.head_dim = 64, o.kv_heads = 2, o.queries = 8, o.seed = 31;

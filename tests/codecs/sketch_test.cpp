@@ -113,7 +113,7 @@ TEST(SketchKernels, OrthogonalProjectionRowsAndPrefixes) {
 // ---- QJL estimator ---------------------------------------------------------------------------------------
 
 /// E|u_1| for u uniform on the unit sphere of R^d, times sqrt(π/2)·sqrt(d): the factor by which QJL with
-/// orthogonalized rows (every row of norm exactly sqrt(d)) scales <q, k> in expectation (codecs.md §1.2 note:
+/// orthogonalized rows (every row of norm exactly sqrt(d)) scales <q, k> in expectation (docs/codecs.md §7.2 note:
 /// 1 + O(1/d); with Gaussian rows it would be exactly 1).
 double orth_factor(int d) {
   const double e_abs = std::exp(std::lgamma(d / 2.0) - std::lgamma((d + 1) / 2.0)) / std::sqrt(kPi);
@@ -394,10 +394,10 @@ std::pair<double, double> measured_kv_bits(const std::string& codec, const Json&
 TEST(SketchStorage, PaperAccountingAtHeadDim128) {
   const CodecEntry& q = registry().at("qjl");
   const Json paper = resolve_preset(q, "paper", Json::object(), "x");
-  // codecs.md §1.1: layers >= 15 (m=256, m_o=256): 546 key bits, 384 value bits; layers 0-14 (m=512, m_o=128): 674.
+  // docs/codecs.md §7.1: layers >= 15 (m=256, m_o=256): 546 key bits, 384 value bits; layers 0-14 (m=512, m_o=128): 674.
   EXPECT_EQ(measured_kv_bits("qjl", paper, 20), (std::pair<double, double>{546, 384}));
   EXPECT_EQ(measured_kv_bits("qjl", paper, 3), (std::pair<double, double>{674, 384}));
-  // §3.1: H1B b=256 with fp16 ‖k‖ (angle): 272 key bits; 4-bit values with one fp16 (scale, min) per token: 544.
+  // docs/codecs.md §8.1: H1B b=256 with fp16 ‖k‖ (angle): 272 key bits; 4-bit values with one fp16 (scale, min) per token: 544.
   EXPECT_EQ(measured_kv_bits("h1b", Json::object(), 0), (std::pair<double, double>{272, 544}));
   // Candidate b_eff equals the measured value.
   for (const char* codec : {"qjl", "h1b"})

@@ -1,4 +1,4 @@
-// `kvbench gen`: determinism, shapes, GQA, ref_out, RoPE, and the LLM-like statistics of kvbench.md §3.3.
+// `kvbench gen`: determinism, shapes, GQA, ref_out, RoPE, and the LLM-like statistics of docs/dump-format.md §3.
 #include <algorithm>
 #include <cstdlib>
 #include <functional>
@@ -331,7 +331,7 @@ TEST(Generator, KeysAreRotatedByPosition) {
 }
 
 TEST(Generator, LlamaLikeStatistics) {
-  // kvbench.md §3.3 on a llama-like config: head_dim 128, ~2k tokens, GQA 4:1, two layers.
+  // docs/dump-format.md §3 on a llama-like config: head_dim 128, ~2k tokens, GQA 4:1, two layers.
   kvb::GenOptions o = kvb::gen_preset("llama3-8b");
   o.shape.n_layers = 2;
   o.tokens = 2048 + 32;

@@ -1,4 +1,4 @@
-// The exact float64 reference attention (kvbench.md §4) on hand-computed cases.
+// The exact float64 reference attention (docs/protocol.md §1) on hand-computed cases.
 #include <gtest/gtest.h>
 
 #include <cmath>

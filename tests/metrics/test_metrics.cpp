@@ -1,4 +1,4 @@
-// Hand-computed and brute-force checks of kvb/metrics (kvbench.md §5, codecs.md §9).
+// Hand-computed and brute-force checks of kvb/metrics (docs/metrics.md).
 #include <gtest/gtest.h>
 
 #include <algorithm>

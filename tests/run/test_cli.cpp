@@ -1,5 +1,5 @@
 // End-to-end tests of the kvbench executable: the golden CI run and its results schema, determinism,
-// the exit codes and messages of kvbench.md §9, and the acceptance numbers of the foundation issue.
+// the exit codes and messages of docs/errors.md §1–§2, and the acceptance numbers of the foundation issue.
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
@@ -123,7 +123,7 @@ TEST(Cli, GoldenCiRunSchema) {
     EXPECT_GE(cos, -1.0 - 1e-12);  // schema test: only the range; fidelity levels are checked in Acceptance
     EXPECT_LE(cos, 1.0 + 1e-12);
   }
-  // CSV: the header of kvbench.md §8 in order, one row per cell.
+  // CSV: the header of docs/results.md §3 in order, one row per cell.
   const std::string csv = kvbtest::slurp(tmp.path / "out" / "results.csv");
   std::string header;
   for (size_t i = 0; i < kvb::csv_columns().size(); ++i) header += (i ? "," : "") + kvb::csv_columns()[i];

@@ -1,5 +1,5 @@
 // `kvbench compare`: matching, tolerances and better directions, in process (compare_results) and through
-// the executable (exit codes 0/1/2/3 of kvbench.md §9). The inputs are copies of the committed CI baseline
+// the executable (exit codes 0/1/2/3 of docs/errors.md §1). The inputs are copies of the committed CI baseline
 // results/baselines/ci.json with one field edited.
 #include <gtest/gtest.h>
 

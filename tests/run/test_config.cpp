@@ -1,4 +1,4 @@
-// Config validation (kvbench.md §7, §9): every bad config is a UsageError (exit 2) naming the key and
+// Config validation (docs/config.md, docs/errors.md §1): every bad config is a UsageError (exit 2) naming the key and
 // the allowed values, raised before any data is read.
 #include <gtest/gtest.h>
 

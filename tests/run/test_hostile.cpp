@@ -1,4 +1,4 @@
-// Hostile inputs through `kvbench run` (kvbench.md §9): degenerate shapes run or skip cleanly with no
+// Hostile inputs through `kvbench run` (docs/errors.md §4): degenerate shapes run or skip cleanly with no
 // NaN in the results; malformed dumps and configs give their exit codes. Never a crash.
 #include <gtest/gtest.h>
 

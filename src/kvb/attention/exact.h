@@ -1,5 +1,5 @@
 #pragma once
-/// The exact reference attention of kvbench.md §4, in float64:
+/// The exact reference attention of docs/protocol.md §1, in float64:
 ///   s = softmax_scale * K q (then cap*tanh(s/cap) when softcap > 0), p = softmax(s), o = pᵀ V.
 #include <cstdint>
 

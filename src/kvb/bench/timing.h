@@ -1,5 +1,5 @@
 #pragma once
-/// Host-side timing of CPU calls (kvbench.md §5): warm up once, then repeat the call until at least
+/// Host-side timing of CPU calls (docs/metrics.md §7): warm up once, then repeat the call until at least
 /// `min_time_s` has passed and at least `min_repeats` samples exist; report median and p95 of the samples.
 /// GPU timings use CUDA events in the CUDA backend, never this.
 #include <chrono>

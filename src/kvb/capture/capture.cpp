@@ -232,7 +232,7 @@ SequenceData record_sequence(const Llama2Model& model, const std::vector<int32_t
     }
   }
 
-  // ref_out: the protocol's exact attention (§4) of each recorded query over the first C cached tokens.
+  // ref_out: the protocol's exact attention (docs/protocol.md §1) of each recorded query over the first C cached tokens.
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   std::vector<double> o(static_cast<size_t>(D));
   for (auto& ly : s.layers) {

@@ -1,7 +1,7 @@
 #pragma once
 /// `kvbench capture`: run a llama2.c checkpoint over a token sequence and record its real post-RoPE
-/// keys, values and queries into a kvdump (kvbench.md §3.2), with ref_out computed in float64 over the
-/// first C = T - Q cached tokens (the evaluation protocol of §4).
+/// keys, values and queries into a kvdump (docs/dump-format.md §2), with ref_out computed in float64 over the
+/// first C = T - Q cached tokens (the evaluation protocol of docs/protocol.md §1).
 #include <cstdint>
 #include <string>
 #include <vector>

@@ -1,4 +1,4 @@
-// `kvbench capture`: record a llama2.c checkpoint's real post-RoPE K/V/Q into a kvdump (kvbench.md §3.2).
+// `kvbench capture`: record a llama2.c checkpoint's real post-RoPE K/V/Q into a kvdump (docs/dump-format.md §2).
 #include <chrono>
 #include <filesystem>
 #include <memory>

@@ -1,4 +1,4 @@
-// `kvbench gen`: write a synthetic kvdump with LLM-like statistics (kvbench.md §3.3).
+// `kvbench gen`: write a synthetic kvdump with LLM-like statistics (docs/dump-format.md §3).
 #include <chrono>
 #include <filesystem>
 #include <functional>

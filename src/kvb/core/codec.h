@@ -1,5 +1,5 @@
 #pragma once
-/// The codec interface (style.md §3.2, adapted to kvbench.md §4–§6).
+/// The codec interface (docs/design.md §2, adapted to docs/protocol.md §1, docs/metrics.md, docs/codecs.md §1).
 ///
 /// A `Codec` is built by the registry from resolved parameters for one cell. The runner then, per layer:
 ///   fit(layer, calibration caches)         -- only when info().trainable; never sees evaluation queries
@@ -19,7 +19,7 @@
 
 namespace kvb {
 
-/// What a storage item is, for kvbench.md §5's memory split.
+/// What a storage item is, for docs/metrics.md §6's memory split.
 enum class StorageKind {
   kCompressed,  ///< grows with compressed tokens: codes, per-token scales/norms, per-group metadata
   kBuffer,      ///< full-precision windows and sink tokens kept verbatim
@@ -52,7 +52,7 @@ struct NamedBuffer {
   std::vector<uint8_t> bytes;
 };
 
-/// Device-side timings of a layer that lives on a GPU (CUDA events; kvbench.md §5).
+/// Device-side timings of a layer that lives on a GPU (CUDA events; docs/metrics.md §7).
 struct DeviceTimes {
   double encode_median_s = 0, encode_p95_s = 0;
   double attend_median_s = 0, attend_p95_s = 0;  ///< one launch attending every query of every query head

@@ -1,8 +1,8 @@
 #pragma once
-/// Three error tiers (style.md §3.7 rule 6):
+/// Three error tiers (docs/errors.md §3):
 ///  - KVB_ASSERT: internal invariant; aborts with file:line.
 ///  - kvb::Error (thrown via KVB_THROW / KVB_CHECK / throw UsageError etc.): user, config or data errors,
-///    each carrying the exit code of kvbench.md §9.
+///    each carrying the exit code of docs/errors.md §1.
 ///  - per-cell failures become result records (status "skipped" / "error") in the runner.
 #include <cstdio>
 #include <cstdlib>
@@ -13,7 +13,7 @@
 
 namespace kvb {
 
-/// Exit codes of kvbench.md §9.
+/// Exit codes of docs/errors.md §1.
 enum class ExitCode : int {
   kOk = 0,
   kRegression = 1,  ///< `compare` found a regression

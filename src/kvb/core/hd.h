@@ -1,5 +1,5 @@
 #pragma once
-/// KVB_HD marks per-element math that both the host compiler and nvcc compile (style.md §3.4).
+/// KVB_HD marks per-element math that both the host compiler and nvcc compile (docs/design.md §4).
 /// Headers using it must stay free of Eigen, HDF5, fmt, nlohmann and CLI11.
 #if defined(__CUDACC__)
 #define KVB_HD __host__ __device__

@@ -12,7 +12,7 @@
 namespace kvb {
 
 /// One point of a codec's budget grid: its knobs (a partial parameter object) and its exact b_eff
-/// (bits per element, K and V together, per-token and per-group metadata included; kvbench.md §5).
+/// (bits per element, K and V together, per-token and per-group metadata included; docs/metrics.md §6).
 struct Candidate {
   Json params;
   double bits = 0;

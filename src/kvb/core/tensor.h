@@ -6,7 +6,7 @@
 
 namespace kvb {
 
-/// Model-level shape and attention constants of a dump (root attributes of kvdump §3.1).
+/// Model-level shape and attention constants of a dump (root attributes of docs/dump-format.md §1.1).
 struct ModelShape {
   int n_layers = 0;
   int n_heads = 0;     ///< query heads

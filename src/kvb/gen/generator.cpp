@@ -1,6 +1,6 @@
 #include "kvb/gen/generator.h"
 
-/// The synthetic model (kvbench.md §3.3). Everything a real LLM's K/V/Q has that makes compression
+/// The synthetic model (docs/dump-format.md §3). Everything a real LLM's K/V/Q has that makes compression
 /// hard, each behind a GenOptions knob:
 ///
 ///   sequence content  tokens w_t (Zipf-like, with copied spans) and a latent state e_t in R^rank:

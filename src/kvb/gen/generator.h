@@ -1,5 +1,5 @@
 #pragma once
-/// `kvbench gen`: synthetic dumps with LLM-like statistics (kvbench.md §3.3). Every knob is documented
+/// `kvbench gen`: synthetic dumps with LLM-like statistics (docs/dump-format.md §3). Every knob is documented
 /// here and in `kvbench gen --help`; presets fix the shapes of known models.
 #include <cstdint>
 #include <string>
@@ -20,7 +20,7 @@ struct GenOptions {
   DType dtype = DType::kFloat16;
   std::string rope_style = "half";  ///< "half" | "interleaved" | "none"
   double rope_theta = 10000.0;
-  // --- statistics knobs (kvbench.md §3.3; each is a `kvbench gen` flag of the same name) ---------
+  // --- statistics knobs (docs/dump-format.md §3; each is a `kvbench gen` flag of the same name) ---------
   /// Per KV head: key channels whose RMS is 10-50x the median channel's, consistent across tokens and
   /// with a large nonzero per-channel mean. Allocated in whole RoPE pairs (rounded up to even) among the
   /// slowest quarter of the pairs, as in real post-RoPE keys; at most head_dim/2 - 1 pairs (one pair at

@@ -1,7 +1,7 @@
 #pragma once
 /// `kvbench inspect`: per-layer statistics of a kvdump — the properties that make KV compression hard
-/// (kvbench.md §3.3): key/value norm spread, outlier channels, attention entropy, sink mass — plus the
-/// ref_out self-check. Every attention number comes from the exact float64 reference (kvbench.md §4).
+/// (docs/dump-format.md §3): key/value norm spread, outlier channels, attention entropy, sink mass — plus the
+/// ref_out self-check. Every attention number comes from the exact float64 reference (docs/protocol.md §1).
 #include <cstdint>
 #include <optional>
 #include <vector>

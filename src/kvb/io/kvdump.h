@@ -1,5 +1,5 @@
 #pragma once
-/// kvdump HDF5 format, version 1 (kvbench.md §3): a validating, streaming reader and a writer.
+/// kvdump HDF5 format, version 1 (docs/dump-format.md): a validating, streaming reader and a writer.
 /// The reader checks the whole schema on open (attributes, shapes, dtypes, GQA divisibility, query
 /// positions >= context_len) and then reads one (sequence, layer[, KV head]) at a time through
 /// hyperslab selections, converting float16 / bfloat16 (uint16 + attribute dtype="bfloat16") / float32

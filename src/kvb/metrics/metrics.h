@@ -1,8 +1,8 @@
 #pragma once
-/// Fidelity metrics of kvbench.md §5 (per query), their aggregates, and the metric registry.
+/// Fidelity metrics of docs/metrics.md §2–§5 (per query), their aggregates, and the metric registry.
 /// All metric math runs in double.
 ///
-/// Conventions shared by every function here (codecs.md §9):
+/// Conventions shared by every function here (docs/metrics.md §1):
 ///  - Inputs must be finite. Functions that sort (ranks, spearman, kendall_tau_b, topk_recall) and
 ///    aggregate() check this with KVB_ASSERT, since a NaN would make the sort undefined behaviour;
 ///    evaluate_query() checks the codec's outputs first and throws kvb::RuntimeError instead, so a
@@ -39,9 +39,9 @@ const MetricInfo* find_metric(const std::string& name);
 
 /// cos(a, b). Defined as 1 when both are zero vectors, 0 when exactly one is. Clamped to [-1, 1].
 double cosine(const double* a, const double* b, int64_t n);
-/// ‖approx − exact‖ / max(‖exact‖, 1e-8)  (codecs.md §9.1 clamp).
+/// ‖approx − exact‖ / max(‖exact‖, 1e-8)  (docs/metrics.md §2 clamp).
 double rel_l2(const double* approx, const double* exact, int64_t n);
-/// ‖approx − exact‖ (unnormalized; codecs.md §9.1 asks for it next to rel_l2).
+/// ‖approx − exact‖ (unnormalized; docs/metrics.md §2 asks for it next to rel_l2).
 double l2_err(const double* approx, const double* exact, int64_t n);
 /// Spearman rank correlation (average ranks for ties). Returns nullopt when either input is constant
 /// (the correlation is undefined; this includes n < 2) — never NaN. Clamped to [-1, 1].
@@ -74,7 +74,7 @@ Aggregate aggregate(std::vector<double> values);
 /// One quantile q ∈ [0, 1] of already sorted (ascending) values, numpy "linear" method. n must be > 0.
 double quantile_sorted(const double* sorted, int64_t n, double q);
 
-/// One query of one head against C cached tokens (kvbench.md §4).
+/// One query of one head against C cached tokens (docs/protocol.md §1).
 struct QueryInput {
   int64_t C = 0;
   int d = 0;
@@ -90,7 +90,7 @@ struct QueryInput {
 
 struct QueryMetrics {
   double cosine = 0, rel_l2 = 0;
-  double l2_err = 0;  ///< unnormalized ‖ô − o‖ (codecs.md §9.1)
+  double l2_err = 0;  ///< unnormalized ‖ô − o‖ (docs/metrics.md §2)
   std::optional<double> spearman, kendall, topk_recall, kl, score_rel_err, mass_lost;
 };
 
@@ -99,7 +99,7 @@ struct QueryMetrics {
 ///  - mass_lost: only when `held` is given (token-dropping codecs); nullopt otherwise.
 ///  - spearman, kendall (only with want_kendall), topk_recall, kl = KL(p ‖ softmax(ŝ)), score_rel_err:
 ///    only when `s_hat` is given. When `held` is also given and drops some tokens, ŝ of dropped tokens is
-///    ignored and (codecs.md §9.4–9.5):
+///    ignored and (docs/metrics.md §4):
 ///      spearman, kendall, score_rel_err: over the held tokens only;
 ///      kl: KL(p_H ‖ softmax(ŝ_H)) with p_H = softmax(s_H), the exact distribution renormalized over the
 ///          held set H (the lost part is reported by mass_lost);

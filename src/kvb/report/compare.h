@@ -1,5 +1,5 @@
 #pragma once
-/// `kvbench compare`: cell-by-cell differences between two results.json files (kvbench.md §1, §9).
+/// `kvbench compare`: cell-by-cell differences between two results.json files (docs/results.md §7, docs/errors.md).
 ///
 /// Cells are matched by (dataset as recorded, codec, compact dump of the resolved params); when that key
 /// repeats within one file (e.g. several skipped cells with empty params), bits_target and then the

@@ -1,5 +1,5 @@
 #pragma once
-/// The results contract (kvbench.md §8) as types: one CellRecord per cell and a ResultDoc for the whole
+/// The results contract (docs/results.md) as types: one CellRecord per cell and a ResultDoc for the whole
 /// results.json, each with to_json/from_json. The runner, the CSV writer, compare, merge and --resume all
 /// read and write results through these, so a field is spelled in one place. docs/results.schema.json
 /// describes the JSON they produce, and tests validate every results.json against it.
@@ -41,7 +41,7 @@ struct StorageItemRecord {
   int64_t tokens = 0;
 };
 
-/// Measured storage per KV head, means over the evaluated (sequence, layer) pairs (kvbench.md §5).
+/// Measured storage per KV head, means over the evaluated (sequence, layer) pairs (docs/metrics.md §6).
 struct StorageRecord {
   double bytes_per_token = 0, buffer_bytes = 0, fixed_bytes = 0;
   double bits_per_element = 0, bits_per_element_with_fixed = 0, compression_ratio = 0;

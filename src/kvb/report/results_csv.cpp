@@ -44,7 +44,7 @@ Field rate(RateRecord ThroughputRecord::*r) {
   return [r](const CellRecord& c) { return c.throughput ? num(((*c.throughput).*r).median) : std::string(); };
 }
 
-/// kvbench.md §8: a stable contract; new columns are only appended at the end.
+/// docs/results.md §3: a stable contract; new columns are only appended at the end.
 const std::vector<Column>& columns() {
   using A = metrics::Aggregate;
   using S = StorageRecord;

@@ -1,5 +1,5 @@
 #pragma once
-/// results.csv (kvbench.md §8): one row per cell of a results document, a fixed set of its fields.
+/// results.csv (docs/results.md §3): one row per cell of a results document, a fixed set of its fields.
 #include <string>
 #include <vector>
 

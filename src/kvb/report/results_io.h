@@ -1,5 +1,5 @@
 #pragma once
-/// Writing the results directory atomically (kvbench.md §8): every file is written to a temporary name
+/// Writing the results directory atomically (docs/results.md §4): every file is written to a temporary name
 /// in the same directory, flushed, and renamed, so an interrupted run never leaves a truncated file.
 #include <optional>
 #include <string>

@@ -1,5 +1,5 @@
 #pragma once
-/// The run config of kvbench.md §7: strict parsing (unknown keys, wrong JSON types and bad ranges are
+/// The run config of docs/config.md: strict parsing (unknown keys, wrong JSON types and bad ranges are
 /// UsageErrors naming the key and the allowed values), defaults filled in, and the cells it expands to.
 #include <cstdint>
 #include <optional>

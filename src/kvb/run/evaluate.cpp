@@ -25,7 +25,7 @@ const char* kind_name(StorageKind k) {
   return k == StorageKind::kCompressed ? "compressed" : k == StorageKind::kBuffer ? "buffer" : "fixed";
 }
 
-/// Measured storage of one encoded layer, per KV head (kvbench.md §5), folded into the running means.
+/// Measured storage of one encoded layer, per KV head (docs/metrics.md §6), folded into the running means.
 void account_storage(const Storage& st, int64_t C, int head_dim, StorageAcc& acc, bool keep_items) {
   KVB_ASSERT(st.kv_heads > 0);
   const double H = st.kv_heads;
@@ -219,7 +219,7 @@ ThroughputRecord throughput_record(const LayerData& L, const ModelShape& shape, 
   return t;
 }
 
-/// Time encode and attend of one cell on one layer (kvbench.md §5 throughput).
+/// Time encode and attend of one cell on one layer (docs/metrics.md §7 throughput).
 ThroughputRecord measure_throughput(const Codec& codec, const LayerData& L, const CodecContext& ctx, const Config& cfg,
                                     const EncodedLayer& enc, const StorageAcc& layer_storage) {
   const ModelShape& shape = ctx.shape;

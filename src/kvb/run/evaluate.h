@@ -1,5 +1,5 @@
 #pragma once
-/// Evaluation of a batch of cells on one dataset (kvbench.md §4): calibration of trainable codecs, then
+/// Evaluation of a batch of cells on one dataset (docs/protocol.md §1): calibration of trainable codecs, then
 /// per (sequence, layer) the exact float64 reference, each cell's encode, per-query metrics and storage,
 /// throughput on the first layer, and on the dataset pass the ref_out self-check and the fp16 reference rows.
 #include <functional>
@@ -9,7 +9,7 @@
 
 namespace kvb::run {
 
-/// Tolerance of the ref_out self-check (kvbench.md §3.1): per-query ‖o_kvbench − ref_out‖/‖ref_out‖.
+/// Tolerance of the ref_out self-check (docs/protocol.md §4): per-query ‖o_kvbench − ref_out‖/‖ref_out‖.
 double ref_out_tolerance(const std::string& orig_dtype);
 
 /// Evaluates the batch's ok cells into their accumulators; a cell's own failure becomes its Outcome.

@@ -1,6 +1,6 @@
 #pragma once
 /// `kvbench run`: expand the config into cells (dataset × codec × budget), evaluate every cell on the
-/// protocol of kvbench.md §4, and write the results directory of §8. The pieces: plan.h (device, datasets,
+/// protocol of docs/protocol.md §1, and write the results directory of docs/results.md. The pieces: plan.h (device, datasets,
 /// cells, shard, resume, batches), evaluate.h (the layer loop and throughput), record.h (the results
 /// records of report/results.h); cell.h holds the state they share.
 #include <string>
