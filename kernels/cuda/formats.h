@@ -151,13 +151,23 @@ using Formats = FormatList<F16Rows, Fp8Codes<fp8::Format::kE4M3>, Fp8Codes<fp8::
                            ChannelQuant>;
 
 /// Calls fn(Traits{}) with the traits of format f; false when f is not in the table (fn not called).
+/// Host code only (sizing, encode dispatch, kernel selection); device code goes through load_format.
 template <class Fn, class... Fs>
-KVB_HD_INLINE bool visit_format(FormatList<Fs...>, Fmt f, Fn&& fn) {
+inline bool visit_format(FormatList<Fs...>, Fmt f, Fn&& fn) {
   return ((f == Fs::kId ? (fn(Fs{}), true) : false) || ...);
 }
 template <class Fn>
-KVB_HD_INLINE bool visit_format(Fmt f, Fn&& fn) {
+inline bool visit_format(Fmt f, Fn&& fn) {
   return visit_format(Formats{}, f, static_cast<Fn&&>(fn));
+}
+
+/// Traits::load of p's format (0 for an id outside the table), host and device: the same fold as
+/// visit_format without a callable, so nvcc sees no host lambda called from device code.
+template <class... Fs>
+KVB_HD_INLINE float load_format(FormatList<Fs...>, const Part& p, int d, int g, int64_t t, int j) {
+  float x = 0.f;
+  (void)((p.fmt == Fs::kId ? (x = Fs::load(p, d, g, t, j), true) : false) || ...);
+  return x;
 }
 
 /// The table's name of format f ("?" for an id outside it).

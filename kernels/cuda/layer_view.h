@@ -55,9 +55,7 @@ KVB_HD_INLINE float load(const Part& p, int64_t C, int d, int g, int64_t t, int 
     const int64_t tail = C - p.q_tokens;
     return f16_to_f32(p.tail[(static_cast<int64_t>(g) * tail + (t - p.q_tokens)) * d + j]);
   }
-  float x = 0.f;
-  visit_format(p.fmt, [&](auto f) { x = decltype(f)::load(p, d, g, t, j); });
-  return x;
+  return load_format(Formats{}, p, d, g, t, j);
 }
 
 /// Merging two partial softmax states (m: max logit, l: Σ exp(s - m), o: Σ exp(s - m)·v) of disjoint token
