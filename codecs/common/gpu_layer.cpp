@@ -115,7 +115,7 @@ class GpuLayer final : public EncodedLayer {
 
   /// The part's format range through its traits' encode kernel, then the fp16 tail of each head.
   void encode_part(const PartSpec& p, const PartBuffers& b, const float* x, cudaStream_t s) const {
-    const int64_t q = p.q_tokens, tail = C_ - q;
+    const int64_t q = p.q_tokens;
     EncodeTarget t;
     t.bits = p.bits, t.group = p.group, t.q_tokens = q;
     t.codes = b.codes.as<uint8_t>(), t.sm = b.sm.as<kernels::uq::GroupParams>(), t.head_scale = b.scale.as<float>();
@@ -123,11 +123,7 @@ class GpuLayer final : public EncodedLayer {
       const std::string what = std::string(decltype(f)::kName) + " encode kernels";
       check(decltype(f)::encode(x, heads_, C_, d_, t, s), what.c_str());
     });
-    if (tail > 0)
-      for (int g = 0; g < heads_; ++g)
-        check(launch_to_f16(x + (static_cast<int64_t>(g) * C_ + q) * d_, tail * d_,
-                            b.tail.as<uint16_t>() + static_cast<int64_t>(g) * tail * d_, s),
-              "fp16 rows kernel");
+    check(launch_tail_to_f16(x, heads_, C_, q, d_, b.tail.as<uint16_t>(), s), "fp16 rows kernel");
   }
 
   void run_encode(const float* dk, const float* dv, cudaStream_t s) const {

@@ -96,11 +96,10 @@ class LookatGpuLayer final : public EncodedLayer {
     check(gpu::launch_lookat_encode(dk, H_, C_, d_, m_, K_, cbf_.as<float>(), codes_.as<uint8_t>(), s),
           "lookat nearest-centroid kernel");
     if (p_.int_values()) {
-      for (int g = 0; g < H_; ++g)
-        check(kernels::gpu::launch_token_quant(dv + static_cast<int64_t>(g) * C_ * d_, C_, d_, vf_.bits, vf_.group,
-                                      v_codes_.as<uint8_t>() + g * C_ * vf_.bytes(),
-                                      v_sm_.as<kernels::uq::GroupParams>() + g * C_ * vf_.groups(), s),
-              "per-token value quantization kernel");
+      kernels::gpu::EncodeTarget t;  // the token-quant format of the traits table (kernels/cuda/formats.h)
+      t.bits = vf_.bits, t.group = vf_.group, t.q_tokens = C_;
+      t.codes = v_codes_.as<uint8_t>(), t.sm = v_sm_.as<kernels::uq::GroupParams>();
+      check(kernels::gpu::TokenQuant::encode(dv, H_, C_, d_, t, s), "per-token value quantization kernel");
     } else {
       check(kernels::gpu::launch_to_f16(dv, static_cast<int64_t>(H_) * C_ * d_, v16_.as<uint16_t>(), s), "fp16 rows kernel");
     }

@@ -60,17 +60,11 @@ struct DeviceValues {
     codes.zero(cuda::run_stream());
   }
   void encode(const float* dv, cudaStream_t s) const {
-    for (int g = 0; g < heads; ++g) {
-      if (Vq > 0)
-        check(kernels::gpu::launch_token_quant(dv + static_cast<int64_t>(g) * C * d, Vq, d, f.bits, f.group,
-                                              codes.as<uint8_t>() + g * Vq * f.bytes(),
-                                              sm.as<kernels::uq::GroupParams>() + g * Vq * f.groups(), s),
-              "value quantization kernel");
-      if (C - Vq > 0)
-        check(kernels::gpu::launch_to_f16(dv + (static_cast<int64_t>(g) * C + Vq) * d, (C - Vq) * d,
-                                         win.as<uint16_t>() + static_cast<int64_t>(g) * (C - Vq) * d, s),
-              "value window kernel");
-    }
+    kernels::gpu::EncodeTarget t;  // the token-quant format of the traits table (kernels/cuda/formats.h)
+    t.bits = f.bits, t.group = f.group, t.q_tokens = Vq;
+    t.codes = codes.as<uint8_t>(), t.sm = sm.as<kernels::uq::GroupParams>();
+    check(kernels::gpu::TokenQuant::encode(dv, heads, C, d, t, s), "value quantization kernel");
+    check(kernels::gpu::launch_tail_to_f16(dv, heads, C, Vq, d, win.as<uint16_t>(), s), "value window kernel");
   }
   kernels::gpu::Part part() const {
     kernels::gpu::Part p;
@@ -223,11 +217,7 @@ class QjlGpuLayer final : public SketchGpuLayer {
  protected:
   void run_encode(const float* dk, const float* dv, cudaStream_t s) const override {
     check(sk::gpu::launch_qjl_encode(keys_, dk, s), "qjl encode kernel");
-    for (int g = 0; g < heads_; ++g)
-      if (C_ - Cq_ > 0)
-        check(kernels::gpu::launch_to_f16(dk + (static_cast<int64_t>(g) * C_ + Cq_) * d_, (C_ - Cq_) * d_,
-                                         res_.as<uint16_t>() + static_cast<int64_t>(g) * (C_ - Cq_) * d_, s),
-              "qjl key buffer kernel");
+    check(kernels::gpu::launch_tail_to_f16(dk, heads_, C_, Cq_, d_, res_.as<uint16_t>(), s), "qjl key buffer kernel");
     vals_.encode(dv, s);
   }
   int align() const override { return p_.group_size; }

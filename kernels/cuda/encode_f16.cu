@@ -21,4 +21,15 @@ cudaError_t launch_to_f16(const float* x, int64_t n, uint16_t* out, cudaStream_t
   return cudaGetLastError();
 }
 
+cudaError_t launch_tail_to_f16(const float* x, int heads, int64_t C, int64_t first, int d, uint16_t* out,
+                               cudaStream_t s) {
+  const int64_t tail = C - first;
+  for (int g = 0; g < heads && tail > 0; ++g) {
+    const cudaError_t e = launch_to_f16(x + (static_cast<int64_t>(g) * C + first) * d, tail * d,
+                                        out + static_cast<int64_t>(g) * tail * d, s);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
 }  // namespace kvb::kernels::gpu

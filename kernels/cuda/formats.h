@@ -1,6 +1,6 @@
 #pragma once
 /// The format-traits table of the device backend: every stored element format that a device-resident cache
-/// (kernels/cuda/layer_view.h) can hold, described once — its name, element width, buffer sizes, how one
+/// (kernels/cuda/layer_view.h) can hold, described once — its name, buffer sizes, how one
 /// stored element is loaded and dequantized (host and device: KVB_HD), and its encode kernel — in the spirit
 /// of ggml's type traits. The attention kernel is instantiated for every (K format, V format) pair of the
 /// table and the device layer (codecs/common/gpu_layer.cpp) sizes, encodes and names buffers through it, so
@@ -60,7 +60,7 @@ struct EncodeTarget {
 };
 
 // ---- the traits: one struct per format -------------------------------------------------------------------
-// Each has kId, kName, element_bits(p) (bits of one code, metadata excluded), bytes(heads, q, d, bits, group),
+// Each has kId, kName, bytes(heads, q, d, bits, group),
 // load(p, d, g, t, j) (element j of token t < q_tokens of head g, dequantized exactly as the CPU decodes it)
 // and, with the CUDA backend, encode(x, heads, C, d, target, stream) writing the CPU's bytes from float rows
 // x [heads][C][d] (the first q_tokens of each head).
@@ -69,7 +69,6 @@ struct EncodeTarget {
 struct F16Rows {
   static constexpr Fmt kId = Fmt::kF16;
   static constexpr const char* kName = "f16";
-  static KVB_HD_INLINE int element_bits(const Part&) { return 16; }
   static inline PartBytes bytes(int64_t, int64_t, int, int, int) { return {}; }
   static KVB_HD_INLINE float load(const Part&, int, int, int64_t, int) { return 0.f; }  // no quantized range
 #ifdef KVB_WITH_CUDA
@@ -84,7 +83,6 @@ template <fp8::Format F>
 struct Fp8Codes {
   static constexpr Fmt kId = F == fp8::Format::kE4M3 ? Fmt::kFp8E4M3 : Fmt::kFp8E5M2;
   static constexpr const char* kName = F == fp8::Format::kE4M3 ? "fp8-e4m3" : "fp8-e5m2";
-  static KVB_HD_INLINE int element_bits(const Part&) { return 8; }
   static inline PartBytes bytes(int64_t heads, int64_t q, int d, int, int) {
     return {heads * q * d, 0, heads * static_cast<int64_t>(sizeof(float))};
   }
@@ -109,7 +107,6 @@ KVB_HD_INLINE float uniform_element(const Part& p, int d, int g, int64_t t, int 
 struct TokenQuant {
   static constexpr Fmt kId = Fmt::kTokenQuant;
   static constexpr const char* kName = "uniform-token";
-  static KVB_HD_INLINE int element_bits(const Part& p) { return p.bits; }
   static inline PartBytes bytes(int64_t heads, int64_t q, int d, int bits, int group) {
     return {heads * q * uq::row_bytes(d, bits),
             heads * q * (d / group) * static_cast<int64_t>(sizeof(uq::GroupParams)), 0};
@@ -127,7 +124,6 @@ struct TokenQuant {
 struct ChannelQuant {
   static constexpr Fmt kId = Fmt::kChannelQuant;
   static constexpr const char* kName = "uniform-channel";
-  static KVB_HD_INLINE int element_bits(const Part& p) { return p.bits; }
   static inline PartBytes bytes(int64_t heads, int64_t q, int d, int bits, int group) {
     return {heads * q * uq::row_bytes(d, bits),
             heads * (q / group) * d * static_cast<int64_t>(sizeof(uq::GroupParams)), 0};
@@ -168,13 +164,6 @@ KVB_HD_INLINE float load_format(FormatList<Fs...>, const Part& p, int d, int g, 
   float x = 0.f;
   (void)((p.fmt == Fs::kId ? (x = Fs::load(p, d, g, t, j), true) : false) || ...);
   return x;
-}
-
-/// The table's name of format f ("?" for an id outside it).
-inline const char* format_name(Fmt f) {
-  const char* name = "?";
-  visit_format(f, [&](auto t) { name = decltype(t)::kName; });
-  return name;
 }
 
 }  // namespace kvb::kernels::gpu

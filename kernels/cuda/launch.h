@@ -43,6 +43,11 @@ cudaError_t launch_attend_merge(const float* work, int nq, int splits, int d, fl
 /// out[i] = f32_to_f16_sat(x[i]) (fp16 caches, kivi's residual and window).
 cudaError_t launch_to_f16(const float* x, int64_t n, uint16_t* out, cudaStream_t s);
 
+/// The fp16 tail of every head: rows [first, C) of each head of x [heads][C][d] into out [heads][C - first][d]
+/// (kivi's residual and window, qjl's key buffer and value window, every part's rows past its quantized range).
+cudaError_t launch_tail_to_f16(const float* x, int heads, int64_t C, int64_t first, int d, uint16_t* out,
+                               cudaStream_t s);
+
 /// fp8: per head g of `heads` with n floats each, scale[g] = fp8::head_scale(absmax) and codes of x/scale.
 cudaError_t launch_fp8_encode(const float* x, int heads, int64_t n, bool e4m3, uint8_t* codes, float* scale,
                               cudaStream_t s);
