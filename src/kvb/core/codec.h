@@ -101,6 +101,15 @@ class EncodedLayer {
   virtual void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const {
     for (int i = 0; i < nq; ++i) attend(g, qs[i], outs[i], scratch);
   }
+  /// attend() plus, beside the output, lse = ln Σ_t w_t·exp(ŝ_t): the log of the normalizer the codec divided
+  /// its output by (w_t = 1 for codecs that weight every cached token alike; the selection family's estimator
+  /// weights kept tokens). With it a caller merges this attention with exact attention over other tokens
+  /// (kvbench e2e: the compressed prompt and the exact continuation) with no error of its own:
+  ///   o = (e^lse·ô + e^lse'·o') / (e^lse + e^lse')   (merge_attention below).
+  /// The default, for codecs whose output is Σ softmax(ŝ)_t v̂_t over all C tokens, is attend() and the
+  /// log-sum-exp of scores() (logsumexp_logits); a codec whose softmax weights are not exp(ŝ_t) must override
+  /// it. Throws RuntimeError for a codec that defines no logits and does not override it.
+  virtual void attend_lse(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const;
   /// For token-dropping codecs: mask[C], 1 where the token is still held. Empty = every token is held.
   virtual std::vector<uint8_t> held_tokens(int g) const {
     (void)g;
@@ -118,6 +127,14 @@ class EncodedLayer {
     return false;
   }
 };
+
+/// ln Σ_t exp(s[t]) of n logits, max-shifted, summed in double. -inf for n == 0; +inf when a logit is +inf.
+double logsumexp_logits(const float* s, int64_t n);
+
+/// Merges two attentions over disjoint token sets, each given as (output [d], log-sum-exp of its weights):
+/// out = (e^la·a + e^lb·b) / (e^la + e^lb), computed max-shifted. Returns ln(e^la + e^lb). `out` may alias a.
+/// Either side may be empty (lse = -inf: the other side is returned unchanged).
+double merge_attention(const float* a, double la, const float* b, double lb, float* out, int d);
 
 /// Everything a codec may know about the run, besides its parameters.
 struct CodecContext {
