@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "kernels/cpu/row_kernels.h"
 #include "kvb/core/error.h"
 
 namespace kvb {
@@ -37,7 +38,7 @@ void softmax(float* x, int size) {
 }
 
 /// W (d, n) @ x (n) -> xout (d)
-void matmul(float* xout, const float* x, const float* w, int n, int d) {
+void matmul_runc(float* xout, const float* x, const float* w, int n, int d) {
   for (int i = 0; i < d; i++) {
     float val = 0.0f;
     const float* row = w + static_cast<size_t>(i) * static_cast<size_t>(n);
@@ -148,7 +149,25 @@ const float* Llama2Model::w1(int l) const { return w_.data() + off_.w1 + size_t(
 const float* Llama2Model::w2(int l) const { return w_.data() + off_.w2 + size_t(l) * cfg_.dim * cfg_.hidden_dim; }
 const float* Llama2Model::w3(int l) const { return w_.data() + off_.w3 + size_t(l) * cfg_.hidden_dim * cfg_.dim; }
 
-Llama2Runner::Llama2Runner(const Llama2Model& model) : m_(model), c_(model.config()) {
+void Llama2Runner::matmul(float* xout, const float* x, const float* w, int n, int d) const {
+  if (matvec_ == Matvec::kRunC) return matmul_runc(xout, x, w, n, d);
+  const auto dot = kernels::row_kernels().dot_f32;
+  for (int i = 0; i < d; i++) xout[i] = dot(w + static_cast<size_t>(i) * static_cast<size_t>(n), x, n);
+}
+
+void Llama2Runner::copy_cache_from(const Llama2Runner& other, int n) {
+  KVB_CHECK(&other.m_ == &m_ && n >= 0 && n <= c_.seq_len, UsageError,
+            "copy_cache_from: {} positions of another model's runner", n);
+  const size_t row = size_t(c_.kv_dim()), S = size_t(c_.seq_len);
+  for (int l = 0; l < c_.n_layers; ++l) {
+    const size_t off = size_t(l) * S * row;
+    std::memcpy(key_cache_.data() + off, other.key_cache_.data() + off, size_t(n) * row * sizeof(float));
+    std::memcpy(value_cache_.data() + off, other.value_cache_.data() + off, size_t(n) * row * sizeof(float));
+  }
+}
+
+Llama2Runner::Llama2Runner(const Llama2Model& model, Matvec matvec)
+    : m_(model), c_(model.config()), matvec_(matvec) {
   const size_t dim = size_t(c_.dim), hid = size_t(c_.hidden_dim), kv = size_t(c_.kv_dim()), L = size_t(c_.n_layers),
                S = size_t(c_.seq_len);
   x_.assign(dim, 0.f);
@@ -176,7 +195,7 @@ const float* Llama2Runner::value(int l, int p) const {
 const float* Llama2Runner::query(int l) const { return last_q_.data() + size_t(l) * c_.dim; }
 const float* Llama2Runner::attn_out(int l) const { return last_att_out_.data() + size_t(l) * c_.dim; }
 
-const float* Llama2Runner::forward(int token, int pos) {
+const float* Llama2Runner::forward(int token, int pos, AttentionHook* hook) {
   KVB_CHECK(token >= 0 && token < c_.vocab_size, UsageError, "{}: token id {} out of range [0, {})", m_.path(), token,
             c_.vocab_size);
   KVB_CHECK(pos >= 0 && pos < c_.seq_len, UsageError, "{}: position {} out of range [0, seq_len={})", m_.path(), pos,
@@ -214,7 +233,7 @@ const float* Llama2Runner::forward(int token, int pos) {
     std::memcpy(last_q_.data() + size_t(l) * dim, q, size_t(dim) * sizeof(float));
 
     // Multi-head attention over positions 0..pos.
-    for (int h = 0; h < c_.n_heads; h++) {
+    for (int h = 0; !hook && h < c_.n_heads; h++) {
       const float* qh = q + h * head_size;
       float* att = att_.data() + size_t(h) * c_.seq_len;
       for (int t = 0; t <= pos; t++) {
@@ -233,6 +252,7 @@ const float* Llama2Runner::forward(int token, int pos) {
         for (int i = 0; i < head_size; i++) xb[i] += a * v[i];
       }
     }
+    if (hook) hook->attend(*this, l, pos, q, xb_.data());
     std::memcpy(last_att_out_.data() + size_t(l) * dim, xb_.data(), size_t(dim) * sizeof(float));
 
     matmul(xb2_.data(), xb_.data(), m_.wo(l), dim, dim);

@@ -64,14 +64,39 @@ class Llama2Model {
   std::vector<float> w_;  ///< every float after the header
 };
 
+class Llama2Runner;
+
+/// Replaces run.c's attention of one layer at one position (kvbench e2e: a compressed prompt merged with the
+/// exact continuation). Called after the layer's key and value at `pos` are in the runner's cache: q is the
+/// post-RoPE query of every head [dim] (head h at h * head_size); write the attention output [dim] (before
+/// wo) into out.
+class AttentionHook {
+ public:
+  virtual ~AttentionHook() = default;
+  virtual void attend(const Llama2Runner& runner, int layer, int pos, const float* q, float* out) = 0;
+};
+
+/// How the runner's matrix-vector products sum: in run.c's order (capture: what llama2.c computes, bit for
+/// bit), or with the CPU's SIMD dot product (kernels/cpu/row_kernels.h; e2e, where the exact and the compressed
+/// runs both use it, so only the cache differs between them). The two differ by float reassociation.
+enum class Matvec { kRunC, kSimd };
+
 /// run.c's RunState and forward(): one token at a time, positions 0, 1, 2, ...
 class Llama2Runner {
  public:
-  explicit Llama2Runner(const Llama2Model& model);
+  explicit Llama2Runner(const Llama2Model& model, Matvec matvec = Matvec::kRunC);
 
   /// Runs token `token` at position `pos` (0 <= pos < seq_len, positions in order) and returns the
-  /// logits [vocab]. Throws UsageError for an out-of-range token or position.
-  const float* forward(int token, int pos);
+  /// logits [vocab]. Throws UsageError for an out-of-range token or position. With a hook, every layer's
+  /// attention is the hook's (the rest of the forward pass is unchanged).
+  const float* forward(int token, int pos, AttentionHook* hook = nullptr);
+
+  const Llama2Config& config() const { return c_; }
+  /// The last forward()'s final hidden state (after the final RMSNorm, before the classifier): [dim].
+  const float* hidden() const { return x_.data(); }
+  /// Copies positions [0, n) of every layer's key and value cache from `other` (same model): a prefill run
+  /// once and continued by several decoders.
+  void copy_cache_from(const Llama2Runner& other, int n);
 
   /// Post-RoPE keys / values of layer l at position p: [kv_dim] (head g at offset g * head_size).
   const float* key(int l, int p) const;
@@ -82,8 +107,11 @@ class Llama2Runner {
   const float* attn_out(int l) const;
 
  private:
+  void matmul(float* xout, const float* x, const float* w, int n, int d) const;
+
   const Llama2Model& m_;
   Llama2Config c_;
+  Matvec matvec_;
   std::vector<float> x_, xb_, xb2_, hb_, hb2_, q_, k_, v_, att_, logits_;
   std::vector<float> key_cache_, value_cache_;  ///< [L, seq_len, kv_dim]
   std::vector<float> last_q_, last_att_out_;    ///< [L, dim]
