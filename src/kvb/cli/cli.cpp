@@ -20,6 +20,7 @@ int cli_main(int argc, char** argv) {
   app.require_subcommand(1);
   std::vector<Command> commands;
   add_run_command(app, commands);
+  add_e2e_command(app, commands);
   add_list_command(app, commands);
   add_gen_command(app, commands);
   add_inspect_command(app, commands);

@@ -14,6 +14,7 @@ struct Command {
 };
 
 void add_run_command(CLI::App& root, std::vector<Command>& out);      // cmd_run.cpp
+void add_e2e_command(CLI::App& root, std::vector<Command>& out);      // cmd_e2e.cpp
 void add_list_command(CLI::App& root, std::vector<Command>& out);     // cmd_list.cpp
 void add_gen_command(CLI::App& root, std::vector<Command>& out);      // cmd_gen.cpp
 void add_inspect_command(CLI::App& root, std::vector<Command>& out);  // cmd_inspect.cpp

@@ -251,6 +251,10 @@ void ok_cell_from(const In& in, CellRecord& c) {
     const In x(*cal, in.at("calibration"));
     c.calibration = CalibrationRecord{x.strings("sequences"), x.boolean("overlaps_evaluation"), x.str("note")};
   }
+  if (const Json* e = in.get("e2e")) {
+    KVB_CHECK(e->is_object(), DataError, "{}: expected an object, found {}", in.at("e2e"), e->type_name());
+    c.e2e = *e;
+  }
 }
 
 Json sequence_json(const SequenceRecord& s) {
@@ -308,6 +312,7 @@ Json CellRecord::to_json() const {
     j["calibration"] = {{"sequences", calibration->sequences},
                         {"overlaps_evaluation", calibration->overlaps_evaluation},
                         {"note", calibration->note}};
+  if (e2e) j["e2e"] = *e2e;
   return j;
 }
 
@@ -488,6 +493,7 @@ Json ResultDoc::to_json() const {
   for (const auto& c : cells) cs.push_back(c.to_json());
   j["cells"] = cs;
   j["summary"] = {{"cells", summary.cells}, {"ok", summary.ok}, {"skipped", summary.skipped}, {"errors", summary.errors}};
+  if (e2e) j["e2e"] = *e2e;
   return j;
 }
 
@@ -508,6 +514,10 @@ ResultDoc ResultDoc::from_json(const Json& j, const std::string& where) {
   if (const Json* s = in.get("summary")) {
     const In x(*s, in.at("summary"));
     d.summary = {x.integer("cells"), x.integer("ok"), x.integer("skipped"), x.integer("errors")};
+  }
+  if (const Json* e = in.get("e2e")) {
+    KVB_CHECK(e->is_object(), DataError, "{}: expected an object, found {}", in.at("e2e"), e->type_name());
+    d.e2e = *e;
   }
   return d;
 }

@@ -85,6 +85,7 @@ struct CellRecord {
   std::optional<ThroughputRecord> throughput;
   Json codec_report = Json::object();  ///< codec-defined
   std::optional<CalibrationRecord> calibration;
+  std::optional<Json> e2e;  ///< `kvbench e2e` cells: perplexity, next-token KL, top-1, hidden cosine, decode speed
 
   bool ok() const { return status == CellStatus::kOk; }
   /// The mean of a fidelity metric, when reported.
@@ -165,6 +166,7 @@ struct ResultDoc {
   std::vector<MetricRecord> metrics;
   std::vector<CellRecord> cells;
   SummaryRecord summary;
+  std::optional<Json> e2e;  ///< `kvbench e2e`: the protocol, the exact model's perplexity, the proxy correlations
   Json to_json() const;
   static ResultDoc from_json(const Json& j, const std::string& where);
 };

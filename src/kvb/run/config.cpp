@@ -11,7 +11,7 @@
 namespace kvb {
 namespace fs = std::filesystem;
 
-namespace {
+namespace config_json {
 
 std::string join(const std::vector<std::string>& v) {
   std::string out;
@@ -57,6 +57,11 @@ double get_number(const Json& v, const std::string& key, double lo, double hi) {
 bool get_bool(const Json& v, const std::string& key) {
   return check_param(ParamSpec::Bool("", false, ""), v, key).get<bool>();
 }
+
+}  // namespace config_json
+
+namespace {
+using namespace config_json;
 
 DatasetSpec parse_dataset(const Json& j, const std::string& where, const std::string& dir) {
   require_object(j, where);
@@ -109,7 +114,9 @@ std::vector<double> number_list(const Json& v, const std::string& key, double lo
   return out;
 }
 
-CodecSpec parse_codec(const Json& j, const std::string& where) {
+}  // namespace
+
+CodecSpec config_json::parse_codec(const Json& j, const std::string& where) {
   require_object(j, where);
   check_keys(j, {"codec", "bits", "bytes_per_token", "ratio", "preset", "params"}, where);
   CodecSpec c;
@@ -146,7 +153,7 @@ CodecSpec parse_codec(const Json& j, const std::string& where) {
   return c;
 }
 
-}  // namespace
+using namespace config_json;
 
 Config parse_config(const Json& j, const std::string& path, const std::string& dir) {
   if (!j.is_object()) bad_type(path, "a JSON object at the top level", j);

@@ -48,6 +48,21 @@ struct Config {
   Json resolved() const;  ///< the config with every default filled in (written into results.json)
 };
 
+/// The strict JSON readers of the config, shared with `kvbench e2e`'s config (e2e/e2e_config.h): each
+/// throws UsageError naming the key, the expected type or range, and what was found.
+namespace config_json {
+std::string join(const std::vector<std::string>& v);
+void check_keys(const Json& obj, const std::vector<std::string>& allowed, const std::string& where);
+[[noreturn]] void bad_type(const std::string& key, const char* expected, const Json& v);
+const Json& require_object(const Json& v, const std::string& key);
+std::string get_string(const Json& v, const std::string& key);
+int64_t get_int(const Json& v, const std::string& key, int64_t lo, int64_t hi);
+double get_number(const Json& v, const std::string& key, double lo, double hi);
+bool get_bool(const Json& v, const std::string& key);
+/// One entry of "codecs" (codec, params, bits / bytes_per_token / ratio, preset), validated against the registry.
+CodecSpec parse_codec(const Json& j, const std::string& where);
+}  // namespace config_json
+
 /// Parse and validate a config file. Every problem with the config itself, including a missing or
 /// unparsable config file, is a UsageError (exit 2); problems with the data it names surface later as
 /// DataErrors (exit 3).

@@ -25,52 +25,6 @@ const char* kind_name(StorageKind k) {
   return k == StorageKind::kCompressed ? "compressed" : k == StorageKind::kBuffer ? "buffer" : "fixed";
 }
 
-/// Measured storage of one encoded layer, per KV head (docs/metrics.md §6), folded into the running means.
-void account_storage(const Storage& st, int64_t C, int head_dim, StorageAcc& acc, bool keep_items) {
-  KVB_ASSERT(st.kv_heads > 0);
-  const double H = st.kv_heads;
-  double bpt = 0, bk = 0, bv = 0, buffer = 0, fixed = 0;
-  bool missing_region = false, split = true;
-  std::vector<StorageItemRecord> items;
-  for (const auto& it : st.items) {
-    const double per_head = static_cast<double>(it.bytes) / H;
-    if (keep_items) items.push_back({it.name, kind_name(it.kind), per_head, it.tokens});
-    switch (it.kind) {
-      case StorageKind::kCompressed: {
-        if (it.tokens <= 0) {
-          missing_region = true;
-          break;
-        }
-        const double b = per_head / static_cast<double>(it.tokens);
-        bpt += b;
-        if (it.name.rfind("k.", 0) == 0) bk += b;
-        else if (it.name.rfind("v.", 0) == 0) bv += b;
-        else split = false;
-        break;
-      }
-      case StorageKind::kBuffer: buffer += per_head; break;
-      case StorageKind::kFixed: fixed += per_head; break;
-    }
-  }
-  if (missing_region) {
-    // No token reached some compressed region (e.g. C shorter than a fp16 window): the steady-state
-    // per-token cost cannot be measured from this layer, so the codec's own formula stands in.
-    bpt = st.nominal_bytes_per_token;
-    split = false;
-    acc.nominal_used = true;
-  }
-  const double n = static_cast<double>(acc.n);
-  auto upd = [&](double& mean, double x) { mean = (mean * n + x) / (n + 1); };
-  upd(acc.bytes_per_token, bpt);
-  upd(acc.buffer_bytes, buffer);
-  upd(acc.fixed_bytes, fixed);
-  upd(acc.bits_with_fixed, 8.0 * (static_cast<double>(C) * bpt + buffer + fixed) / (static_cast<double>(C) * 2.0 * head_dim));
-  upd(acc.bits_k, 8.0 * bk / head_dim);
-  upd(acc.bits_v, 8.0 * bv / head_dim);
-  acc.split_known = acc.split_known && split;
-  acc.n += 1;
-  if (keep_items && !acc.items) acc.items = std::move(items);
-}
 
 /// Everything needed to evaluate one (sequence, layer): the cache, the queries and the exact reference.
 struct LayerData {
@@ -269,22 +223,6 @@ ThroughputRecord measure_throughput(const Codec& codec, const LayerData& L, cons
 /// Runs one step of a cell. A codec's own failure becomes the cell's status ("skipped" when it cannot
 /// run this configuration, "error" otherwise) and the sweep goes on; config and data errors abort the
 /// run, since they make every cell meaningless.
-template <class F>
-void guarded(Cell& c, const std::string& where, F&& f) {
-  try {
-    f();
-  } catch (const Unsupported& e) {
-    c.outcome.set(CellStatus::kSkipped, e.what());
-  } catch (const UsageError&) {
-    throw;
-  } catch (const DataError&) {
-    throw;
-  } catch (const std::bad_alloc&) {
-    c.outcome.set(CellStatus::kError, where + ": out of memory");
-  } catch (const std::exception& e) {
-    c.outcome.set(CellStatus::kError, where + ": " + e.what());
-  }
-}
 
 /// One batch's pass over its dataset.
 class Pass {
@@ -450,6 +388,52 @@ void Pass::run(const std::function<void(const std::string&)>& step) {
 }
 
 }  // namespace
+
+void account_storage(const Storage& st, int64_t C, int head_dim, StorageAcc& acc, bool keep_items) {
+  KVB_ASSERT(st.kv_heads > 0);
+  const double H = st.kv_heads;
+  double bpt = 0, bk = 0, bv = 0, buffer = 0, fixed = 0;
+  bool missing_region = false, split = true;
+  std::vector<StorageItemRecord> items;
+  for (const auto& it : st.items) {
+    const double per_head = static_cast<double>(it.bytes) / H;
+    if (keep_items) items.push_back({it.name, kind_name(it.kind), per_head, it.tokens});
+    switch (it.kind) {
+      case StorageKind::kCompressed: {
+        if (it.tokens <= 0) {
+          missing_region = true;
+          break;
+        }
+        const double b = per_head / static_cast<double>(it.tokens);
+        bpt += b;
+        if (it.name.rfind("k.", 0) == 0) bk += b;
+        else if (it.name.rfind("v.", 0) == 0) bv += b;
+        else split = false;
+        break;
+      }
+      case StorageKind::kBuffer: buffer += per_head; break;
+      case StorageKind::kFixed: fixed += per_head; break;
+    }
+  }
+  if (missing_region) {
+    // No token reached some compressed region (e.g. C shorter than a fp16 window): the steady-state
+    // per-token cost cannot be measured from this layer, so the codec's own formula stands in.
+    bpt = st.nominal_bytes_per_token;
+    split = false;
+    acc.nominal_used = true;
+  }
+  const double n = static_cast<double>(acc.n);
+  auto upd = [&](double& mean, double x) { mean = (mean * n + x) / (n + 1); };
+  upd(acc.bytes_per_token, bpt);
+  upd(acc.buffer_bytes, buffer);
+  upd(acc.fixed_bytes, fixed);
+  upd(acc.bits_with_fixed, 8.0 * (static_cast<double>(C) * bpt + buffer + fixed) / (static_cast<double>(C) * 2.0 * head_dim));
+  upd(acc.bits_k, 8.0 * bk / head_dim);
+  upd(acc.bits_v, 8.0 * bv / head_dim);
+  acc.split_known = acc.split_known && split;
+  acc.n += 1;
+  if (keep_items && !acc.items) acc.items = std::move(items);
+}
 
 /// A recorder that computed attention in float32 agrees to ~1e-6; one that ran the model in 16-bit
 /// (HF bf16/fp16 attention, softmax in reduced precision) to ~1e-2. Scale, RoPE or GQA-mapping bugs

@@ -155,9 +155,15 @@ std::vector<DatasetPlan> open_datasets(const Config& cfg) {
 }
 
 std::vector<Cell> expand_cells(const Config& cfg, const std::vector<DatasetPlan>& datasets, const DeviceChoice& dev) {
+  std::vector<ModelShape> shapes;
+  for (const auto& D : datasets) shapes.push_back(D.reader->attrs().shape);
+  return expand_cells(cfg, shapes, dev);
+}
+
+std::vector<Cell> expand_cells(const Config& cfg, const std::vector<ModelShape>& shapes, const DeviceChoice& dev) {
   std::vector<Cell> cells;
-  for (size_t di = 0; di < datasets.size(); ++di) {
-    const ModelShape& shape = datasets[di].reader->attrs().shape;
+  for (size_t di = 0; di < shapes.size(); ++di) {
+    const ModelShape& shape = shapes[di];
     for (size_t ci = 0; ci < cfg.codecs.size(); ++ci) {
       const auto& spec = cfg.codecs[ci];
       const CodecEntry& entry = registry().at(spec.codec);

@@ -24,6 +24,8 @@ DeviceChoice choose_device(const Config& cfg, const RunOptions& opts);
 std::vector<DatasetPlan> open_datasets(const Config& cfg);
 /// Every cell of the sweep, in expansion order (dataset, codecs[] entry, budget).
 std::vector<Cell> expand_cells(const Config& cfg, const std::vector<DatasetPlan>& datasets, const DeviceChoice& dev);
+/// The same for data of these shapes (one per dataset; `kvbench e2e`: the model's).
+std::vector<Cell> expand_cells(const Config& cfg, const std::vector<ModelShape>& shapes, const DeviceChoice& dev);
 /// Marks the cells of shard K/N (all cells when opts has no --shard).
 void select_shard(std::vector<Cell>& cells, const RunOptions& opts);
 

@@ -83,10 +83,14 @@ std::optional<ThroughputRecord> throughput(const Cell& c, const std::optional<Da
 }  // namespace
 
 CellRecord cell_record(Cell& c, const DatasetPlan& D, const std::optional<DatasetResult>& dataset, const Config& cfg) {
+  return cell_record(c, D.spec->path_as_given, D.reader->attrs().shape.head_dim, dataset, cfg);
+}
+
+CellRecord cell_record(Cell& c, const std::string& dataset_name, int head_dim,
+                       const std::optional<DatasetResult>& dataset, const Config& cfg) {
   const CellPlan& p = c.plan;
-  const int head_dim = D.reader->attrs().shape.head_dim;
   CellRecord r;
-  r.dataset = D.spec->path_as_given;
+  r.dataset = dataset_name;
   r.codec = p.entry->info.name;
   r.label = p.label;
   r.params = p.params;

@@ -12,6 +12,9 @@ namespace kvb::run {
 /// result (for the speedup against the fp16 reference row). An ok cell with no evaluated query becomes
 /// an error.
 CellRecord cell_record(Cell& c, const DatasetPlan& D, const std::optional<DatasetResult>& dataset, const Config& cfg);
+/// The same for a cell of data named `dataset_name` with this head_dim (`kvbench e2e`: the model's text).
+CellRecord cell_record(Cell& c, const std::string& dataset_name, int head_dim,
+                       const std::optional<DatasetResult>& dataset, const Config& cfg);
 /// The ref_out check and reference rows of a dataset pass.
 DatasetResult dataset_result(const DatasetAccum& acc, const std::string& orig_dtype);
 /// A dataset's entry in results.json.

@@ -1,0 +1,30 @@
+#pragma once
+/// Statistics of `kvbench e2e` over windows: percentile-bootstrap intervals (windows are the independent
+/// unit: tokens of one window share its prompt and its compressed cache) and the proxy correlation table.
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kvb/core/params.h"
+#include "kvb/report/results.h"
+
+namespace kvb::e2e {
+
+/// The 95% percentile-bootstrap interval of stat(resample) over `resamples` resamples of the W windows
+/// (drawn with replacement, seeded). stat gets the resampled window indices. W == 1 or resamples == 0:
+/// the interval is the point value stat(0..W-1) on both sides.
+std::pair<double, double> bootstrap95(int W, int resamples, uint64_t seed,
+                                      const std::function<double(const std::vector<int>&)>& stat);
+
+/// {"mean", "median", "p95", "ci95": [lo, hi]} of per-token values given per window ([W][N]).
+Json token_summary(const std::vector<std::vector<double>>& per_window, int resamples, uint64_t seed);
+
+/// For every layer-level metric of the registry with a value in every ok cell: Spearman over the cells
+/// between the metric (its mean over all layers, and its worst layer) and the cells' mean e2e next-token KL.
+/// [{"metric", "over": "mean_layer"|"worst_layer", "better", "spearman" (null when undefined), "cells"}],
+/// strongest |ρ| first.
+Json proxy_correlation(const std::vector<CellRecord>& cells);
+
+}  // namespace kvb::e2e
