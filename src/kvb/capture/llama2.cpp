@@ -155,6 +155,57 @@ void Llama2Runner::matmul(float* xout, const float* x, const float* w, int n, in
   for (int i = 0; i < d; i++) xout[i] = dot(w + static_cast<size_t>(i) * static_cast<size_t>(n), x, n);
 }
 
+void Llama2Runner::matmul_batch(float* xout, const float* x, const float* w, int n, int d, int T) {
+  // Blocks of kRows weight rows (kRows·n floats, in L1/L2) against blocks of kTok token rows.
+  constexpr int kRows = 32, kTok = 64;
+  const auto dots_many = kernels::row_kernels().dots_many;
+  std::vector<const float*> xs(static_cast<size_t>(T));
+  for (int t = 0; t < T; ++t) xs[t] = x + size_t(t) * size_t(n);
+  for (int t0 = 0; t0 < T; t0 += kTok) {
+    const int nt = std::min(kTok, T - t0);
+    for (int r0 = 0; r0 < d; r0 += kRows)
+      dots_many(w + size_t(r0) * size_t(n), std::min(kRows, d - r0), n, xs.data() + t0, nt,
+                xout + size_t(t0) * size_t(d) + size_t(r0), d);
+  }
+}
+
+void Llama2Runner::prefill(const int32_t* tokens, int n, AttentionHook* hook) {
+  KVB_CHECK(hook != nullptr && n >= 1 && n <= c_.seq_len, UsageError, "{}: prefill of {} tokens (1..seq_len={})",
+            m_.path(), n, c_.seq_len);
+  const int dim = c_.dim, kv_dim = c_.kv_dim(), hidden = c_.hidden_dim;
+  const size_t N = size_t(n);
+  std::vector<float> X(N * dim), XB(N * dim), Q(N * dim), XO(N * dim), K(N * kv_dim), V(N * kv_dim), H1(N * hidden),
+      H3(N * hidden);
+  for (int t = 0; t < n; ++t) {
+    KVB_CHECK(tokens[t] >= 0 && tokens[t] < c_.vocab_size, UsageError, "{}: token id {} out of range [0, {})",
+              m_.path(), tokens[t], c_.vocab_size);
+    std::memcpy(&X[size_t(t) * dim], m_.token_embedding() + size_t(tokens[t]) * dim, size_t(dim) * sizeof(float));
+  }
+  for (int l = 0; l < c_.n_layers; ++l) {
+    for (int t = 0; t < n; ++t) rmsnorm(&XB[size_t(t) * dim], &X[size_t(t) * dim], m_.rms_att(l), dim);
+    matmul_batch(Q.data(), XB.data(), m_.wq(l), dim, dim, n);
+    matmul_batch(K.data(), XB.data(), m_.wk(l), dim, kv_dim, n);
+    matmul_batch(V.data(), XB.data(), m_.wv(l), dim, kv_dim, n);
+    for (int t = 0; t < n; ++t) {
+      float* q = &Q[size_t(t) * dim];
+      float* kc = key_cache_.data() + (size_t(l) * c_.seq_len + size_t(t)) * kv_dim;
+      std::memcpy(kc, &K[size_t(t) * kv_dim], size_t(kv_dim) * sizeof(float));
+      std::memcpy(value_cache_.data() + (size_t(l) * c_.seq_len + size_t(t)) * kv_dim, &V[size_t(t) * kv_dim],
+                  size_t(kv_dim) * sizeof(float));
+      rope(q, kc, t);
+    }
+    for (int t = 0; t < n; ++t) hook->attend(*this, l, t, &Q[size_t(t) * dim], &XB[size_t(t) * dim]);
+    matmul_batch(XO.data(), XB.data(), m_.wo(l), dim, dim, n);
+    for (size_t i = 0; i < N * dim; ++i) X[i] += XO[i];
+    for (int t = 0; t < n; ++t) rmsnorm(&XB[size_t(t) * dim], &X[size_t(t) * dim], m_.rms_ffn(l), dim);
+    matmul_batch(H1.data(), XB.data(), m_.w1(l), dim, hidden, n);
+    matmul_batch(H3.data(), XB.data(), m_.w3(l), dim, hidden, n);
+    for (size_t i = 0; i < N * hidden; ++i) H1[i] = H1[i] * (1.0f / (1.0f + std::exp(-H1[i]))) * H3[i];
+    matmul_batch(XO.data(), H1.data(), m_.w2(l), hidden, dim, n);
+    for (size_t i = 0; i < N * dim; ++i) X[i] += XO[i];
+  }
+}
+
 void Llama2Runner::copy_cache_from(const Llama2Runner& other, int n) {
   KVB_CHECK(&other.m_ == &m_ && n >= 0 && n <= c_.seq_len, UsageError,
             "copy_cache_from: {} positions of another model's runner", n);
@@ -195,6 +246,26 @@ const float* Llama2Runner::value(int l, int p) const {
 const float* Llama2Runner::query(int l) const { return last_q_.data() + size_t(l) * c_.dim; }
 const float* Llama2Runner::attn_out(int l) const { return last_att_out_.data() + size_t(l) * c_.dim; }
 
+void Llama2Runner::rope(float* q, float* k, int pos) const {
+  // RoPE, as run.c: relative positional encoding on adjacent pairs of each head (keys only below kv_dim).
+  const int head_size = c_.head_size(), kv_dim = c_.kv_dim();
+  for (int i = 0; i < c_.dim; i += 2) {
+    const int head_dim = i % head_size;
+    const float freq = 1.0f / std::pow(10000.0f, static_cast<float>(head_dim) / static_cast<float>(head_size));
+    const float val = static_cast<float>(pos) * freq;
+    const float fcr = std::cos(val);
+    const float fci = std::sin(val);
+    const int rotn = i < kv_dim ? 2 : 1;
+    for (int vi = 0; vi < rotn; vi++) {
+      float* vec = vi == 0 ? q : k;
+      const float v0 = vec[i];
+      const float v1 = vec[i + 1];
+      vec[i] = v0 * fcr - v1 * fci;
+      vec[i + 1] = v0 * fci + v1 * fcr;
+    }
+  }
+}
+
 const float* Llama2Runner::forward(int token, int pos, AttentionHook* hook) {
   KVB_CHECK(token >= 0 && token < c_.vocab_size, UsageError, "{}: token id {} out of range [0, {})", m_.path(), token,
             c_.vocab_size);
@@ -214,22 +285,7 @@ const float* Llama2Runner::forward(int token, int pos, AttentionHook* hook) {
     matmul(kc, xb_.data(), m_.wk(l), dim, kv_dim);
     matmul(vc, xb_.data(), m_.wv(l), dim, kv_dim);
 
-    // RoPE, as run.c: relative positional encoding on adjacent pairs of each head.
-    for (int i = 0; i < dim; i += 2) {
-      const int head_dim = i % head_size;
-      const float freq = 1.0f / std::pow(10000.0f, static_cast<float>(head_dim) / static_cast<float>(head_size));
-      const float val = static_cast<float>(pos) * freq;
-      const float fcr = std::cos(val);
-      const float fci = std::sin(val);
-      const int rotn = i < kv_dim ? 2 : 1;
-      for (int vi = 0; vi < rotn; vi++) {
-        float* vec = vi == 0 ? q : kc;
-        const float v0 = vec[i];
-        const float v1 = vec[i + 1];
-        vec[i] = v0 * fcr - v1 * fci;
-        vec[i + 1] = v0 * fci + v1 * fcr;
-      }
-    }
+    rope(q, kc, pos);
     std::memcpy(last_q_.data() + size_t(l) * dim, q, size_t(dim) * sizeof(float));
 
     // Multi-head attention over positions 0..pos.

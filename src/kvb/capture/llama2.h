@@ -91,6 +91,13 @@ class Llama2Runner {
   /// attention is the hook's (the rest of the forward pass is unchanged).
   const float* forward(int token, int pos, AttentionHook* hook = nullptr);
 
+  /// Runs tokens[0..n) at positions 0..n-1 of a fresh runner as one batch, layer by layer (the prompt of
+  /// kvbench e2e): the same operations as n forward() calls, with the matrix products over all n tokens at once
+  /// (kernels' dots_many: each weight row read once per block of tokens, not once per token), attention through
+  /// `hook` (required) at each position, and no classifier. Afterwards the cache holds positions 0..n-1 as
+  /// forward() would have left it, to float reassociation. Throws UsageError for bad tokens or n.
+  void prefill(const int32_t* tokens, int n, AttentionHook* hook);
+
   const Llama2Config& config() const { return c_; }
   /// The last forward()'s final hidden state (after the final RMSNorm, before the classifier): [dim].
   const float* hidden() const { return x_.data(); }
@@ -108,6 +115,10 @@ class Llama2Runner {
 
  private:
   void matmul(float* xout, const float* x, const float* w, int n, int d) const;
+  /// xout[t, 0..d) = W (d, n) @ x[t, 0..n) for T rows of x (row-major [T, n] -> [T, d]).
+  /// run.c's RoPE of query q [dim] and key k [kv_dim] at position pos, in place.
+  void rope(float* q, float* k, int pos) const;
+  static void matmul_batch(float* xout, const float* x, const float* w, int n, int d, int T);
 
   const Llama2Model& m_;
   Llama2Config c_;

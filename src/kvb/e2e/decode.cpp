@@ -199,7 +199,7 @@ Prefill run_prefill(const Llama2Model& model, const Window& w, int C) {
   P.C = C;
   P.runner = std::make_unique<Llama2Runner>(model, Matvec::kSimd);
   DenseAttention dense(c);
-  for (int pos = 0; pos < C; ++pos) P.runner->forward(w.tokens[static_cast<size_t>(pos)], pos, &dense);
+  P.runner->prefill(w.tokens.data(), C, &dense);
   const int d = c.head_size();
   for (int l = 0; l < c.n_layers; ++l) {
     LayerKV kv;

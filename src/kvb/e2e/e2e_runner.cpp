@@ -13,6 +13,7 @@
 #include "kvb/core/rng.h"
 #include "kvb/e2e/decode.h"
 #include "kvb/e2e/e2e_stats.h"
+#include "kvb/report/proxy.h"
 #include "kvb/e2e/text.h"
 #include "kvb/report/results_io.h"
 #include "kvb/run/environment.h"

@@ -21,10 +21,4 @@ std::pair<double, double> bootstrap95(int W, int resamples, uint64_t seed,
 /// {"mean", "median", "p95", "ci95": [lo, hi]} of per-token values given per window ([W][N]).
 Json token_summary(const std::vector<std::vector<double>>& per_window, int resamples, uint64_t seed);
 
-/// For every layer-level metric of the registry with a value in every ok cell: Spearman over the cells
-/// between the metric (its mean over all layers, and its worst layer) and the cells' mean e2e next-token KL.
-/// [{"metric", "over": "mean_layer"|"worst_layer", "better", "spearman" (null when undefined), "cells"}],
-/// strongest |ρ| first.
-Json proxy_correlation(const std::vector<CellRecord>& cells);
-
 }  // namespace kvb::e2e
