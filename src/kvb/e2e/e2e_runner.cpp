@@ -328,13 +328,13 @@ Json doc_e2e(const E2eConfig& cfg, const Sweep& s, const std::vector<CellRecord>
 std::vector<MetricRecord> e2e_metrics() {
   return {
       {"e2e_kl", "KL(p_exact || p_codec) of the model's next-token distributions, per continuation token (nats)",
-       "lower", "all codecs (kvbench e2e)"},
+       "lower", "all codecs"},
       {"e2e_top1_agreement", "1 when the exact and compressed runs predict the same next token", "higher",
-       "all codecs (kvbench e2e)"},
+       "all codecs"},
       {"e2e_hidden_cosine", "cosine of the final hidden states of the exact and compressed runs, per token", "higher",
-       "all codecs (kvbench e2e)"},
+       "all codecs"},
       {"e2e_ppl_rel_change", "perplexity of the continuation, codec / exact - 1, per window", "lower",
-       "all codecs (kvbench e2e)"},
+       "all codecs"},
   };
 }
 

@@ -225,7 +225,7 @@ int resume(std::vector<Cell>& cells, std::vector<std::optional<DatasetResult>>& 
   }
   for (size_t di = 0; di < results.size(); ++di)
     results[di] = load((fs::path(dirs.datasets) / fmt::format("{}.json", di)).string(), "dataset", DatasetResult::from_json);
-  std::fprintf(stderr, "kvbench run: resumed %d cells from %s\n", resumed, dirs.cells.c_str());
+  std::fprintf(stderr, "kvbench: resumed %d cells from %s\n", resumed, dirs.cells.c_str());
   return resumed;
 }
 
