@@ -18,18 +18,20 @@ void check_layer(const LayerKV& kv, const std::string& codec) {
             kv.kv_heads, kv.tokens, kv.head_dim, n, kv.k.size(), kv.v.size());
 }
 
-double softmax_weights(float* s, int64_t C) {
+double softmax_weights(float* s, int64_t C, double* lse) {
   float m = -INFINITY;
   for (int64_t t = 0; t < C; ++t) m = s[t] > m ? s[t] : m;
   // The normalizer is summed in double: it adds C weights dominated by the largest few, where float32
   // would lose ~sqrt(C) ulps; one scalar, so it costs nothing measurable.
   double l = 0.0;
-  if (std::isinf(m) && m > 0) {
-    // Logits overflowed float (absurd inputs): the +Inf tokens share the mass equally, never NaN.
+  if (std::isinf(m)) {
+    // Logits overflowed float (absurd inputs): the +Inf tokens share the mass equally, never NaN; and when
+    // every logit is −Inf (the max is −Inf), exp(s − max) would be NaN, so all tokens share it equally.
     for (int64_t t = 0; t < C; ++t) l += (s[t] = (s[t] == m) ? 1.f : 0.f);
   } else {
     for (int64_t t = 0; t < C; ++t) l += (s[t] = std::exp(s[t] - m));
   }
+  if (lse) *lse = static_cast<double>(m) + std::log(l);  // ±Inf stays ±Inf (l >= 1)
   return l;
 }
 
@@ -62,10 +64,10 @@ void BaselineLayer::attend_many(int g, const float* const* qs, int nq, float* co
       [&](int64_t t0, int n, float* rows, float* t) { decode_values(g, t0, n, rows, t); }, [](float*) {}, vf);
 }
 
-void BaselineLayer::attend(int g, const float* q, float* o_out, Scratch& scratch) const {
+void BaselineLayer::attend_one(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const {
   float* s = scratch.floats(static_cast<size_t>(C_));
   scores(g, q, s, scratch);
-  const double l = softmax_weights(s, C_);
+  const double l = softmax_weights(s, C_, lse_out);
   weighted_values(g, s, o_out, scratch);
   const float inv = static_cast<float>(1.0 / l);  // l >= 1: the max token contributes exp(0)
   for (int j = 0; j < d_; ++j) o_out[j] *= inv;

@@ -58,9 +58,11 @@ NamedBuffer named_buffer(std::string name, const std::vector<T>& v) {
 /// Raw dot products s[0, n) -> logits in place: s = softcap(softmax_scale·(factor·s)) (attn_math.h softcap_f).
 void to_logits(float* s, int64_t n, const AttnConfig& attn, float factor = 1.f);
 
-/// s[0, C) logits -> unnormalised softmax weights exp(s - max), in place; returns their sum (double, >= 1).
-/// Logits that overflowed to +Inf share the mass equally (never NaN).
-double softmax_weights(float* s, int64_t C);
+/// s[0, C) logits -> unnormalised softmax weights exp(s - max), in place; returns their sum l (double, >= 1),
+/// the normalizer the caller divides its output by. With lse, also *lse = max + ln l = ln Σ_t exp(s_t), that
+/// normalizer in logit units (EncodedLayer::attend_lse), at no extra pass. Logits that overflowed to +Inf
+/// share the mass equally (lse = +Inf), and so do logits that are all −Inf (lse = −Inf): never NaN.
+double softmax_weights(float* s, int64_t C, double* lse = nullptr);
 
 /// The GQA-group attention driver of every CPU layer: nq queries against `rows` stored rows of one KV head,
 /// in chunks of kManyQueries. Per chunk, logits(qc, nc, s) fills s[i·rows + t] with query i's logit of row t
@@ -109,7 +111,13 @@ class BaselineLayer : public EncodedLayer {
 
   int64_t tokens() const final { return C_; }
   bool scores(int g, const float* q, float* s_out, Scratch& scratch) const final;
-  void attend(int g, const float* q, float* o_out, Scratch& scratch) const final;
+  void attend(int g, const float* q, float* o_out, Scratch& scratch) const final {
+    attend_one(g, q, o_out, nullptr, scratch);
+  }
+  /// attend() and the log of its softmax normalizer from the same pass (softmax_weights), not scores() again.
+  void attend_lse(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const final {
+    attend_one(g, q, o_out, lse_out, scratch);
+  }
   /// GQA groups: each block of kDecodeRows key rows is decoded once (decode_keys) and dotted with all the
   /// queries (kernels::row_kernels dots_many), then per query the same softmax as attend(), then each block of value
   /// rows is decoded once (decode_values) and added into every query's output (axpy_many). Queries go in
@@ -148,6 +156,10 @@ class BaselineLayer : public EncodedLayer {
   int64_t C_;
   int d_;
   AttnConfig attn_;
+
+ private:
+  /// attend() and attend_lse(): lse_out may be null.
+  void attend_one(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const;
 };
 
 template <class Logits, class DecodeV, class Weights>

@@ -49,10 +49,22 @@ bool DenseLayer::scores(int g, const float* q, float* s_out, Scratch&) const {
   return true;
 }
 
-void DenseLayer::attend(int g, const float* q, float* o_out, Scratch&) const {
-  std::vector<double> o(static_cast<size_t>(d_));
-  run(g, q, nullptr, o.data());
+void DenseLayer::attend(int g, const float* q, float* o_out, Scratch&) const { attend_f64(g, q, o_out, nullptr); }
+
+void DenseLayer::attend_lse(int g, const float* q, float* o_out, double* lse_out, Scratch&) const {
+  attend_f64(g, q, o_out, lse_out);
+}
+
+void DenseLayer::attend_f64(int g, const float* q, float* o_out, double* lse_out) const {
+  std::vector<double> o(static_cast<size_t>(d_)), s(lse_out ? static_cast<size_t>(C_) : 0);
+  run(g, q, lse_out ? s.data() : nullptr, o.data());
   for (int j = 0; j < d_; ++j) o_out[j] = static_cast<float>(o[j]);
+  if (!lse_out) return;
+  // ln Σ exp(s_t), max-shifted as exact_attention_f64 normalizes, over the same float64 logits.
+  double m = -INFINITY, l = 0;
+  for (double x : s) m = std::max(m, x);
+  for (double x : s) l += std::exp(x - m);
+  *lse_out = m + std::log(l);
 }
 
 void DenseLayer::run(int g, const float* q, double* s, double* o) const {

@@ -30,6 +30,8 @@ class DenseLayer : public EncodedLayer {
   Storage storage() const override { return st_; }
   bool scores(int g, const float* q, float* s_out, Scratch& scratch) const override;
   void attend(int g, const float* q, float* o_out, Scratch& scratch) const override;
+  /// attend() and the log-sum-exp of the float64 logits it normalized by, from the same exact_attention_f64 call.
+  void attend_lse(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const override;
   int kv_heads() const { return H_; }
   int head_dim() const { return d_; }
   const float* k_head(int g) const { return k_.data() + static_cast<size_t>(g) * C_ * d_; }
@@ -37,6 +39,8 @@ class DenseLayer : public EncodedLayer {
 
  private:
   void run(int g, const float* q, double* s, double* o) const;
+  /// attend() and attend_lse(): lse_out may be null.
+  void attend_f64(int g, const float* q, float* o_out, double* lse_out) const;
   int H_;
   int64_t C_;
   int d_;

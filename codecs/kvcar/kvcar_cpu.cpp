@@ -141,16 +141,27 @@ class KvcarCpuLayer final : public EncodedLayer {
     return true;
   }
   void attend(int g, const float* q, float* o_out, Scratch& scratch) const override {
-    attend_many(g, &q, 1, &o_out, scratch);
+    attend_rows(g, &q, 1, &o_out, nullptr, scratch);
+  }
+  /// attend() and the log of its softmax normalizer from the same pass (softmax_weights).
+  void attend_lse(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const override {
+    attend_rows(g, &q, 1, &o_out, lse_out, scratch);
   }
   /// Decodes every cached key and value of head g once for all nq queries.
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
+    attend_rows(g, qs, nq, outs, nullptr, scratch);
+  }
+
+ private:
+  /// attend_many(), and with lse_out (nq values) each query's log-sum-exp beside its output.
+  void attend_rows(int g, const float* const* qs, int nq, float* const* outs, double* lse_out, Scratch& scratch) const {
     const int64_t C = self_->C;
     const int d = self_->d;
     float* s = scratch.floats(static_cast<size_t>(nq) * C);  // [nq, C]
     logits(g, qs, nq, s, scratch);
     std::vector<double> inv(nq);
-    for (int i = 0; i < nq; ++i) inv[i] = 1.0 / softmax_weights(s + static_cast<size_t>(i) * C, C);
+    for (int i = 0; i < nq; ++i)
+      inv[i] = 1.0 / softmax_weights(s + static_cast<size_t>(i) * C, C, lse_out ? lse_out + i : nullptr);
     const CpuState& S = *src_[g];
     const int slot = S.slot[g];
     float* buf = scratch.floats2(S.tmp_floats() + static_cast<size_t>(kBlock) * d + 2 * static_cast<size_t>(nq) * d);
@@ -168,7 +179,6 @@ class KvcarCpuLayer final : public EncodedLayer {
       for (int j = 0; j < d; ++j) outs[i][j] = static_cast<float>(A(i, j) * inv[i]);
   }
 
- private:
   /// s[i·C + t] = softcap(softmax_scale·<q_i, k̂_t>) for the nq queries, decoding every key once.
   void logits(int g, const float* const* qs, int nq, float* s, Scratch& scratch) const {
     const int64_t C = self_->C;

@@ -79,21 +79,11 @@ class LookatLayer final : public EncodedLayer {
   }
 
   void attend(int g, const float* q, float* o_out, Scratch& scratch) const override {
-    float* s = scratch.floats(static_cast<size_t>(C_));
-    scores(g, q, s, scratch);
-    const double l = softmax_weights(s, C_);  // codecs/common/baseline.h
-    for (int j = 0; j < d_; ++j) o_out[j] = 0.f;
-    if (p_.int_values()) {
-      kernels::uq::accumulate_rows(vf_, s, v_codes_.data() + g * C_ * vf_.bytes(), v_sm_.data() + g * C_ * vf_.groups(), C_,
-                          o_out, scratch.floats2(vf_.scratch_floats()));
-    } else {
-      const auto axpy = kernels::row_kernels().axpy_f16;
-      const uint16_t* v = v16_.data() + static_cast<size_t>(g) * C_ * d_;
-      for (int64_t t = 0; t < C_; ++t)
-        if (s[t] != 0.f) axpy(s[t], v + t * d_, o_out, d_);
-    }
-    const float inv = static_cast<float>(1.0 / l);  // l >= 1: the max token contributes exp(0)
-    for (int j = 0; j < d_; ++j) o_out[j] *= inv;
+    attend_one(g, q, o_out, nullptr, scratch);
+  }
+  /// attend() and the log of its softmax normalizer from the same pass (softmax_weights).
+  void attend_lse(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const override {
+    attend_one(g, q, o_out, lse_out, scratch);
   }
 
   /// GQA groups (attend_many_rows, baseline.h): per query its tables and table-sum logits (scores(), which
@@ -118,6 +108,24 @@ class LookatLayer final : public EncodedLayer {
   }
 
  private:
+  /// attend() and attend_lse(): lse_out may be null.
+  void attend_one(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const {
+    float* s = scratch.floats(static_cast<size_t>(C_));
+    scores(g, q, s, scratch);
+    const double l = softmax_weights(s, C_, lse_out);  // codecs/common/baseline.h
+    for (int j = 0; j < d_; ++j) o_out[j] = 0.f;
+    if (p_.int_values()) {
+      kernels::uq::accumulate_rows(vf_, s, v_codes_.data() + g * C_ * vf_.bytes(), v_sm_.data() + g * C_ * vf_.groups(), C_,
+                          o_out, scratch.floats2(vf_.scratch_floats()));
+    } else {
+      const auto axpy = kernels::row_kernels().axpy_f16;
+      const uint16_t* v = v16_.data() + static_cast<size_t>(g) * C_ * d_;
+      for (int64_t t = 0; t < C_; ++t)
+        if (s[t] != 0.f) axpy(s[t], v + t * d_, o_out, d_);
+    }
+    const float inv = static_cast<float>(1.0 / l);  // l >= 1: the max token contributes exp(0)
+    for (int j = 0; j < d_; ++j) o_out[j] *= inv;
+  }
 
   /// lut[i][c] = Σ_j q_{i·d_sub + j}·C_i[c][j], summed in channel order; the transposed copy lets the loop
   /// over centroids vectorize.

@@ -122,17 +122,11 @@ class SelectedLayer final : public SelectLayerBase {
   }
 
   void attend(int g, const float* q, float* o_out, Scratch& scratch) const override {
-    float* s = scratch.floats(static_cast<size_t>(rows_));
-    row_logits(g, q, s);
-    add_class_bias(g, s);
-    const double l = softmax_weights(s, rows_);
-    scale_class_weights(g, s);
-    const float inv = static_cast<float>(1.0 / l);
-    const auto axpy = kernels::row_kernels().axpy_f16;
-    const uint16_t* V = &v_[static_cast<size_t>(g) * rows_ * d_];
-    std::fill(o_out, o_out + d_, 0.f);
-    for (int64_t r = 0; r < rows_; ++r)
-      if (s[r] != 0.f) axpy(s[r] * inv, V + r * d_, o_out, d_);
+    attend_one(g, q, o_out, nullptr, scratch);
+  }
+  /// attend() and its denominator's log (SelectLayerBase::attend_lse) from the same pass over the rows.
+  void attend_lse(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const override {
+    attend_one(g, q, o_out, lse_out, scratch);
   }
 
   /// GQA groups share one pass over the rows (codecs/common/baseline.h attend_many_rows).
@@ -157,6 +151,21 @@ class SelectedLayer final : public SelectLayerBase {
   }
 
  private:
+  /// attend() and attend_lse(): lse_out (may be null) = ln Σ_r exp(ŝ_r + b_r), the normalizer divided by.
+  void attend_one(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const {
+    float* s = scratch.floats(static_cast<size_t>(rows_));
+    row_logits(g, q, s);
+    add_class_bias(g, s);
+    const double l = softmax_weights(s, rows_, lse_out);
+    scale_class_weights(g, s);
+    const float inv = static_cast<float>(1.0 / l);
+    const auto axpy = kernels::row_kernels().axpy_f16;
+    const uint16_t* V = &v_[static_cast<size_t>(g) * rows_ * d_];
+    std::fill(o_out, o_out + d_, 0.f);
+    for (int64_t r = 0; r < rows_; ++r)
+      if (s[r] != 0.f) axpy(s[r] * inv, V + r * d_, o_out, d_);
+  }
+
   /// s[r] = softcap(softmax_scale·<q, k̂_r>) for every stored row r of KV head g.
   void row_logits(int g, const float* q, float* s) const {
     const auto dot = kernels::row_kernels().dot_f16;

@@ -126,6 +126,20 @@ void SelectLayerBase::scale_class_weights(int g, float* w) const {
     for (int32_t i = 0; i < cnt[k]; ++i) w[r++] *= vfac_[k];
 }
 
+void SelectLayerBase::attend_lse(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const {
+  // scores() and attend() may use every buffer of scratch (as EncodedLayer's default), so the logits live
+  // in per-thread buffers of their own, grown once.
+  thread_local std::vector<float> s_tok, s_row;
+  if (s_tok.size() < static_cast<size_t>(C_)) s_tok.resize(static_cast<size_t>(C_));
+  if (s_row.size() < static_cast<size_t>(rows_)) s_row.resize(static_cast<size_t>(rows_));
+  scores(g, q, s_tok.data(), scratch);
+  const int32_t* pos = &pos_[static_cast<size_t>(g) * rows_];
+  for (int64_t r = 0; r < rows_; ++r) s_row[r] = s_tok[pos[r]];
+  add_class_bias(g, s_row.data());
+  *lse_out = logsumexp_logits(s_row.data(), rows_);
+  attend(g, q, o_out, scratch);
+}
+
 void SelectLayerBase::scatter_scores(int g, const float* s, float* s_out) const {
   const int32_t* pos = &pos_[static_cast<size_t>(g) * rows_];
   std::fill(s_out, s_out + C_, 0.f);

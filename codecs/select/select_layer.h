@@ -25,6 +25,12 @@ class SelectLayerBase : public EncodedLayer {
   int64_t tokens() const final { return C_; }
   Storage storage() const final;
   std::vector<uint8_t> held_tokens(int g) const final;
+  /// lse = ln Σ_r exp(ŝ_r + b_r) over the stored rows r (b_r: the row's class bias, 0 for sink and window):
+  /// the estimator's denominator, which attend() divides by; dropped tokens are not in it. EncodedLayer's
+  /// default (log-sum-exp of scores() over all C) would count every dropped token as a logit of 0 and
+  /// ignore the weights. This form serves every backend: scores() gathered into row order, the class biases
+  /// added, then attend(); the CPU layer overrides it with attend()'s own pass.
+  void attend_lse(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const override;
 
   int64_t rows() const { return rows_; }
   /// Original token position of every stored row, [kv_heads][rows] (evaluation only, not storage).

@@ -145,7 +145,15 @@ class RefSelectedLayer final : public EncodedLayer {
     for (size_t r = 0; r < rows_[g].size(); ++r) s_out[rows_[g][r].pos] = static_cast<float>(logit(g, r, q));
     return true;
   }
-  void attend(int g, const float* q, float* o_out, Scratch&) const override {
+  void attend(int g, const float* q, float* o_out, Scratch&) const override { attend_f64(g, q, o_out); }
+  /// lse = ln Σ_r e^{log_bias_r}·exp(ŝ_r) over the held rows: the denominator attend() divides by.
+  void attend_lse(int g, const float* q, float* o_out, double* lse_out, Scratch&) const override {
+    *lse_out = attend_f64(g, q, o_out);
+  }
+
+ private:
+  /// o_out = Σ_r e^{s_r + b_r}·vfac_r·v̂_r / Σ_r e^{s_r + b_r} in float64; returns ln Σ_r e^{s_r + b_r}.
+  double attend_f64(int g, const float* q, float* o_out) const {
     const auto& R = rows_[g];
     std::vector<double> s(R.size());
     double m = -INFINITY;
@@ -158,9 +166,9 @@ class RefSelectedLayer final : public EncodedLayer {
       for (int j = 0; j < d_; ++j) o[j] += e * R[r].vfac * v_[g][r * d_ + j];
     }
     for (int j = 0; j < d_; ++j) o_out[j] = static_cast<float>(o[j] / den);
+    return m + std::log(den);
   }
 
- private:
   double logit(int g, size_t r, const float* q) const {
     double dot = 0;
     for (int j = 0; j < d_; ++j) dot += static_cast<double>(q[j]) * k_[g][r * d_ + j];

@@ -57,10 +57,10 @@ void SketchLayer::attend_many(int g, const float* const* qs, int nq, float* cons
       [](float*) {}, 1.f);
 }
 
-void SketchLayer::attend(int g, const float* q, float* o_out, Scratch& scratch) const {
+void SketchLayer::attend_one(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const {
   float* s = scratch.floats(static_cast<size_t>(C_));
   scores(g, q, s, scratch);
-  const double l = softmax_weights(s, C_);
+  const double l = softmax_weights(s, C_, lse_out);
   for (int j = 0; j < d_; ++j) o_out[j] = 0.f;
   kernels::uq::accumulate_rows(vf_, s, v_codes_.data() + g * Vq_ * vf_.bytes(), v_sm_.data() + g * Vq_ * vf_.groups(), Vq_,
                       o_out, scratch.floats2(vf_.scratch_floats()));
@@ -100,7 +100,7 @@ bool SketchRefLayer::scores(int g, const float* q, float* s_out, Scratch&) const
   return true;
 }
 
-void SketchRefLayer::attend(int g, const float* q, float* o_out, Scratch&) const {
+double SketchRefLayer::attend_f64(int g, const float* q, float* o_out) const {
   std::vector<double> s;
   logits(g, q, s);
   double m = -INFINITY;
@@ -112,6 +112,7 @@ void SketchRefLayer::attend(int g, const float* q, float* o_out, Scratch&) const
   for (int64_t t = 0; t < C_; ++t)
     for (int j = 0; j < d_; ++j) o[j] += s[t] * V[t * d_ + j];
   for (int j = 0; j < d_; ++j) o_out[j] = static_cast<float>(o[j] / l);
+  return m + std::log(l);
 }
 
 namespace {

@@ -25,7 +25,13 @@ class SketchLayer : public EncodedLayer {
 
   int64_t tokens() const final { return C_; }
   bool scores(int g, const float* q, float* s_out, Scratch& scratch) const final;
-  void attend(int g, const float* q, float* o_out, Scratch& scratch) const final;
+  void attend(int g, const float* q, float* o_out, Scratch& scratch) const final {
+    attend_one(g, q, o_out, nullptr, scratch);
+  }
+  /// attend() and the log of its softmax normalizer from the same pass (softmax_weights).
+  void attend_lse(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const final {
+    attend_one(g, q, o_out, lse_out, scratch);
+  }
   /// GQA groups (attend_many_rows, baseline.h): logits per query (each query has its own sketch), then each
   /// block of value rows is decoded once and added into every query's output.
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const final;
@@ -49,6 +55,10 @@ class SketchLayer : public EncodedLayer {
   std::vector<uint8_t> v_codes_;       // [H][Vq][vf.bytes()]
   std::vector<kernels::uq::GroupParams> v_sm_;  // [H][Vq][vf.groups()]
   std::vector<uint16_t> v_win_;        // [H][C - Vq][d]
+
+ private:
+  /// attend() and attend_lse(): lse_out may be null.
+  void attend_one(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const;
 };
 
 namespace ref {
@@ -64,10 +74,16 @@ class SketchRefLayer final : public EncodedLayer {
   int64_t tokens() const override { return C_; }
   Storage storage() const override { return st_; }
   bool scores(int g, const float* q, float* s_out, Scratch&) const override;
-  void attend(int g, const float* q, float* o_out, Scratch&) const override;
+  void attend(int g, const float* q, float* o_out, Scratch&) const override { attend_f64(g, q, o_out); }
+  /// lse = max + ln Σ exp(s − max) of the float64 logits attend() normalizes by.
+  void attend_lse(int g, const float* q, float* o_out, double* lse_out, Scratch&) const override {
+    *lse_out = attend_f64(g, q, o_out);
+  }
 
  private:
   void logits(int g, const float* q, std::vector<double>& s) const;
+  /// o_out = softmax(s)ᵀV̂ in float64; returns ln Σ_t exp(s_t).
+  double attend_f64(int g, const float* q, float* o_out) const;
   int64_t C_;
   int d_;
   AttnConfig attn_;
