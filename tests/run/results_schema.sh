@@ -4,7 +4,8 @@
 # (some cell and dataset records deleted first), a two-dataset run with kendall, presets, a trainable codec and
 # throughput off, and, when a python with h5py is there, a run with error cells (a float32 dump whose keys
 # overflow fp8's logits); then validates each results.json, cells/<i>.json and datasets/<i>.json, and the committed
-# baseline results/baselines/ci.json, with tests/run/validate_results.py.
+# baseline results/baselines/ci.json, and kvbench e2e's results (a run, shards merged, a resume), with
+# tests/run/validate_results.py.
 # Usage: results_schema.sh PATH/TO/kvbench. Exits 77 (skipped) when no python3 has the jsonschema module
 # (Debian: apt-get install python3-jsonschema; bash scripts/setup.sh installs it), a failure when CI=true.
 set -euo pipefail
@@ -96,6 +97,29 @@ JSON
   expect "$TMP/errors/results.json" "any(c['status'] == 'error' for c in d['cells'])"
 else
   echo "results_schema: note: no python3 with h5py and numpy; the error-cell run is left out"
+fi
+
+# kvbench e2e (stories260K from ../shared/models, when there): a run with a skipped and a trainable cell, its two
+# shards merged, and a resume.
+STORIES="$ROOT/../shared/models/stories260K/stories260K.bin"
+if [ -f "$STORIES" ]; then
+  cat > "$TMP/e2e.json" <<JSON
+{"name": "e2e", "model": {"checkpoint": "$STORIES", "text": {"generate": {"seed": 4}}, "prompt_len": 64,
+ "continuation_len": 8, "windows": 2, "calibration_windows": 1},
+ "codecs": [{"codec": "fp16"}, {"codec": "int", "bits": [2, 5]}, {"codec": "lookat", "bits": [8.2]}],
+ "metrics": {"topk": 8, "bootstrap": 50}}
+JSON
+  e2e() { "$KVB" e2e "$TMP/e2e.json" -q "$@" > "$TMP/e2e-$#.log" 2>&1 || { cat "$TMP/e2e-$#.log"; fail "kvbench e2e $*"; }; }
+  e2e --output "$TMP/e2e"
+  expect "$TMP/e2e/results.json" "'e2e' in d and any(c['status'] == 'skipped' for c in d['cells'])"
+  e2e --output "$TMP/e2e-s1" --shard 1/2
+  e2e --output "$TMP/e2e-s2" --shard 2/2
+  "$KVB" merge "$TMP/e2e-s1" "$TMP/e2e-s2" --output "$TMP/e2e-merged" > merge.log 2>&1 || { cat merge.log; fail "merge e2e"; }
+  rm -f "$TMP/e2e/cells/1.json"
+  e2e --output "$TMP/e2e" --resume
+  expect "$TMP/e2e/results.json" "d['run']['resumed_cells'] > 0 and 'e2e' in d"
+else
+  echo "results_schema: note: no $STORIES; the e2e runs are left out"
 fi
 
 files=("$ROOT/results/baselines/ci.json")

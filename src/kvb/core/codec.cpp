@@ -24,6 +24,20 @@ double merge_attention(const float* a, double la, const float* b, double lb, flo
     for (int j = 0; j < d; ++j) out[j] = b[j];
     return lb;
   }
+  if (std::isinf(la) && la > 0 && std::isinf(lb) && lb > 0) {
+    // Both normalizers overflowed (absurd logits): the two sides share the mass equally, never NaN.
+    for (int j = 0; j < d; ++j) out[j] = static_cast<float>(0.5 * a[j] + 0.5 * b[j]);
+    return la;
+  }
+  if (std::isinf(la) && la > 0) {
+    if (out != a)
+      for (int j = 0; j < d; ++j) out[j] = a[j];
+    return la;
+  }
+  if (std::isinf(lb) && lb > 0) {
+    for (int j = 0; j < d; ++j) out[j] = b[j];
+    return lb;
+  }
   const double m = la > lb ? la : lb;
   const double wa = std::exp(la - m), wb = std::exp(lb - m), den = wa + wb;
   const double fa = wa / den, fb = wb / den;

@@ -133,7 +133,8 @@ double logsumexp_logits(const float* s, int64_t n);
 
 /// Merges two attentions over disjoint token sets, each given as (output [d], log-sum-exp of its weights):
 /// out = (e^la·a + e^lb·b) / (e^la + e^lb), computed max-shifted. Returns ln(e^la + e^lb). `out` may alias a.
-/// Either side may be empty (lse = -inf: the other side is returned unchanged).
+/// Either side may be empty (lse = -inf: the other side is returned unchanged); a side whose lse is +inf (its
+/// logits overflowed) takes all the mass, both +inf share it equally, so the result is never NaN.
 double merge_attention(const float* a, double la, const float* b, double lb, float* out, int d);
 
 /// Everything a codec may know about the run, besides its parameters.
