@@ -38,6 +38,24 @@ double dense_lse(const float* K, const float* V, int64_t n, size_t stride, int d
   return static_cast<double>(m) + std::log(l);
 }
 
+/// The same over n contiguous rows (K, V: [n, d]) with the blocked kernels the codecs' fp16 path uses
+/// (dots_many: four rows per pass; axpy_many), so the exact cache is timed with an implementation as good as
+/// the compressed ones'.
+double dense_rows_lse(const float* K, const float* V, int64_t n, int d, const float* q, float scale, float* out,
+                      float* buf) {
+  const kernels::RowKernels& R = kernels::row_kernels();
+  R.dots_many(K, static_cast<int>(n), d, &q, 1, buf, n);
+  float m = -INFINITY;
+  for (int64_t t = 0; t < n; ++t) m = (buf[t] *= scale) > m ? buf[t] : m;
+  double l = 0;
+  for (int64_t t = 0; t < n; ++t) l += (buf[t] = std::exp(buf[t] - m));
+  std::fill(out, out + d, 0.f);
+  R.axpy_many(V, static_cast<int>(n), d, buf, n, 1, &out);
+  const float inv = static_cast<float>(1.0 / l);
+  for (int j = 0; j < d; ++j) out[j] *= inv;
+  return static_cast<double>(m) + std::log(l);
+}
+
 /// The attention of every layer during the decode: the prompt from the codec (or exactly), the continuation
 /// exactly, merged by log-sum-exp.
 class SplitAttention final : public AttentionHook {
@@ -67,8 +85,8 @@ class SplitAttention final : public AttentionHook {
           throw RuntimeError(fmt::format("{}: the codec's attention is not finite at layer {}, query head {}, position {}",
                                          P_.window->id, l, h, pos));
       } else {
-        lp = dense_lse(r.key(l, 0) + g * d, r.value(l, 0) + g * d, C, kv_dim, d, qh, attn_.softmax_scale,
-                       prompt_o_.data(), buf_.data());
+        const LayerKV& kv = P_.kv[l];  // the exact prompt, contiguous per KV head
+        lp = dense_rows_lse(kv.k_head(g), kv.v_head(g), C, d, qh, attn_.softmax_scale, prompt_o_.data(), buf_.data());
       }
       const double lt = dense_lse(r.key(l, C) + g * d, r.value(l, C) + g * d, pos - C + 1, kv_dim, d, qh,
                                   attn_.softmax_scale, tail_o_.data(), buf_.data());

@@ -410,6 +410,7 @@ E2eSummary run_e2e(const E2eConfig& cfg, const RunOptions& opts_in) {
   for (auto& m : e2e_metrics()) doc.metrics.push_back(m);
   doc.summary = SummaryRecord::of(doc.cells);
   doc.e2e = doc_e2e(cfg, s, doc.cells);
+  refresh_e2e(doc);
   r.duration_s = std::chrono::duration<double>(Clock::now() - t_start).count();
   write_results_dir(dirs.out, doc);
 

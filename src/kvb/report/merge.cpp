@@ -132,7 +132,7 @@ MergeSummary merge_results(const std::vector<std::string>& dirs, const std::stri
   }
   doc.run.merged_from = from;
   doc.summary = SummaryRecord::of(doc.cells);
-  if (doc.e2e) (*doc.e2e)["proxy_correlation"] = proxy_correlation(doc.cells);  // over every shard's cells
+  refresh_e2e(doc);  // e2e results: the proxy table and speed ratios over every shard's cells
   MergeSummary s;
   s.cells = static_cast<int>(doc.summary.cells);
   s.ok = static_cast<int>(doc.summary.ok);

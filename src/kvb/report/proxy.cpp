@@ -59,4 +59,18 @@ Json proxy_correlation(const std::vector<CellRecord>& cells) {
   return rows;
 }
 
+void refresh_e2e(ResultDoc& doc) {
+  if (!doc.e2e) return;
+  (*doc.e2e)["proxy_correlation"] = proxy_correlation(doc.cells);
+  std::optional<double> fp16;
+  for (const auto& c : doc.cells)
+    if (c.ok() && c.codec == "fp16" && c.e2e) fp16 = c.e2e->at("decode_tokens_per_s").at("codec").get<double>();
+  for (auto& c : doc.cells) {
+    if (!c.ok() || !c.e2e) continue;
+    Json& d = (*c.e2e)["decode_tokens_per_s"];
+    d.erase("ratio_vs_fp16");
+    if (fp16 && *fp16 > 0) d["ratio_vs_fp16"] = d.at("codec").get<double>() / *fp16;
+  }
+}
+
 }  // namespace kvb
