@@ -12,6 +12,16 @@ The _<dataset> suffix (a slug of the dump's file name) is added only when the ru
 Only cells with status "ok" are drawn; skipped and error cells are listed in a note under each figure.
 Also prints "per_layer_<metric>[_<dataset>]: N rows x L layers" for each heat map.
 
+Results of `kvbench e2e` (a top-level "e2e" key) get the figures above from their layer-level metrics and,
+once per run (one model), with bits per element *with fixed state* on the x axis:
+  e2e_ppl_vs_bits.png       perplexity change vs exact (%, the bootstrap 95% interval as error bars), one
+                            colour per codec, the Pareto frontier (fewer bits, smaller change) ringed and joined
+  e2e_proxy_<metric>.png    per layer-level metric of e2e.proxy_correlation: the cell's value (mean over
+                            layers = fidelity[metric].mean; worst layer = the worst per_layer <metric>_mean)
+                            vs the e2e next-token KL mean (log y), each panel titled with its Spearman
+and prints "e2e_ppl_vs_bits: N cells, M on the Pareto frontier" and
+"e2e_proxy_<metric>: mean_layer N cells, worst_layer N cells".
+
 Exit status: 0 ok, 1 matplotlib missing, 2 bad usage or results.json missing/unreadable,
 3 results.json invalid (not JSON, or not a kvbench results file).
 Needs matplotlib (Debian: apt-get install python3-matplotlib; run with /usr/bin/python3). No display needed.
@@ -198,11 +208,24 @@ def note_text(skipped, extra=()):
     return "Not drawn: " + "; ".join(lines)
 
 
+def note_width(fig):
+    return int(fig.get_figwidth() * 15)  # characters per line of the note at its font size
+
+
+def note_margin(fig, text):
+    """Bottom fraction of the figure to keep free for the note add_note will write."""
+    if not text:
+        return 0.0
+    import textwrap
+    lines = len(textwrap.wrap(text, width=note_width(fig)))
+    return min(0.35, 0.03 + lines * 12.0 / (fig.get_figheight() * 72.0))
+
+
 def add_note(fig, text):
     if not text:
         return
     import textwrap
-    wrapped = textwrap.fill(text, width=int(fig.get_figwidth() * 15))
+    wrapped = textwrap.fill(text, width=note_width(fig))
     fig.text(0.01, 0.005, wrapped, fontsize=7.5, va="bottom", ha="left", color="0.3")
 
 
@@ -429,6 +452,193 @@ def plot_dataset(plt, doc, ds, cells, slug, multi, out_dir, metric, better):
     return written
 
 
+# ---- e2e results (`kvbench e2e`, recognised by the top-level "e2e" key; docs/results.md)
+
+E2E_OVER = ("mean_layer", "worst_layer")  # panel order of a proxy figure
+
+
+def e2e_validate(path, doc):
+    """The e2e parts the plots read; exit 3 naming the first malformed one."""
+    e2e = doc["e2e"]
+    if not isinstance(e2e, dict):
+        die(3, f"{path}: \"e2e\" is not an object")
+    pc = e2e.get("proxy_correlation", [])
+    if not isinstance(pc, list) or any(not isinstance(r, dict) or not isinstance(r.get("metric"), str) or
+                                       r.get("over") not in E2E_OVER for r in pc):
+        die(3, f"{path}: e2e.proxy_correlation must be a list of {{metric, over: mean_layer|worst_layer, "
+               "spearman, cells}")
+    for i, c in enumerate(doc["cells"]):
+        if c["status"] == "ok" and not isinstance(c.get("e2e"), dict):
+            die(3, f"{path}: cells[{i}] ({c.get('label', c['codec'])}) is ok but has no \"e2e\" object")
+
+
+def e2e_bits(c):
+    """The x axis of every e2e plot: bits per element with buffers and fixed state at the real prompt."""
+    st = c.get("storage") or {}
+    b = num(st.get("bits_per_element_with_fixed"))
+    return b if b is not None else float(st["bits_per_element"])
+
+
+def e2e_ppl_points(ok, labels):
+    """[(cell, bits, rel_change %, err_lo, err_hi)] and notes for cells without a perplexity change."""
+    pts, missing = [], []
+    for c in ok:
+        ppl = (c["e2e"].get("perplexity") or {})
+        v = num(ppl.get("rel_change"))
+        if v is None:
+            missing.append(f"{labels[id(c)]}: no perplexity rel_change")
+            continue
+        ci = ppl.get("rel_change_ci95")
+        lo, hi = (num(ci[0]), num(ci[1])) if isinstance(ci, list) and len(ci) == 2 else (None, None)
+        err = (max(0.0, v - lo) * 100 if lo is not None else 0.0, max(0.0, hi - v) * 100 if hi is not None else 0.0)
+        pts.append((c, e2e_bits(c), 100 * v, err[0], err[1]))
+    return pts, missing
+
+
+def plot_e2e_ppl(plt, doc, ok, not_ok, labels, colors, title, out_dir):
+    """Δperplexity (%, bootstrap 95% interval as error bars) vs bits with fixed state; Pareto frontier over
+    all cells (fewer bits, smaller perplexity change)."""
+    pts, missing = e2e_ppl_points(ok, labels)
+    fig, ax = plt.subplots(figsize=(10, 5.8))
+    ann = []
+    for codec in colors:
+        cp = sorted([p for p in pts if p[0]["codec"] == codec], key=lambda p: (p[1], p[2]))
+        if not cp:
+            continue
+        ax.errorbar([p[1] for p in cp], [p[2] for p in cp], yerr=[[p[3] for p in cp], [p[4] for p in cp]],
+                    fmt="o-", color=colors[codec], label=codec, ms=6, lw=1.5, capsize=3, zorder=3)
+        ann += [(b, v, labels[id(c)], colors[codec]) for c, b, v, _, _ in cp]
+    front = sorted((pts[i] for i in pareto([(p[1], p[2]) for p in pts], False)), key=lambda p: (p[1], p[2]))
+    if front:
+        ax.plot([p[1] for p in front], [p[2] for p in front], "--", color="0.35", lw=1, zorder=2,
+                drawstyle="steps-post" if len(front) > 1 else "default")
+        ax.scatter([p[1] for p in front], [p[2] for p in front], s=170, facecolors="none", edgecolors="black",
+                   linewidths=1.3, zorder=4, label="Pareto frontier")
+    ax.axhline(0.0, color="0.5", lw=0.8, zorder=1)
+    span = max([abs(p[2]) + max(p[3], p[4]) for p in pts], default=0.0)
+    if span > 20:  # a few % at 8 bits next to several-fold at 2 bits: linear near 0, log beyond 1%
+        ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_xlabel("bits per element with fixed state (K and V)")
+    ax.set_ylabel("perplexity change vs exact (%, 95% CI)")
+    exact = num(((doc["e2e"].get("exact") or {}).get("perplexity")))
+    sub = f"\nexact perplexity {exact:.4g}" if exact is not None else ""
+    ax.set_title(f"Perplexity change vs bits — {title}{sub}", fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    if pts:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        ax.margins(x=0.12, y=0.1)
+    else:
+        ax.text(0.5, 0.5, "no cell reports a perplexity change", transform=ax.transAxes, ha="center")
+    note = note_text(not_ok, sorted(set(missing)))
+    fig.tight_layout(rect=(0, note_margin(fig, note), 1, 1))
+    place_labels(ax, ann)
+    add_note(fig, note)
+    p = os.path.join(out_dir, "e2e_ppl_vs_bits.png")
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    print(f"e2e_ppl_vs_bits: {len(pts)} cells, {len(front)} on the Pareto frontier")
+    return p
+
+
+def layer_proxy(c, metric, over, higher_better):
+    """The cell's layer-level value of metric: the mean over layers (fidelity[metric].mean) or the worst
+    layer's mean (per_layer <metric>_mean, worst by the metric's better direction)."""
+    if over == "mean_layer":
+        return num(((c.get("fidelity") or {}).get(metric) or {}).get("mean"))
+    vals = [num(e.get(f"{metric}_mean")) for e in (c.get("per_layer") or []) if isinstance(e, dict)]
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return None
+    return min(vals) if higher_better else max(vals)
+
+
+def proxy_panel(ax, ok, labels, colors, metric, over, hb, corr):
+    """One scatter: layer-level metric (x) vs e2e next-token KL mean (log y); returns label items and notes."""
+    pts, missing = [], []
+    for c in ok:
+        x = layer_proxy(c, metric, over, hb)
+        y = num((c["e2e"].get("kl") or {}).get("mean"))
+        if x is None or y is None:
+            missing.append(labels[id(c)])
+            continue
+        pts.append((c, x, y))
+    positive = [y for _, _, y in pts if y > 0]
+    floor = min(positive) / 10 if positive else 1e-12  # an exact codec's KL of 0 still gets a point
+    zero = [f"{labels[id(c)]}: e2e KL {y:g}, drawn at {floor:.2g}" for c, _, y in pts if y < floor]
+    ann = []
+    for codec in colors:
+        cp = [(c, x, max(y, floor)) for c, x, y in pts if c["codec"] == codec]
+        if cp:
+            ax.scatter([q[1] for q in cp], [q[2] for q in cp], color=colors[codec], label=codec, s=36, zorder=3)
+            ann += [(x, y, labels[id(c)], colors[codec]) for c, x, y in cp]
+    ax.set_yscale("log")
+    rho = num((corr or {}).get("spearman"))
+    n = (corr or {}).get("cells")
+    what = "mean over layers" if over == "mean_layer" else "worst layer"
+    ax.set_title(f"{metric} ({what}): Spearman ρ = {'n/a' if rho is None else f'{rho:+.3f}'}"
+                 + (f" over {n} cells" if isinstance(n, int) else ""), fontsize=10)
+    ax.set_xlabel(f"{metric} ({what}, {'higher' if hb else 'lower'} is better)")
+    ax.set_ylabel("e2e next-token KL (mean, nats)")
+    ax.grid(True, which="major", alpha=0.3)
+    if pts:
+        ax.margins(x=0.12, y=0.15)
+    else:
+        ax.text(0.5, 0.5, f"no cell reports {metric} ({over})", transform=ax.transAxes, ha="center")
+    return ann, missing, zero, len(pts)
+
+
+def plot_e2e_proxies(plt, doc, ok, not_ok, labels, colors, better, title, out_dir):
+    """Per layer-level metric of e2e.proxy_correlation: its value per cell vs the e2e KL, one panel per
+    'over' the correlation table lists, titled with that row's Spearman."""
+    rows = doc["e2e"].get("proxy_correlation") or []
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    written = []
+    for m in metrics:
+        overs = [o for o in E2E_OVER if any(r["metric"] == m and r["over"] == o for r in rows)]
+        fig, axes = plt.subplots(1, len(overs), figsize=(6.4 * len(overs), 5.4), squeeze=False)
+        pending, missing, zero, counts = [], [], [], []
+        for ax, over in zip(axes[0], overs):
+            corr = next(r for r in rows if r["metric"] == m and r["over"] == over)
+            ann, miss, z, n = proxy_panel(ax, ok, labels, colors, m, over, better.get(m, "higher") == "higher",
+                                          corr)
+            pending.append((ax, ann))
+            missing += miss
+            zero += z
+            counts.append(n)
+        handles = {l: h for ax in axes[0] for h, l in zip(*ax.get_legend_handles_labels())}
+        if handles:
+            fig.legend(list(handles.values()), list(handles), loc="upper center", ncol=min(len(handles), 8),
+                       fontsize=9, bbox_to_anchor=(0.5, 0.945), frameon=False)
+        fig.suptitle(f"Which proxy predicts model quality: {m} vs next-token KL — {title}")
+        # One entry for all the cells without this metric (e.g. mass_lost: every codec that holds all tokens)
+        lacking = list(dict.fromkeys(missing))
+        extra = ([f"no {m} or e2e KL: {', '.join(lacking)}"] if lacking else []) + list(dict.fromkeys(zero))
+        note = note_text(not_ok, extra)
+        fig.tight_layout(rect=(0, note_margin(fig, note), 1, 0.9))
+        for ax, ann in pending:
+            place_labels(ax, ann)
+        add_note(fig, note)
+        p = os.path.join(out_dir, f"e2e_proxy_{slugify(m)}.png")
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        print(f"e2e_proxy_{slugify(m)}: " + ", ".join(f"{o} {n} cells" for o, n in zip(overs, counts)))
+        written.append(p)
+    return written
+
+
+def plot_e2e(plt, doc, out_dir, better):
+    """The e2e figures of a whole run (one model, one correlation table): Δppl vs bits and the proxies."""
+    cells = doc["cells"]
+    ok = [c for c in cells if c["status"] == "ok"]
+    not_ok = [c for c in cells if c["status"] != "ok"]
+    labels = dict(zip(map(id, ok), unique_labels(ok)))
+    colors = codec_colors(list(dict.fromkeys(c["codec"] for c in ok)))
+    ds = doc["datasets"][0] if doc["datasets"] else {}
+    title = title_for(ds, doc)
+    written = [plot_e2e_ppl(plt, doc, ok, not_ok, labels, colors, title, out_dir)]
+    return written + plot_e2e_proxies(plt, doc, ok, not_ok, labels, colors, better, title, out_dir)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog=PROG, description="Plots from a kvbench results directory (results.json).")
     ap.add_argument("results_dir", metavar="RESULTS_DIR", help="kvbench results directory (or its results.json)")
@@ -460,6 +670,8 @@ def main(argv=None):
               f"then run with /usr/bin/python3)", file=sys.stderr)
         return 1
 
+    if "e2e" in doc:
+        e2e_validate(path, doc)
     groups = group_by_dataset(doc)
     if not groups:
         die(3, f"{path}: no datasets")
@@ -467,6 +679,8 @@ def main(argv=None):
     written = []
     for ds, cells, slug in groups:
         written += plot_dataset(plt, doc, ds, cells, slug, multi, out_dir, args.metric, better)
+    if "e2e" in doc:
+        written += plot_e2e(plt, doc, out_dir, better)
     for p in written:
         print(p)
     return 0
