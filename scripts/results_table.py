@@ -2,13 +2,15 @@
 """Print a Markdown table of a kvbench results directory (or results.json), one row per ok cell, in the
 results' cell order, so that README tables are generated rather than typed.
 
-Usage: results_table.py RESULTS [--columns run|e2e] [--metric NAME]... [--dataset PATH]
+Usage: results_table.py RESULTS [--columns run|e2e] [--metric NAME]... [--dataset PATH] [--proxy]
 
   run (default for `kvbench run` results): label, bits with fixed state, cosine, Spearman, KL (the
       attention distributions', nats), attend speedup vs fp16 (throughput.attend_speedup_vs_fp16)
-  e2e (default when results.json has a top-level "e2e" key, i.e. `kvbench e2e`): label, bits with fixed
-      state, perplexity change (%, with its bootstrap 95% interval), next-token KL mean, top-1 agreement,
-      last hidden state cosine, decode tokens/s ratio vs exact
+  e2e (default when results.json has a top-level "e2e" key, i.e. `kvbench e2e`): label (bold on the Pareto
+      frontier of bits vs next-token KL; rows in order of bits), bits with fixed state, perplexity change (%,
+      with its bootstrap 95% interval), next-token KL mean, top-1 agreement, last hidden state cosine, the
+      layer-level attention cosine measured in the same run, decode tokens/s vs the fp16 cell
+--proxy (e2e results) also prints the proxy-correlation table.
 
 "bits with fixed state" is storage.bits_per_element_with_fixed (buffers and fixed bytes included at the
 real context length). A null metric prints as "—". Skipped and error cells are listed under the table.
@@ -78,9 +80,9 @@ def percent_ci(c):
         return DASH
     lo = get(c, "e2e", "perplexity", "rel_change_ci95", 0)
     hi = get(c, "e2e", "perplexity", "rel_change_ci95", 1)
-    s = f"{100 * v:+.2f}%"
+    s = f"{100 * v:+.3f}%"
     if lo is not None and hi is not None:
-        s += f" [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+        s += f" [{100 * lo:+.3f}, {100 * hi:+.3f}]"
     return s.replace("-", "−")
 
 
@@ -95,15 +97,42 @@ COLUMNS = {
         ("attend vs fp16", lambda c: fixed(2)(get(c, "throughput", "attend_speedup_vs_fp16"))),
     ],
     "e2e": [
-        ("label", lambda c: c.get("label") or c["codec"]),
+        ("label", lambda c: ("**{}**" if c.get("_front") else "{}").format(c.get("label") or c["codec"])),
         ("bits (with fixed)", lambda c: fixed(2)(get(c, "storage", "bits_per_element_with_fixed"))),
         ("Δ perplexity [95% CI]", percent_ci),
         ("next-token KL", lambda c: small(get(c, "e2e", "kl", "mean"))),
         ("top-1 agreement", lambda c: fixed(4)(get(c, "e2e", "top1_agreement", "mean"))),
         ("hidden cosine", lambda c: fixed(5)(get(c, "e2e", "hidden_cosine", "mean"))),
-        ("decode vs exact", lambda c: fixed(2)(get(c, "e2e", "decode_tokens_per_s", "ratio"))),
+        ("layer cosine", lambda c: fixed(4)(get(c, "fidelity", "cosine", "mean"))),
+        ("decode vs fp16", lambda c: fixed(2)(get(c, "e2e", "decode_tokens_per_s", "ratio_vs_fp16"))),
     ],
 }
+
+
+def by_bits_with_frontier(cells):
+    """e2e cells in order of bits with fixed state, each marked "_front" when it is on the Pareto frontier of
+    bits vs next-token KL (a divergence, never below 0): no cheaper cell has a lower KL."""
+    cells = sorted(cells, key=lambda c: get(c, "storage", "bits_per_element_with_fixed") or 0.0)
+    best = math.inf
+    for c in cells:
+        kl = get(c, "e2e", "kl", "mean")
+        c["_front"] = kl is not None and kl < best
+        best = min(best, kl if kl is not None else math.inf)
+    return cells
+
+
+def proxy_table(doc):
+    """The e2e proxy-correlation table: per layer metric, Spearman vs the e2e KL over layers' mean and worst."""
+    rows = {}
+    for r in doc["e2e"].get("proxy_correlation", []):
+        rows.setdefault(r["metric"], {})[r["over"]] = r
+    rho = lambda d, k: DASH if d.get(k, {}).get("spearman") is None else f"{d[k]['spearman']:+.3f}".replace("-", "−")
+    lines = ["| layer metric | better | Spearman vs e2e KL (mean over layers) | (worst layer) | cells |",
+             "|---|---|---|---|---|"]
+    for m, d in rows.items():
+        any_row = next(iter(d.values()))
+        lines.append(f"| {m} | {any_row['better']} | {rho(d, 'mean_layer')} | {rho(d, 'worst_layer')} | {any_row['cells']} |")
+    return "\n".join(lines)
 
 
 def table(cells, columns):
@@ -120,6 +149,8 @@ def main(argv=None):
     ap.add_argument("--metric", action="append", default=[], metavar="NAME",
                     help="append a column with the mean of this fidelity metric (repeatable)")
     ap.add_argument("--dataset", metavar="PATH", help="only cells of this dataset (as written in the config)")
+    ap.add_argument("--proxy", action="store_true",
+                    help="e2e results: also print the proxy-correlation table (which layer metric predicts the KL)")
     args = ap.parse_args(argv)
     path, doc = load(args.results)
     columns = list(COLUMNS[args.columns or ("e2e" if isinstance(doc.get("e2e"), dict) else "run")])
@@ -130,10 +161,18 @@ def main(argv=None):
         if not cells:
             die(2, f"{path}: no cell has dataset {args.dataset!r}")
     ok = [c for c in cells if c.get("status") == "ok"]
+    e2e = isinstance(doc.get("e2e"), dict)
+    if e2e:
+        ok = by_bits_with_frontier(ok)
     print(table(ok, columns))
     for c in cells:
         if c.get("status") != "ok":
             print(f"\nNot in the table: {c.get('label') or c['codec']} ({c.get('status')}: {c.get('reason', '')})")
+    if args.proxy:
+        if not e2e:
+            die(2, f"{path}: --proxy needs kvbench e2e results")
+        print()
+        print(proxy_table(doc))
     return 0
 
 
