@@ -79,15 +79,10 @@ E2eConfig parse_e2e_config(const Json& j, const std::string& path, const std::st
   b.raw = j;
   b.path = path;
   b.dir = dir;
-  b.name = j.contains("name") ? get_string(j.at("name"), "name") : fs::path(path).stem().string();
-  if (b.name.empty() || b.name.find('/') != std::string::npos || b.name == "." || b.name == "..")
-    throw UsageError(fmt::format("name: expected a non-empty name without '/', found \"{}\"", b.name));
+  b.name = config_name(j, path);
   if (!j.contains("model")) throw UsageError("config: missing required key \"model\" (kvbench e2e runs a model)");
   c.model = parse_model(j.at("model"), dir);
-  if (!j.contains("codecs")) throw UsageError("config: missing required key \"codecs\"");
-  const Json& cs = j.at("codecs");
-  if (!cs.is_array() || cs.empty()) bad_type("codecs", "a non-empty list of codec objects", cs);
-  for (size_t i = 0; i < cs.size(); ++i) b.codecs.push_back(parse_codec(cs[i], fmt::format("codecs[{}]", i)));
+  b.codecs = parse_codecs(j);
   if (j.contains("metrics")) {
     const Json& m = require_object(j.at("metrics"), "metrics");
     check_keys(m, {"topk", "layer", "bootstrap"}, "metrics");

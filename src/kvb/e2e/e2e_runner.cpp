@@ -381,49 +381,17 @@ E2eSummary run_e2e(const E2eConfig& cfg, const RunOptions& opts_in) {
   }
   if (opts.progress && !todo.empty()) std::fprintf(stderr, "\n");
 
-  ResultDoc doc;
-  doc.schema_version = kResultsSchemaVersion;
-  doc.kvbench = build_info_json();
-  RunRecord& r = doc.run;
-  r.name = cfg.base.name;
-  r.config_path = cfg.base.path;
-  r.started_utc = started_utc;
-  r.argv = opts.argv;
-  r.device_requested = "cpu";
-  r.device_note = "kvbench e2e runs the model and every codec on the CPU";
-  r.threads = dev.threads;
-  r.seed = cfg.base.seed;
-  r.run_key = key;
-  r.cells_total = static_cast<int64_t>(cells.size());
-  r.resumed_cells = resumed;
-  if (opts.shard_n > 0) r.shard = std::make_pair(int64_t{opts.shard_k}, int64_t{opts.shard_n});
-  for (auto& c : cells) {
-    if (!c.plan.selected) continue;
-    KVB_ASSERT(c.record.has_value());
-    doc.cells.push_back(*c.record);
-    r.cell_indices.push_back(static_cast<int64_t>(c.plan.index));
-  }
+  ResultDoc doc = run::results_doc(cfg.base, opts, dev, key, started_utc, cells, resumed);
+  doc.run.device_note = "kvbench e2e runs the model and every codec on the CPU";
   doc.config = cfg.resolved();
-  doc.environment = environment_json(dev.threads);
   doc.datasets.push_back(dataset_record(cfg, s));
-  doc.metrics = registry_metrics();
   for (auto& m : e2e_metrics()) doc.metrics.push_back(m);
   doc.summary = SummaryRecord::of(doc.cells);
   doc.e2e = doc_e2e(cfg, s, doc.cells);
   refresh_e2e(doc);
-  r.duration_s = std::chrono::duration<double>(Clock::now() - t_start).count();
+  doc.run.duration_s = std::chrono::duration<double>(Clock::now() - t_start).count();
   write_results_dir(dirs.out, doc);
-
-  E2eSummary out;
-  out.cells = static_cast<int>(doc.summary.cells);
-  out.ok = static_cast<int>(doc.summary.ok);
-  out.skipped = static_cast<int>(doc.summary.skipped);
-  out.errors = static_cast<int>(doc.summary.errors);
-  out.resumed = resumed;
-  out.output_dir = dirs.out;
-  out.seconds = r.duration_s;
-  out.table = summary_table(doc);
-  return out;
+  return {run::run_summary(doc, resumed, dirs.out), summary_table(doc)};
 }
 
 }  // namespace kvb::e2e

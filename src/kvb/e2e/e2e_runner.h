@@ -13,9 +13,7 @@
 namespace kvb::e2e {
 
 struct E2eSummary {
-  int cells = 0, ok = 0, skipped = 0, errors = 0, resumed = 0;
-  std::string output_dir;
-  double seconds = 0;
+  RunSummary counts;
   std::string table;  ///< the cell table and the proxy-correlation table, for stdout
 };
 

@@ -155,6 +155,22 @@ CodecSpec config_json::parse_codec(const Json& j, const std::string& where) {
 
 using namespace config_json;
 
+std::string config_json::config_name(const Json& j, const std::string& path) {
+  const std::string name = j.contains("name") ? get_string(j.at("name"), "name") : fs::path(path).stem().string();
+  if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
+    throw UsageError(fmt::format("name: expected a non-empty name without '/', found \"{}\"", name));
+  return name;
+}
+
+std::vector<CodecSpec> config_json::parse_codecs(const Json& j) {
+  if (!j.contains("codecs")) throw UsageError("config: missing required key \"codecs\"");
+  const Json& cs = j.at("codecs");
+  if (!cs.is_array() || cs.empty()) bad_type("codecs", "a non-empty list of codec objects", cs);
+  std::vector<CodecSpec> out;
+  for (size_t i = 0; i < cs.size(); ++i) out.push_back(parse_codec(cs[i], fmt::format("codecs[{}]", i)));
+  return out;
+}
+
 Config parse_config(const Json& j, const std::string& path, const std::string& dir) {
   if (!j.is_object()) bad_type(path, "a JSON object at the top level", j);
   check_keys(j, {"name", "datasets", "calibration", "codecs", "metrics", "device", "threads", "seed", "repeats",
@@ -164,9 +180,7 @@ Config parse_config(const Json& j, const std::string& path, const std::string& d
   c.raw = j;
   c.path = path;
   c.dir = dir;
-  c.name = j.contains("name") ? get_string(j.at("name"), "name") : fs::path(path).stem().string();
-  if (c.name.empty() || c.name.find('/') != std::string::npos || c.name == "." || c.name == "..")
-    throw UsageError(fmt::format("name: expected a non-empty name without '/', found \"{}\"", c.name));
+  c.name = config_name(j, path);
 
   if (!j.contains("datasets")) throw UsageError("config: missing required key \"datasets\"");
   const Json& ds = j.at("datasets");
@@ -180,10 +194,7 @@ Config parse_config(const Json& j, const std::string& path, const std::string& d
       c.calibration_sequences = static_cast<int>(get_int(cal.at("sequences"), "calibration.sequences", 0, 1 << 20));
   }
 
-  if (!j.contains("codecs")) throw UsageError("config: missing required key \"codecs\"");
-  const Json& cs = j.at("codecs");
-  if (!cs.is_array() || cs.empty()) bad_type("codecs", "a non-empty list of codec objects", cs);
-  for (size_t i = 0; i < cs.size(); ++i) c.codecs.push_back(parse_codec(cs[i], fmt::format("codecs[{}]", i)));
+  c.codecs = parse_codecs(j);
 
   if (j.contains("metrics")) {
     const Json& m = require_object(j.at("metrics"), "metrics");

@@ -61,6 +61,10 @@ double get_number(const Json& v, const std::string& key, double lo, double hi);
 bool get_bool(const Json& v, const std::string& key);
 /// One entry of "codecs" (codec, params, bits / bytes_per_token / ratio, preset), validated against the registry.
 CodecSpec parse_codec(const Json& j, const std::string& where);
+/// "codecs" of a config object: a non-empty list of parse_codec entries.
+std::vector<CodecSpec> parse_codecs(const Json& j);
+/// "name" of a config object, or the config file's stem: non-empty, no '/'.
+std::string config_name(const Json& j, const std::string& path);
 }  // namespace config_json
 
 /// Parse and validate a config file. Every problem with the config itself, including a missing or

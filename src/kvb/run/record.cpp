@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "kvb/metrics/metrics.h"
+#include "kvb/report/results_io.h"
+#include "kvb/run/environment.h"
 #include "kvb/run/evaluate.h"
 
 namespace kvb::run {
@@ -156,6 +158,47 @@ DatasetRecord dataset_record(const DatasetPlan& D, const DatasetResult& result) 
   for (size_t si : D.calib_seqs) d.calibration_sequences.push_back(seqs[si].id);
   d.result = result;
   return d;
+}
+
+ResultDoc results_doc(const Config& cfg, const RunOptions& opts, const DeviceChoice& dev, const std::string& key,
+                      const std::string& started_utc, const std::vector<Cell>& cells, int resumed) {
+  ResultDoc doc;
+  doc.schema_version = kResultsSchemaVersion;
+  doc.kvbench = build_info_json();
+  RunRecord& r = doc.run;
+  r.name = cfg.name;
+  r.config_path = cfg.path;
+  r.started_utc = started_utc;
+  r.argv = opts.argv;
+  r.device_requested = dev.requested;
+  r.device_note = dev.note;
+  r.threads = dev.threads;
+  r.seed = cfg.seed;
+  r.run_key = key;
+  r.cells_total = static_cast<int64_t>(cells.size());
+  r.resumed_cells = resumed;
+  if (opts.shard_n > 0) r.shard = std::make_pair(int64_t{opts.shard_k}, int64_t{opts.shard_n});
+  for (const auto& c : cells) {
+    if (!c.plan.selected) continue;
+    KVB_ASSERT(c.record.has_value());
+    doc.cells.push_back(*c.record);
+    r.cell_indices.push_back(static_cast<int64_t>(c.plan.index));
+  }
+  doc.environment = environment_json(dev.threads);
+  doc.metrics = registry_metrics();
+  return doc;
+}
+
+RunSummary run_summary(const ResultDoc& doc, int resumed, const std::string& dir) {
+  RunSummary s;
+  s.cells = static_cast<int>(doc.summary.cells);
+  s.ok = static_cast<int>(doc.summary.ok);
+  s.skipped = static_cast<int>(doc.summary.skipped);
+  s.errors = static_cast<int>(doc.summary.errors);
+  s.resumed = resumed;
+  s.output_dir = dir;
+  s.seconds = doc.run.duration_s;
+  return s;
 }
 
 }  // namespace kvb::run

@@ -4,7 +4,11 @@
 #include <optional>
 #include <string>
 
+#include <vector>
+
 #include "kvb/run/cell.h"
+#include "kvb/run/plan.h"
+#include "kvb/run/runner.h"
 
 namespace kvb::run {
 
@@ -19,5 +23,13 @@ CellRecord cell_record(Cell& c, const std::string& dataset_name, int head_dim,
 DatasetResult dataset_result(const DatasetAccum& acc, const std::string& orig_dtype);
 /// A dataset's entry in results.json.
 DatasetRecord dataset_record(const DatasetPlan& D, const DatasetResult& result);
+
+/// A results document with what `run` and `e2e` fill alike: build info, the run record (name, config path,
+/// argv, device, threads, seed, key, cells, shard), the selected cells' records in expansion order, the
+/// environment and the registry's metrics. The caller adds `config`, `datasets`, its own metrics and summary.
+ResultDoc results_doc(const Config& cfg, const RunOptions& opts, const DeviceChoice& dev, const std::string& key,
+                      const std::string& started_utc, const std::vector<Cell>& cells, int resumed);
+/// The counts a command prints after writing `doc` into `dir`.
+RunSummary run_summary(const ResultDoc& doc, int resumed, const std::string& dir);
 
 }  // namespace kvb::run

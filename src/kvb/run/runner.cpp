@@ -107,48 +107,16 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
   const int resumed = opts.resume ? run::resume(w.cells, w.results, dirs, key) : 0;
   evaluate_all(cfg, opts, w, dirs, key);
 
-  ResultDoc doc;
-  doc.schema_version = kResultsSchemaVersion;
-  doc.kvbench = build_info_json();
-  RunRecord& r = doc.run;
-  r.name = cfg.name;
-  r.config_path = cfg.path;
-  r.started_utc = started_utc;
-  r.argv = opts.argv;
-  r.device_requested = dev.requested;
-  r.device_note = dev.note;
-  r.threads = dev.threads;
-  r.seed = cfg.seed;
-  r.run_key = key;
-  r.cells_total = static_cast<int64_t>(w.cells.size());
-  r.resumed_cells = resumed;
-  if (opts.shard_n > 0) r.shard = std::make_pair(int64_t{opts.shard_k}, int64_t{opts.shard_n});
-  for (auto& c : w.cells) {
-    if (!c.plan.selected) continue;
-    KVB_ASSERT(c.record.has_value());
-    doc.cells.push_back(*c.record);
-    r.cell_indices.push_back(static_cast<int64_t>(c.plan.index));
-  }
+  ResultDoc doc = run::results_doc(cfg, opts, dev, key, started_utc, w.cells, resumed);
   doc.config = cfg.resolved();
-  doc.environment = environment_json(dev.threads);
   for (size_t di = 0; di < w.datasets.size(); ++di) {
     KVB_ASSERT(w.results[di].has_value());
     doc.datasets.push_back(run::dataset_record(w.datasets[di], *w.results[di]));
   }
-  doc.metrics = registry_metrics();
   doc.summary = SummaryRecord::of(doc.cells);
-  r.duration_s = std::chrono::duration<double>(Clock::now() - t_start).count();
+  doc.run.duration_s = std::chrono::duration<double>(Clock::now() - t_start).count();
   write_results_dir(dirs.out, doc);
-
-  RunSummary summary;
-  summary.cells = static_cast<int>(doc.summary.cells);
-  summary.ok = static_cast<int>(doc.summary.ok);
-  summary.skipped = static_cast<int>(doc.summary.skipped);
-  summary.errors = static_cast<int>(doc.summary.errors);
-  summary.resumed = resumed;
-  summary.output_dir = dirs.out;
-  summary.seconds = r.duration_s;
-  return summary;
+  return run::run_summary(doc, resumed, dirs.out);
 }
 
 }  // namespace kvb
