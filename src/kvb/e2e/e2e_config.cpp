@@ -3,7 +3,6 @@
 #include <filesystem>
 
 #include "kvb/core/error.h"
-#include "kvb/report/results_io.h"
 
 namespace kvb::e2e {
 namespace fs = std::filesystem;
@@ -100,17 +99,9 @@ E2eConfig parse_e2e_config(const Json& j, const std::string& path, const std::st
 }
 
 E2eConfig load_e2e_config(const std::string& path) {
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) throw UsageError(fmt::format("{}: is a directory, not a config file", path));
-  const auto text = read_file(path);
-  if (!text) throw UsageError(fmt::format("{}: cannot open config file", path));
-  Json j;
-  try {
-    j = Json::parse(*text);
-  } catch (const Json::parse_error& e) {
-    throw UsageError(fmt::format("{}: not valid JSON: {}", path, e.what()));
-  }
-  return parse_e2e_config(j, path, fs::absolute(fs::path(path)).parent_path().string());
+  std::string dir;
+  const Json j = read_config_file(path, &dir);
+  return parse_e2e_config(j, path, dir);
 }
 
 Json E2eConfig::resolved() const {

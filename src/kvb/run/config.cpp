@@ -215,7 +215,9 @@ Config parse_config(const Json& j, const std::string& path, const std::string& d
   return c;
 }
 
-Config load_config(const std::string& path) {
+Json config_json::read_config_file(const std::string& path, std::string* dir) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw UsageError(fmt::format("{}: is a directory, not a config file", path));
   const auto text = read_file(path);
   if (!text) throw UsageError(fmt::format("{}: cannot open config file", path));
   Json j;
@@ -224,8 +226,14 @@ Config load_config(const std::string& path) {
   } catch (const Json::parse_error& e) {
     throw UsageError(fmt::format("{}: not valid JSON: {}", path, e.what()));
   }
-  const fs::path p = fs::absolute(fs::path(path));
-  return parse_config(j, path, p.parent_path().string());
+  *dir = fs::absolute(fs::path(path)).parent_path().string();
+  return j;
+}
+
+Config load_config(const std::string& path) {
+  std::string dir;
+  const Json j = read_config_file(path, &dir);
+  return parse_config(j, path, dir);
 }
 
 Json Config::resolved() const {

@@ -63,6 +63,9 @@ bool get_bool(const Json& v, const std::string& key);
 CodecSpec parse_codec(const Json& j, const std::string& where);
 /// "codecs" of a config object: a non-empty list of parse_codec entries.
 std::vector<CodecSpec> parse_codecs(const Json& j);
+/// The JSON of a config file and the directory its relative paths resolve against; UsageError for a
+/// directory, an unreadable file or invalid JSON.
+Json read_config_file(const std::string& path, std::string* dir);
 /// "name" of a config object, or the config file's stem: non-empty, no '/'.
 std::string config_name(const Json& j, const std::string& path);
 }  // namespace config_json
