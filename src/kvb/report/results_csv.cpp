@@ -44,6 +44,15 @@ Field rate(RateRecord ThroughputRecord::*r) {
   return [r](const CellRecord& c) { return c.throughput ? num(((*c.throughput).*r).median) : std::string(); };
 }
 
+/// A number inside an e2e cell's `e2e` block (empty for `run` cells and where it is absent).
+Field e2e_number(const char* block, const char* key) {
+  return [block, key](const CellRecord& c) {
+    if (!c.e2e || !c.e2e->contains(block)) return std::string();
+    const Json& b = c.e2e->at(block);
+    return b.contains(key) && b.at(key).is_number() ? num(b.at(key).get<double>()) : std::string();
+  };
+}
+
 /// docs/results.md §3: a stable contract; new columns are only appended at the end.
 const std::vector<Column>& columns() {
   using A = metrics::Aggregate;
@@ -81,6 +90,12 @@ const std::vector<Column>& columns() {
       {"bits_candidate", [](const CellRecord& c) { return num(c.bits_candidate); }},
       {"attend_speedup_vs_fp16",
        [](const CellRecord& c) { return c.throughput ? num(c.throughput->attend_speedup_vs_fp16) : std::string(); }},
+      // appended for kvbench e2e (empty for run cells):
+      {"e2e_ppl_rel_change", e2e_number("perplexity", "rel_change")},
+      {"e2e_kl_mean", e2e_number("kl", "mean")},
+      {"e2e_top1_agreement_mean", e2e_number("top1_agreement", "mean")},
+      {"e2e_hidden_cosine_mean", e2e_number("hidden_cosine", "mean")},
+      {"e2e_decode_ratio_vs_fp16", e2e_number("decode_tokens_per_s", "ratio_vs_fp16")},
   };
   return cols;
 }
