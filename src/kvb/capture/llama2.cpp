@@ -155,7 +155,11 @@ void Llama2Runner::matmul(float* xout, const float* x, const float* w, int n, in
   for (int i = 0; i < d; i++) xout[i] = dot(w + static_cast<size_t>(i) * static_cast<size_t>(n), x, n);
 }
 
-void Llama2Runner::matmul_batch(float* xout, const float* x, const float* w, int n, int d, int T) {
+void Llama2Runner::matmul_rows(float* xout, const float* x, const float* w, int n, int d, int T) const {
+  if (T == 1 || matvec_ == Matvec::kRunC) {
+    for (int t = 0; t < T; ++t) matmul(xout + size_t(t) * size_t(d), x + size_t(t) * size_t(n), w, n, d);
+    return;
+  }
   // Blocks of kRows weight rows (kRows·n floats, in L1/L2) against blocks of kTok token rows.
   constexpr int kRows = 32, kTok = 64;
   const auto dots_many = kernels::row_kernels().dots_many;
@@ -169,42 +173,7 @@ void Llama2Runner::matmul_batch(float* xout, const float* x, const float* w, int
   }
 }
 
-void Llama2Runner::prefill(const int32_t* tokens, int n, AttentionHook* hook) {
-  KVB_CHECK(hook != nullptr && n >= 1 && n <= c_.seq_len, UsageError, "{}: prefill of {} tokens (1..seq_len={})",
-            m_.path(), n, c_.seq_len);
-  const int dim = c_.dim, kv_dim = c_.kv_dim(), hidden = c_.hidden_dim;
-  const size_t N = size_t(n);
-  std::vector<float> X(N * dim), XB(N * dim), Q(N * dim), XO(N * dim), K(N * kv_dim), V(N * kv_dim), H1(N * hidden),
-      H3(N * hidden);
-  for (int t = 0; t < n; ++t) {
-    KVB_CHECK(tokens[t] >= 0 && tokens[t] < c_.vocab_size, UsageError, "{}: token id {} out of range [0, {})",
-              m_.path(), tokens[t], c_.vocab_size);
-    std::memcpy(&X[size_t(t) * dim], m_.token_embedding() + size_t(tokens[t]) * dim, size_t(dim) * sizeof(float));
-  }
-  for (int l = 0; l < c_.n_layers; ++l) {
-    for (int t = 0; t < n; ++t) rmsnorm(&XB[size_t(t) * dim], &X[size_t(t) * dim], m_.rms_att(l), dim);
-    matmul_batch(Q.data(), XB.data(), m_.wq(l), dim, dim, n);
-    matmul_batch(K.data(), XB.data(), m_.wk(l), dim, kv_dim, n);
-    matmul_batch(V.data(), XB.data(), m_.wv(l), dim, kv_dim, n);
-    for (int t = 0; t < n; ++t) {
-      float* q = &Q[size_t(t) * dim];
-      float* kc = key_cache_.data() + (size_t(l) * c_.seq_len + size_t(t)) * kv_dim;
-      std::memcpy(kc, &K[size_t(t) * kv_dim], size_t(kv_dim) * sizeof(float));
-      std::memcpy(value_cache_.data() + (size_t(l) * c_.seq_len + size_t(t)) * kv_dim, &V[size_t(t) * kv_dim],
-                  size_t(kv_dim) * sizeof(float));
-      rope(q, kc, t);
-    }
-    for (int t = 0; t < n; ++t) hook->attend(*this, l, t, &Q[size_t(t) * dim], &XB[size_t(t) * dim]);
-    matmul_batch(XO.data(), XB.data(), m_.wo(l), dim, dim, n);
-    for (size_t i = 0; i < N * dim; ++i) X[i] += XO[i];
-    for (int t = 0; t < n; ++t) rmsnorm(&XB[size_t(t) * dim], &X[size_t(t) * dim], m_.rms_ffn(l), dim);
-    matmul_batch(H1.data(), XB.data(), m_.w1(l), dim, hidden, n);
-    matmul_batch(H3.data(), XB.data(), m_.w3(l), dim, hidden, n);
-    for (size_t i = 0; i < N * hidden; ++i) H1[i] = H1[i] * (1.0f / (1.0f + std::exp(-H1[i]))) * H3[i];
-    matmul_batch(XO.data(), H1.data(), m_.w2(l), hidden, dim, n);
-    for (size_t i = 0; i < N * dim; ++i) X[i] += XO[i];
-  }
-}
+void Llama2Runner::prefill(const int32_t* tokens, int n, AttentionHook* hook) { run_layers(tokens, n, 0, hook); }
 
 void Llama2Runner::copy_cache_from(const Llama2Runner& other, int n) {
   KVB_CHECK(&other.m_ == &m_ && n >= 0 && n <= c_.seq_len, UsageError,
@@ -227,8 +196,6 @@ Llama2Runner::Llama2Runner(const Llama2Model& model, Matvec matvec)
   hb_.assign(hid, 0.f);
   hb2_.assign(hid, 0.f);
   q_.assign(dim, 0.f);
-  k_.assign(kv, 0.f);
-  v_.assign(kv, 0.f);
   att_.assign(size_t(c_.n_heads) * S, 0.f);
   logits_.assign(size_t(c_.vocab_size), 0.f);
   key_cache_.assign(L * S * kv, 0.f);
@@ -266,70 +233,79 @@ void Llama2Runner::rope(float* q, float* k, int pos) const {
   }
 }
 
-const float* Llama2Runner::forward(int token, int pos, AttentionHook* hook) {
-  KVB_CHECK(token >= 0 && token < c_.vocab_size, UsageError, "{}: token id {} out of range [0, {})", m_.path(), token,
-            c_.vocab_size);
-  KVB_CHECK(pos >= 0 && pos < c_.seq_len, UsageError, "{}: position {} out of range [0, seq_len={})", m_.path(), pos,
-            c_.seq_len);
-  const int dim = c_.dim, kv_dim = c_.kv_dim(), kv_mul = c_.kv_mul(), hidden_dim = c_.hidden_dim,
-            head_size = c_.head_size();
-  float* x = x_.data();
-  std::memcpy(x, m_.token_embedding() + size_t(token) * dim, size_t(dim) * sizeof(float));
-
-  for (int l = 0; l < c_.n_layers; l++) {
-    rmsnorm(xb_.data(), x, m_.rms_att(l), dim);
-    float* kc = key_cache_.data() + (size_t(l) * c_.seq_len + size_t(pos)) * kv_dim;
-    float* vc = value_cache_.data() + (size_t(l) * c_.seq_len + size_t(pos)) * kv_dim;
-    float* q = q_.data();
-    matmul(q, xb_.data(), m_.wq(l), dim, dim);
-    matmul(kc, xb_.data(), m_.wk(l), dim, kv_dim);
-    matmul(vc, xb_.data(), m_.wv(l), dim, kv_dim);
-
-    rope(q, kc, pos);
-    std::memcpy(last_q_.data() + size_t(l) * dim, q, size_t(dim) * sizeof(float));
-
-    // Multi-head attention over positions 0..pos.
-    for (int h = 0; !hook && h < c_.n_heads; h++) {
-      const float* qh = q + h * head_size;
-      float* att = att_.data() + size_t(h) * c_.seq_len;
-      for (int t = 0; t <= pos; t++) {
-        const float* k = key(l, t) + (h / kv_mul) * head_size;
-        float score = 0.0f;
-        for (int i = 0; i < head_size; i++) score += qh[i] * k[i];
-        score /= std::sqrt(static_cast<float>(head_size));
-        att[t] = score;
-      }
-      softmax(att, pos + 1);
-      float* xb = xb_.data() + h * head_size;
-      std::memset(xb, 0, size_t(head_size) * sizeof(float));
-      for (int t = 0; t <= pos; t++) {
-        const float* v = value(l, t) + (h / kv_mul) * head_size;
-        const float a = att[t];
-        for (int i = 0; i < head_size; i++) xb[i] += a * v[i];
-      }
+void Llama2Runner::runc_attention(int l, int pos, const float* q, float* out) {
+  // run.c's multi-head attention over positions 0..pos, in its float32 operation order.
+  const int head_size = c_.head_size(), kv_mul = c_.kv_mul();
+  for (int h = 0; h < c_.n_heads; h++) {
+    const float* qh = q + h * head_size;
+    float* att = att_.data() + size_t(h) * c_.seq_len;
+    for (int t = 0; t <= pos; t++) {
+      const float* k = key(l, t) + (h / kv_mul) * head_size;
+      float score = 0.0f;
+      for (int i = 0; i < head_size; i++) score += qh[i] * k[i];
+      score /= std::sqrt(static_cast<float>(head_size));
+      att[t] = score;
     }
-    if (hook) hook->attend(*this, l, pos, q, xb_.data());
-    std::memcpy(last_att_out_.data() + size_t(l) * dim, xb_.data(), size_t(dim) * sizeof(float));
-
-    matmul(xb2_.data(), xb_.data(), m_.wo(l), dim, dim);
-    for (int i = 0; i < dim; i++) x[i] += xb2_[size_t(i)];
-
-    // SwiGLU FFN: w2(silu(w1 x) * w3 x).
-    rmsnorm(xb_.data(), x, m_.rms_ffn(l), dim);
-    matmul(hb_.data(), xb_.data(), m_.w1(l), dim, hidden_dim);
-    matmul(hb2_.data(), xb_.data(), m_.w3(l), dim, hidden_dim);
-    for (int i = 0; i < hidden_dim; i++) {
-      float val = hb_[size_t(i)];
-      val *= (1.0f / (1.0f + std::exp(-val)));
-      val *= hb2_[size_t(i)];
-      hb_[size_t(i)] = val;
+    softmax(att, pos + 1);
+    float* xb = out + h * head_size;
+    std::memset(xb, 0, size_t(head_size) * sizeof(float));
+    for (int t = 0; t <= pos; t++) {
+      const float* v = value(l, t) + (h / kv_mul) * head_size;
+      const float a = att[t];
+      for (int i = 0; i < head_size; i++) xb[i] += a * v[i];
     }
-    matmul(xb_.data(), hb_.data(), m_.w2(l), hidden_dim, dim);
-    for (int i = 0; i < dim; i++) x[i] += xb_[size_t(i)];
   }
+}
 
-  rmsnorm(x, x, m_.rms_final(), dim);
-  matmul(logits_.data(), x, m_.wcls(), dim, c_.vocab_size);
+void Llama2Runner::run_layers(const int32_t* tokens, int n, int pos0, AttentionHook* hook) {
+  KVB_CHECK(n >= 1 && pos0 >= 0 && pos0 + n <= c_.seq_len, UsageError,
+            "{}: positions {}..{} out of range [0, seq_len={})", m_.path(), pos0, pos0 + n - 1, c_.seq_len);
+  const int dim = c_.dim, kv_dim = c_.kv_dim(), hidden = c_.hidden_dim;
+  const size_t N = size_t(n);
+  for (auto* b : {&x_, &xb_, &xb2_, &q_}) b->resize(std::max(b->size(), N * dim));
+  for (auto* b : {&hb_, &hb2_}) b->resize(std::max(b->size(), N * hidden));
+  float *X = x_.data(), *XB = xb_.data(), *XO = xb2_.data(), *Q = q_.data(), *H1 = hb_.data(), *H3 = hb2_.data();
+  for (int t = 0; t < n; ++t) {
+    KVB_CHECK(tokens[t] >= 0 && tokens[t] < c_.vocab_size, UsageError, "{}: token id {} out of range [0, {})",
+              m_.path(), tokens[t], c_.vocab_size);
+    std::memcpy(X + size_t(t) * dim, m_.token_embedding() + size_t(tokens[t]) * dim, size_t(dim) * sizeof(float));
+  }
+  for (int l = 0; l < c_.n_layers; l++) {
+    // The batch's keys and values go straight into the cache: positions pos0.. are consecutive rows there.
+    float* kc = key_cache_.data() + (size_t(l) * c_.seq_len + size_t(pos0)) * kv_dim;
+    float* vc = value_cache_.data() + (size_t(l) * c_.seq_len + size_t(pos0)) * kv_dim;
+    for (int t = 0; t < n; ++t) rmsnorm(XB + size_t(t) * dim, X + size_t(t) * dim, m_.rms_att(l), dim);
+    matmul_rows(Q, XB, m_.wq(l), dim, dim, n);
+    matmul_rows(kc, XB, m_.wk(l), dim, kv_dim, n);
+    matmul_rows(vc, XB, m_.wv(l), dim, kv_dim, n);
+    for (int t = 0; t < n; ++t) rope(Q + size_t(t) * dim, kc + size_t(t) * kv_dim, pos0 + t);
+    for (int t = 0; t < n; ++t) {
+      float* q = Q + size_t(t) * dim;
+      float* o = XB + size_t(t) * dim;
+      if (hook)
+        hook->attend(*this, l, pos0 + t, q, o);
+      else
+        runc_attention(l, pos0 + t, q, o);
+    }
+    std::memcpy(last_q_.data() + size_t(l) * dim, Q + (N - 1) * dim, size_t(dim) * sizeof(float));
+    std::memcpy(last_att_out_.data() + size_t(l) * dim, XB + (N - 1) * dim, size_t(dim) * sizeof(float));
+    matmul_rows(XO, XB, m_.wo(l), dim, dim, n);
+    for (size_t i = 0; i < N * dim; ++i) X[i] += XO[i];
+    // SwiGLU FFN: w2(silu(w1 x) * w3 x), run.c's order of operations.
+    for (int t = 0; t < n; ++t) rmsnorm(XB + size_t(t) * dim, X + size_t(t) * dim, m_.rms_ffn(l), dim);
+    matmul_rows(H1, XB, m_.w1(l), dim, hidden, n);
+    matmul_rows(H3, XB, m_.w3(l), dim, hidden, n);
+    for (size_t i = 0; i < N * hidden; ++i) H1[i] = H1[i] * (1.0f / (1.0f + std::exp(-H1[i]))) * H3[i];
+    matmul_rows(XB, H1, m_.w2(l), hidden, dim, n);
+    for (size_t i = 0; i < N * dim; ++i) X[i] += XB[i];
+  }
+}
+
+const float* Llama2Runner::forward(int token, int pos, AttentionHook* hook) {
+  run_layers(&token, 1, pos, hook);
+  float* x = x_.data();
+  rmsnorm(x, x, m_.rms_final(), c_.dim);
+  matmul(logits_.data(), x, m_.wcls(), c_.dim, c_.vocab_size);
   return logits_.data();
 }
 

@@ -91,11 +91,11 @@ class Llama2Runner {
   /// attention is the hook's (the rest of the forward pass is unchanged).
   const float* forward(int token, int pos, AttentionHook* hook = nullptr);
 
-  /// Runs tokens[0..n) at positions 0..n-1 of a fresh runner as one batch, layer by layer (the prompt of
-  /// kvbench e2e): the same operations as n forward() calls, with the matrix products over all n tokens at once
-  /// (kernels' dots_many: each weight row read once per block of tokens, not once per token), attention through
-  /// `hook` (required) at each position, and no classifier. Afterwards the cache holds positions 0..n-1 as
-  /// forward() would have left it, to float reassociation. Throws UsageError for bad tokens or n.
+  /// Runs tokens[0..n) at positions 0..n-1 as one batch, layer by layer (the prompt of kvbench e2e): the same
+  /// layer code as forward(), with the matrix products over all n tokens at once in Matvec::kSimd mode
+  /// (kernels' dots_many: each weight row read once per block of tokens, not once per token), attention
+  /// through `hook` (run.c's when null) at each position, and no classifier. The cache then holds positions
+  /// 0..n-1 as n forward() calls would leave it, to float reassociation. UsageError for bad tokens or n.
   void prefill(const int32_t* tokens, int n, AttentionHook* hook);
 
   const Llama2Config& config() const { return c_; }
@@ -115,15 +115,21 @@ class Llama2Runner {
 
  private:
   void matmul(float* xout, const float* x, const float* w, int n, int d) const;
-  /// xout[t, 0..d) = W (d, n) @ x[t, 0..n) for T rows of x (row-major [T, n] -> [T, d]).
   /// run.c's RoPE of query q [dim] and key k [kv_dim] at position pos, in place.
   void rope(float* q, float* k, int pos) const;
-  static void matmul_batch(float* xout, const float* x, const float* w, int n, int d, int T);
+  /// xout[t, 0..d) = W (d, n) @ x[t, 0..n) for T rows of x (row-major [T, n] -> [T, d]): per row (matmul) for
+  /// one token or in run.c mode, else blocked over tokens.
+  void matmul_rows(float* xout, const float* x, const float* w, int n, int d, int T) const;
+  /// The layers for tokens[0..n) at positions pos0..pos0+n-1 (forward: n = 1; prefill: pos0 = 0); x_ ends as
+  /// the n residual streams, the cache filled at those positions.
+  void run_layers(const int32_t* tokens, int n, int pos0, AttentionHook* hook);
+  /// run.c's attention of layer l at position pos for the query q [dim] of every head into out [dim].
+  void runc_attention(int l, int pos, const float* q, float* out);
 
   const Llama2Model& m_;
   Llama2Config c_;
   Matvec matvec_;
-  std::vector<float> x_, xb_, xb2_, hb_, hb2_, q_, k_, v_, att_, logits_;
+  std::vector<float> x_, xb_, xb2_, hb_, hb2_, q_, att_, logits_;  ///< activations: [n, ...] rows of the batch
   std::vector<float> key_cache_, value_cache_;  ///< [L, seq_len, kv_dim]
   std::vector<float> last_q_, last_att_out_;    ///< [L, dim]
 };
