@@ -18,23 +18,6 @@ void check_layer(const LayerKV& kv, const std::string& codec) {
             kv.kv_heads, kv.tokens, kv.head_dim, n, kv.k.size(), kv.v.size());
 }
 
-double softmax_weights(float* s, int64_t C, double* lse) {
-  float m = -INFINITY;
-  for (int64_t t = 0; t < C; ++t) m = s[t] > m ? s[t] : m;
-  // The normalizer is summed in double: it adds C weights dominated by the largest few, where float32
-  // would lose ~sqrt(C) ulps; one scalar, so it costs nothing measurable.
-  double l = 0.0;
-  if (std::isinf(m)) {
-    // Logits overflowed float (absurd inputs): the +Inf tokens share the mass equally, never NaN; and when
-    // every logit is −Inf (the max is −Inf), exp(s − max) would be NaN, so all tokens share it equally.
-    for (int64_t t = 0; t < C; ++t) l += (s[t] = (s[t] == m) ? 1.f : 0.f);
-  } else {
-    for (int64_t t = 0; t < C; ++t) l += (s[t] = std::exp(s[t] - m));
-  }
-  if (lse) *lse = static_cast<double>(m) + std::log(l);  // ±Inf stays ±Inf (l >= 1)
-  return l;
-}
-
 void to_logits(float* s, int64_t n, const AttnConfig& attn, float factor) {
   const float scale = attn.softmax_scale, cap = attn.softcap;
   if (cap > 0.f) {

@@ -58,12 +58,6 @@ NamedBuffer named_buffer(std::string name, const std::vector<T>& v) {
 /// Raw dot products s[0, n) -> logits in place: s = softcap(softmax_scale·(factor·s)) (attn_math.h softcap_f).
 void to_logits(float* s, int64_t n, const AttnConfig& attn, float factor = 1.f);
 
-/// s[0, C) logits -> unnormalised softmax weights exp(s - max), in place; returns their sum l (double, >= 1),
-/// the normalizer the caller divides its output by. With lse, also *lse = max + ln l = ln Σ_t exp(s_t), that
-/// normalizer in logit units (EncodedLayer::attend_lse), at no extra pass. Logits that overflowed to +Inf
-/// share the mass equally (lse = +Inf), and so do logits that are all −Inf (lse = −Inf): never NaN.
-double softmax_weights(float* s, int64_t C, double* lse = nullptr);
-
 /// The GQA-group attention driver of every CPU layer: nq queries against `rows` stored rows of one KV head,
 /// in chunks of kManyQueries. Per chunk, logits(qc, nc, s) fills s[i·rows + t] with query i's logit of row t
 /// (it may use scratch.floats2(), never scratch.floats(), which holds s); per query softmax_weights, then

@@ -409,21 +409,21 @@ TEST(AttendLse, SoftmaxWeightsOfInfiniteLogitsShareTheMass) {
   {
     std::vector<float> s{inf, 1.f, inf};
     double lse = 0;
-    EXPECT_EQ(codecs::softmax_weights(s.data(), 3, &lse), 2.0);
+    EXPECT_EQ(kvb::softmax_weights(s.data(), 3, &lse), 2.0);
     EXPECT_EQ(s, (std::vector<float>{1.f, 0.f, 1.f}));
     EXPECT_EQ(lse, INFINITY);
   }
   {
     std::vector<float> s{-inf, -inf};
     double lse = 0;
-    EXPECT_EQ(codecs::softmax_weights(s.data(), 2, &lse), 2.0);
+    EXPECT_EQ(kvb::softmax_weights(s.data(), 2, &lse), 2.0);
     EXPECT_EQ(s, (std::vector<float>{1.f, 1.f}));
     EXPECT_EQ(lse, -INFINITY);  // an empty side for merge_attention
   }
   {
     std::vector<float> s{0.5f, -2.f, 3.f};
     double lse = 0;
-    const double l = codecs::softmax_weights(s.data(), 3, &lse);
+    const double l = kvb::softmax_weights(s.data(), 3, &lse);
     EXPECT_NEAR(lse, std::log(std::exp(0.5) + std::exp(-2.0) + std::exp(3.0)), 1e-7);
     EXPECT_NEAR(lse, 3.0 + std::log(l), 1e-15);
   }

@@ -128,6 +128,12 @@ class EncodedLayer {
   }
 };
 
+/// s[0, C) logits -> unnormalised softmax weights exp(s - max), in place; returns their sum l (double, >= 1),
+/// the normalizer the caller divides its output by. With lse, also *lse = max + ln l = ln Σ_t exp(s_t), that
+/// normalizer in logit units (EncodedLayer::attend_lse), at no extra pass. Logits that overflowed to +Inf
+/// share the mass equally (lse = +Inf), and so do logits that are all −Inf (lse = −Inf): never NaN.
+double softmax_weights(float* s, int64_t C, double* lse = nullptr);
+
 /// ln Σ_t exp(s[t]) of n logits, max-shifted, summed in double. -inf for n == 0; +inf when a logit is +inf.
 double logsumexp_logits(const float* s, int64_t n);
 

@@ -20,40 +20,30 @@ bool all_finite(const float* x, size_t n) {
 }
 
 /// Dense float32 attention of q over n rows K_t = K + t·stride (V alike): out = Σ softmax(s)_t V_t with
-/// s_t = scale·<q, K_t>; returns ln Σ_t exp(s_t). The normalizer is summed in double. buf: n floats.
+/// s_t = scale·<q, K_t>; returns ln Σ_t exp(s_t) (softmax_weights: normalizer in double). Contiguous rows
+/// (stride == d: the exact prompt) go through the blocked kernels the codecs' fp16 path uses (dots_many, four
+/// rows per pass; axpy_many), so the exact cache is timed with an implementation as good as the compressed
+/// ones'; strided rows (the runner's cache: prefill, continuation) one row at a time. buf: n floats.
 double dense_lse(const float* K, const float* V, int64_t n, size_t stride, int d, const float* q, float scale,
                  float* out, float* buf) {
   const kernels::RowKernels& R = kernels::row_kernels();
-  float m = -INFINITY;
-  for (int64_t t = 0; t < n; ++t) {
-    buf[t] = scale * R.dot_f32(q, K + static_cast<size_t>(t) * stride, d);
-    m = buf[t] > m ? buf[t] : m;
+  const bool rows = stride == static_cast<size_t>(d);
+  if (rows) {
+    R.dots_many(K, static_cast<int>(n), d, &q, 1, buf, n);
+    for (int64_t t = 0; t < n; ++t) buf[t] *= scale;
+  } else {
+    for (int64_t t = 0; t < n; ++t) buf[t] = scale * R.dot_f32(q, K + static_cast<size_t>(t) * stride, d);
   }
-  double l = 0;
-  for (int64_t t = 0; t < n; ++t) l += (buf[t] = std::exp(buf[t] - m));
+  double lse = 0;
+  const double l = softmax_weights(buf, n, &lse);
   std::fill(out, out + d, 0.f);
-  for (int64_t t = 0; t < n; ++t) R.axpy_f32(buf[t], V + static_cast<size_t>(t) * stride, out, d);
+  if (rows)
+    R.axpy_many(V, static_cast<int>(n), d, buf, n, 1, &out);
+  else
+    for (int64_t t = 0; t < n; ++t) R.axpy_f32(buf[t], V + static_cast<size_t>(t) * stride, out, d);
   const float inv = static_cast<float>(1.0 / l);
   for (int j = 0; j < d; ++j) out[j] *= inv;
-  return static_cast<double>(m) + std::log(l);
-}
-
-/// The same over n contiguous rows (K, V: [n, d]) with the blocked kernels the codecs' fp16 path uses
-/// (dots_many: four rows per pass; axpy_many), so the exact cache is timed with an implementation as good as
-/// the compressed ones'.
-double dense_rows_lse(const float* K, const float* V, int64_t n, int d, const float* q, float scale, float* out,
-                      float* buf) {
-  const kernels::RowKernels& R = kernels::row_kernels();
-  R.dots_many(K, static_cast<int>(n), d, &q, 1, buf, n);
-  float m = -INFINITY;
-  for (int64_t t = 0; t < n; ++t) m = (buf[t] *= scale) > m ? buf[t] : m;
-  double l = 0;
-  for (int64_t t = 0; t < n; ++t) l += (buf[t] = std::exp(buf[t] - m));
-  std::fill(out, out + d, 0.f);
-  R.axpy_many(V, static_cast<int>(n), d, buf, n, 1, &out);
-  const float inv = static_cast<float>(1.0 / l);
-  for (int j = 0; j < d; ++j) out[j] *= inv;
-  return static_cast<double>(m) + std::log(l);
+  return lse;
 }
 
 /// The attention of every layer during the decode: the prompt from the codec (or exactly), the continuation
@@ -86,7 +76,8 @@ class SplitAttention final : public AttentionHook {
                                          P_.window->id, l, h, pos));
       } else {
         const LayerKV& kv = P_.kv[l];  // the exact prompt, contiguous per KV head
-        lp = dense_rows_lse(kv.k_head(g), kv.v_head(g), C, d, qh, attn_.softmax_scale, prompt_o_.data(), buf_.data());
+        lp = dense_lse(kv.k_head(g), kv.v_head(g), C, size_t(d), d, qh, attn_.softmax_scale, prompt_o_.data(),
+                       buf_.data());
       }
       const double lt = dense_lse(r.key(l, C) + g * d, r.value(l, C) + g * d, pos - C + 1, kv_dim, d, qh,
                                   attn_.softmax_scale, tail_o_.data(), buf_.data());
