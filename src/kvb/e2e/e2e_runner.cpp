@@ -13,8 +13,8 @@
 #include "kvb/core/rng.h"
 #include "kvb/e2e/decode.h"
 #include "kvb/e2e/e2e_stats.h"
-#include "kvb/report/proxy.h"
 #include "kvb/e2e/text.h"
+#include "kvb/report/proxy.h"
 #include "kvb/report/results_io.h"
 #include "kvb/run/environment.h"
 #include "kvb/run/evaluate.h"
@@ -111,7 +111,13 @@ void calibrate(run::Cell& c, const Sweep& s, const CodecContext& ctx) {
   }
 }
 
-std::vector<std::unique_ptr<EncodedLayer>> encode_prompt(const run::Cell& c, const Prefill& P, const CodecContext& ctx);
+/// Layer l of window P's prompt encoded by the cell's codec, layers in order (cross-layer codecs get the previous).
+std::vector<std::unique_ptr<EncodedLayer>> encode_prompt(const run::Cell& c, const Prefill& P, const CodecContext& ctx) {
+  std::vector<std::unique_ptr<EncodedLayer>> enc(static_cast<size_t>(ctx.shape.n_layers));
+  for (int l = 0; l < ctx.shape.n_layers; ++l)
+    enc[l] = c.live.codec->encode(l, P.kv[l], l > 0 ? enc[l - 1].get() : nullptr, ctx);
+  return enc;
+}
 
 /// Encodes window P's prompt with the cell's codec (every layer, storage accounted) and decodes it.
 void evaluate_window(run::Cell& c, const Sweep& s, const Prefill& P, const DecodeResult& exact,
@@ -136,12 +142,6 @@ void evaluate_window(run::Cell& c, const Sweep& s, const Prefill& P, const Decod
   t.hidden_cos.push_back(col(&StepStats::hidden_cos));
 }
 
-std::vector<std::unique_ptr<EncodedLayer>> encode_prompt(const run::Cell& c, const Prefill& P, const CodecContext& ctx) {
-  std::vector<std::unique_ptr<EncodedLayer>> enc(static_cast<size_t>(ctx.shape.n_layers));
-  for (int l = 0; l < ctx.shape.n_layers; ++l)
-    enc[l] = c.live.codec->encode(l, P.kv[l], l > 0 ? enc[l - 1].get() : nullptr, ctx);
-  return enc;
-}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

@@ -1,14 +1,13 @@
 #pragma once
 /// Statistics of `kvbench e2e` over windows: percentile-bootstrap intervals (windows are the independent
-/// unit: tokens of one window share its prompt and its compressed cache) and the proxy correlation table.
+/// unit: tokens of one window share its prompt and its compressed cache). The proxy-correlation table, which
+/// merge recomputes too, is report/proxy.h.
 #include <cstdint>
 #include <functional>
-#include <optional>
-#include <string>
+#include <utility>
 #include <vector>
 
 #include "kvb/core/params.h"
-#include "kvb/report/results.h"
 
 namespace kvb::e2e {
 
