@@ -30,6 +30,8 @@ struct CodecInfo {
   bool trainable = false;       ///< needs fit() on calibration data
   bool defines_scores = true;   ///< has logits ŝ (spearman, kl, topk, score_rel_err apply)
   bool selects_tokens = false;  ///< drops or merges tokens (mass_lost applies)
+  bool needs_obs_queries = false;  ///< encode reads LayerKV::obs (the prompt's observation queries); a dataset
+                                   ///< without them gives a skipped cell saying so
   std::string notes;            ///< caveats shown by `kvbench list`
 };
 

@@ -21,6 +21,24 @@ struct AttnConfig {
   float softcap = 0.f;  ///< 0 = none
 };
 
+/// The observation queries of one (sequence, layer): the queries of the last W prompt tokens (kvdump's optional
+/// `obs_queries` / `obs_positions`, docs/dump-format.md §1.2), which observation-window eviction codecs
+/// (SnapKV, H2O and the budget policies over SnapKV's scores, codecs/evict) score the cache with at encode
+/// time. They belong to the prompt: the evaluation queries stay unseen. Empty (n == 0) when the dump has none.
+struct ObsQueries {
+  int heads = 0;        ///< query heads (n_heads)
+  int64_t n = 0;        ///< W
+  int head_dim = 0;
+  std::vector<float> q;            ///< [heads, W, head_dim], post-RoPE like the keys
+  std::vector<int64_t> positions;  ///< [W] token index of each query IN THE CACHE (0 = the cache's first row),
+                                   ///< strictly increasing, each < tokens: query i attends to rows 0..positions[i]
+
+  bool empty() const { return n == 0; }
+  const float* query(int h, int64_t i) const {
+    return q.data() + (static_cast<size_t>(h) * n + static_cast<size_t>(i)) * head_dim;
+  }
+};
+
 /// One (sequence, layer) cache: the first C tokens of every KV head.
 struct LayerKV {
   int kv_heads = 0;
@@ -28,6 +46,7 @@ struct LayerKV {
   int head_dim = 0;
   std::vector<float> k;  ///< [kv_heads, tokens, head_dim]
   std::vector<float> v;  ///< [kv_heads, tokens, head_dim]
+  ObsQueries obs;        ///< the prompt's observation queries, when the source has them (else empty)
 
   const float* k_head(int g) const { return k.data() + static_cast<size_t>(g) * tokens * head_dim; }
   const float* v_head(int g) const { return v.data() + static_cast<size_t>(g) * tokens * head_dim; }

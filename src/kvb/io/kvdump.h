@@ -46,6 +46,11 @@ struct SequenceInfo {
   std::vector<int64_t> sliding_window;   ///< [n_layers], 0 = global
   bool has_ref_out = false;   ///< every layer has ref_out
   bool has_tokens = false;
+  /// [W] positions of the observation queries (optional `obs_positions`, docs/dump-format.md §1.2): strictly
+  /// increasing, each < C (recorders write the last W prompt tokens, C-W..C-1). Empty = none; when present,
+  /// every layer has `obs_queries` [n_heads, W, head_dim].
+  std::vector<int64_t> obs_positions;
+  bool has_obs() const { return !obs_positions.empty(); }
 };
 
 class KvDumpReader {
@@ -68,6 +73,9 @@ class KvDumpReader {
   /// The first `max_queries` (all when <= 0 or larger than Q) recorded queries of every head of one
   /// layer, and their ref_out when present.
   LayerQueries read_queries(size_t seq, int layer, int64_t max_queries) const;
+  /// The observation queries of one layer with positions relative to a cache that starts at token t0
+  /// (positions[i] = obs_positions[i] - t0; queries before t0 are dropped). Empty when the dump has none.
+  ObsQueries read_obs(size_t seq, int layer, int64_t t0) const;
   /// Token ids when the dump has them (empty otherwise).
   std::vector<int32_t> read_tokens(size_t seq) const;
 
@@ -86,11 +94,13 @@ struct SequenceData {
   int64_t context_len = 0;
   std::vector<int64_t> query_positions;  ///< [Q]
   std::vector<int32_t> tokens;           ///< [T] or empty
+  std::vector<int64_t> obs_positions;    ///< [W] or empty: observation query positions, increasing, each < C
   struct Layer {
     std::vector<float> keys;     ///< [n_kv_heads, T, head_dim]
     std::vector<float> values;   ///< [n_kv_heads, T, head_dim]
     std::vector<float> queries;  ///< [n_heads, Q, head_dim]
     std::vector<float> ref_out;  ///< [n_heads, Q, head_dim] or empty
+    std::vector<float> obs_queries;  ///< [n_heads, W, head_dim]; required iff obs_positions is non-empty
     int64_t sliding_window = 0;
   };
   std::vector<Layer> layers;
