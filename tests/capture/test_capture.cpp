@@ -167,6 +167,45 @@ TEST(Capture, ObservationQueriesAreThePromptsOwnQueries) {
   EXPECT_THROW(kvb::record_sequence(model(), tokens, Q, "s0", nullptr, -1), kvb::UsageError);
 }
 
+// capture writes the observation queries record_sequence makes (float32: exactly), positions C-W..C-1, and the
+// reader gives them back; --obs-window 0 writes none, a negative one is a usage error (exit 2).
+TEST(Capture, ObservationQueriesWrittenAndReadBack) {
+  REQUIRE_MODEL();
+  TempDir tmp("capture-obs");
+  kvb::CaptureOptions o;
+  o.model_path = kModel;
+  o.out_path = tmp / "obs.h5";
+  o.tokens = 40;
+  o.queries = 4;
+  o.sequences = 2;
+  o.obs_window = 10;
+  ASSERT_EQ(kvb::capture_dump(o), 2);
+  const kvb::KvDumpReader r(o.out_path);
+  for (size_t s = 0; s < 2; ++s) {
+    const auto& si = r.sequences()[s];
+    ASSERT_TRUE(si.has_obs());
+    ASSERT_EQ(si.obs_positions.size(), 10u);
+    EXPECT_EQ(si.obs_positions.front(), 26);
+    EXPECT_EQ(si.obs_positions.back(), 35);
+    const kvb::SequenceData mem = kvb::record_sequence(model(), r.read_tokens(s), 4, "s", nullptr, 10);
+    for (int l = 0; l < r.attrs().shape.n_layers; ++l) {
+      const kvb::ObsQueries ob = r.read_obs(s, l, 0);
+      ASSERT_EQ(ob.n, 10);
+      EXPECT_EQ(ob.positions, mem.obs_positions);
+      EXPECT_EQ(ob.q, mem.layers[size_t(l)].obs_queries) << "seq " << s << " layer " << l;
+    }
+  }
+  auto run = kvbtest::kvbench("capture --model '" + kModel + "' --out '" + (tmp / "none.h5") +
+                                  "' --tokens 24 --queries 4 --obs-window 0",
+                              tmp);
+  ASSERT_EQ(run.code, 0) << kvbtest::describe(run);
+  EXPECT_FALSE(kvb::KvDumpReader((tmp / "none.h5")).sequences()[0].has_obs());
+  run = kvbtest::kvbench(
+      "capture --model '" + kModel + "' --out '" + (tmp / "neg.h5") + "' --tokens 24 --queries 4 --obs-window -1", tmp);
+  EXPECT_EQ(run.code, 2) << kvbtest::describe(run);
+  EXPECT_NE(run.err.find("--obs-window"), std::string::npos) << run.err;
+}
+
 TEST(Capture, DumpReadsBackAndRefOutIsExactOverContext) {
   REQUIRE_MODEL();
   TempDir tmp("capture-rt");

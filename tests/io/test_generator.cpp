@@ -668,3 +668,38 @@ TEST(GeneratorObs, LikeTheDecodeQueries) {
       EXPECT_NE(std::memcmp(a, q0, D * sizeof(float)), 0);
     }
 }
+
+// Through the file: generate_dump writes the observation queries of generate_sequences (already rounded to the
+// dtype, so stored exactly) and the reader gives them back with their positions; W = 0 writes none.
+TEST(GeneratorObs, WrittenAndReadBack) {
+  for (kvb::DType dt : {kvb::DType::kFloat16, kvb::DType::kBFloat16}) {
+    kvb::GenOptions o = small_gen(17);
+    o.dtype = dt;
+    o.obs_window = 12;
+    SCOPED_TRACE(describe(o));
+    const std::string p = scratch(fmt::format("obs_{}.h5", kvb::to_string(dt)));
+    kvb::generate_dump(p, o);
+    const auto mem = kvb::generate_sequences(o);
+    const kvb::KvDumpReader r(p);
+    const int64_t C = o.tokens - o.queries;
+    for (size_t s = 0; s < mem.size(); ++s) {
+      const auto& si = r.sequences()[s];
+      ASSERT_TRUE(si.has_obs());
+      EXPECT_EQ(si.obs_positions, mem[s].obs_positions);
+      EXPECT_EQ(si.obs_positions.front(), C - 12);
+      for (int l = 0; l < o.shape.n_layers; ++l) {
+        const kvb::ObsQueries ob = r.read_obs(s, l, 0);
+        ASSERT_EQ(ob.n, 12);
+        EXPECT_EQ(ob.heads, o.shape.n_heads);
+        EXPECT_EQ(ob.positions, mem[s].obs_positions);
+        EXPECT_TRUE(same_bits(ob.q, mem[s].layers[l].obs_queries)) << "seq " << s << " layer " << l;
+        EXPECT_TRUE(same_bits(r.read_queries(s, l, 0).q, mem[s].layers[l].queries));
+      }
+    }
+    o.obs_window = 0;
+    kvb::generate_dump(p, o);
+    const kvb::KvDumpReader r0(p);
+    EXPECT_FALSE(r0.sequences()[0].has_obs());
+    EXPECT_TRUE(r0.read_obs(0, 0, 0).empty());
+  }
+}
