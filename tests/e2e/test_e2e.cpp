@@ -10,6 +10,7 @@
 
 #include "kvb/capture/llama2.h"
 #include "kvb/core/codec.h"
+#include "kvb/core/registry.h"
 #include "kvb/e2e/decode.h"
 #include "kvb/e2e/e2e_config.h"
 #include "kvb/e2e/e2e_runner.h"
@@ -254,6 +255,37 @@ TEST(E2eRun, PylmFp16IsExact) {
   EXPECT_LT(e["kl"]["mean"].get<double>(), 1e-6);
   EXPECT_LT(std::fabs(e["perplexity"]["rel_change"].get<double>()), 1e-5);
   EXPECT_EQ(e["top1_agreement"]["mean"].get<double>(), 1.0);
+}
+
+// Observation-window eviction in the loop: with model.obs_window 0 a codec that needs the prompt's observation
+// queries (snapkv, h2o) is a skipped cell naming the key, while one that does not (streamingllm) runs; with the
+// default (32) they all run. Skipped on a build without the eviction codecs.
+TEST(E2eRun, ObservationQueriesReachTheCodecs) {
+  REQUIRE_MODEL("stories260K");
+  if (!kvb::registry().find("snapkv") || !kvb::registry().find("streamingllm"))
+    GTEST_SKIP() << "no snapkv / streamingllm registered in this build (codecs/evict)";
+  TempDir dir("e2e-obs");
+  for (int W : {0, 32}) {
+    SCOPED_TRACE(testing::Message() << "obs_window " << W);
+    json cfg = stories_config(R"([{"codec": "snapkv", "bits": [8]}, {"codec": "streamingllm", "bits": [8]}])");
+    if (W == 0) cfg["model"]["obs_window"] = 0;  // else the default
+    const auto r = run_e2e(cfg, dir, "-q");
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    const json doc = json::parse(kvbtest::slurp(dir / "out/results.json"));
+    EXPECT_EQ(doc["config"]["model"]["obs_window"], W);
+    ASSERT_EQ(doc["cells"].size(), 2u);
+    for (const auto& c : doc["cells"]) {
+      const std::string label = c["label"];
+      SCOPED_TRACE(label);
+      if (W == 0 && label.rfind("snapkv", 0) == 0) {
+        EXPECT_EQ(c["status"], "skipped");
+        EXPECT_NE(c.value("reason", "").find("model.obs_window is 0"), std::string::npos) << c.dump();
+      } else {
+        ASSERT_EQ(c["status"], "ok") << c.value("reason", "");
+        EXPECT_TRUE(std::isfinite(c["e2e"]["kl"]["mean"].get<double>()));
+      }
+    }
+  }
 }
 
 // Bad model and text inputs: data errors (exit 3) name the file; config errors (exit 2) name the key.
