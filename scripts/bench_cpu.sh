@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CPU throughput benchmark (README "Performance"): memory read bandwidth, then exact fp16 attention and
-# every baseline codec and the token-selection codecs at C = 4096 and C = 32768, head_dim 128 (Llama-3-8B shapes, one layer), as
+# every baseline codec, the token-selection and the token-eviction codecs at C = 4096 and C = 32768, head_dim 128 (Llama-3-8B shapes, one layer), as
 # ratios against the fp16 row measured in the same run. Usage: scripts/bench_cpu.sh [threads]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,12 +10,14 @@ build=${KVB_BUILD_DIR:-build}
 mkdir -p data results
 "$build/kvbench" membw --mib 2048 --threads "$threads"
 for C in 4096 32768; do
-  f=data/bench-c$C.h5
+  f=data/bench-c$C-obs32.h5  # with the prompt's 32 observation queries (h2o and the snapkv family score with them)
   [ -f "$f" ] || "$build/kvbench" gen --model-like llama3-8b --layers 1 --sequences 1 --tokens $((C + 16)) --queries 16 --no-ref-out --out "$f"
   cat > results/bench-c$C.json <<JSON
 {"name": "bench-c$C", "datasets": [{"path": "../$f", "max_queries": 16}],
  "codecs": [{"codec": "fp16"}, {"codec": "fp8"}, {"codec": "int", "bits": [3, 5, 9]}, {"codec": "kivi", "bits": [3, 5]},
-   {"codec": "balancekv", "bits": [4]}, {"codec": "uniform", "bits": [4]}],
+   {"codec": "balancekv", "bits": [4]}, {"codec": "uniform", "bits": [4]},
+   {"codec": "streamingllm", "bits": [4]}, {"codec": "h2o", "bits": [4]}, {"codec": "snapkv", "bits": [4]},
+   {"codec": "pyramidkv", "bits": [4]}, {"codec": "adakv", "bits": [4]}],
  "metrics": {"topk": 32}, "threads": $threads, "repeats": 5, "min_time_s": 1.0, "seed": 1}
 JSON
   "$build/kvbench" run results/bench-c$C.json -q --output results/bench-c$C >/dev/null
