@@ -1,4 +1,6 @@
 /// Registry entries of the eviction codecs (evict_codec.h): streamingllm, h2o, snapkv, pyramidkv, adakv.
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include <fmt/format.h>
@@ -30,6 +32,51 @@ std::string EvictParams::label() const {
 }
 
 namespace {
+
+/// A Codec over evict_encode_{cpu,ref,cuda} that validates the cache and says in results what scored it: the
+/// policy's rule and how many observation queries the encodes used (they come from the dump, not the protocol).
+class EvictCodec final : public Codec {
+ public:
+  using EncodeFn = std::unique_ptr<EncodedLayer> (*)(const EvictParams&, int, const LayerKV&, const CodecContext&);
+  EvictCodec(EvictParams p, EncodeFn fn, std::string impl) : p_(p), fn_(fn), impl_(std::move(impl)) {}
+  std::unique_ptr<EncodedLayer> encode(int layer, const LayerKV& kv, const EncodedLayer*,
+                                       const CodecContext& ctx) const override {
+    check_layer(kv, p_.label());
+    p_.check(kv.head_dim);
+    auto enc = fn_(p_, layer, kv, ctx);
+    if (p_.needs_obs()) {
+      const int64_t used = p_.policy == EvictPolicy::kH2O ? kv.obs.n : std::min<int64_t>(kv.obs.n, p_.window);
+      int64_t prev = obs_used_.load();
+      while (used > prev && !obs_used_.compare_exchange_weak(prev, used)) {
+      }
+    }
+    return enc;
+  }
+  Json report() const override {
+    Json j{{"label", p_.label()}, {"implementation", impl_}, {"scores", scores_rule()}};
+    if (p_.needs_obs()) j["observation_queries_used"] = obs_used_.load();
+    return j;
+  }
+
+ private:
+  std::string scores_rule() const {
+    const std::string agg = p_.gqa == EvictGqa::kMax ? "max" : "mean";
+    switch (p_.policy) {
+      case EvictPolicy::kStreaming: return "none: sinks and the recent window";
+      case EvictPolicy::kH2O:
+        return "accumulated attention of every observation query (the dump's last W prompt tokens, not every prompt "
+               "query), GQA " + agg;
+      default:
+        return fmt::format("attention of the last min(window, W) observation queries, pool1d {} (kernel {}), GQA {}",
+                           p_.pool == EvictPool::kMax ? "max" : p_.pool == EvictPool::kAvg ? "avg" : "none", p_.kernel,
+                           agg);
+    }
+  }
+  EvictParams p_;
+  EncodeFn fn_;
+  std::string impl_;
+  mutable std::atomic<int64_t> obs_used_{0};
+};
 
 using Bindings = std::vector<ParamBinding<EvictParams>>;
 
@@ -83,7 +130,7 @@ void fill(CodecEntry& e, EvictPolicy policy, Bindings own) {
   e.label = codec_label(table, name, base);
   const auto factory = [&](auto fn, const char* impl) {
     return codec_factory(
-        table, name, [fn, impl](EvictParams p) { return std::make_unique<FnCodec<EvictParams>>(p, fn, impl); }, base);
+        table, name, [fn, impl](EvictParams p) { return std::make_unique<EvictCodec>(p, fn, impl); }, base);
   };
   e.make_cpu = factory(evict_encode_cpu, "cpu");
   e.make_ref = factory(evict_encode_ref, "ref");
