@@ -1,6 +1,7 @@
 #include "kvb/core/registry.h"
 
 #include "codecs/baselines.h"
+#include "codecs/evict/evict_codec.h"
 #include "codecs/kvcar/kvcar_codec.h"
 #include "codecs/pq/lookat_codec.h"
 #include "codecs/select/select_codec.h"
@@ -16,6 +17,11 @@ void register_all_codecs(CodecRegistry& r) {
   r.add(codecs::kivi_entry());
   r.add(codecs::balancekv_entry());
   r.add(codecs::uniform_entry());
+  r.add(codecs::streamingllm_entry());
+  r.add(codecs::h2o_entry());
+  r.add(codecs::snapkv_entry());
+  r.add(codecs::pyramidkv_entry());
+  r.add(codecs::adakv_entry());
   r.add(codecs::lookat_entry());
   r.add(codecs::qjl_entry());
   r.add(codecs::h1b_entry());

@@ -71,6 +71,7 @@ struct SynthOptions {
   float outlier_scale = 20.f;  // their |mean|; their spread along tokens is 2x a normal channel's
   float sink_logit = 10.f;     // mean extra logit of token 0 (the "sink") for the head's queries
   float softcap = 0.f;
+  int obs_window = 32;         // observation queries at the last min(obs_window, C) positions (0 = none)
 };
 
 /// Keys: per-channel mean and scale, a few outlier channels ~20x larger (consistent across tokens), a
@@ -132,6 +133,28 @@ inline SynthLayer make_layer(const SynthOptions& o) {
         for (int j = 0; j < d; ++j)
           q[j] = a * dir[j] + focus * ks * (K[t * d + j] - mu[j]) + 0.7f * static_cast<float>(rng.normal());
       }
+  }
+  // Observation queries (the prompt's last W tokens, LayerKV::obs) from their own stream, so every tensor above
+  // is unchanged by them: the same recipe as the decode queries, each focused on a key it can see.
+  const int64_t W = std::min<int64_t>(o.obs_window, C);
+  if (W > 0) {
+    ObsQueries& ob = L.kv.obs;
+    ob.heads = L.shape.n_heads, ob.n = W, ob.head_dim = d;
+    ob.q.resize(static_cast<size_t>(ob.heads) * W * d);
+    for (int64_t i = 0; i < W; ++i) ob.positions.push_back(C - W + i);
+    for (int h = 0; h < ob.heads; ++h) {
+      Rng rng(derive_seed(o.seed, {static_cast<uint64_t>(h), 13}));
+      const float* K = L.kv.k_head(h / o.group);
+      for (int64_t i = 0; i < W; ++i) {
+        float* q = ob.q.data() + (static_cast<size_t>(h) * W + i) * d;
+        const int64_t t = static_cast<int64_t>(rng.below(static_cast<uint64_t>(ob.positions[i] + 1)));
+        const float focus = static_cast<float>(rng.uniform()) * 0.8f;
+        double kn = 0;
+        for (int j = 0; j < d; ++j) kn += static_cast<double>(K[t * d + j]) * K[t * d + j];
+        const float ks = kn > 0 ? static_cast<float>(std::sqrt(d / kn)) : 0.f;
+        for (int j = 0; j < d; ++j) q[j] = focus * ks * K[t * d + j] + 0.7f * static_cast<float>(rng.normal());
+      }
+    }
   }
   return L;
 }

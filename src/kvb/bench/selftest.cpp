@@ -70,6 +70,20 @@ LayerKV make_cache(const SelftestCase& c) {
     kv.k[i] = static_cast<float>(r.normal() * (j % 29 == 3 ? 8.0 : 1.0));
     kv.v[i] = static_cast<float>(r.normal() + 0.5 * std::sin(static_cast<double>(i / c.head_dim)));
   }
+  // Observation queries of the last min(32, C) positions (for the eviction codecs), from their own stream:
+  // each a noisy copy of a key its position can see, so the window attention has peaks to find.
+  Rng ro(derive_seed(c.seed, {0x0b5}));
+  ObsQueries& ob = kv.obs;
+  ob.heads = c.kv_heads * c.group, ob.n = std::min<int64_t>(32, c.tokens), ob.head_dim = c.head_dim;
+  for (int64_t i = 0; i < ob.n; ++i) ob.positions.push_back(c.tokens - ob.n + i);
+  ob.q.resize(static_cast<size_t>(ob.heads) * ob.n * c.head_dim);
+  for (int h = 0; h < ob.heads; ++h)
+    for (int64_t i = 0; i < ob.n; ++i) {
+      const int64_t t = static_cast<int64_t>(ro.below(static_cast<uint64_t>(ob.positions[i] + 1)));
+      const float* k = kv.k_head(h / c.group) + t * c.head_dim;
+      float* q = ob.q.data() + (static_cast<size_t>(h) * ob.n + i) * c.head_dim;
+      for (int j = 0; j < c.head_dim; ++j) q[j] = 0.5f * k[j] + static_cast<float>(ro.normal());
+    }
   return kv;
 }
 
