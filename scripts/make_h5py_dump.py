@@ -2,14 +2,20 @@
 """Independent h5py + numpy implementation of the kvdump format (docs/dump-format.md §1), for cross-tool tests.
 
     make_h5py_dump.py OUT.h5 [--dtype float16|bfloat16|float32] [--bf16] [--seed S] [--fixed-strings]
+                      [--obs-window W]
         Write a small valid dump (GQA 2:1 by default, float16 by default) with ref_out computed in numpy
         (float64, from the tensors as stored), and a sidecar OUT.h5.keys.f32: the keys of sequence s0,
         layer 0, as stored, in float32 [n_kv_heads, T, head_dim] (what kvbench's reader must return).
+        With --obs-window W also the optional observation queries of §1.2: obs_positions = C-W .. C-1 per
+        sequence and obs_queries [n_heads, W, head_dim] in every layer (the keys' dtype), and a sidecar
+        OUT.h5.obs.f32: obs_queries of s0, layer 0, as stored, in float32 [n_heads, W, head_dim].
 
     make_h5py_dump.py --verify DUMP.h5
         Read a dump written by kvbench with h5py and check it: float16 keys come back as numpy float16,
-        bfloat16 as uint16 with attribute dtype="bfloat16", and ref_out equals exact attention recomputed
-        in numpy from the stored tensors. Exit 0 when it does, 1 with a message otherwise.
+        bfloat16 as uint16 with attribute dtype="bfloat16", ref_out equals exact attention recomputed
+        in numpy from the stored tensors, and observation queries (when present) follow §1.2: obs_positions
+        int64 [W], strictly increasing in [0, C), obs_queries [n_heads, W, head_dim] in every layer in the
+        keys' dtype. Exit 0 when it does, 1 with a message otherwise.
 """
 import argparse
 import sys
@@ -103,6 +109,9 @@ def write(args):
             g.attrs["context_len"] = C
             g["tokens"] = rng.integers(0, 32000, size=T, dtype=np.int32)
             g["query_positions"] = np.arange(C, T, dtype=np.int64)
+            W = getattr(args, "obs_window", 0)  # callers that build the Namespace themselves may leave it out
+            if W:
+                g["obs_positions"] = np.arange(C - W, C, dtype=np.int64)  # the last W prompt tokens
             layers = g.create_group("layers")
             for li in range(L):
                 lg = layers.create_group(str(li))
@@ -113,6 +122,11 @@ def write(args):
                 lg["ref_out"] = ref_out_of(K, V, Q, C, scale).astype(np.float32)
                 if si == 0 and li == 0:
                     K.astype(np.float32).tofile(args.out + ".keys.f32")
+                if W:
+                    # Drawn after the other tensors, so a dump without them keeps its values.
+                    O = store(lg, "obs_queries", rng.standard_normal((H, W, D)), args.dtype, chunked=li % 2 == 1)
+                    if si == 0 and li == 0:
+                        O.astype(np.float32).tofile(args.out + ".obs.f32")
 
 
 def read_float(ds):
@@ -122,14 +136,54 @@ def read_float(ds):
     return x.astype(np.float64)
 
 
+def dtype_of(ds):
+    """The kvdump dtype of a float tensor dataset ("bfloat16" for uint16 + attribute)."""
+    if ds.dtype == np.uint16 and ds.attrs.get("dtype") in ("bfloat16", b"bfloat16"):
+        return "bfloat16"
+    return str(ds.dtype)
+
+
+def verify_obs(where, g, C, H, D):
+    """docs/dump-format.md §1.2's observation queries of one sequence group; a problem or None."""
+    layers = g["layers"]
+    if "obs_positions" not in g:
+        for lid, lg in layers.items():
+            if "obs_queries" in lg:
+                return f"{where}/layers/{lid}/obs_queries: present without {where}/obs_positions"
+        return None
+    pos = g["obs_positions"]
+    if pos.dtype.kind not in "iu" or pos.ndim != 1 or pos.shape[0] < 1:
+        return f"{where}/obs_positions: expected int64 [W >= 1], found {pos.dtype} {pos.shape}"
+    p = pos[()].astype(np.int64)
+    if (p < 0).any() or (p >= C).any() or (np.diff(p) <= 0).any():
+        return f"{where}/obs_positions: expected strictly increasing in [0, {C}), found {p.tolist()}"
+    W = p.shape[0]
+    for lid, lg in layers.items():
+        if "obs_queries" not in lg:
+            return f"{where}/layers/{lid}/obs_queries: missing (the sequence has obs_positions)"
+        o = lg["obs_queries"]
+        if o.shape != (H, W, D):
+            return f"{where}/layers/{lid}/obs_queries: expected shape {(H, W, D)}, found {o.shape}"
+        if dtype_of(o) != dtype_of(lg["keys"]):
+            keys = dtype_of(lg["keys"])
+            return f"{where}/layers/{lid}/obs_queries: dtype {dtype_of(o)} differs from the keys' {keys}"
+        if not np.isfinite(read_float(o)).all():
+            return f"{where}/layers/{lid}/obs_queries: non-finite value"
+    return None
+
+
 def verify(path):
     with h5py.File(path, "r") as f:
         if f.attrs["format"] not in ("kvdump", b"kvdump") or int(f.attrs["format_version"]) != 1:
             return "not a kvdump v1"
         H, G = int(f.attrs["n_heads"]), int(f.attrs["n_kv_heads"])
         scale = float(f.attrs["softmax_scale"])
+        D = int(f.attrs["head_dim"])
         for sid, g in f["sequences"].items():
             C = int(g.attrs["context_len"])
+            problem = verify_obs(f"/sequences/{sid}", g, C, H, D)
+            if problem:
+                return problem
             for lid, lg in g["layers"].items():
                 where = f"/sequences/{sid}/layers/{lid}"
                 k = lg["keys"]
@@ -163,6 +217,9 @@ def main():
     ap.add_argument("--tokens", type=int, default=40)
     ap.add_argument("--context", type=int, default=32)
     ap.add_argument("--sequences", type=int, default=2)
+    ap.add_argument("--obs-window", type=int, default=0, metavar="W",
+                    help="also write W observation queries per sequence (positions C-W .. C-1; "
+                         "docs/dump-format.md §1.2)")
     args = ap.parse_args()
     if args.verify:
         problem = verify(args.verify)
@@ -175,6 +232,8 @@ def main():
         ap.error("OUT.h5 is required (or --verify DUMP)")
     if args.bf16:
         args.dtype = "bfloat16"
+    if not 0 <= args.obs_window <= args.context:
+        ap.error(f"--obs-window must be in [0, --context = {args.context}], got {args.obs_window}")
     write(args)
     return 0
 

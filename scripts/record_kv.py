@@ -18,9 +18,13 @@ What is recorded, per sequence of T = C + Q tokens (consecutive windows of the t
                 applies them (a patched apply_rotary_pos_emb; GPT-2: the query handed to _attn).
   ref_out       [n_heads, Q, head_dim]     float32: the model's own attention output of that step (per head,
                 the input of o_proj / c_proj), i.e. attention of the recorded query over the C cached tokens.
+  obs_positions [W] and obs_queries [n_heads, W, head_dim]  (--obs-window W, default 32, clamped to C; 0 = none)
+                the queries of the last W prompt tokens C-W..C-1, captured in the same way during the causal
+                pass (post-q_norm, post-RoPE), for observation-window eviction codecs (docs/dump-format.md §1.2).
 Before writing, the recorder recomputes exact float64 attention from the tensors as stored and checks it
 against ref_out with kvbench's tolerances (rel-L2 1e-3 for float32, 3e-2 for 16-bit), so a wrong scale,
-RoPE or GQA mapping fails here already.
+RoPE or GQA mapping fails here already. The observation queries are checked the same way against the causal
+pass's own attention output at their positions (over tokens 0..p).
 
 Supported families: rotate_half RoPE with full rotary dimension and o_proj (llama, mistral, mixtral, qwen2,
 qwen2_moe, gemma, olmo, starcoder2) and gpt2 (no RoPE). Attention runs in eager mode. float16 needs a CUDA
@@ -62,6 +66,9 @@ def parse_args(argv=None):
     rec.add_argument("--context-len", "-C", type=int, required=True, help="C: cached tokens the queries attend to")
     rec.add_argument("--queries", "-Q", type=int, default=32, help="Q: recorded queries (positions C..C+Q-1)")
     rec.add_argument("--sequences", "-N", type=int, default=1, help="number of sequences")
+    rec.add_argument("--obs-window", type=int, default=32, metavar="W",
+                     help="observation queries: the queries of the last W prompt tokens C-W..C-1, what SnapKV/H2O-"
+                          "style eviction scores the cache with (clamped to C; 0 = none)")
     rec.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="compute dtype and stored dtype")
     rec.add_argument("--layers", help="comma-separated subset of model layers (stored as layers 0..k-1 in that order)")
     rec.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -79,6 +86,8 @@ def parse_args(argv=None):
         ap.error("give --text FILE or --token-ids FILE (seeded ids are only for --random-init)")
     if a.context_len < 1 or a.queries < 1 or a.sequences < 1 or a.query_batch < 1 or a.prefill_chunk < 1:
         ap.error("--context-len, --queries, --sequences, --query-batch and --prefill-chunk must be >= 1")
+    if a.obs_window < 0:
+        ap.error(f"--obs-window: expected >= 0 (0 = none), got {a.obs_window}")
     return a
 
 
@@ -175,23 +184,30 @@ def has_qk_norm(config, attn0):
 
 
 class Capture:
-    """Captures, for the decode steps, each attention module's post-RoPE query and its per-head output."""
+    """Captures, for the decode steps, each attention module's post-RoPE query and its per-head output; and
+    during the causal pass (prefill mode), those of the prompt positions [obs_lo, obs_hi)."""
 
     def __init__(self, model, config, layers, torch):
         self.torch = torch
-        self.current = None  # layer index of the attention module now running
+        self.current = None  # layer index of the attention module now running (None: a layer not recorded)
         self.active = False
         self.q = {}          # layer -> [B, H, 1, D]
         self.o = {}          # layer -> [B, 1, H*D]
+        self.prefill = False  # prefill mode: keep the positions [obs_lo, obs_hi) of the chunk at chunk_start
+        self.chunk_start = 0
+        self.obs_lo = self.obs_hi = 0
+        self.obs_q = {}      # layer -> [[H, n, D], ...] in position order
+        self.obs_o = {}      # layer -> [[n, H*D], ...]
         self.handles = []
         self.restore = []
         mods = attention_modules(model, config)
         wanted = set(layers)
         gpt2 = config.model_type == "gpt2"
         for li, attn in mods:
+            # Every module says which layer runs, so a layer that is not recorded never writes another's slot.
+            self.handles.append(attn.register_forward_pre_hook(self._enter(li if li in wanted else None)))
             if li not in wanted:
                 continue
-            self.handles.append(attn.register_forward_pre_hook(self._enter(li)))
             out_proj = attn.c_proj if gpt2 else attn.o_proj
             self.handles.append(out_proj.register_forward_pre_hook(self._out(li)))
             if gpt2:
@@ -211,6 +227,8 @@ class Capture:
                 qe, ke = orig(q, k, *args, **kw)
                 if cap.active and cap.current is not None:
                     cap.q[cap.current] = qe.detach()
+                if cap.prefill and cap.current is not None:
+                    cap._keep_obs_q(cap.current, qe)
                 return qe, ke
 
             mod.apply_rotary_pos_emb = patched
@@ -225,12 +243,29 @@ class Capture:
         def hook(_m, args):
             if self.active:
                 self.o[li] = args[0].detach()
+            if self.prefill:
+                x = args[0]  # [1, n, H*D]
+                lo, hi = self._overlap(x.shape[1])
+                if lo < hi:
+                    self.obs_o.setdefault(li, []).append(x[0, lo:hi].detach())
         return hook
+
+    def _overlap(self, n):
+        """The observation positions inside the current chunk, as offsets into it."""
+        s = self.chunk_start
+        return max(self.obs_lo, s) - s, min(self.obs_hi, s + n) - s
+
+    def _keep_obs_q(self, li, q):
+        lo, hi = self._overlap(q.shape[2])  # q: [1, H, n, D]
+        if lo < hi:
+            self.obs_q.setdefault(li, []).append(q[0, :, lo:hi].detach())
 
     def _wrap_gpt2(self, orig, li):
         def wrapped(query, key, value, *args, **kw):
             if self.active:
                 self.q[li] = query.detach()
+            if self.prefill:
+                self._keep_obs_q(li, query)
             return orig(query, key, value, *args, **kw)
         return wrapped
 
@@ -281,16 +316,39 @@ def legacy(pkv):
     return tuple((k, v) for k, v in pkv)
 
 
-def record_sequence(model, cap, tokens, C, Q, layers, a, torch, device):
+def record_sequence(model, cap, tokens, C, Q, W, layers, a, torch, device):
+    """{layer: (keys, values, queries, ref_out, obs_queries or None, the causal pass's attention output at the
+    observation positions or None)}."""
     T = C + Q
     ids = torch.tensor([tokens], dtype=torch.long, device=device)
     with torch.no_grad():
-        # 1. Causal forward over all T tokens (in chunks): the model's cache, keys/values of every token.
+        # 1. Causal forward over all T tokens (in chunks): the model's cache, keys/values of every token, and
+        #    the queries of the prompt positions C-W..C-1 with the attention output there.
         pkv = None
+        cap.obs_q.clear()
+        cap.obs_o.clear()
+        cap.obs_lo, cap.obs_hi = C - W, C
         for s in range(0, T, a.prefill_chunk):
-            out = model(input_ids=ids[:, s:s + a.prefill_chunk], past_key_values=pkv, use_cache=True)
+            cap.chunk_start = s
+            cap.prefill = W > 0
+            try:
+                out = model(input_ids=ids[:, s:s + a.prefill_chunk], past_key_values=pkv, use_cache=True)
+            finally:
+                cap.prefill = False
             pkv = out.past_key_values
         cache = legacy(pkv)
+        obs = {l: (None, None) for l in layers}
+        if W > 0:
+            for l in layers:
+                if l not in cap.obs_q or l not in cap.obs_o:
+                    fail(f"layer {l}: the prompt's queries or attention outputs were not captured in the causal pass "
+                         "(unsupported attention code)")
+                oq = torch.cat(cap.obs_q[l], 1)  # [H, W, D]
+                H, D = oq.shape[0], oq.shape[2]
+                oo = torch.cat(cap.obs_o[l], 0).reshape(-1, H, D).transpose(0, 1)  # [H, W, D]
+                if oq.shape[1] != W or oo.shape[1] != W:
+                    fail(f"layer {l}: captured {oq.shape[1]} observation queries and {oo.shape[1]} outputs, expected {W}")
+                obs[l] = (oq, oo)
         kv = {l: (cache[l][0][0], cache[l][1][0]) for l in layers}  # [G, T, D] each
         # 2. Decode steps: token C+i at position C+i over the first C cached tokens, its own key masked out.
         qs = {l: [] for l in layers}
@@ -317,7 +375,7 @@ def record_sequence(model, cap, tokens, C, Q, layers, a, torch, device):
                 H, D = q.shape[1], q.shape[3]
                 qs[l].append(q[:, :, 0, :].transpose(0, 1))                       # [H, b, D]
                 os_[l].append(cap.o[l].reshape(b, H, D).transpose(0, 1))         # [H, b, D]
-        return {l: (kv[l][0], kv[l][1], torch.cat(qs[l], 1), torch.cat(os_[l], 1)) for l in layers}
+        return {l: (kv[l][0], kv[l][1], torch.cat(qs[l], 1), torch.cat(os_[l], 1)) + obs[l] for l in layers}
 
 
 def to_numpy_stored(x, dtype, torch):
@@ -342,6 +400,23 @@ def exact_attention(K, V, Qm, C, scale):
         p /= p.sum(axis=1, keepdims=True)
         out[h] = p @ V[g, :C]
     return out
+
+
+def exact_attention_causal(K, V, Qm, positions, scale):
+    """K, V [G, T, D]; Qm [H, W, D] float64; query i at positions[i] attends to tokens 0..positions[i]."""
+    H, G = Qm.shape[0], K.shape[0]
+    out = np.empty_like(Qm)
+    for h in range(H):
+        g = h // (H // G)
+        for i, p in enumerate(positions):
+            s = scale * (K[g, :p + 1] @ Qm[h, i])
+            w = np.exp(s - s.max())
+            out[h, i] = (w / w.sum()) @ V[g, :p + 1]
+    return out
+
+
+def rel_l2_rows(mine, ref):
+    return np.linalg.norm(mine - ref, axis=-1) / np.maximum(np.linalg.norm(mine, axis=-1), 1e-30)
 
 
 def write_dataset(group, name, arr, dtype):
@@ -376,6 +451,7 @@ def main(argv=None):
         layers = list(range(L))
     C, Q = a.context_len, a.queries
     T = C + Q
+    W = min(a.obs_window, C)
     sw = getattr(config, "sliding_window", None)
     if config.model_type in SLIDING_FAMILIES and sw and C + 1 > sw:
         fail(f"--context-len {C} reaches the model's sliding_window {sw}: not supported (use C < {sw})")
@@ -416,15 +492,17 @@ def main(argv=None):
             at["created_utc"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             sg = f.create_group("sequences")
             for si, toks in enumerate(seqs):
-                rec = record_sequence(model, cap, toks, C, Q, layers, a, torch, device)
+                rec = record_sequence(model, cap, toks, C, Q, W, layers, a, torch, device)
                 g = sg.create_group(f"s{si}")
                 g.attrs["n_tokens"] = T
                 g.attrs["context_len"] = C
                 g["tokens"] = np.asarray(toks, dtype=np.int32)
                 g["query_positions"] = np.arange(C, T, dtype=np.int64)
+                if W > 0:
+                    g["obs_positions"] = np.arange(C - W, C, dtype=np.int64)
                 lg_all = g.create_group("layers")
                 for j, l in enumerate(layers):
-                    k, v, q, o = rec[l]
+                    k, v, q, o, oq, oo = rec[l]
                     if k.shape != (shp["n_kv_heads"], T, shp["head_dim"]) or q.shape != (shp["n_heads"], Q, shp["head_dim"]):
                         fail(f"layer {l}: unexpected cache/query shapes {tuple(k.shape)} {tuple(q.shape)}")
                     lg = lg_all.create_group(str(j))
@@ -435,7 +513,7 @@ def main(argv=None):
                     qa, q64 = to_numpy_stored(q, a.dtype, torch)
                     ref = o.detach().cpu().float().numpy()
                     mine = exact_attention(k64, v64, q64, C, scale)
-                    err = np.linalg.norm(mine - ref, axis=-1) / np.maximum(np.linalg.norm(mine, axis=-1), 1e-30)
+                    err = rel_l2_rows(mine, ref)
                     worst = max(worst, float(err.max()))
                     if err.max() > tol:
                         h, i = np.unravel_index(int(err.argmax()), err.shape)
@@ -446,12 +524,27 @@ def main(argv=None):
                     write_dataset(lg, "values", va, a.dtype)
                     write_dataset(lg, "queries", qa, a.dtype)
                     lg["ref_out"] = ref.astype(np.float32)
+                    if W > 0:
+                        if oq.shape != (shp["n_heads"], W, shp["head_dim"]):
+                            fail(f"layer {l}: unexpected observation query shape {tuple(oq.shape)}")
+                        oa, o64 = to_numpy_stored(oq, a.dtype, torch)
+                        # The causal pass's own attention at position p covers tokens 0..p.
+                        err = rel_l2_rows(exact_attention_causal(k64, v64, o64, range(C - W, C), scale),
+                                          oo.detach().cpu().double().numpy())
+                        worst = max(worst, float(err.max()))
+                        if err.max() > tol:
+                            h, i = np.unravel_index(int(err.argmax()), err.shape)
+                            fail(f"sequence s{si}, layer {l}: exact attention of the observation query at position "
+                                 f"{C - W + i} over tokens 0..{C - W + i} differs from the model's own attention "
+                                 f"output by rel-L2 {err.max():.3g} (> {tol:g}) at head {h}: query capture does not "
+                                 "match this model", 1)
+                        write_dataset(lg, "obs_queries", oa, a.dtype)
         os.replace(tmp, a.out)
     finally:
         cap.close()
         if os.path.exists(tmp):
             os.remove(tmp)
-    print(f"record_kv: wrote {a.out}: {name}, {len(seqs)} sequence(s) x {len(layers)} layer(s), C={C}, Q={Q}, "
+    print(f"record_kv: wrote {a.out}: {name}, {len(seqs)} sequence(s) x {len(layers)} layer(s), C={C}, Q={Q}, W={W}, "
           f"{a.dtype}; ref_out self-check max rel-L2 {worst:.3g} (tolerance {tol:g})")
     return 0
 

@@ -3,8 +3,8 @@
 /// and drop the rest, as the methods serving engines deploy. Keys are post-RoPE, so a kept row needs no
 /// position to be attended; the kept rows of a head are stored in position order.
 ///
-/// Budget. `keep` is the kept fraction of the C tokens per KV head; a head keeps K = clamp(round(keep·C), 1, C)
-/// rows (its sink, windows and selected tokens together), so b_eff = 16·K/C ≈ 16·keep bits per element and a
+/// Budget. `keep` is the kept fraction of the C tokens per KV head; a head keeps K = max(1, ⌊keep·C⌋)
+/// rows (its sink, windows and selected tokens together), so b_eff = 16·K/C ≤ 16·keep bits (one row at least: more at tiny C) per element and a
 /// config's `bits` target sweeps these codecs against balancekv / uniform and the quantizers (bits 8, 4, 2, 1 =
 /// keep 1/2, 1/4, 1/8, 1/16; the candidate grid is keep = j/64). `pyramidkv` and `adakv` move budget between
 /// layers / heads with the same total: Σ over the model's layers (pyramidkv) or over a layer's KV heads (adakv)
@@ -77,7 +77,7 @@ struct EvictParams {
   }
 };
 
-/// Kept rows of a head under the flat budget: clamp(round(keep·C), 1, C).
+/// Kept rows of a head under the flat budget: max(1, ⌊keep·C⌋) (never above the budget but for that one row).
 int64_t evict_head_budget(double keep, int64_t C);
 
 /// PyramidKV's selected budget of every layer (see the header): L values, each in [0, cap], non-increasing,

@@ -35,7 +35,7 @@ using Bindings = std::vector<ParamBinding<EvictParams>>;
 
 ParamBinding<EvictParams> keep_param() {
   return bind(ParamSpec::Float("keep", 0.25, 1e-6, 1.0,
-                               "kept fraction of each KV head's C tokens (sink and windows included): K = round(keep*C) "
+                               "kept fraction of each KV head's C tokens (sink and windows included): K = max(1, floor(keep*C)) "
                                "rows, b_eff = 16*K/C"),
               &EvictParams::keep);
 }
@@ -70,7 +70,7 @@ void fill(CodecEntry& e, EvictPolicy policy, Bindings own) {
   e.info.selects_tokens = true;
   e.info.needs_obs_queries = base.needs_obs();
   e.info.budget_rule =
-      "b_eff = 16*K/C with K = round(keep*C) kept fp16 rows of K and V per KV head (sink, windows and selected "
+      "b_eff = 16*K/C with K = max(1, floor(keep*C)) kept fp16 rows of K and V per KV head (sink, windows and selected "
       "tokens together, all counted as compressed storage); one int32 row count per KV head is fixed state; "
       "candidates keep = j/16, j = 1..15, and 1/32, 1/64 (bits = 16*keep: 8, 4, 2, 1 bits = keep 1/2, 1/4, 1/8, 1/16)";
   e.candidates = [](int) {

@@ -20,7 +20,8 @@
 namespace kvb::codecs {
 
 int64_t evict_head_budget(double keep, int64_t C) {
-  const int64_t k = std::llround(keep * static_cast<double>(C));
+  // Not above the budget (a 1e-9 guard against keep·C landing a rounding error below an integer), at least a row.
+  const int64_t k = static_cast<int64_t>(std::floor(keep * static_cast<double>(C) + 1e-9));
   return std::clamp<int64_t>(k, 1, C);
 }
 

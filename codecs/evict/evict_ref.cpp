@@ -84,7 +84,7 @@ std::vector<int64_t> ref_top(const std::vector<double>& s, int64_t k) {
 }
 
 int64_t ref_budget(double keep, int64_t C) {
-  int64_t k = static_cast<int64_t>(std::floor(keep * C + 0.5));
+  int64_t k = static_cast<int64_t>(std::floor(keep * C + 1e-9));
   return std::max<int64_t>(1, std::min(k, C));
 }
 

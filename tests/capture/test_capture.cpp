@@ -126,6 +126,86 @@ TEST(Capture, GqaMappingMatchesModelForward) {
   EXPECT_GT(wrong_mapping_mismatches, 0);
 }
 
+// --obs-window W records the queries of the prompt positions C-W..C-1 as the forward computed them: the
+// observation query at position p of a capture with context C is bit for bit the decode query a capture with
+// context p records at p (same tokens, run.c's order). Nothing else changes, and W > C is clamped to C.
+TEST(Capture, ObservationQueriesAreThePromptsOwnQueries) {
+  REQUIRE_MODEL();
+  const auto& c = model().config();
+  const int H = c.n_heads, D = c.head_size();
+  const auto tokens = kvb::generate_tokens(model(), 48, 1.0, 3);
+  const int64_t T = 48, Q = 8, C = T - Q, W = 6;
+  const kvb::SequenceData none = kvb::record_sequence(model(), tokens, Q, "s0", nullptr, 0);
+  const kvb::SequenceData obs = kvb::record_sequence(model(), tokens, Q, "s0", nullptr, W);
+  EXPECT_TRUE(none.obs_positions.empty());
+  ASSERT_EQ(obs.obs_positions.size(), size_t(W));
+  for (int64_t i = 0; i < W; ++i) EXPECT_EQ(obs.obs_positions[size_t(i)], C - W + i);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const auto &a = none.layers[size_t(l)], &b = obs.layers[size_t(l)];
+    EXPECT_TRUE(a.obs_queries.empty());
+    ASSERT_EQ(b.obs_queries.size(), size_t(H * W * D));
+    EXPECT_EQ(0, std::memcmp(a.keys.data(), b.keys.data(), a.keys.size() * sizeof(float))) << "layer " << l;
+    EXPECT_EQ(0, std::memcmp(a.values.data(), b.values.data(), a.values.size() * sizeof(float))) << "layer " << l;
+    EXPECT_EQ(0, std::memcmp(a.queries.data(), b.queries.data(), a.queries.size() * sizeof(float))) << "layer " << l;
+    EXPECT_EQ(0, std::memcmp(a.ref_out.data(), b.ref_out.data(), a.ref_out.size() * sizeof(float))) << "layer " << l;
+  }
+  for (int64_t i = 0; i < W; ++i) {
+    const int64_t p = C - W + i;  // a capture with context p records its first decode query at p
+    const kvb::SequenceData at = kvb::record_sequence(model(), tokens, T - p, "s0");
+    ASSERT_EQ(at.query_positions.front(), p);
+    for (int l = 0; l < c.n_layers; ++l)
+      for (int h = 0; h < H; ++h)
+        EXPECT_EQ(0, std::memcmp(&obs.layers[size_t(l)].obs_queries[size_t((h * W + i) * D)],
+                                 &at.layers[size_t(l)].queries[size_t((h * (T - p)) * D)], size_t(D) * sizeof(float)))
+            << "position " << p << " layer " << l << " head " << h;
+  }
+  const kvb::SequenceData all = kvb::record_sequence(model(), tokens, Q, "s0", nullptr, 1000);
+  ASSERT_EQ(all.obs_positions.size(), size_t(C));
+  EXPECT_EQ(all.obs_positions.front(), 0);
+  EXPECT_EQ(0, std::memcmp(&all.layers[2].obs_queries[size_t((3 * C + C - W) * D)],
+                           &obs.layers[2].obs_queries[size_t((3 * W) * D)], size_t(W * D) * sizeof(float)));
+  EXPECT_THROW(kvb::record_sequence(model(), tokens, Q, "s0", nullptr, -1), kvb::UsageError);
+}
+
+// capture writes the observation queries record_sequence makes (float32: exactly), positions C-W..C-1, and the
+// reader gives them back; --obs-window 0 writes none, a negative one is a usage error (exit 2).
+TEST(Capture, ObservationQueriesWrittenAndReadBack) {
+  REQUIRE_MODEL();
+  TempDir tmp("capture-obs");
+  kvb::CaptureOptions o;
+  o.model_path = kModel;
+  o.out_path = tmp / "obs.h5";
+  o.tokens = 40;
+  o.queries = 4;
+  o.sequences = 2;
+  o.obs_window = 10;
+  ASSERT_EQ(kvb::capture_dump(o), 2);
+  const kvb::KvDumpReader r(o.out_path);
+  for (size_t s = 0; s < 2; ++s) {
+    const auto& si = r.sequences()[s];
+    ASSERT_TRUE(si.has_obs());
+    ASSERT_EQ(si.obs_positions.size(), 10u);
+    EXPECT_EQ(si.obs_positions.front(), 26);
+    EXPECT_EQ(si.obs_positions.back(), 35);
+    const kvb::SequenceData mem = kvb::record_sequence(model(), r.read_tokens(s), 4, "s", nullptr, 10);
+    for (int l = 0; l < r.attrs().shape.n_layers; ++l) {
+      const kvb::ObsQueries ob = r.read_obs(s, l, 0);
+      ASSERT_EQ(ob.n, 10);
+      EXPECT_EQ(ob.positions, mem.obs_positions);
+      EXPECT_EQ(ob.q, mem.layers[size_t(l)].obs_queries) << "seq " << s << " layer " << l;
+    }
+  }
+  auto run = kvbtest::kvbench("capture --model '" + kModel + "' --out '" + (tmp / "none.h5") +
+                                  "' --tokens 24 --queries 4 --obs-window 0",
+                              tmp);
+  ASSERT_EQ(run.code, 0) << kvbtest::describe(run);
+  EXPECT_FALSE(kvb::KvDumpReader((tmp / "none.h5")).sequences()[0].has_obs());
+  run = kvbtest::kvbench(
+      "capture --model '" + kModel + "' --out '" + (tmp / "neg.h5") + "' --tokens 24 --queries 4 --obs-window -1", tmp);
+  EXPECT_EQ(run.code, 2) << kvbtest::describe(run);
+  EXPECT_NE(run.err.find("--obs-window"), std::string::npos) << run.err;
+}
+
 TEST(Capture, DumpReadsBackAndRefOutIsExactOverContext) {
   REQUIRE_MODEL();
   TempDir tmp("capture-rt");

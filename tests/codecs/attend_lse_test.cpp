@@ -104,7 +104,8 @@ std::vector<std::pair<std::string, Json>> lse_configs(const CodecEntry& e, int d
   const auto cands = e.candidates(d);
   if (!cands.empty()) out.push_back({"candidate[0]", cands.front().params});
   if (cands.size() > 1) out.push_back({fmt::format("candidate[{}]", cands.size() - 1), cands.back().params});
-  if (e.info.selects_tokens) {
+  if (e.info.family == "token_eviction") out.push_back({"one row in 64", Json{{"keep", 1.0 / 64}}});
+  if (e.info.family == "token_selection") {
     out.push_back({"repo", Json{{"estimator", "repo"}}});
     out.push_back({"small split", Json{{"sink", 1}, {"window", 1}, {"levels", 1}}});
     out.push_back({"small split repo", Json{{"sink", 1}, {"window", 1}, {"levels", 1}, {"estimator", "repo"}}});
@@ -187,6 +188,18 @@ TEST_P(AttendLse, OutputIsAttendAndLseIsTheNormalizer) {
             ASSERT_TRUE(same_bits(o, o_lse)) << "attend_lse's output differs from attend()'s";
             ASSERT_TRUE(all_finite(o_lse.data(), d));
             ASSERT_TRUE(std::isfinite(lse)) << lse;
+            if (e.info.family == "token_eviction") {
+              // Eviction keeps rows with weight 1: lse = LSE of scores() over the held tokens only (a dropped
+              // token's 0 must not enter the normalizer).
+              ASSERT_TRUE(enc.layer->scores(g, q, s_hat.data(), scratch));
+              const std::vector<uint8_t> held = enc.layer->held_tokens(g);
+              std::vector<float> kept;
+              for (int64_t t = 0; t < sh.C; ++t)
+                if (held.empty() || held[t]) kept.push_back(s_hat[t]);
+              const double want = logsumexp_logits(kept.data(), static_cast<int64_t>(kept.size()));
+              EXPECT_LE(std::fabs(lse - want), lse_tol(lse)) << "lse " << lse << " vs LSE(held scores) " << want;
+              continue;
+            }
             if (e.info.selects_tokens || !e.info.defines_scores) continue;  // (c) below
             // (b) the codec weights every token by exp(ŝ_t): lse = LSE(scores()), and EncodedLayer's
             // default (scores() then logsumexp_logits) agrees with the override.

@@ -5,10 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 
 #include "kvb/capture/llama2.h"
 #include "kvb/core/codec.h"
+#include "kvb/core/registry.h"
 #include "kvb/e2e/decode.h"
 #include "kvb/e2e/e2e_config.h"
 #include "kvb/e2e/e2e_runner.h"
@@ -70,6 +72,52 @@ TEST(E2ePrefill, BatchedEqualsTokenByToken) {
       for (int g = 0; g < c.n_kv_heads; ++g)
         EXPECT_EQ(P.kv[l].k_head(g)[t * c.head_size()], P.runner->key(l, t)[g * c.head_size()]);
     }
+}
+
+// The observation queries handed to the codecs with the prompt (LayerKV::obs, model.obs_window W) are the
+// prefill's own queries of positions C-W..C-1: the last one bit for bit the runner's query at C-1 after the
+// prefill, every one within 1e-4 (relative to the largest |value|, float reassociation as above) of the query
+// run.c's token-by-token forward computes there. W = 0 gives none, W > C is clamped to C, and the prompt's K/V
+// are bit-identical whatever W is.
+TEST(E2ePrefill, ObservationQueriesAreThePrefillsQueries) {
+  REQUIRE_MODEL("stories260K");
+  const auto m = kvb::Llama2Model::load(model_path("stories260K"));
+  const auto& c = m.config();
+  const auto w = sampled_window(m, 41, 5);
+  const int C = 20, W = 6, d = c.head_size();
+  const kvb::e2e::Prefill none = kvb::e2e::run_prefill(m, w, C, 0);
+  const kvb::e2e::Prefill P = kvb::e2e::run_prefill(m, w, C, W);
+  const kvb::e2e::Prefill all = kvb::e2e::run_prefill(m, w, C, 1000);
+  kvb::Llama2Runner ref(m);
+  std::vector<std::vector<float>> q_at(static_cast<size_t>(C));  // [position][layer * dim]: forward()'s query of each layer
+  for (int p = 0; p < C; ++p) {
+    ref.forward(w.tokens[p], p);
+    for (int l = 0; l < c.n_layers; ++l) q_at[p].insert(q_at[p].end(), ref.query(l), ref.query(l) + c.dim);
+  }
+  for (int l = 0; l < c.n_layers; ++l) {
+    SCOPED_TRACE(testing::Message() << "layer " << l);
+    EXPECT_TRUE(none.kv[l].obs.empty());
+    EXPECT_EQ(none.kv[l].k, P.kv[l].k);
+    EXPECT_EQ(none.kv[l].v, P.kv[l].v);
+    const kvb::ObsQueries& ob = P.kv[l].obs;
+    ASSERT_EQ(ob.n, W);
+    ASSERT_EQ(ob.heads, c.n_heads);
+    ASSERT_EQ(ob.head_dim, d);
+    ASSERT_EQ(ob.q.size(), size_t(c.n_heads) * W * d);
+    ASSERT_EQ(ob.positions.size(), size_t(W));
+    for (int i = 0; i < W; ++i) EXPECT_EQ(ob.positions[i], C - W + i);
+    for (int h = 0; h < c.n_heads; ++h) {
+      EXPECT_EQ(0, std::memcmp(ob.query(h, W - 1), P.runner->query(l) + h * d, d * sizeof(float))) << "head " << h;
+      for (int i = 0; i < W; ++i) {
+        double sc = 0;
+        const double dq = max_abs(ob.query(h, i), q_at[C - W + i].data() + l * c.dim + h * d, d, &sc);
+        EXPECT_LE(dq, 1e-4 * std::max(sc, 1.0)) << "head " << h << " position " << C - W + i;
+        EXPECT_EQ(0, std::memcmp(ob.query(h, i), all.kv[l].obs.query(h, C - W + i), d * sizeof(float)));
+      }
+    }
+    ASSERT_EQ(all.kv[l].obs.n, C);
+    EXPECT_EQ(all.kv[l].obs.positions.front(), 0);
+  }
 }
 
 // The exact e2e decode (dense prompt ⊕ dense continuation, merged by log-sum-exp) gives run.c's next-token
@@ -209,6 +257,37 @@ TEST(E2eRun, PylmFp16IsExact) {
   EXPECT_EQ(e["top1_agreement"]["mean"].get<double>(), 1.0);
 }
 
+// Observation-window eviction in the loop: with model.obs_window 0 a codec that needs the prompt's observation
+// queries (snapkv, h2o) is a skipped cell naming the key, while one that does not (streamingllm) runs; with the
+// default (32) they all run. Skipped on a build without the eviction codecs.
+TEST(E2eRun, ObservationQueriesReachTheCodecs) {
+  REQUIRE_MODEL("stories260K");
+  if (!kvb::registry().find("snapkv") || !kvb::registry().find("streamingllm"))
+    GTEST_SKIP() << "no snapkv / streamingllm registered in this build (codecs/evict)";
+  TempDir dir("e2e-obs");
+  for (int W : {0, 32}) {
+    SCOPED_TRACE(testing::Message() << "obs_window " << W);
+    json cfg = stories_config(R"([{"codec": "snapkv", "bits": [8]}, {"codec": "streamingllm", "bits": [8]}])");
+    if (W == 0) cfg["model"]["obs_window"] = 0;  // else the default
+    const auto r = run_e2e(cfg, dir, "-q");
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    const json doc = json::parse(kvbtest::slurp(dir / "out/results.json"));
+    EXPECT_EQ(doc["config"]["model"]["obs_window"], W);
+    ASSERT_EQ(doc["cells"].size(), 2u);
+    for (const auto& c : doc["cells"]) {
+      const std::string label = c["label"];
+      SCOPED_TRACE(label);
+      if (W == 0 && label.rfind("snapkv", 0) == 0) {
+        EXPECT_EQ(c["status"], "skipped");
+        EXPECT_NE(c.value("reason", "").find("model.obs_window is 0"), std::string::npos) << c.dump();
+      } else {
+        ASSERT_EQ(c["status"], "ok") << c.value("reason", "");
+        EXPECT_TRUE(std::isfinite(c["e2e"]["kl"]["mean"].get<double>()));
+      }
+    }
+  }
+}
+
 // Bad model and text inputs: data errors (exit 3) name the file; config errors (exit 2) name the key.
 TEST(E2eErrors, ExitCodesAndMessages) {
   REQUIRE_MODEL("stories260K");
@@ -232,6 +311,8 @@ TEST(E2eErrors, ExitCodesAndMessages) {
       {"unknown model key", [](json& c) { c["model"]["prompt"] = 5; }, 2, "model: unknown key \"prompt\""},
       {"unknown codec", [](json& c) { c["codecs"] = json::parse(R"([{"codec": "nope"}])"); }, 2, "nope"},
       {"topk above C", [](json& c) { c["metrics"]["topk"] = 1000; }, 2, "metrics.topk"},
+      {"negative obs_window", [](json& c) { c["model"]["obs_window"] = -1; }, 2, "model.obs_window"},
+      {"obs_window not an integer", [](json& c) { c["model"]["obs_window"] = "all"; }, 2, "model.obs_window"},
       {"bad text format", [&](json& c) { c["model"]["text"] = json{{"path", dir / "bad.ids"}, {"format", "utf8"}}; }, 2, "model.text.format"},
   };
   for (const auto& k : cases) {

@@ -51,9 +51,10 @@ struct SmallDumpSpec {
   uint64_t seed = 7;
   bool ref_out = true;
   bool tokens_ds = true;
+  int64_t obs_window = 0;  // > 0: observation queries at positions context-W .. context-1 (docs/dump-format.md §1.2)
   std::string describe() const {
-    return fmt::format("layers={} heads={} kv_heads={} head_dim={} T={} C={} seqs={} seed={}", layers, heads, kv_heads,
-                       head_dim, tokens, context, sequences, seed);
+    return fmt::format("layers={} heads={} kv_heads={} head_dim={} T={} C={} seqs={} seed={} obs_window={}", layers,
+                       heads, kv_heads, head_dim, tokens, context, sequences, seed, obs_window);
   }
 };
 
@@ -82,6 +83,7 @@ inline std::vector<kvb::SequenceData> small_sequences(const SmallDumpSpec& s) {
     sd.n_tokens = s.tokens;
     sd.context_len = s.context;
     for (int64_t q = 0; q < Q; ++q) sd.query_positions.push_back(s.context + q);
+    for (int64_t w = 0; w < s.obs_window; ++w) sd.obs_positions.push_back(s.context - s.obs_window + w);
     if (s.tokens_ds)
       for (int64_t t = 0; t < s.tokens; ++t) sd.tokens.push_back(static_cast<int32_t>(rng.below(1000)));
     for (int l = 0; l < s.layers; ++l) {
@@ -96,6 +98,8 @@ inline std::vector<kvb::SequenceData> small_sequences(const SmallDumpSpec& s) {
       fill(L.values, nkv, 1.0);
       fill(L.queries, nq, 1.0);
       if (s.ref_out) fill(L.ref_out, nq, 0.5);
+      // Drawn only when asked for, so dumps without observation queries keep their values.
+      if (s.obs_window > 0) fill(L.obs_queries, static_cast<size_t>(s.heads) * s.obs_window * s.head_dim, 1.0);
       sd.layers.push_back(std::move(L));
     }
     out.push_back(std::move(sd));

@@ -1,6 +1,8 @@
 // `kvbench gen`: determinism, shapes, GQA, ref_out, RoPE, and the LLM-like statistics of docs/dump-format.md §3.
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 
 #include "io_test_util.h"
@@ -105,6 +107,7 @@ TEST(GenOptionsValidation, NamesTheFlag) {
       {"--outlier-channels", [](kvb::GenOptions& o) { o.outlier_channels = 1000; }},
       {"--key-noise", [](kvb::GenOptions& o) { o.key_noise = 1.0; }},
       {"--sequences", [](kvb::GenOptions& o) { o.sequences = 0; }},
+      {"--obs-window", [](kvb::GenOptions& o) { o.obs_window = -1; }},
   };
   for (const auto& c : cases) {
     kvb::GenOptions o = small_gen();
@@ -535,5 +538,168 @@ TEST(Generator, KnobsChangeTheStatistics) {
   for (const auto& l : st.layers) {
     EXPECT_LT(l.top_outliers[0].ratio, 6.0) << "no outlier channels asked for";
     EXPECT_LT(l.sink_mass.max, 0.06) << "a tiny sink share asked for";
+  }
+}
+
+namespace {
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
+/// Attention of q over keys K[0..n) (one KV head, [n][D]) in double: the sink's share and the entropy of the rest.
+void sink_and_entropy(const float* K, int64_t n, int D, const float* q, double* sink, double* rest_entropy) {
+  std::vector<double> s(static_cast<size_t>(n));
+  double m = -INFINITY;
+  for (int64_t t = 0; t < n; ++t) {
+    double d = 0;
+    for (int j = 0; j < D; ++j) d += static_cast<double>(q[j]) * K[t * D + j];
+    s[t] = d / std::sqrt(static_cast<double>(D));
+    m = std::max(m, s[t]);
+  }
+  double z = 0, zr = 0;
+  for (int64_t t = 0; t < n; ++t) z += std::exp(s[t] - m), zr += t > 0 ? std::exp(s[t] - m) : 0.0;
+  *sink = std::exp(s[0] - m) / z;
+  double h = 0;
+  for (int64_t t = 1; t < n; ++t) {
+    const double p = std::exp(s[t] - m) / zr;
+    if (p > 0) h -= p * std::log(p);
+  }
+  *rest_entropy = h;
+}
+
+}  // namespace
+
+// --obs-window adds the queries of the last W prompt positions and changes nothing else: tokens, keys, values,
+// queries and ref_out are bit-identical with W = 0, 8 and W > C (clamped to C, position 0 included), in float16
+// and bfloat16 with GQA; the positions are C-W..C-1; a query at position p is the same whatever W is.
+TEST(GeneratorObs, OtherTensorsBitIdenticalAndQueriesKeyedByPosition) {
+  for (kvb::DType dt : {kvb::DType::kFloat16, kvb::DType::kBFloat16}) {
+    kvb::GenOptions o = small_gen(13);
+    o.dtype = dt;
+    if (dt == kvb::DType::kBFloat16) o.shape = kvb::ModelShape{2, 8, 2, 32};
+    o.tokens = 96 + 8;
+    const int64_t C = o.tokens - o.queries;
+    const int H = o.shape.n_heads, D = o.shape.head_dim;
+    o.obs_window = 0;
+    SCOPED_TRACE(describe(o));
+    const auto none = kvb::generate_sequences(o);
+    o.obs_window = 8;
+    const auto w8 = kvb::generate_sequences(o);
+    o.obs_window = 1000;
+    const auto all = kvb::generate_sequences(o);
+    ASSERT_EQ(none.size(), 2u);
+    for (size_t s = 0; s < none.size(); ++s) {
+      SCOPED_TRACE(testing::Message() << "sequence " << s);
+      EXPECT_TRUE(none[s].obs_positions.empty());
+      ASSERT_EQ(w8[s].obs_positions.size(), 8u);
+      ASSERT_EQ(all[s].obs_positions.size(), static_cast<size_t>(C));
+      for (int64_t i = 0; i < 8; ++i) EXPECT_EQ(w8[s].obs_positions[i], C - 8 + i);
+      for (int64_t i = 0; i < C; ++i) EXPECT_EQ(all[s].obs_positions[i], i);
+      for (const auto* x : {&w8[s], &all[s]}) {
+        EXPECT_EQ(x->tokens, none[s].tokens);
+        EXPECT_EQ(x->query_positions, none[s].query_positions);
+        EXPECT_EQ(x->context_len, C);
+      }
+      for (int l = 0; l < o.shape.n_layers; ++l) {
+        SCOPED_TRACE(testing::Message() << "layer " << l);
+        const auto &a = none[s].layers[l], &b = w8[s].layers[l], &c = all[s].layers[l];
+        for (const auto* x : {&b, &c}) {
+          EXPECT_TRUE(same_bits(x->keys, a.keys));
+          EXPECT_TRUE(same_bits(x->values, a.values));
+          EXPECT_TRUE(same_bits(x->queries, a.queries));
+          EXPECT_TRUE(same_bits(x->ref_out, a.ref_out));
+        }
+        EXPECT_TRUE(a.obs_queries.empty());
+        ASSERT_EQ(b.obs_queries.size(), static_cast<size_t>(H) * 8 * D);
+        ASSERT_EQ(c.obs_queries.size(), static_cast<size_t>(H) * C * D);
+        for (float v : c.obs_queries) ASSERT_TRUE(std::isfinite(v));
+        for (int h = 0; h < H; ++h)
+          for (int64_t i = 0; i < 8; ++i)
+            ASSERT_EQ(std::memcmp(b.obs_queries.data() + (h * 8 + i) * D,
+                                  c.obs_queries.data() + (h * C + C - 8 + i) * D, D * sizeof(float)),
+                      0)
+                << "head " << h << " position " << C - 8 + i;
+        // rounded to the file dtype like the decode queries
+        for (float v : b.obs_queries) ASSERT_EQ(v, dt == kvb::DType::kFloat16 ? kvb::round_f16(v)
+                                                                                : kvb::bf16_to_f32(kvb::f32_to_bf16(v)));
+      }
+    }
+  }
+}
+
+// The observation queries come from the decode queries' model: over the tokens they attend to (0..p), each head
+// puts about the same share on the sink and spreads the rest with about the same entropy as its decode queries
+// (per head, means over 32 queries of each kind: the sink share within 0.08, seen <= 0.03; the entropy within
+// 20 %, seen <= 13 %), and
+// they are not copies of one another or of the decode queries.
+TEST(GeneratorObs, LikeTheDecodeQueries) {
+  kvb::GenOptions o = small_gen(21);
+  o.shape = kvb::ModelShape{2, 8, 2, 64};
+  o.tokens = 384 + 32;
+  o.queries = 32;
+  o.obs_window = 32;
+  o.sequences = 1;
+  SCOPED_TRACE(describe(o));
+  const auto seqs = kvb::generate_sequences(o);
+  const int64_t C = o.tokens - o.queries, T = o.tokens, Q = o.queries, W = o.obs_window;
+  const int H = o.shape.n_heads, D = o.shape.head_dim, gs = o.shape.group();
+  for (int l = 0; l < o.shape.n_layers; ++l)
+    for (int h = 0; h < H; ++h) {
+      const auto& ly = seqs[0].layers[l];
+      const float* K = ly.keys.data() + static_cast<size_t>(h / gs) * T * D;
+      double ds = 0, de = 0, os = 0, oe = 0, sk, en;
+      for (int64_t i = 0; i < Q; ++i) {
+        sink_and_entropy(K, C, D, ly.queries.data() + (h * Q + i) * D, &sk, &en);
+        ds += sk / Q, de += en / Q;
+      }
+      for (int64_t i = 0; i < W; ++i) {
+        sink_and_entropy(K, C - W + i + 1, D, ly.obs_queries.data() + (h * W + i) * D, &sk, &en);
+        os += sk / W, oe += en / W;
+      }
+      SCOPED_TRACE(testing::Message() << "layer " << l << " head " << h << ": sink share decode " << ds << " obs " << os
+                                      << ", rest entropy decode " << de << " obs " << oe);
+      EXPECT_NEAR(os, ds, 0.08);
+      EXPECT_NEAR(oe, de, 0.2 * de);
+      const float* a = ly.obs_queries.data() + (h * W + W - 1) * D;
+      const float* b = ly.obs_queries.data() + (h * W + W - 2) * D;
+      const float* q0 = ly.queries.data() + (h * Q) * D;
+      EXPECT_NE(std::memcmp(a, b, D * sizeof(float)), 0);
+      EXPECT_NE(std::memcmp(a, q0, D * sizeof(float)), 0);
+    }
+}
+
+// Through the file: generate_dump writes the observation queries of generate_sequences (already rounded to the
+// dtype, so stored exactly) and the reader gives them back with their positions; W = 0 writes none.
+TEST(GeneratorObs, WrittenAndReadBack) {
+  for (kvb::DType dt : {kvb::DType::kFloat16, kvb::DType::kBFloat16}) {
+    kvb::GenOptions o = small_gen(17);
+    o.dtype = dt;
+    o.obs_window = 12;
+    SCOPED_TRACE(describe(o));
+    const std::string p = scratch(fmt::format("obs_{}.h5", kvb::to_string(dt)));
+    kvb::generate_dump(p, o);
+    const auto mem = kvb::generate_sequences(o);
+    const kvb::KvDumpReader r(p);
+    const int64_t C = o.tokens - o.queries;
+    for (size_t s = 0; s < mem.size(); ++s) {
+      const auto& si = r.sequences()[s];
+      ASSERT_TRUE(si.has_obs());
+      EXPECT_EQ(si.obs_positions, mem[s].obs_positions);
+      EXPECT_EQ(si.obs_positions.front(), C - 12);
+      for (int l = 0; l < o.shape.n_layers; ++l) {
+        const kvb::ObsQueries ob = r.read_obs(s, l, 0);
+        ASSERT_EQ(ob.n, 12);
+        EXPECT_EQ(ob.heads, o.shape.n_heads);
+        EXPECT_EQ(ob.positions, mem[s].obs_positions);
+        EXPECT_TRUE(same_bits(ob.q, mem[s].layers[l].obs_queries)) << "seq " << s << " layer " << l;
+        EXPECT_TRUE(same_bits(r.read_queries(s, l, 0).q, mem[s].layers[l].queries));
+      }
+    }
+    o.obs_window = 0;
+    kvb::generate_dump(p, o);
+    const kvb::KvDumpReader r0(p);
+    EXPECT_FALSE(r0.sequences()[0].has_obs());
+    EXPECT_TRUE(r0.read_obs(0, 0, 0).empty());
   }
 }

@@ -51,6 +51,23 @@ TEST(Inspect, StatisticsOfASmallRandomDump) {
   EXPECT_EQ(s["sequences"][1]["context_len"], 32);
 }
 
+TEST(Inspect, SummaryShowsObservationQueries) {
+  SmallDumpSpec spec;
+  spec.seed = 32;
+  spec.obs_window = 6;
+  SCOPED_TRACE(spec.describe());
+  const std::string p = scratch("inspect_obs.h5");
+  write_small_dump(p, spec);
+  const kvb::Json s = kvb::dump_summary_json(kvb::KvDumpReader(p));
+  EXPECT_EQ(s["sequences"][0]["obs_queries"]["window"], 6);
+  EXPECT_EQ(s["sequences"][1]["obs_queries"]["positions"]["min"], 26);
+  EXPECT_EQ(s["sequences"][1]["obs_queries"]["positions"]["max"], 31);
+  spec.obs_window = 0;
+  const std::string q = scratch("inspect_no_obs.h5");
+  write_small_dump(q, spec);
+  EXPECT_TRUE(kvb::dump_summary_json(kvb::KvDumpReader(q))["sequences"][0]["obs_queries"].is_null());
+}
+
 TEST(Inspect, ReportsNoRefErrorWithoutRefOutAndFailsOnNaN) {
   SmallDumpSpec spec;
   spec.ref_out = false;
@@ -126,6 +143,30 @@ TEST(Cli, GenThenInspect) {
   EXPECT_EQ(j["attrs"]["n_layers"], 3);
   EXPECT_EQ(j["statistics"]["queries_per_head"], 4);
   EXPECT_EQ(j["statistics"]["layers"].size(), 3u);
+}
+
+TEST(Cli, InspectShowsObservationQueries) {
+  const std::string why = cli_unavailable();
+  if (!why.empty()) GTEST_SKIP() << why;
+  SmallDumpSpec spec;
+  spec.obs_window = 4;
+  const std::string p = scratch("cli_obs.h5");
+  write_small_dump(p, spec);
+  CliRun r = run_kvbench("inspect --no-stats " + p);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("obs (W: positions)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("4: 28..31"), std::string::npos) << r.out;
+  r = run_kvbench("inspect --json --no-stats " + p);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["sequences"][0]["obs_queries"]["window"], 4);
+  EXPECT_EQ(j["sequences"][0]["obs_queries"]["positions"]["min"], 28);
+
+  const std::string q = scratch("cli_no_obs.h5");
+  write_small_dump(q, SmallDumpSpec{});
+  r = run_kvbench("inspect --no-stats " + q);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find(" none "), std::string::npos) << r.out;
 }
 
 TEST(Cli, ExitCodes) {

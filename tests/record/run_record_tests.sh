@@ -3,6 +3,9 @@
 # Builds small randomly initialised models from configs written here (Llama with GQA 8:2 and RoPE "half",
 # Qwen2 with GQA, GPT-2 without RoPE), records float32 dumps (plus one bfloat16 Llama dump), and checks each
 # with kvbench: `inspect` (ref_out self-check) and `run` (ref_out_check passed, fp16 cosine >= 0.99999).
+# Observation queries (--obs-window): the last W prompt positions' queries, across a prefill-chunk boundary,
+# none with --obs-window 0, and at layer 0 the one at C-1 equal to the decode query a recording with context C-1
+# makes there.
 # Usage: run_record_tests.sh PATH/TO/kvbench. Exits 77 (skipped) when .venv or transformers is missing
 # (bash scripts/setup.sh installs them).
 set -euo pipefail
@@ -90,10 +93,13 @@ PYEOF
   echo "ok $name"
 }
 
-check llama-gqa float32 --config-json llama.json
+check llama-gqa float32 --config-json llama.json --obs-window 40
 check qwen2 float32 --config-json qwen2.json
 check gpt2 float32 --config-json gpt2.json
 check llama-gqa-bf16-layer1 bfloat16 --config-json llama.json --layers 1
+check llama-gqa-layer0-no-obs float32 --config-json llama.json --layers 0 --obs-window 0
+# context C-1 = 159: its first decode query is at position 159, the last observation query of llama-gqa
+check llama-gqa-c159 float32 --config-json llama.json --context-len 159 --queries 9
 
 # Shapes as the schema requires: K/V per KV head (never repeated), queries per query head, positions C..C+Q-1.
 "$PY" - "$TMP/llama-gqa.h5" "$TMP/gpt2.h5" "$TMP/llama-gqa-bf16-layer1.h5" <<'PYEOF' || fails=$((fails + 1))
@@ -110,7 +116,36 @@ for path, (L, H, G, D, rope) in zip(sys.argv[1:], [(2, 8, 2, 32, "half"), (2, 4,
         assert s["tokens"].shape == (168,) and s["tokens"].dtype == np.int32
         assert a["model"].startswith("random-init:") and len(a["model_revision"]) == 64
         assert "transformers" in a["source"]
+        W = 40 if path.endswith("/llama-gqa.h5") else 32  # the default
+        assert list(s["obs_positions"][()]) == list(range(160 - W, 160)), s["obs_positions"][()]
+        assert s["obs_positions"].dtype == np.int64
+        for l in range(L):
+            o = s[f"layers/{l}/obs_queries"]
+            assert o.shape == (H, W, D) and o.dtype == s[f"layers/{l}/keys"].dtype, (o.shape, o.dtype)
 print("ok schema shapes")
+PYEOF
+
+# Observation queries: none with --obs-window 0; at layer 0 the one at position 159 (C = 160) is the query of
+# token 159 as the decode step of the C = 159 recording computes it (same weights and tokens; float32, other
+# matmul shapes). Only layer 0: the decode steps mask their own key out (they attend to exactly the first C
+# tokens), so from layer 1 on their hidden state differs from the causal pass's, whose token p sees 0..p.
+"$PY" - "$TMP/llama-gqa.h5" "$TMP/llama-gqa-layer0-no-obs.h5" "$TMP/llama-gqa-c159.h5" <<'PYEOF' || fails=$((fails + 1))
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[2], "r") as f:
+    for sid, s in f["sequences"].items():
+        assert "obs_positions" not in s and "obs_queries" not in s["layers/0"], sid
+with h5py.File(sys.argv[1], "r") as a, h5py.File(sys.argv[3], "r") as b:
+    worst = 0.0
+    for sid in ("s0", "s1"):
+        sa, sb = a["sequences"][sid], b["sequences"][sid]
+        assert list(sa["tokens"][:160]) == list(sb["tokens"][:160])
+        assert int(sb["query_positions"][0]) == 159 and int(sa["obs_positions"][-1]) == 159
+        obs = sa["layers/0/obs_queries"][:, -1, :].astype(np.float64)
+        dec = sb["layers/0/queries"][:, 0, :].astype(np.float64)
+        err = np.linalg.norm(obs - dec, axis=-1) / np.linalg.norm(dec, axis=-1)
+        worst = max(worst, float(err.max()))
+    assert worst < 1e-5, f"observation query at 159 vs the decode query at 159: rel-L2 {worst}"
+print(f"ok observation queries (layer 0, position 159: rel-L2 {worst:.2g} from the decode query)")
 PYEOF
 
 # The self-check has teeth: the same dump with a wrong softmax_scale must be refused (exit 3).

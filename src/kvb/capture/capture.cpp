@@ -1,6 +1,7 @@
 // `kvbench capture`: record a llama2.c checkpoint's real K/V/Q into a kvdump (see capture.h).
 #include "kvb/capture/capture.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -183,7 +184,7 @@ std::vector<int32_t> read_token_file(const std::string& path, int vocab) {
 }
 
 SequenceData record_sequence(const Llama2Model& model, const std::vector<int32_t>& tokens, int64_t queries,
-                             const std::string& id, ModelAttnOut* model_attn_out) {
+                             const std::string& id, ModelAttnOut* model_attn_out, int64_t obs_window) {
   const Llama2Config& c = model.config();
   const int64_t T = static_cast<int64_t>(tokens.size());
   KVB_CHECK(T >= 2 && T <= c.seq_len, UsageError, "--tokens: expected 2..{} (the model's seq_len), got {}", c.seq_len,
@@ -191,7 +192,8 @@ SequenceData record_sequence(const Llama2Model& model, const std::vector<int32_t
   KVB_CHECK(queries >= 1 && queries < T, UsageError,
             "--queries: expected 1..{} (fewer than --tokens={}, so the context C = T - Q >= 1), got {}", T - 1, T,
             queries);
-  const int64_t Q = queries, C = T - Q;
+  KVB_CHECK(obs_window >= 0, UsageError, "--obs-window: expected >= 0 (0 = none), got {}", obs_window);
+  const int64_t Q = queries, C = T - Q, W = std::min(obs_window, C), P0 = C - W;
   const int L = c.n_layers, H = c.n_heads, G = c.n_kv_heads, D = c.head_size(), kv_mul = c.kv_mul();
 
   SequenceData s;
@@ -200,12 +202,14 @@ SequenceData record_sequence(const Llama2Model& model, const std::vector<int32_t
   s.context_len = C;
   s.tokens = tokens;
   for (int64_t i = 0; i < Q; ++i) s.query_positions.push_back(C + i);
+  for (int64_t p = P0; p < C; ++p) s.obs_positions.push_back(p);
   s.layers.resize(size_t(L));
   for (auto& ly : s.layers) {
     ly.keys.assign(size_t(G * T * D), 0.f);
     ly.values.assign(size_t(G * T * D), 0.f);
     ly.queries.assign(size_t(H * Q * D), 0.f);
     ly.ref_out.assign(size_t(H * Q * D), 0.f);
+    ly.obs_queries.assign(size_t(H * W * D), 0.f);
   }
   if (model_attn_out) model_attn_out->assign(size_t(L), std::vector<float>(size_t(H * Q * D), 0.f));
 
@@ -220,6 +224,9 @@ SequenceData record_sequence(const Llama2Model& model, const std::vector<int32_t
         std::memcpy(&ly.keys[size_t((g * T + p) * D)], k + g * D, size_t(D) * sizeof(float));
         std::memcpy(&ly.values[size_t((g * T + p) * D)], v + g * D, size_t(D) * sizeof(float));
       }
+      if (p >= P0 && p < C)  // an observation query: the prompt token's own query, as the forward computed it
+        for (int h = 0; h < H; ++h)
+          std::memcpy(&ly.obs_queries[size_t((h * W + p - P0) * D)], run.query(l) + h * D, size_t(D) * sizeof(float));
       if (p >= C) {
         const int64_t qi = p - C;
         for (int h = 0; h < H; ++h) {
@@ -283,6 +290,7 @@ int capture_dump(const CaptureOptions& o) {
   KVB_CHECK(o.queries >= 1 && o.queries < o.tokens, UsageError,
             "--queries: expected 1..{} (fewer than --tokens={}, so the context C = T - Q >= 1), got {}", o.tokens - 1,
             o.tokens, o.queries);
+  KVB_CHECK(o.obs_window >= 0, UsageError, "--obs-window: expected >= 0 (0 = none), got {}", o.obs_window);
 
   std::vector<int32_t> file_ids;
   if (!o.token_file.empty()) {
@@ -313,7 +321,7 @@ int capture_dump(const CaptureOptions& o) {
       }
       tokens = generate_tokens(model, o.tokens, o.temperature, seed, prompt);
     }
-    writer.write_sequence(record_sequence(model, tokens, o.queries, fmt::format("s{}", s)));
+    writer.write_sequence(record_sequence(model, tokens, o.queries, fmt::format("s{}", s), nullptr, o.obs_window));
   }
   writer.close();
   return o.sequences;

@@ -23,6 +23,7 @@ struct CaptureOptions {
   uint64_t seed = 1234;
   double temperature = 0;  ///< 0 = greedy argmax; > 0 = run.c-style sampling with kvb::Rng
   std::string token_file;  ///< whitespace-separated ids; sequence s uses ids [s*T, (s+1)*T)
+  int64_t obs_window = 32;  ///< W observation queries: the prompt positions C-W..C-1 (clamped to C; 0 = none)
 };
 
 /// Token ids of one sequence: BOS, then the model's own continuation (greedy argmax when temperature
@@ -41,9 +42,11 @@ using ModelAttnOut = std::vector<std::vector<float>>;
 
 /// Runs the model over `tokens` (T = tokens.size()) and fills one kvdump sequence: keys/values of every
 /// layer and KV head for all T positions, queries of every head at positions C..T-1 (C = T - Q), and
-/// ref_out over the first C tokens (float64 exact attention of the recorded float32 tensors).
+/// ref_out over the first C tokens (float64 exact attention of the recorded float32 tensors). With
+/// obs_window W > 0 (clamped to C) also the observation queries: the post-RoPE queries the forward pass
+/// computed at the prompt positions C-W..C-1 (obs_positions / obs_queries, docs/dump-format.md §1.2).
 SequenceData record_sequence(const Llama2Model& model, const std::vector<int32_t>& tokens, int64_t queries,
-                             const std::string& id, ModelAttnOut* model_attn_out = nullptr);
+                             const std::string& id, ModelAttnOut* model_attn_out = nullptr, int64_t obs_window = 0);
 
 /// Root attributes for a dump captured from `model`.
 DumpAttrs capture_attrs(const Llama2Model& model, const CaptureOptions& o);

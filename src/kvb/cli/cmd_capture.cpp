@@ -1,4 +1,5 @@
 // `kvbench capture`: record a llama2.c checkpoint's real post-RoPE K/V/Q into a kvdump (docs/dump-format.md §2).
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <memory>
@@ -23,6 +24,10 @@ void add_capture_command(CLI::App& root, std::vector<Command>& out) {
   sub->add_option("--out,-o", o->out_path, "output HDF5 file (written to a temporary name, then renamed)")->required();
   sub->add_option("--tokens", o->tokens, "tokens per sequence T (<= the model's seq_len)")->capture_default_str();
   sub->add_option("--queries", o->queries, "recorded queries per sequence: positions C..T-1 with C = T - Q")
+      ->capture_default_str();
+  sub->add_option("--obs-window", o->obs_window,
+                  "observation queries: the model's post-RoPE queries of the last W prompt positions C-W..C-1 (what "
+                  "SnapKV/H2O-style eviction scores the cache with at encode time); clamped to C; 0 = none")
       ->capture_default_str();
   sub->add_option("--sequences", o->sequences,
                   "sequences to record (different sampling seeds, or consecutive windows of --token-file; >= 2 lets "
@@ -57,9 +62,10 @@ void add_capture_command(CLI::App& root, std::vector<Command>& out) {
                           const std::string mode = !o->token_file.empty() ? "ids from " + o->token_file
                                                    : o->temperature > 0 ? fmt::format("temperature {}", o->temperature)
                                                                         : std::string("greedy");
-                          fmt::print("wrote {}: {} sequences x {} tokens (context {} + {} queries) of {}, {}, "
-                                     "float32, seed {}, {:.2f} MiB in {:.2f} s\n",
-                                     o->out_path, n, o->tokens, o->tokens - o->queries, o->queries, o->model_path,
+                          fmt::print("wrote {}: {} sequences x {} tokens (context {} + {} queries, {} observation "
+                                     "queries) of {}, {}, float32, seed {}, {:.2f} MiB in {:.2f} s\n",
+                                     o->out_path, n, o->tokens, o->tokens - o->queries, o->queries,
+                                     std::min(o->obs_window, o->tokens - o->queries), o->model_path,
                                      mode, o->seed, ec ? 0.0 : static_cast<double>(bytes) / (1 << 20), secs);
                           return 0;
                         }});

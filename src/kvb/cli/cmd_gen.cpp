@@ -1,4 +1,5 @@
 // `kvbench gen`: write a synthetic kvdump with LLM-like statistics (docs/dump-format.md §3).
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -111,6 +112,10 @@ void add_statistics_knobs(CLI::App* sub, GenCli& st) {
        "per-token probability of starting to copy an earlier 4-32 token span");
   knob(sub, st, "--calib-queries", &GenOptions::calib_queries,
        "calibration queries per head for fitting its temperature");
+  knob(sub, st, "--obs-window", &GenOptions::obs_window,
+       "observation queries per sequence: the queries of the last W prompt positions C-W..C-1, from the same "
+       "query model (what SnapKV/H2O-style eviction scores the cache with at encode time); clamped to the "
+       "context C; 0 = none");
   knob(sub, st, "--chunk-tokens", &GenOptions::chunk_tokens, "HDF5 chunk length in tokens (0 = contiguous)");
   knob(sub, st, "--deflate", &GenOptions::deflate, "deflate level 0-9 (0 = uncompressed)");
   auto no_ref = std::make_shared<bool>(false);
@@ -131,9 +136,10 @@ int run_gen(const GenCli& st) {
   const auto bytes = std::filesystem::file_size(st.out, ec);
   const ModelShape& s = g.shape;
   fmt::print("wrote {}: synthetic:{}, {} layers x {} heads ({} KV heads), head_dim {}, {} sequences x {} tokens "
-             "(context {} + {} queries), {}, rope {}, seed {}, {:.1f} MiB in {:.2f} s\n",
+             "(context {} + {} queries, {} observation queries), {}, rope {}, seed {}, {:.1f} MiB in {:.2f} s\n",
              st.out, g.model_like, s.n_layers, s.n_heads, s.n_kv_heads, s.head_dim, g.sequences, g.tokens,
-             g.tokens - g.queries, g.queries, to_string(g.dtype), g.rope_style, g.seed,
+             g.tokens - g.queries, g.queries, std::min(g.obs_window, g.tokens - g.queries), to_string(g.dtype),
+             g.rope_style, g.seed,
              ec ? 0.0 : static_cast<double>(bytes) / (1 << 20), secs);
   return 0;
 }

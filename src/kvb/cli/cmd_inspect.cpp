@@ -46,15 +46,19 @@ void print_text(const KvDumpReader& r, const InspectCli& o, const DumpStats* st,
   if (!a.created_utc.empty()) fmt::print("  created_utc    {}\n", a.created_utc);
   const auto& seqs = r.sequences();
   fmt::print("  sequences      {}\n", seqs.size());
-  fmt::print("    {:<12} {:>8} {:>8} {:>8}  {:<17} {:<7} {:<6} {}\n", "id", "tokens", "context", "queries", "positions",
-             "ref_out", "tokens", "sliding_window");
+  fmt::print("    {:<12} {:>8} {:>8} {:>8}  {:<17} {:<7} {:<6} {:<18} {}\n", "id", "tokens", "context", "queries",
+             "positions", "ref_out", "tokens", "obs (W: positions)", "sliding_window");
   for (const auto& q : seqs) {
     const auto [mn, mx] = std::minmax_element(q.query_positions.begin(), q.query_positions.end());
     bool any_sw = false;
     for (int64_t w : q.sliding_window) any_sw = any_sw || w > 0;
-    fmt::print("    {:<12} {:>8} {:>8} {:>8}  {:<17} {:<7} {:<6} {}\n", q.id, q.n_tokens, q.context_len, q.n_queries,
-               fmt::format("{}..{}", *mn, *mx), q.has_ref_out ? "yes" : "no", q.has_tokens ? "yes" : "no",
-               any_sw ? fmt::format("{}", fmt::join(q.sliding_window, ",")) : std::string("global"));
+    // The prompt's observation queries (docs/dump-format.md §1.2): W and the positions they were recorded at.
+    const std::string obs = q.has_obs() ? fmt::format("{}: {}..{}", q.obs_positions.size(), q.obs_positions.front(),
+                                                      q.obs_positions.back())
+                                        : std::string("none");
+    fmt::print("    {:<12} {:>8} {:>8} {:>8}  {:<17} {:<7} {:<6} {:<18} {}\n", q.id, q.n_tokens, q.context_len,
+               q.n_queries, fmt::format("{}..{}", *mn, *mx), q.has_ref_out ? "yes" : "no", q.has_tokens ? "yes" : "no",
+               obs, any_sw ? fmt::format("{}", fmt::join(q.sliding_window, ",")) : std::string("global"));
   }
   if (!st) return;
   fmt::print("\nper-layer statistics over the context tokens ({} sequence(s), {} queries per head; "

@@ -1,5 +1,6 @@
 #include "kvb/e2e/decode.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -135,12 +136,22 @@ class SplitAttention final : public AttentionHook {
   double probe_s_ = 0;
 };
 
-/// The prefill's attention: dense float32 over positions 0..pos, exactly as the decode's exact parts.
+/// The prefill's attention: dense float32 over positions 0..pos, exactly as the decode's exact parts. With an
+/// observation window [p0, C), it also keeps the query of every head at those positions (obs[l]: [heads, C-p0, d]).
 class DenseAttention final : public AttentionHook {
  public:
   explicit DenseAttention(const Llama2Config& c) : c_(c), attn_(model_attn(c)), buf_(static_cast<size_t>(c.seq_len)) {}
+  void keep_queries(int p0, int C) {
+    p0_ = p0, W_ = C - p0;
+    obs.assign(static_cast<size_t>(c_.n_layers), std::vector<float>(static_cast<size_t>(c_.dim) * W_));
+  }
+  std::vector<std::vector<float>> obs;  ///< [layer][heads, W, d]
+
   void attend(const Llama2Runner& r, int l, int pos, const float* q, float* out) override {
     const int d = c_.head_size();
+    if (W_ > 0 && pos >= p0_)
+      for (int h = 0; h < c_.n_heads; ++h)
+        std::copy_n(q + h * d, d, obs[l].data() + (static_cast<size_t>(h) * W_ + (pos - p0_)) * d);
     for (int h = 0; h < c_.n_heads; ++h) {
       const int g = h / c_.kv_mul();
       dense_lse(r.key(l, 0) + g * d, r.value(l, 0) + g * d, pos + 1, c_.kv_dim(), d, q + h * d, attn_.softmax_scale,
@@ -152,6 +163,7 @@ class DenseAttention final : public AttentionHook {
   Llama2Config c_;
   AttnConfig attn_;
   std::vector<float> buf_;
+  int p0_ = 0, W_ = 0;
 };
 
 /// log-softmax of logits[n] in double into out[n].
@@ -201,13 +213,16 @@ AttnConfig model_attn(const Llama2Config& c) {
   return a;
 }
 
-Prefill run_prefill(const Llama2Model& model, const Window& w, int C) {
+Prefill run_prefill(const Llama2Model& model, const Window& w, int C, int obs_window) {
   const Llama2Config& c = model.config();
+  KVB_CHECK(obs_window >= 0, UsageError, "model.obs_window: expected >= 0, got {}", obs_window);
+  const int W = std::min(obs_window, C);
   Prefill P;
   P.window = &w;
   P.C = C;
   P.runner = std::make_unique<Llama2Runner>(model, Matvec::kSimd);
   DenseAttention dense(c);
+  if (W > 0) dense.keep_queries(C - W, C);
   P.runner->prefill(w.tokens.data(), C, &dense);
   const int d = c.head_size();
   for (int l = 0; l < c.n_layers; ++l) {
@@ -224,6 +239,16 @@ Prefill run_prefill(const Llama2Model& model, const Window& w, int C) {
       }
     KVB_CHECK(all_finite(kv.k.data(), kv.k.size()) && all_finite(kv.v.data(), kv.v.size()), DataError,
               "{}: the model's keys or values of window {} are not finite at layer {}", model.path(), w.id, l);
+    if (W > 0) {
+      ObsQueries& ob = kv.obs;
+      ob.heads = c.n_heads;
+      ob.n = W;
+      ob.head_dim = d;
+      ob.q = std::move(dense.obs[l]);
+      for (int p = C - W; p < C; ++p) ob.positions.push_back(p);
+      KVB_CHECK(all_finite(ob.q.data(), ob.q.size()), DataError,
+                "{}: the model's queries of window {} are not finite at layer {}", model.path(), w.id, l);
+    }
     P.kv.push_back(std::move(kv));
   }
   return P;

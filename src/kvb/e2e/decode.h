@@ -22,9 +22,14 @@ struct Prefill {
   const Window* window = nullptr;
   int C = 0;
   std::unique_ptr<Llama2Runner> runner;  ///< its cache holds the prompt's exact K/V
-  std::vector<LayerKV> kv;               ///< per layer, [kv_heads, C, head_dim]: what codecs encode
+  /// Per layer, [kv_heads, C, head_dim]: what codecs encode; with obs_window W > 0, kv[l].obs holds the
+  /// prefill's own post-RoPE queries of the prompt positions C-W..C-1 (every query head; positions relative to
+  /// the cache, which starts at token 0), for the codecs that score the prompt with them (SnapKV, H2O).
+  std::vector<LayerKV> kv;
 };
-Prefill run_prefill(const Llama2Model& model, const Window& w, int C);
+/// The prefill of window w's first C tokens, keeping the queries of its last min(obs_window, C) positions
+/// (0 = none; they are copied from inside the prefill's attention, so nothing else changes).
+Prefill run_prefill(const Llama2Model& model, const Window& w, int C, int obs_window = 0);
 
 /// The shape and attention constants of the model as codecs see them.
 ModelShape model_shape(const Llama2Config& c);

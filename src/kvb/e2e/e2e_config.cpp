@@ -50,7 +50,7 @@ TextSpec parse_text(const Json& t, const std::string& dir) {
 ModelSpec parse_model(const Json& m, const std::string& dir) {
   require_object(m, "model");
   check_keys(m, {"checkpoint", "text", "prompt_len", "continuation_len", "windows", "calibration_windows",
-                 "first_window"},
+                 "first_window", "obs_window"},
              "model");
   for (const char* k : {"checkpoint", "text", "prompt_len", "continuation_len", "windows"})
     if (!m.contains(k)) throw UsageError(fmt::format("model: missing required key \"{}\"", k));
@@ -65,6 +65,8 @@ ModelSpec parse_model(const Json& m, const std::string& dir) {
     s.calibration_windows = static_cast<int>(get_int(m.at("calibration_windows"), "model.calibration_windows", 0, 1 << 20));
   if (m.contains("first_window"))
     s.first_window = static_cast<int>(get_int(m.at("first_window"), "model.first_window", 0, 1 << 20));
+  if (m.contains("obs_window"))
+    s.obs_window = static_cast<int>(get_int(m.at("obs_window"), "model.obs_window", 0, 1 << 20));
   return s;
 }
 
@@ -115,7 +117,8 @@ Json E2eConfig::resolved() const {
   j["name"] = base.name;
   j["model"] = {{"checkpoint", m.checkpoint_as_given}, {"resolved_checkpoint", m.checkpoint}, {"text", text},
                 {"prompt_len", m.prompt_len}, {"continuation_len", m.continuation_len}, {"windows", m.windows},
-                {"calibration_windows", m.calibration_windows}, {"first_window", m.first_window}};
+                {"calibration_windows", m.calibration_windows}, {"first_window", m.first_window},
+                {"obs_window", m.obs_window}};
   j["codecs"] = base.raw.at("codecs");
   j["metrics"] = {{"topk", base.topk}, {"layer", layer_metrics}, {"bootstrap", bootstrap}};
   j["threads"] = base.threads;

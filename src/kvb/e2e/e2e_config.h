@@ -26,6 +26,9 @@ struct ModelSpec {
   int windows = 0;           ///< W evaluated windows
   int calibration_windows = 1;  ///< K windows before them fit trainable codecs (never evaluated)
   int first_window = 0;         ///< index of the first calibration window in the text
+  /// W: the prefill's queries of the prompt positions C-W..C-1 go to the codecs with the prompt (LayerKV::obs,
+  /// for observation-window eviction: SnapKV, H2O); clamped to C; 0 = none (codecs that need them are skipped).
+  int obs_window = 32;
 };
 
 struct E2eConfig {

@@ -59,13 +59,13 @@ Sweep prepare(const E2eConfig& cfg) {
   s.calib.resize(cal.size());
   s.eval.resize(ev.size());
   s.exact.resize(ev.size());
-  const int C = cfg.model.prompt_len;
+  const int C = cfg.model.prompt_len, W = cfg.model.obs_window;
   const int nc = static_cast<int>(cal.size());
   parallel_for(nc + static_cast<int>(ev.size()), [&](int i) {
     if (i < nc) {
-      s.calib[i] = run_prefill(s.model, *cal[i], C);
+      s.calib[i] = run_prefill(s.model, *cal[i], C, W);
     } else {
-      s.eval[i - nc] = run_prefill(s.model, *ev[i - nc], C);
+      s.eval[i - nc] = run_prefill(s.model, *ev[i - nc], C, W);
       s.exact[i - nc] = decode_window(s.model, s.eval[i - nc], nullptr, nullptr, nullptr);
     }
   });
@@ -240,6 +240,9 @@ std::string text_name(const E2eConfig& cfg) {
 /// Fits the cell's codec, then encodes and decodes every evaluated window (CellTrace).
 void evaluate_cell(run::Cell& c, const Sweep& s, const E2eConfig& cfg, CellTrace& t) {
   const CodecContext ctx = context_for(c, cfg, s.model.config());
+  if (c.outcome.ok() && c.plan.entry->info.needs_obs_queries && cfg.model.obs_window == 0)
+    c.outcome.set(CellStatus::kSkipped, "the codec scores the prompt with its observation queries and "
+                                        "model.obs_window is 0 (none are kept)");
   if (c.outcome.ok()) calibrate(c, s, ctx);
   for (size_t wi = 0; wi < s.eval.size() && c.outcome.ok(); ++wi)
     run::guarded(c, s.eval[wi].window->id, [&] { evaluate_window(c, s, s.eval[wi], s.exact[wi], ctx, cfg, t); });

@@ -33,6 +33,11 @@
 ///                     heads of a group share their KV head's d.
 ///   ref_out           exact float64 attention over the first C tokens of the tensors as stored (after
 ///                     rounding to the file dtype), so kvbench's self-check agrees to float32 precision.
+///   obs queries       (obs_window W) the queries of prompt positions p = C-W..C-1, the same head model at p
+///                     over the tokens p attends to causally: targets among 1..p, beta fitted against the
+///                     log-sum-exp of its logits over 1..p. Their random streams are their own (kTagObsQuery,
+///                     keyed by position) and they are made after everything else, so every other tensor is
+///                     bit-identical with or without them, and a query at p is the same for every W.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -58,6 +63,7 @@ constexpr uint64_t kTagKeyNoise = 0x4b4e4f4953000005ull;
 constexpr uint64_t kTagValNoise = 0x564e4f4953000006ull;
 constexpr uint64_t kTagQuery = 0x5155455259000007ull;
 constexpr uint64_t kTagCalib = 0x43414c4942000008ull;
+constexpr uint64_t kTagObsQuery = 0x4f42535155000009ull;
 constexpr uint64_t kCalibSequence = 0xffffffffull;  // content key of the calibration draw (never written)
 constexpr int32_t kVocab = 32000;
 constexpr int32_t kBos = 1;
@@ -565,9 +571,53 @@ void calibrate_layer(const GenOptions& o, int layer, LayerModel& lm, const Conte
   }
 }
 
-/// One layer of one sequence: keys, values, queries (rounded to the file dtype) and ref_out.
+/// The observation queries of KV head g's query heads at prompt positions C-W..C-1 into obs [n_heads, W, D]
+/// (rounded to the file dtype): the decode queries' model at position p over the tokens p attends to (0..p).
+/// K: the head's keys before rounding, ks: as stored. Own streams and buffers: nothing else changes.
+void gen_obs(const GenOptions& o, uint64_t seq, uint64_t L, const LayerModel& lm, int g, const Content& ct, int64_t C,
+             int64_t W, const Rope& rope, const float* K, const float* ks, float* obs) {
+  const int D = o.shape.head_dim, gs = o.shape.group();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const KvHead& kh = lm.kv[g];
+  const int64_t p0 = C - W;
+  std::vector<float> qc(static_cast<size_t>(gs) * W * D), tmp;
+  std::vector<double> want(static_cast<size_t>(gs) * W), logits(static_cast<size_t>(gs) * W * C),
+      scratch(static_cast<size_t>(C));
+  for (int hh = 0; hh < gs; ++hh) {
+    const int h = g * gs + hh;
+    const QHead& qh = lm.q[h];
+    const double base_logit = std::log(qh.sink_share / (1.0 - qh.sink_share));
+    for (int64_t i = 0; i < W; ++i) {
+      const int64_t p = p0 + i;
+      Rng rng(derive_seed(o.seed, {kTagObsQuery, seq, L, static_cast<uint64_t>(h), static_cast<uint64_t>(p)}));
+      float* q = qc.data() + (static_cast<size_t>(hh) * W + i) * D;
+      query_content(o, kh, qh, ct, K, p + 1, p, rope, rng, q, tmp);  // targets among the visible 1..p
+      for (int c = 0; c < D; ++c) q[c] = static_cast<float>(q[c] * qh.tau);
+      want[static_cast<size_t>(hh) * W + i] = base_logit + o.sink_share_jitter * rng.normal();
+    }
+  }
+  // Logits over all C keys; query i uses the causal prefix 0..p of its row.
+  exact_logits_batch_f64(ks, C, D, qc.data(), gs * W, scale, 0.0, logits.data());
+  double b0 = 0;
+  for (int c = 0; c < D; ++c) b0 += static_cast<double>(kh.sink_dir[c]) * ks[c];
+  b0 *= scale;
+  for (int hh = 0; hh < gs; ++hh)
+    for (int64_t i = 0; i < W; ++i) {
+      const int64_t row = static_cast<int64_t>(hh) * W + i, p = p0 + i;
+      const double* a = logits.data() + row * C;
+      // p = 0 sees only the sink (its share is 1 whatever beta is): beta as if the others summed to 1.
+      const double lse = p >= 1 ? log_sum_exp(a + 1, p, scratch.data()) : 0.0;
+      const double beta = (want[static_cast<size_t>(row)] + lse - a[0]) / b0;
+      const float* q = qc.data() + row * D;
+      float* qs = obs + (static_cast<size_t>(g * gs + hh) * W + i) * D;
+      for (int c = 0; c < D; ++c) qs[c] = round_to(o.dtype, static_cast<float>(q[c] + beta * kh.sink_dir[c]));
+    }
+}
+
+/// One layer of one sequence: keys, values, queries (rounded to the file dtype), ref_out and the W observation
+/// queries.
 void gen_layer(const GenOptions& o, uint64_t seq, int layer, const LayerModel& lm, const Content& ct, int64_t T,
-               int64_t C, int64_t Q, const Rope& rope, SequenceData::Layer& out) {
+               int64_t C, int64_t Q, int64_t W, const Rope& rope, SequenceData::Layer& out) {
   const int D = o.shape.head_dim, G = o.shape.n_kv_heads, H = o.shape.n_heads, gs = o.shape.group();
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   const size_t head_kv = static_cast<size_t>(T) * D, head_q = static_cast<size_t>(Q) * D;
@@ -575,6 +625,7 @@ void gen_layer(const GenOptions& o, uint64_t seq, int layer, const LayerModel& l
   out.values.resize(G * head_kv);
   out.queries.resize(H * head_q);
   out.ref_out.assign(o.write_ref_out ? H * head_q : 0, 0.f);
+  out.obs_queries.assign(static_cast<size_t>(H) * W * D, 0.f);
   out.sliding_window = 0;
   std::vector<float> K(head_kv), qc(gs * head_q), tmp;
   std::vector<double> o64(gs * head_q), logits(static_cast<size_t>(gs) * Q * C), want(static_cast<size_t>(gs) * Q),
@@ -622,6 +673,7 @@ void gen_layer(const GenOptions& o, uint64_t seq, int layer, const LayerModel& l
       float* ro = out.ref_out.data() + static_cast<size_t>(g) * gs * head_q;
       for (size_t i = 0; i < o64.size(); ++i) ro[i] = static_cast<float>(o64[i]);
     }
+    if (W > 0) gen_obs(o, seq, L, lm, g, ct, C, W, rope, K.data(), ks, out.obs_queries.data());
   }
 }
 
@@ -737,36 +789,38 @@ void validate_gen_options(const GenOptions& o) {
   check(o.copy_prob >= 0 && o.copy_prob <= 1, fmt::format("--copy-prob: expected 0..1, got {}", o.copy_prob));
   check(o.calib_queries >= 1 && o.calib_queries <= 1024,
         fmt::format("--calib-queries: expected 1..1024, got {}", o.calib_queries));
+  check(o.obs_window >= 0, fmt::format("--obs-window: expected >= 0 (0 = none), got {}", o.obs_window));
   check(o.chunk_tokens >= 0, fmt::format("--chunk-tokens: expected >= 0, got {}", o.chunk_tokens));
   check(o.deflate >= 0 && o.deflate <= 9, fmt::format("--deflate: expected 0..9, got {}", o.deflate));
 }
 
-void generate_dump(const std::string& path, const GenOptions& o) {
-  validate_gen_options(o);
-  const RopeStyle st = parse_rope(o.rope_style);
-  const int64_t T = o.tokens, Q = o.queries, C = T - Q;
-  const int D = o.shape.head_dim;
+namespace {
 
+DumpAttrs gen_attrs(const GenOptions& o) {
   DumpAttrs attrs;
   attrs.model = "synthetic:" + o.model_like;
   attrs.model_revision = fmt::format("kvbench-gen/1 seed={}", o.seed);
   attrs.source = std::string("kvbench gen ") + KVB_VERSION;
   attrs.shape = o.shape;
-  attrs.rope_applied = st == RopeStyle::kNone ? 0 : 1;
+  attrs.rope_applied = parse_rope(o.rope_style) == RopeStyle::kNone ? 0 : 1;
   attrs.rope_style = o.rope_style;
   attrs.rope_theta = o.rope_theta;
   attrs.qk_norm = 0;
-  attrs.softmax_scale = 1.0 / std::sqrt(static_cast<double>(D));
+  attrs.softmax_scale = 1.0 / std::sqrt(static_cast<double>(o.shape.head_dim));
   attrs.attn_softcap = 0;
   attrs.orig_dtype = to_string(o.dtype);
   attrs.seed = static_cast<int64_t>(o.seed);
+  return attrs;
+}
 
-  WriterOptions wo;
-  wo.dtype = o.dtype;
-  wo.chunk_tokens = o.chunk_tokens;
-  wo.deflate = o.deflate;
-  KvDumpWriter writer(path, attrs, wo);
-
+/// Generates every sequence into `sink` (begin_sequence, write_layer per layer, end_sequence: KvDumpWriter's
+/// streaming interface), one layer at a time.
+template <class Sink>
+void generate_into(const GenOptions& o, Sink& sink) {
+  validate_gen_options(o);
+  const RopeStyle st = parse_rope(o.rope_style);
+  const int64_t T = o.tokens, Q = o.queries, C = T - Q, W = std::min(o.obs_window, C);
+  const int D = o.shape.head_dim;
   const Rope rope(st, D, o.rope_theta, std::max<int64_t>(T, C + o.calib_queries));
   const Content cal = make_content(o, kCalibSequence, C + o.calib_queries);
   // Per-layer calibration (tau per query head) is fitted once, on the calibration draw, and reused by
@@ -781,7 +835,8 @@ void generate_dump(const std::string& path, const GenOptions& o) {
     header.context_len = C;
     header.tokens = ct.tokens;
     for (int64_t i = 0; i < Q; ++i) header.query_positions.push_back(C + i);
-    writer.begin_sequence(header);
+    for (int64_t p = C - W; p < C; ++p) header.obs_positions.push_back(p);
+    sink.begin_sequence(header);
     for (int l = 0; l < o.shape.n_layers; ++l) {
       LayerModel lm = make_layer(o, st, l);
       auto& cl = calib[static_cast<size_t>(l)];
@@ -791,12 +846,38 @@ void generate_dump(const std::string& path, const GenOptions& o) {
       } else {
         for (size_t h = 0; h < lm.q.size(); ++h) lm.q[h].tau = cl[h];
       }
-      gen_layer(o, static_cast<uint64_t>(s), l, lm, ct, T, C, Q, rope, layer);
-      writer.write_layer(l, layer);
+      gen_layer(o, static_cast<uint64_t>(s), l, lm, ct, T, C, Q, W, rope, layer);
+      sink.write_layer(l, layer);
     }
-    writer.end_sequence();
+    sink.end_sequence();
   }
+}
+
+/// Collects the sequences in memory (generate_sequences).
+struct MemorySink {
+  std::vector<SequenceData> seqs;
+  void begin_sequence(const SequenceData& h) { seqs.push_back(h); }
+  void write_layer(int /*layer*/, const SequenceData::Layer& l) { seqs.back().layers.push_back(l); }
+  void end_sequence() {}
+};
+
+}  // namespace
+
+void generate_dump(const std::string& path, const GenOptions& o) {
+  validate_gen_options(o);
+  WriterOptions wo;
+  wo.dtype = o.dtype;
+  wo.chunk_tokens = o.chunk_tokens;
+  wo.deflate = o.deflate;
+  KvDumpWriter writer(path, gen_attrs(o), wo);
+  generate_into(o, writer);
   writer.close();
+}
+
+std::vector<SequenceData> generate_sequences(const GenOptions& o) {
+  MemorySink sink;
+  generate_into(o, sink);
+  return std::move(sink.seqs);
 }
 
 }  // namespace kvb

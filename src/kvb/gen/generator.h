@@ -70,6 +70,12 @@ struct GenOptions {
   double copy_prob = 0.02;
   /// Queries per head of the calibration draw that fits each head's temperature and sink logit.
   int calib_queries = 16;
+  /// W observation queries per sequence (kvdump's optional `obs_queries` / `obs_positions`,
+  /// docs/dump-format.md §1.2): the queries of the last W prompt positions C-W..C-1, made by the same per-head
+  /// query model as the decode queries (each attends causally to tokens 0..p, its targets among 1..p, its
+  /// sink logit fitted over 0..p), from random streams of their own, so every other tensor is the same with
+  /// or without them. Clamped to C; 0 = none.
+  int64_t obs_window = 32;
   // --- file layout ---
   int64_t chunk_tokens = 1024;  ///< HDF5 chunk = (1 head, chunk_tokens, head_dim)
   int deflate = 0;              ///< 0 = uncompressed, 1..9 deflate level
@@ -85,6 +91,9 @@ void validate_gen_options(const GenOptions& opts);
 /// Write the dump (with ref_out) to `path`, atomically. Deterministic for a given options+seed: the
 /// same options give bitwise-identical tensors. Queries are the last Q positions (C = T - Q).
 void generate_dump(const std::string& path, const GenOptions& opts);
+/// The same sequences in memory (for tests, small shapes): every tensor exactly as generate_dump hands it to
+/// the writer (already rounded to the file dtype).
+std::vector<SequenceData> generate_sequences(const GenOptions& opts);
 
 /// Rotate x[head_dim] in place by RoPE at position `pos` (a negative position rotates back).
 /// style "half": channel pairs (i, i + d/2) (rotate_half, Hugging Face Llama); "interleaved": pairs

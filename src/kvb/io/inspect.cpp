@@ -208,7 +208,12 @@ Json dump_summary_json(const KvDumpReader& r) {
                                          {"max", *std::max_element(s.query_positions.begin(), s.query_positions.end())}}},
                     {"has_ref_out", s.has_ref_out},
                     {"has_tokens", s.has_tokens},
-                    {"sliding_window", s.sliding_window}});
+                    {"sliding_window", s.sliding_window},
+                    // The prompt's observation queries (docs/dump-format.md §1.2): W and their position range.
+                    {"obs_queries", s.has_obs() ? Json{{"window", s.obs_positions.size()},
+                                                       {"positions", {{"min", s.obs_positions.front()},
+                                                                      {"max", s.obs_positions.back()}}}}
+                                                : Json(nullptr)}});
   }
   return Json{{"file", r.path()}, {"dtype", to_string(r.dtype())}, {"attrs", attrs}, {"sequences", seqs}};
 }

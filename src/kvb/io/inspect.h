@@ -54,7 +54,8 @@ struct DumpStats {
 /// bad data (e.g. NaN in a tensor), like the reader.
 DumpStats inspect_dump(const KvDumpReader& reader, const InspectOptions& opts = {});
 
-/// The dump's attributes, dtype and sequences as JSON.
+/// The dump's attributes, dtype and sequences as JSON (each sequence with its observation-query window W
+/// and position range, or null: docs/dump-format.md §1.2).
 Json dump_summary_json(const KvDumpReader& reader);
 Json to_json(const DumpStats& stats);
 

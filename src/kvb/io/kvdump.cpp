@@ -216,6 +216,7 @@ TensorType classify_tensor(const Ctx& c, hid_t ds, const std::string& dpath) {
 struct LayerMeta {
   bool has_ref = false;
   TensorType tt;
+  TensorType obs_tt;  ///< how obs_queries is stored (when the sequence has obs_positions)
 };
 
 struct SeqMeta {
@@ -396,6 +397,33 @@ void KvDumpReader::Impl::read_sequence(hid_t seqs_group, const std::string& id) 
   }
   const int64_t Q = si.n_queries;
 
+  // obs_positions int64 [W] (optional, §1.2): W >= 1, strictly increasing, each in [0, C).
+  if (h5::link_exists(g, "obs_positions")) {
+    const std::string dp = sp + "/obs_positions";
+    Hid d = open_dataset(c, g, "obs_positions", dp);
+    Hid t(H5Dget_type(d));
+    if (H5Tget_class(t) != H5T_INTEGER) c.fail(dp, fmt::format("expected int64, found {}", h5::describe_type(t)));
+    const auto dims = dataset_dims(c, d, dp);
+    if (dims.size() != 1) c.fail(dp, fmt::format("expected shape [W], found {}", h5::dims_str(dims)));
+    if (dims[0] == 0)
+      c.fail(dp, "expected W >= 1 observation query positions, found W = 0 (leave obs_positions out instead)");
+    si.obs_positions.resize(dims[0]);
+    if (H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, si.obs_positions.data()) < 0)
+      c.fail(dp, "cannot read" + h5::error_suffix());
+    for (size_t i = 0; i < si.obs_positions.size(); ++i) {
+      const int64_t p = si.obs_positions[i];
+      if (p < 0 || p >= si.context_len)
+        c.fail(dp, fmt::format("obs_positions[{}] = {} is outside [0, context_len = {}) (an observation query is a "
+                               "prompt token)",
+                               i, p, si.context_len));
+      if (i > 0 && p <= si.obs_positions[i - 1])
+        c.fail(dp, fmt::format("expected strictly increasing positions, found obs_positions[{}] = {} after "
+                               "obs_positions[{}] = {}",
+                               i, p, i - 1, si.obs_positions[i - 1]));
+    }
+  }
+  const int64_t W = static_cast<int64_t>(si.obs_positions.size());
+
   // tokens int32 [T] (optional).
   if (h5::link_exists(g, "tokens")) {
     const std::string dp = sp + "/tokens";
@@ -454,6 +482,29 @@ void KvDumpReader::Impl::read_sequence(hid_t seqs_group, const std::string& id) 
       c.fail(lp + "/keys", fmt::format("dtype {} differs from the dump's dtype {} (from /sequences/{}/layers/0/keys)",
                                        to_string(lm.tt.dtype), to_string(dtype),
                                        seqs.empty() ? id : seqs.front().id));
+    }
+    // obs_queries [n_heads, W, head_dim], keys' dtype: in every layer iff the sequence has obs_positions.
+    {
+      const std::string dp = lp + "/obs_queries";
+      const bool present = h5::link_exists(lgr, "obs_queries");
+      if (present && W == 0)
+        c.fail(dp, fmt::format("found obs_queries but {}/obs_positions is missing (expected both or neither)", sp));
+      if (!present && W > 0)
+        c.fail(dp, fmt::format("required dataset is missing: {}/obs_positions has W = {} positions, so every layer "
+                               "needs obs_queries [n_heads, W, head_dim]",
+                               sp, W));
+      if (present) {
+        Hid d = open_dataset(c, lgr, "obs_queries", dp);
+        const auto dims = dataset_dims(c, d, dp);
+        const std::vector<hsize_t> want = {hsize_t(ms.n_heads), hsize_t(W), hsize_t(ms.head_dim)};
+        if (dims != want)
+          c.fail(dp, fmt::format("expected shape {} (n_heads, W = len(obs_positions), head_dim), found {}",
+                                 h5::dims_str(want), h5::dims_str(dims)));
+        lm.obs_tt = classify_tensor(c, d, dp);
+        if (lm.obs_tt.dtype != lm.tt.dtype)
+          c.fail(dp, fmt::format("dtype {} differs from the keys' dtype {} (obs_queries must share the keys' dtype)",
+                                 to_string(lm.obs_tt.dtype), to_string(lm.tt.dtype)));
+      }
     }
     if (h5::link_exists(lgr, "ref_out")) {
       const std::string dp = lp + "/ref_out";
@@ -603,6 +654,33 @@ LayerQueries KvDumpReader::read_queries(size_t seq, int layer, int64_t max_queri
   return lq;
 }
 
+ObsQueries KvDumpReader::read_obs(size_t seq, int layer, int64_t t0) const {
+  impl_->check_indices(seq, layer);
+  const ModelShape& ms = impl_->attrs.shape;
+  const SequenceInfo& si = impl_->seqs[seq];
+  if (t0 < 0 || t0 > si.context_len)
+    throw UsageError(fmt::format("{}: cache start {} outside [0, context_len = {}] of sequence {}", impl_->path, t0,
+                                 si.context_len, si.id));
+  ObsQueries oq;
+  if (!si.has_obs()) return oq;
+  // Positions are strictly increasing: the kept queries are the suffix from the first position >= t0.
+  const auto first = std::lower_bound(si.obs_positions.begin(), si.obs_positions.end(), t0);
+  const int64_t i0 = first - si.obs_positions.begin();
+  const int64_t n = static_cast<int64_t>(si.obs_positions.size()) - i0;
+  oq.heads = ms.n_heads;
+  oq.head_dim = ms.head_dim;
+  oq.n = n;
+  if (n == 0) return oq;
+  for (auto it = first; it != si.obs_positions.end(); ++it) oq.positions.push_back(*it - t0);
+  oq.q.resize(static_cast<size_t>(ms.n_heads) * static_cast<size_t>(n) * ms.head_dim);
+  const LayerMeta& lm = impl_->meta[seq].layers[static_cast<size_t>(layer)];
+  const hsize_t start[3] = {0, hsize_t(i0), 0};
+  const hsize_t count[3] = {hsize_t(ms.n_heads), hsize_t(n), hsize_t(ms.head_dim)};
+  impl_->read_block(impl_->layer_path(seq, layer) + "/obs_queries", lm.obs_tt, start, count, oq.q.data(),
+                    "obs query");
+  return oq;
+}
+
 std::vector<int32_t> KvDumpReader::read_tokens(size_t seq) const {
   impl_->check_indices(seq, 0);
   const SequenceInfo& si = impl_->seqs[seq];
@@ -644,7 +722,7 @@ struct KvDumpWriter::Impl {
   // The sequence being written.
   bool in_seq = false;
   std::string seq_id;
-  int64_t T = 0, C = 0, Q = 0;
+  int64_t T = 0, C = 0, Q = 0, W = 0;
   Hid seq_group, layers_group;
   int next_layer = 0;
   std::vector<uint16_t> buf16;
@@ -671,10 +749,11 @@ void KvDumpWriter::Impl::write_tensor(hid_t loc, const char* name, const std::st
     }
     if (bad) {
       const size_t ch = i % d2, row = i / d2;
+      const std::string nm = name;
+      const char* mid = nm == "keys" || nm == "values" ? "token" : nm == "obs_queries" ? "obs query" : "query";
       throw DataError(fmt::format("{}: {}: value {} at [head {}, {} {}, channel {}] is not finite{}", path, where, v,
-                                  row / d1, std::string(name) == "keys" || std::string(name) == "values" ? "token"
-                                                                                                         : "query",
-                                  row % d1, ch, std::isfinite(v) ? fmt::format(" in {}", to_string(dt)) : ""));
+                                  row / d1, mid, row % d1, ch,
+                                  std::isfinite(v) ? fmt::format(" in {}", to_string(dt)) : ""));
     }
   }
   Lock g(h5::lock());
@@ -711,9 +790,10 @@ void KvDumpWriter::Impl::write_tensor(hid_t loc, const char* name, const std::st
 
 namespace {
 void check_layer_shape(const std::string& path, const std::string& lp, const ModelShape& s, int64_t T, int64_t Q,
-                       const SequenceData::Layer& d) {
+                       int64_t W, const SequenceData::Layer& d) {
   const size_t nkv = size_t(s.n_kv_heads) * size_t(T) * size_t(s.head_dim);
   const size_t nq = size_t(s.n_heads) * size_t(Q) * size_t(s.head_dim);
+  const size_t nobs = size_t(s.n_heads) * size_t(W) * size_t(s.head_dim);
   auto check_size = [&](const char* name, size_t got, size_t want, const char* shape) {
     KVB_CHECK(got == want, UsageError, "{}: {}/{}: {} floats given, expected {} = {}", path, lp, name, got, want,
               shape);
@@ -722,6 +802,13 @@ void check_layer_shape(const std::string& path, const std::string& lp, const Mod
   check_size("values", d.values.size(), nkv, "n_kv_heads * n_tokens * head_dim");
   check_size("queries", d.queries.size(), nq, "n_heads * Q * head_dim");
   if (!d.ref_out.empty()) check_size("ref_out", d.ref_out.size(), nq, "n_heads * Q * head_dim");
+  if (W > 0) {
+    check_size("obs_queries", d.obs_queries.size(), nobs, "n_heads * W * head_dim, W = len(obs_positions)");
+  } else {
+    KVB_CHECK(d.obs_queries.empty(), UsageError,
+              "{}: {}/obs_queries: {} floats given but the sequence has no obs_positions (give both or neither)",
+              path, lp, d.obs_queries.size());
+  }
   KVB_CHECK(d.sliding_window >= 0, UsageError, "{}: {}: sliding_window must be >= 0, got {}", path, lp,
             d.sliding_window);
 }
@@ -833,6 +920,15 @@ void KvDumpWriter::begin_sequence(const SequenceData& seq) {
               sp, i, seq.query_positions[i], C);
   KVB_CHECK(seq.tokens.empty() || static_cast<int64_t>(seq.tokens.size()) == T, UsageError,
             "{}: {}: tokens has {} entries, expected n_tokens = {} (or none)", w.path, sp, seq.tokens.size(), T);
+  const int64_t W = static_cast<int64_t>(seq.obs_positions.size());
+  for (size_t i = 0; i < seq.obs_positions.size(); ++i) {
+    const int64_t p = seq.obs_positions[i];
+    KVB_CHECK(p >= 0 && p < C, UsageError,
+              "{}: {}/obs_positions: obs_positions[{}] = {} is outside [0, context_len = {})", w.path, sp, i, p, C);
+    KVB_CHECK(i == 0 || p > seq.obs_positions[i - 1], UsageError,
+              "{}: {}/obs_positions: must be strictly increasing, found obs_positions[{}] = {} after {}", w.path, sp, i,
+              p, seq.obs_positions[i - 1]);
+  }
   Lock g(h5::lock());
   w.seq_group = Hid(H5Gcreate2(w.seqs_group, seq.id.c_str(), H5P_DEFAULT, w.gcpl, H5P_DEFAULT));
   if (!w.seq_group.valid()) throw RuntimeError(fmt::format("{}: {}: cannot create group{}", w.path, sp, h5::error_suffix()));
@@ -847,6 +943,7 @@ void KvDumpWriter::begin_sequence(const SequenceData& seq) {
   };
   if (!seq.tokens.empty()) write_1d("tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, seq.tokens.data(), hsize_t(T));
   write_1d("query_positions", H5T_STD_I64LE, H5T_NATIVE_INT64, seq.query_positions.data(), hsize_t(Q));
+  if (W > 0) write_1d("obs_positions", H5T_STD_I64LE, H5T_NATIVE_INT64, seq.obs_positions.data(), hsize_t(W));
   w.layers_group = Hid(H5Gcreate2(w.seq_group, "layers", H5P_DEFAULT, w.gcpl, H5P_DEFAULT));
   if (!w.layers_group.valid())
     throw RuntimeError(fmt::format("{}: {}/layers: cannot create group{}", w.path, sp, h5::error_suffix()));
@@ -856,6 +953,7 @@ void KvDumpWriter::begin_sequence(const SequenceData& seq) {
   w.T = T;
   w.C = C;
   w.Q = Q;
+  w.W = W;
   w.next_layer = 0;
 }
 
@@ -868,7 +966,7 @@ void KvDumpWriter::write_layer(int layer, const SequenceData::Layer& d) {
   KVB_CHECK(layer < s.n_layers, UsageError, "{}: sequence '{}': layer {} >= n_layers {}", w.path, w.seq_id, layer,
             s.n_layers);
   const std::string lp = fmt::format("/sequences/{}/layers/{}", w.seq_id, layer);
-  check_layer_shape(w.path, lp, s, w.T, w.Q, d);
+  check_layer_shape(w.path, lp, s, w.T, w.Q, w.W, d);
   Lock g(h5::lock());
   const std::string lname = std::to_string(layer);
   Hid lg(H5Gcreate2(w.layers_group, lname.c_str(), H5P_DEFAULT, w.gcpl, H5P_DEFAULT));
@@ -878,6 +976,8 @@ void KvDumpWriter::write_layer(int layer, const SequenceData::Layer& d) {
   w.write_tensor(lg, "keys", lp + "/keys", d.keys.data(), G, hsize_t(w.T), D, w.opts.dtype);
   w.write_tensor(lg, "values", lp + "/values", d.values.data(), G, hsize_t(w.T), D, w.opts.dtype);
   w.write_tensor(lg, "queries", lp + "/queries", d.queries.data(), H, hsize_t(w.Q), D, w.opts.dtype);
+  if (w.W > 0)
+    w.write_tensor(lg, "obs_queries", lp + "/obs_queries", d.obs_queries.data(), H, hsize_t(w.W), D, w.opts.dtype);
   if (!d.ref_out.empty())
     w.write_tensor(lg, "ref_out", lp + "/ref_out", d.ref_out.data(), H, hsize_t(w.Q), D, DType::kFloat32);
   ++w.next_layer;
@@ -902,7 +1002,8 @@ void KvDumpWriter::write_sequence(const SequenceData& seq) {
   // Check every layer's shape first, so a shape error leaves nothing half written.
   for (size_t l = 0; l < seq.layers.size(); ++l)
     check_layer_shape(impl_->path, fmt::format("/sequences/{}/layers/{}", seq.id, l), impl_->attrs.shape,
-                      seq.n_tokens, static_cast<int64_t>(seq.query_positions.size()), seq.layers[l]);
+                      seq.n_tokens, static_cast<int64_t>(seq.query_positions.size()),
+                      static_cast<int64_t>(seq.obs_positions.size()), seq.layers[l]);
   begin_sequence(seq);
   for (size_t l = 0; l < seq.layers.size(); ++l) write_layer(static_cast<int>(l), seq.layers[l]);
   end_sequence();

@@ -1,10 +1,12 @@
 #pragma once
 /// kvdump HDF5 format, version 1 (docs/dump-format.md): a validating, streaming reader and a writer.
 /// The reader checks the whole schema on open (attributes, shapes, dtypes, GQA divisibility, query
-/// positions >= context_len) and then reads one (sequence, layer[, KV head]) at a time through
-/// hyperslab selections, converting float16 / bfloat16 (uint16 + attribute dtype="bfloat16") / float32
-/// to float32. Every tensor read is checked for NaN/Inf. All failures throw kvb::DataError (exit 3)
-/// whose message names the file, the HDF5 path, and what was expected vs found.
+/// positions >= context_len; the optional observation queries of §1.2: obs_positions strictly
+/// increasing in [0, context_len), obs_queries in every layer in the keys' dtype) and then reads one
+/// (sequence, layer[, KV head]) at a time through hyperslab selections, converting float16 / bfloat16
+/// (uint16 + attribute dtype="bfloat16") / float32 to float32. Every tensor read is checked for NaN/Inf.
+/// All failures throw kvb::DataError (exit 3) whose message names the file, the HDF5 path, and what was
+/// expected vs found.
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -122,15 +124,17 @@ class KvDumpWriter {
   KvDumpWriter& operator=(const KvDumpWriter&) = delete;
 
   /// Writes one whole sequence (begin_sequence + write_layer for every layer + end_sequence).
-  /// Shapes that do not match the root attributes, C outside [1, T], Q = 0 or a query position < C
-  /// throw UsageError before anything is written; a value that is not finite (or overflows float16 /
-  /// bfloat16) throws DataError. After an exception in the middle of a sequence the writer can only be
-  /// destroyed (which removes the temporary file).
+  /// Shapes that do not match the root attributes, C outside [1, T], Q = 0, a query position < C,
+  /// obs_positions not strictly increasing or outside [0, C), or obs_queries given without
+  /// obs_positions (or missing in a layer when they are given) throw UsageError before anything is
+  /// written; a value that is not finite (or overflows float16 / bfloat16) throws DataError. After an
+  /// exception in the middle of a sequence the writer can only be destroyed (which removes the
+  /// temporary file).
   void write_sequence(const SequenceData& seq);
 
   /// Streaming form, so a generator or recorder holds one layer at a time: begin_sequence takes the
-  /// sequence header from `seq` (id, n_tokens, context_len, query_positions, tokens; `seq.layers` is
-  /// ignored), then write_layer(0), write_layer(1), ... in order, then end_sequence().
+  /// sequence header from `seq` (id, n_tokens, context_len, query_positions, tokens, obs_positions;
+  /// `seq.layers` is ignored), then write_layer(0), write_layer(1), ... in order, then end_sequence().
   void begin_sequence(const SequenceData& seq);
   void write_layer(int layer, const SequenceData::Layer& data);
   void end_sequence();

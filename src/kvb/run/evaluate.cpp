@@ -293,6 +293,9 @@ LayerData Pass::read_layer(const SequenceInfo& S, size_t si, int l, bool* slidin
   // Sliding-window layers: the cache is the last `w` context tokens (what the first decode query sees).
   const int64_t t0 = *sliding ? S.context_len - w : 0;
   L.kv = D_.reader->read_kv(si, l, t0, S.context_len);
+  // The prompt's observation queries (docs/dump-format.md §1.2), cache-relative: what observation-window
+  // codecs score the cache with at encode time. Empty when the dump has none.
+  L.kv.obs = D_.reader->read_obs(si, l, t0);
   L.q = D_.reader->read_queries(si, l, D_.spec->max_queries);
   for (int h = 0; h < shape_.n_heads; ++h)
     for (int64_t i = 0; i < L.q.n; ++i) L.pairs.emplace_back(h, i);

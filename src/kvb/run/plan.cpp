@@ -157,7 +157,43 @@ std::vector<DatasetPlan> open_datasets(const Config& cfg) {
 std::vector<Cell> expand_cells(const Config& cfg, const std::vector<DatasetPlan>& datasets, const DeviceChoice& dev) {
   std::vector<ModelShape> shapes;
   for (const auto& D : datasets) shapes.push_back(D.reader->attrs().shape);
-  return expand_cells(cfg, shapes, dev);
+  std::vector<Cell> cells = expand_cells(cfg, shapes, dev);
+  skip_cells_without_obs(cells, datasets);
+  return cells;
+}
+
+std::string missing_obs_reason(const CodecEntry& entry, const std::vector<SequenceInfo>& seqs,
+                               const std::vector<size_t>& eval_seqs, const std::string& dump_path) {
+  if (!entry.info.needs_obs_queries) return {};
+  std::vector<std::string> lacking;
+  for (size_t si : eval_seqs)
+    if (si < seqs.size() && !seqs[si].has_obs()) lacking.push_back(seqs[si].id);
+  if (lacking.empty()) return {};
+  std::string which;
+  if (lacking.size() < eval_seqs.size()) {
+    // Bounded: name the first few sequences.
+    constexpr size_t kNamed = 4;
+    std::string ids;
+    for (size_t i = 0; i < std::min(lacking.size(), kNamed); ++i)
+      ids += fmt::format("{}\"{}\"", i ? ", " : "", lacking[i]);
+    if (lacking.size() > kNamed) ids += fmt::format(" and {} more", lacking.size() - kNamed);
+    which = fmt::format(" for {} of its {} evaluated sequences ({})", lacking.size(), eval_seqs.size(), ids);
+  }
+  return fmt::format("{} scores the cache with the prompt's observation queries (kvdump obs_queries, "
+                     "docs/dump-format.md §1.2); {} has none{}: record them with `kvbench gen|capture --obs-window W` "
+                     "or scripts/record_kv.py --obs-window W",
+                     entry.info.name, dump_path, which);
+}
+
+void skip_cells_without_obs(std::vector<Cell>& cells, const std::vector<DatasetPlan>& datasets) {
+  for (auto& c : cells) {
+    if (!c.outcome.ok() || c.plan.dataset >= datasets.size()) continue;
+    const DatasetPlan& D = datasets[c.plan.dataset];
+    std::string why = missing_obs_reason(*c.plan.entry, D.reader->sequences(), D.eval_seqs, D.spec->path);
+    if (why.empty()) continue;
+    c.outcome.set(CellStatus::kSkipped, std::move(why));
+    c.live.codec.reset();
+  }
 }
 
 std::vector<Cell> expand_cells(const Config& cfg, const std::vector<ModelShape>& shapes, const DeviceChoice& dev) {

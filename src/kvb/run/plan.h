@@ -22,10 +22,19 @@ struct DeviceChoice {
 DeviceChoice choose_device(const Config& cfg, const RunOptions& opts);
 /// Opens every dataset (validating its schema) and selects its sequences and layers.
 std::vector<DatasetPlan> open_datasets(const Config& cfg);
-/// Every cell of the sweep, in expansion order (dataset, codecs[] entry, budget).
+/// Every cell of the sweep, in expansion order (dataset, codecs[] entry, budget); cells that cannot run on
+/// their dataset (skip_cells_without_obs) are skipped.
 std::vector<Cell> expand_cells(const Config& cfg, const std::vector<DatasetPlan>& datasets, const DeviceChoice& dev);
 /// The same for data of these shapes (one per dataset; `kvbench e2e`: the model's).
 std::vector<Cell> expand_cells(const Config& cfg, const std::vector<ModelShape>& shapes, const DeviceChoice& dev);
+/// Why a cell of `entry` cannot run on a dump whose evaluated sequences are `eval_seqs` of `seqs`: the codec
+/// scores the cache with the prompt's observation queries (CodecInfo::needs_obs_queries) and some evaluated
+/// sequence has none (docs/dump-format.md §1.2). Empty when the cell can run.
+std::string missing_obs_reason(const CodecEntry& entry, const std::vector<SequenceInfo>& seqs,
+                               const std::vector<size_t>& eval_seqs, const std::string& dump_path);
+/// Marks the ok cells whose codec needs observation queries their dataset lacks as skipped, with
+/// missing_obs_reason (the codec objects are released).
+void skip_cells_without_obs(std::vector<Cell>& cells, const std::vector<DatasetPlan>& datasets);
 /// Marks the cells of shard K/N (all cells when opts has no --shard).
 void select_shard(std::vector<Cell>& cells, const RunOptions& opts);
 
