@@ -134,6 +134,9 @@ void fill(CodecEntry& e, EvictPolicy policy, Bindings own) {
   };
   e.make_cpu = factory(evict_encode_cpu, "cpu");
   e.make_ref = factory(evict_encode_ref, "ref");
+#ifdef KVB_WITH_CUDA
+  e.make_cuda = factory(evict_encode_cuda, "cuda");
+#endif
 }
 
 }  // namespace

@@ -6,10 +6,10 @@
 //              block), the row max M and the max-shifted sum R by warp reductions, and lane 0 decides
 //              σ_i with walk::decide and the counter-based draw of (seed, layer, head, level, block, i).
 //              The row lives in shared memory (2·B doubles + B signs).
-// The cut point and halving need the whole head's signs and run on the host between levels.
+// The cut point and halving need the whole head's signs and run on the host between levels; the kept rows'
+// fp16 gather is the shared kernels/cuda primitive (launch_gather_f16).
 #include <cuda_runtime.h>
 
-#include "kernels/formats/fp16.h"
 #include "codecs/select/select_kernels.h"
 #include "codecs/select/walk_math.h"
 #include "kvb/cuda/kernel.h"
@@ -81,15 +81,6 @@ __global__ void coin_signs(int64_t n, uint64_t seed, int layer, int level, int8_
         walk::uniform01(seed, layer, g, level, 0, static_cast<uint64_t>(i)) < 0.5 ? 1 : -1;
 }
 
-__global__ void gather_f16(const float* x, int64_t C, int d, const int32_t* pos, int64_t rows, uint16_t* out) {
-  const int g = blockIdx.y;
-  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const float* src = x + (static_cast<int64_t>(g) * C + pos[static_cast<int64_t>(g) * rows + r]) * d;
-    uint16_t* dst = out + (static_cast<int64_t>(g) * rows + r) * d;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) dst[j] = kernels::f32_to_f16_sat(src[j]);
-  }
-}
-
 unsigned blocks_for(int64_t n, int64_t per) { return static_cast<unsigned>((n + per - 1) / per); }
 
 }  // namespace
@@ -116,14 +107,6 @@ cudaError_t launch_coin_signs(int heads, int64_t n, uint64_t seed, int layer, in
   if (n <= 0 || heads <= 0) return cudaSuccess;
   const unsigned nb = blocks_for(n, 256) < 1024u ? blocks_for(n, 256) : 1024u;
   KVB_LAUNCH(dim3(nb, heads), 256, 0, s, coin_signs)(n, seed, layer, level, sigma);
-  return cudaGetLastError();
-}
-
-cudaError_t launch_gather_f16(const float* x, int heads, int64_t C, int d, const int32_t* pos, int64_t rows,
-                              uint16_t* out, cudaStream_t s) {
-  if (rows <= 0 || heads <= 0) return cudaSuccess;
-  const unsigned nb = rows < 4096 ? static_cast<unsigned>(rows) : 4096u;
-  KVB_LAUNCH(dim3(nb, heads), 128, 0, s, gather_f16)(x, C, d, pos, rows, out);
   return cudaGetLastError();
 }
 

@@ -109,8 +109,8 @@ class SelectGpuLayer final : public SelectLayerBase {
     }
     for (int g = 0; g < H_; ++g) set_head(g, group_by_class(idx[g], w[g]));
     DeviceBuffer dpos = DeviceBuffer::from(pos_);
-    check(gpu::launch_gather_f16(dk, H_, C_, d_, dpos.as<int32_t>(), rows_, k16_.as<uint16_t>(), s), "fp16 gather kernel");
-    check(gpu::launch_gather_f16(dv, H_, C_, d_, dpos.as<int32_t>(), rows_, v16_.as<uint16_t>(), s), "fp16 gather kernel");
+    check(kernels::gpu::launch_gather_f16(dk, H_, C_, d_, dpos.as<int32_t>(), rows_, k16_.as<uint16_t>(), s), "fp16 gather kernel");
+    check(kernels::gpu::launch_gather_f16(dv, H_, C_, d_, dpos.as<int32_t>(), rows_, v16_.as<uint16_t>(), s), "fp16 gather kernel");
     dcounts_.upload(counts_.data(), counts_.size() * sizeof(int32_t), s);
     check(cudaStreamSynchronize(s), "BalanceKV encode");
   }

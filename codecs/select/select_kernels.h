@@ -1,7 +1,8 @@
 #pragma once
 /// Launchers of the token-selection codecs' CUDA kernels (select_cuda.cu). Host-callable, no kernel code;
 /// each returns the launch status for kvb::cuda::check. The walk's math is walk_math.h, shared with the
-/// CPU path; the halving between levels runs on the host (select_layer.h halve()), shared too.
+/// CPU path; the halving between levels runs on the host (select_layer.h halve()), shared too. The fp16 row
+/// gather of the kept rows is kernels/cuda/launch.h launch_gather_f16, shared with the eviction codecs.
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
@@ -31,9 +32,5 @@ cudaError_t launch_walk(const double* kbar, const double* vw, int heads, int64_t
 /// sigma [heads][n]: fair coins (the uniform baseline), the same draws as the CPU path.
 cudaError_t launch_coin_signs(int heads, int64_t n, uint64_t seed, int layer, int level, int8_t* sigma,
                               cudaStream_t s);
-
-/// out [heads][rows][d] binary16 (saturating) of x[g][pos[g][r]][:], x [heads][C][d].
-cudaError_t launch_gather_f16(const float* x, int heads, int64_t C, int d, const int32_t* pos, int64_t rows,
-                              uint16_t* out, cudaStream_t s);
 
 }  // namespace kvb::codecs::gpu

@@ -7,6 +7,8 @@
 //      rows of a weight class (token selection, kernels/cuda/layer_view.h RowClasses) add the class's bias to ŝ_t and
 //      enter the value sum with p_t·vfac;
 //   3. thread j sums Σ_t p_t·v̂_tj for its channels (loads coalesced across threads);
+// packed variable-length heads (LayerView::row_off, the eviction codecs) are a third template flag: every head
+// is planned over the longest one's C rows and a chunk past a head's end is an empty partial;
 // the partial (m, l, o) of each chunk goes to `work` and attend_merge combines the chunks of a query with
 // merge_factors (kernels/cuda/layer_view.h). K and V formats are template parameters (traits of formats.h),
 // so each element's dequantization is resolved at compile time.
@@ -35,7 +37,10 @@ __device__ __forceinline__ float load_as(const Part& p, int64_t C, int d, int g,
   return F::load(p, d, g, t, j);
 }
 
-template <class KF, class VF>
+/// kPacked: L.row_off is set (KF = VF = F16Rows): head g's rows are its packed fp16 range, `rows` of them
+/// (layer_view.h); a chunk at or past its end has n <= 0 rows and leaves the empty partial (m = −inf, l = 0,
+/// o = 0) that attend_merge skips, and its logits slots [rows, C) read −inf.
+template <class KF, class VF, bool kPacked>
 __global__ void __launch_bounds__(kThreads) attend_split(AttendArgs a) {
   KVB_DYNAMIC_SHARED(float, sh);
   const int d = a.L.d;
@@ -46,14 +51,23 @@ __global__ void __launch_bounds__(kThreads) attend_split(AttendArgs a) {
   const int qi = blockIdx.x, split = blockIdx.y;
   const int g = a.q_head[qi];
   const int64_t t0 = static_cast<int64_t>(split) * a.chunk;
-  const int n = static_cast<int>(min(static_cast<int64_t>(a.chunk), C - t0));
+  const int64_t rows = kPacked ? head_rows(a.L, g) : C;
+  const int n = static_cast<int>(max(int64_t{0}, min(static_cast<int64_t>(a.chunk), rows - t0)));
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  auto key = [&](int64_t t, int j) {
+    if constexpr (kPacked) return load_packed(a.L, a.L.k, g, t, j);
+    else return load_as<KF>(a.L.k, C, d, g, t, j);
+  };
+  auto value = [&](int64_t t, int j) {
+    if constexpr (kPacked) return load_packed(a.L, a.L.v, g, t, j);
+    else return load_as<VF>(a.L.v, C, d, g, t, j);
+  };
   for (int j = threadIdx.x; j < d; j += kThreads) qs[j] = a.q[static_cast<int64_t>(qi) * d + j];
   __syncthreads();
 
   for (int i = warp; i < n; i += kWarps) {
     float acc = 0.f;
-    for (int j = lane; j < d; j += 32) acc += qs[j] * load_as<KF>(a.L.k, C, d, g, t0 + i, j);
+    for (int j = lane; j < d; j += 32) acc += qs[j] * key(t0 + i, j);
     acc = warp_sum(acc);
     if (lane == 0) {
       const float logit = softcap_f(acc * a.softmax_scale, a.softcap);
@@ -61,6 +75,12 @@ __global__ void __launch_bounds__(kThreads) attend_split(AttendArgs a) {
       s[i] = cls < 0 ? logit : logit + a.L.rows.bias[cls];  // a weighted row's multiplicity
       if (a.logits) a.logits[static_cast<int64_t>(qi) * C + t0 + i] = logit;
     }
+  }
+  if constexpr (kPacked) {
+    // The chunk's slots past the head's last row: no row there (layer_view.h LayerView).
+    const int64_t full = min(static_cast<int64_t>(a.chunk), C - t0);
+    if (a.logits)
+      for (int64_t i = n + threadIdx.x; i < full; i += kThreads) a.logits[static_cast<int64_t>(qi) * C + t0 + i] = -INFINITY;
   }
   __syncthreads();
 
@@ -70,7 +90,7 @@ __global__ void __launch_bounds__(kThreads) attend_split(AttendArgs a) {
     return cls < 0 ? 1.f : a.L.rows.vfac[cls];  // the value sum's weight; l keeps the plain p
   });
   chunk_values<kThreads>(s, n, d, m, l, a.work + (static_cast<int64_t>(qi) * a.splits + split) * (d + 2),
-                         [&](int i, int j) { return load_as<VF>(a.L.v, C, d, g, t0 + i, j); });
+                         [&](int i, int j) { return value(t0 + i, j); });
 }
 
 /// out[qi] = Σ_split e^{m_s - M} o_s / Σ_split e^{m_s - M} l_s, merged pairwise with merge_factors.
@@ -90,12 +110,15 @@ __global__ void __launch_bounds__(kThreads) attend_merge(const float* work, int 
   }
 }
 
-template <class KF, class VF>
+template <class KF, class VF, bool kPacked = false>
 cudaError_t launch_pair(const AttendArgs& a, cudaStream_t st) {
   const size_t shmem = (static_cast<size_t>(a.L.d) + a.chunk + kWarps) * sizeof(float);
-  KVB_LAUNCH(dim3(a.nq, a.splits), kThreads, shmem, st, attend_split<KF, VF>)(a);
-  const cudaError_t e = cudaGetLastError();
-  return e != cudaSuccess ? e : launch_attend_merge(a.work, a.nq, a.splits, a.L.d, a.out, st);
+  if (a.splits > 0) {  // 0 splits (C = 0: every packed head empty): the merge alone writes zeros
+    KVB_LAUNCH(dim3(a.nq, a.splits), kThreads, shmem, st, attend_split<KF, VF, kPacked>)(a);
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+  }
+  return launch_attend_merge(a.work, a.nq, a.splits, a.L.d, a.out, st);
 }
 
 }  // namespace
@@ -118,6 +141,10 @@ int64_t plan_attend(int nq, int64_t C, int d, int* chunk, int* splits) {
 cudaError_t launch_attend(const AttendArgs& a, cudaStream_t st) {
   if (a.nq <= 0) return cudaSuccess;
   if (a.L.d > kMaxHeadDim || a.chunk <= 0 || a.chunk > kMaxChunk) return cudaErrorInvalidValue;
+  if (a.L.row_off) {  // packed variable-length heads: fp16 rows only, no weight classes (layer_view.h)
+    if (a.L.k.q_tokens != 0 || a.L.v.q_tokens != 0 || a.L.rows.n != 0) return cudaErrorInvalidValue;
+    return launch_pair<F16Rows, F16Rows, true>(a, st);
+  }
   const Fmt kf = a.L.k.q_tokens > 0 ? a.L.k.fmt : Fmt::kF16;
   const Fmt vf = a.L.v.q_tokens > 0 ? a.L.v.fmt : Fmt::kF16;
   // Every (K, V) pair of the traits table (formats.h) has its kernel; an id outside the table is an error.

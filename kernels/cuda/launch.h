@@ -1,6 +1,7 @@
 #pragma once
-/// Launchers of the baseline codecs' CUDA kernels (defined in kernels/cuda/attend.cu,
-/// kernels/cuda/encode_f16.cu, kernels/cuda/encode_fp8.cu and kernels/cuda/encode_uniform.cu). Host-callable,
+/// Launchers of the baseline codecs' CUDA kernels, shared with the codec families (defined in
+/// kernels/cuda/attend.cu, kernels/cuda/encode_f16.cu, kernels/cuda/gather_f16.cu, kernels/cuda/encode_fp8.cu and
+/// kernels/cuda/encode_uniform.cu). Host-callable,
 /// no kernel code here; each returns the launch status (cudaGetLastError) for kvb::cuda::check.
 #include <cuda_runtime_api.h>
 
@@ -14,7 +15,9 @@ namespace kvb::kernels::gpu {
 /// context is cut into `splits` chunks of `chunk` tokens, one thread block per (query, chunk) computes
 /// its logits from the compressed rows (dequantization fused into the loads, kernels/cuda/layer_view.h load()), a
 /// max-shifted softmax and the weighted value sum, and a second kernel merges the chunks
-/// (merge_factors). Optional `logits` [nq][C] receives ŝ (softmax_scale and softcap applied).
+/// (merge_factors). Optional `logits` [nq][C] receives ŝ (softmax_scale and softcap applied), without the
+/// RowClasses biases. Packed views (LayerView::row_off: variable-length fp16 heads, C the longest) keep that
+/// [nq][C] layout indexed by the row within the query's head, −inf past the head's last row (layer_view.h).
 struct AttendArgs {
   LayerView L;
   const float* q = nullptr;      ///< [nq][d]
@@ -47,6 +50,17 @@ cudaError_t launch_to_f16(const float* x, int64_t n, uint16_t* out, cudaStream_t
 /// (kivi's residual and window, qjl's key buffer and value window, every part's rows past its quantized range).
 cudaError_t launch_tail_to_f16(const float* x, int heads, int64_t C, int64_t first, int d, uint16_t* out,
                                cudaStream_t s);
+
+/// The fp16 row gather of the token-selection and eviction codecs: out [heads][rows][d] binary16 (saturating,
+/// the CPU's f32_to_f16_sat) of x[g][pos[g][r]][:] for r < rows, x [heads][C][d], pos (device) [heads][rows].
+cudaError_t launch_gather_f16(const float* x, int heads, int64_t C, int d, const int32_t* pos, int64_t rows,
+                              uint16_t* out, cudaStream_t s);
+
+/// The packed variant (LayerView::row_off): head g's rows are [row_off[g], row_off[g + 1]) of out
+/// [row_off[heads]][d], row r being x[g][pos[r]][:]; pos [row_off[heads]] and row_off [heads + 1] are device
+/// pointers, max_rows (host) the longest head's row count (the grid's width).
+cudaError_t launch_gather_f16_packed(const float* x, int heads, int64_t C, int d, const int32_t* pos,
+                                     const int64_t* row_off, int64_t max_rows, uint16_t* out, cudaStream_t s);
 
 /// fp8: per head g of `heads` with n floats each, scale[g] = fp8::head_scale(absmax) and codes of x/scale.
 cudaError_t launch_fp8_encode(const float* x, int heads, int64_t n, bool e4m3, uint8_t* codes, float* scale,

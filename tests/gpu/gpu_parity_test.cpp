@@ -72,6 +72,14 @@ TEST(GpuParity, Uniform) { run_device_cases("uniform", false); }
 // logits and outputs within the selftest tolerances.
 TEST(GpuParity, Qjl) { run_device_cases("qjl", false); }
 TEST(GpuParity, H1b) { run_device_cases("h1b", false); }
+// The eviction codecs (codecs/evict): host-planned kept rows, packed fp16 heads of different lengths (adakv) through
+// the split-context kernel's packed view; buffers byte-exact, attention within the tolerances. More shapes,
+// small windows, attend_lse and hand-made unequal heads: evict_gpu_test.cpp.
+TEST(GpuParity, StreamingLLM) { run_device_cases("streamingllm", false); }
+TEST(GpuParity, H2O) { run_device_cases("h2o", false); }
+TEST(GpuParity, SnapKV) { run_device_cases("snapkv", false); }
+TEST(GpuParity, PyramidKV) { run_device_cases("pyramidkv", false); }
+TEST(GpuParity, AdaKV) { run_device_cases("adakv", false); }
 // Split-context attention with long chunks (plan_attend) and many splits: 32k and 128k tokens on a GPU. The
 // emulator (one host core, every CUDA thread a fiber) runs fp16 at 32k only, which still takes the long-chunk
 // path; the other codecs' long contexts need a device.
@@ -79,7 +87,7 @@ TEST(GpuParity, LongContexts) {
 #if defined(KVB_CUDA_EMULATED)
   run_device_cases("fp16", true, 32768);
 #else
-  for (const char* c : {"fp16", "int", "kivi", "balancekv"}) run_device_cases(c, true);
+  for (const char* c : {"fp16", "int", "kivi", "balancekv", "adakv"}) run_device_cases(c, true);
 #endif
 }
 
