@@ -90,10 +90,12 @@ std::vector<double> evict_obs_scores(const LayerKV& kv, int g, int64_t q0, int64
       double mx = -INFINITY;
       for (int64_t t = 0; t < seen; ++t) mx = std::max(mx, static_cast<double>(s[t]));
       if (!std::isfinite(mx)) continue;  // every logit -inf (or an overflow): this query adds nothing
+      // One exp per logit: the unnormalised weights replace the logits in place (float: a relative rounding of
+      // 2^-24 on a probability, below the dots' own), summed and accumulated in float64.
       double den = 0;
-      for (int64_t t = 0; t < seen; ++t) den += std::exp(static_cast<double>(s[t]) - mx);
+      for (int64_t t = 0; t < seen; ++t) den += s[t] = static_cast<float>(std::exp(static_cast<double>(s[t]) - mx));
       const double inv = 1.0 / den;
-      for (int64_t t = 0, m = std::min(seen, n); t < m; ++t) head[t] += std::exp(static_cast<double>(s[t]) - mx) * inv;
+      for (int64_t t = 0, m = std::min(seen, n); t < m; ++t) head[t] += static_cast<double>(s[t]) * inv;
     }
     for (int64_t t = 0; t < n; ++t)
       acc[t] = gqa == EvictGqa::kMax ? (h == g * G ? head[t] : std::max(acc[t], head[t])) : acc[t] + head[t] / G;

@@ -27,8 +27,9 @@ void print_text(int head_dim) {
     std::string backends;
     for (const auto& b : i.backends) backends += (backends.empty() ? "" : ", ") + b;
     std::printf("%s — %s\n", i.name.c_str(), i.summary.c_str());
-    std::printf("  paper: %s | family: %s | backends: %s%s%s\n", i.paper.c_str(), i.family.c_str(), backends.c_str(),
-                i.trainable ? " | needs calibration" : "", i.selects_tokens ? " | drops tokens" : "");
+    std::printf("  paper: %s | family: %s | backends: %s%s%s%s\n", i.paper.c_str(), i.family.c_str(), backends.c_str(),
+                i.trainable ? " | needs calibration" : "", i.selects_tokens ? " | drops tokens" : "",
+                i.needs_obs_queries ? " | needs the dump's observation queries" : "");
     if (i.params.empty()) std::printf("  params: (none)\n");
     for (const auto& p : i.params)
       std::printf("  param %-14s %-7s default %-8s %-14s %s\n", p.name.c_str(), to_string(p.type),

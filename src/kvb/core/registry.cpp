@@ -112,6 +112,7 @@ Json describe(const CodecEntry& e, int head_dim_for_grid) {
   j["trainable"] = e.info.trainable;
   j["defines_scores"] = e.info.defines_scores;
   j["selects_tokens"] = e.info.selects_tokens;
+  j["needs_obs_queries"] = e.info.needs_obs_queries;
   if (!e.info.notes.empty()) j["notes"] = e.info.notes;
   Json params = Json::array();
   for (const auto& p : e.info.params) {
