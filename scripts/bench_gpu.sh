@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmark (issue 3; README "Performance"): builds with the CUDA backend, runs the parity self-test
 # (CUDA vs CPU for every codec with a CUDA backend, 32k and 128k contexts included), measures the device's
-# copy bandwidth, then sweeps exact fp16 attention, the baseline codecs and balancekv/uniform at C = 4k, 32k and 128k tokens,
+# copy bandwidth, then sweeps exact fp16 attention, the baseline codecs, balancekv/uniform and the eviction codecs at C = 4k, 32k and 128k tokens,
 # head_dim 128 (Llama-3-8B shapes: 32 query heads, 8 KV heads, one layer, 16 decode queries), timed with
 # CUDA events, and prints achieved bytes/s against the copy bandwidth.
 # Usage: scripts/bench_gpu.sh [contexts...]   (default: 4096 32768 131072)
@@ -32,12 +32,13 @@ bw_line=$("$build/kvbench" membw --device cuda --mib 1024)
 echo "$bw_line"
 bw=$(echo "$bw_line" | sed -E 's/.*: ([0-9.]+) GB\/s.*/\1/')
 for C in "${contexts[@]}"; do
-  f=data/bench-gpu-c$C.h5
+  f=data/bench-gpu-c$C-obs32.h5
   [ -f "$f" ] || "$build/kvbench" gen --model-like llama3-8b --layers 1 --sequences 1 --tokens $((C + 16)) --queries 16 --no-ref-out --out "$f"
   cat > results/bench-gpu-c$C.json <<JSON
 {"name": "bench-gpu-c$C", "datasets": [{"path": "../$f", "max_queries": 16}],
  "codecs": [{"codec": "fp16"}, {"codec": "fp8"}, {"codec": "int", "bits": [3, 5, 9]}, {"codec": "kivi", "bits": [3, 5]},
-   {"codec": "balancekv", "bits": [4]}, {"codec": "uniform", "bits": [4]}],
+   {"codec": "balancekv", "bits": [4]}, {"codec": "uniform", "bits": [4]},
+   {"codec": "streamingllm", "bits": [4]}, {"codec": "snapkv", "bits": [4]}, {"codec": "adakv", "bits": [4]}],
  "metrics": {"topk": 32}, "device": "cuda", "repeats": 20, "min_time_s": 0.5, "seed": 1}
 JSON
   "$build/kvbench" run results/bench-gpu-c$C.json -q --device cuda --output results/bench-gpu-c$C >/dev/null

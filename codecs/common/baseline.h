@@ -77,6 +77,16 @@ template <class DecodeK>
 void decoded_row_dots(int64_t rows, int d, size_t tmp_floats, const float* const* qc, int nc, float* s,
                       Scratch& scratch, DecodeK&& decode_keys);
 
+/// attend_many of the row-keeping codecs (token selection, token eviction): nq queries against `rows` stored
+/// fp16 key and value rows K, V [rows][d] (binary16 bits) of one KV head, through attend_many_rows and
+/// decoded_row_dots. Per query the logits are softcap(softmax_scale·<q, k̂_r>), then adjust(s) may add
+/// per-row terms in place (the selection family's class biases) and weights(w) may rescale each row's softmax
+/// weight in the value sum.
+template <class Adjust, class Weights>
+void attend_many_f16_rows(const uint16_t* K, const uint16_t* V, int64_t rows, int d, const AttnConfig& attn,
+                          const float* const* qs, int nq, float* const* outs, Scratch& scratch, Adjust&& adjust,
+                          Weights&& weights);
+
 /// Builds a Storage from the buffers a layer actually holds.
 class StorageList {
  public:
@@ -265,6 +275,26 @@ template <class P, class Fn>
 CodecFactory fn_factory(ParamTable<P> table, std::string name, Fn fn, std::string impl) {
   return codec_factory(std::move(table), std::move(name),
                        [fn, impl = std::move(impl)](P p) { return std::make_unique<FnCodec<P>>(std::move(p), fn, impl); });
+}
+
+template <class Adjust, class Weights>
+void attend_many_f16_rows(const uint16_t* K, const uint16_t* V, int64_t rows, int d, const AttnConfig& attn,
+                          const float* const* qs, int nq, float* const* outs, Scratch& scratch, Adjust&& adjust,
+                          Weights&& weights) {
+  const kernels::RowKernels& R = kernels::row_kernels_switched();
+  attend_many_rows(
+      rows, d, 0, qs, nq, outs, scratch,
+      [&](const float* const* qc, int nc, float* s) {
+        decoded_row_dots(rows, d, 0, qc, nc, s, scratch, [&](int64_t t0, int n, float* out, float*) {
+          R.from_f16(K + t0 * d, out, static_cast<int64_t>(n) * d);
+        });
+        for (int i = 0; i < nc; ++i) {
+          to_logits(s + static_cast<size_t>(i) * rows, rows, attn);
+          adjust(s + static_cast<size_t>(i) * rows);
+        }
+      },
+      [&](int64_t t0, int n, float* out, float*) { R.from_f16(V + t0 * d, out, static_cast<int64_t>(n) * d); },
+      weights, 1.f);
 }
 
 }  // namespace kvb::codecs

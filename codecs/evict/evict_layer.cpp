@@ -92,19 +92,7 @@ class EvictCpuLayer final : public EvictLayerBase {
       for (int i = 0; i < nq; ++i) std::fill(outs[i], outs[i] + d_, 0.f);
       return;
     }
-    const kernels::RowKernels& R = kernels::row_kernels_switched();
-    const uint16_t* K = head_k(g);
-    const uint16_t* V = head_v(g);
-    attend_many_rows(
-        rows, d_, 0, qs, nq, outs, scratch,
-        [&](const float* const* qc, int nc, float* s) {
-          decoded_row_dots(rows, d_, 0, qc, nc, s, scratch, [&](int64_t t0, int n, float* out, float*) {
-            R.from_f16(K + t0 * d_, out, static_cast<int64_t>(n) * d_);
-          });
-          for (int i = 0; i < nc; ++i) to_logits(s + static_cast<size_t>(i) * rows, rows, attn_);
-        },
-        [&](int64_t t0, int n, float* out, float*) { R.from_f16(V + t0 * d_, out, static_cast<int64_t>(n) * d_); },
-        [](float*) {}, 1.f);
+    attend_many_f16_rows(head_k(g), head_v(g), rows, d_, attn_, qs, nq, outs, scratch, [](float*) {}, [](float*) {});
   }
 
  private:

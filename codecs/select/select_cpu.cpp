@@ -132,22 +132,9 @@ class SelectedLayer final : public SelectLayerBase {
   /// GQA groups share one pass over the rows (codecs/common/baseline.h attend_many_rows).
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
     if (nq == 1) return attend(g, qs[0], outs[0], scratch);
-    const kernels::RowKernels& R = kernels::row_kernels_switched();
-    const uint16_t* K = &k_[static_cast<size_t>(g) * rows_ * d_];
-    const uint16_t* V = &v_[static_cast<size_t>(g) * rows_ * d_];
-    attend_many_rows(
-        rows_, d_, 0, qs, nq, outs, scratch,
-        [&](const float* const* qc, int nc, float* s) {
-          decoded_row_dots(rows_, d_, 0, qc, nc, s, scratch, [&](int64_t t0, int n, float* out, float*) {
-            R.from_f16(K + t0 * d_, out, static_cast<int64_t>(n) * d_);
-          });
-          for (int i = 0; i < nc; ++i) {
-            to_logits(s + static_cast<size_t>(i) * rows_, rows_, attn_);
-            add_class_bias(g, s + static_cast<size_t>(i) * rows_);
-          }
-        },
-        [&](int64_t t0, int n, float* out, float*) { R.from_f16(V + t0 * d_, out, static_cast<int64_t>(n) * d_); },
-        [&](float* w) { scale_class_weights(g, w); }, 1.f);
+    attend_many_f16_rows(&k_[static_cast<size_t>(g) * rows_ * d_], &v_[static_cast<size_t>(g) * rows_ * d_], rows_, d_,
+                         attn_, qs, nq, outs, scratch, [&](float* s) { add_class_bias(g, s); },
+                         [&](float* w) { scale_class_weights(g, w); });
   }
 
  private:
