@@ -115,7 +115,8 @@ struct TrainLog {
 };
 
 /// Train one autoencoder on rows X[n, D] (float32). Deterministic for a given seed. `tag` prefixes the
-/// per-epoch losses printed on stderr (nothing printed when tag is empty).
+/// per-epoch losses printed on stderr (nothing printed when tag is empty; on a terminal, without -q, the
+/// epochs show on the progress line of core/progress.h instead).
 AeWeights kvcar_train_ae(const float* X, int64_t n, int D, int h, int dl, const KvcarParams& p, uint64_t seed,
                          TrainLog* log, const std::string& tag);
 

@@ -18,6 +18,7 @@
 
 #include "codecs/kvcar/kvcar_codec.h"
 #include "kvb/core/error.h"
+#include "kvb/core/progress.h"
 #include "kvb/core/rng.h"
 
 namespace kvb::codecs {
@@ -223,6 +224,8 @@ AeWeights kvcar_train_ae(const float* X, int64_t n, int D, int h, int dl, const 
   Grads<float> grads;
   Mat<float> xb;
   TrainLog lg;
+  // On a terminal (and without -q) the epochs show on the progress line instead of the loss line below.
+  ProgressLine progress(!tag.empty() && progress_allowed(), p.epochs);
   for (int ep = 0; ep < p.epochs; ++ep) {
     for (int64_t i = n - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(static_cast<uint64_t>(i + 1))]);
     double sum = 0;
@@ -256,11 +259,13 @@ AeWeights kvcar_train_ae(const float* X, int64_t n, int D, int h, int dl, const 
       }
     }
     lg.loss.push_back(sum / static_cast<double>(n));
+    progress.step(fmt::format("kvcar {} training: epoch loss {:.4g}", tag, lg.loss.back()));
   }
+  progress.finish();
   lg.steps = step;
   lg.tokens = n;
   lg.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!tag.empty()) {
+  if (!tag.empty() && !progress.enabled()) {
     std::string losses;
     for (double l : lg.loss) losses += fmt::format(" {:.4g}", l);
     std::fprintf(stderr, "kvcar %s (D=%d h=%d d_lat=%d, %lld tokens, %d steps): loss/epoch%s (%.2f s)\n", tag.c_str(), D,

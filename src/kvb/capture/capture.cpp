@@ -13,6 +13,7 @@
 
 #include "kvb/attention/exact.h"
 #include "kvb/core/error.h"
+#include "kvb/core/progress.h"
 #include "kvb/core/rng.h"
 #include "kvb/version.h"
 
@@ -305,7 +306,10 @@ int capture_dump(const CaptureOptions& o) {
   wo.dtype = DType::kFloat32;
   wo.chunk_tokens = 0;
   KvDumpWriter writer(o.out_path, capture_attrs(model, o), wo);
+  // Progress (a terminal only): tokens recorded, one update per sequence (generated, then recorded).
+  ProgressLine progress(progress_allowed(), static_cast<int64_t>(o.sequences) * o.tokens);
   for (int s = 0; s < o.sequences; ++s) {
+    progress.show(fmt::format("tokens recorded; sequence s{}: {}", s, file_ids.empty() ? "generating" : "recording"));
     std::vector<int32_t> tokens;
     if (!file_ids.empty()) {
       tokens.assign(file_ids.begin() + s * o.tokens, file_ids.begin() + (s + 1) * o.tokens);
@@ -321,8 +325,11 @@ int capture_dump(const CaptureOptions& o) {
       }
       tokens = generate_tokens(model, o.tokens, o.temperature, seed, prompt);
     }
+    if (file_ids.empty()) progress.show(fmt::format("tokens recorded; sequence s{}: recording", s));
     writer.write_sequence(record_sequence(model, tokens, o.queries, fmt::format("s{}", s), nullptr, o.obs_window));
+    progress.step(fmt::format("tokens recorded; sequence s{} written", s), static_cast<int64_t>(tokens.size()));
   }
+  progress.finish();
   writer.close();
   return o.sequences;
 }

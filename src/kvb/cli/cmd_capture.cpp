@@ -11,6 +11,7 @@
 #include "kvb/capture/capture.h"
 #include "kvb/cli/commands.h"
 #include "kvb/core/error.h"
+#include "kvb/core/progress.h"
 
 namespace kvb {
 
@@ -48,11 +49,14 @@ void add_capture_command(CLI::App& root, std::vector<Command>& out) {
   t->excludes(f);
   sub->add_option("--model-name", o->model_name, "root attribute `model` (default: the checkpoint's file stem)");
 
-  out.push_back(Command{sub, [o, t]() -> int {
+  auto quiet = std::make_shared<bool>(false);
+  sub->add_flag("--quiet,-q", *quiet, "no progress line on stderr (it is shown only on a terminal)");
+  out.push_back(Command{sub, [o, t, quiet]() -> int {
                           KVB_CHECK(t->count() == 0 || o->temperature > 0, UsageError,
                                     "--temperature: expected a value > 0 (omit it, or pass --greedy, for greedy), "
                                     "got {}",
                                     o->temperature);
+                          set_progress_quiet(*quiet);
                           const auto t0 = std::chrono::steady_clock::now();
                           const int n = capture_dump(*o);
                           const double secs =

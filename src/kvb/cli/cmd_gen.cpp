@@ -11,6 +11,7 @@
 
 #include "kvb/cli/commands.h"
 #include "kvb/core/error.h"
+#include "kvb/core/progress.h"
 #include "kvb/gen/generator.h"
 
 namespace kvb {
@@ -157,7 +158,12 @@ void add_gen_command(CLI::App& root, std::vector<Command>& out) {
   sub->add_option("--model-like", st->model_like, "shape preset: " + presets)->capture_default_str();
   add_shape_options(sub, *st);
   add_statistics_knobs(sub, *st);
-  out.push_back(Command{sub, [st]() -> int { return run_gen(*st); }});
+  auto quiet = std::make_shared<bool>(false);
+  sub->add_flag("--quiet,-q", *quiet, "no progress line on stderr (it is shown only on a terminal)");
+  out.push_back(Command{sub, [st, quiet]() -> int {
+                          set_progress_quiet(*quiet);
+                          return run_gen(*st);
+                        }});
 }
 
 }  // namespace kvb

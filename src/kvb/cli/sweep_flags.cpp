@@ -1,10 +1,9 @@
 #include "kvb/cli/sweep_flags.h"
 
-#include <unistd.h>
-
 #include <cstdio>
 
 #include "kvb/core/error.h"
+#include "kvb/core/progress.h"
 
 namespace kvb {
 
@@ -40,7 +39,8 @@ RunOptions sweep_options(const SweepFlags& f, const std::string& command) {
   ro.device = f.device;
   ro.threads = f.threads;
   ro.resume = f.resume;
-  ro.progress = !f.quiet && ::isatty(2);
+  set_progress_quiet(f.quiet);  // also for the progress lines inside codecs (kvcar's training)
+  ro.progress = progress_allowed();
   ro.argv = {"kvbench", command, f.config};
   if (!f.output.empty()) ro.argv.insert(ro.argv.end(), {"--output", f.output});
   if (!f.device.empty()) ro.argv.insert(ro.argv.end(), {"--device", f.device});

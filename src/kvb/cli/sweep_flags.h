@@ -20,7 +20,8 @@ struct SweepFlags {
 /// with_device, --device to sub.
 void add_sweep_flags(CLI::App* sub, SweepFlags& f, const std::string& config_help, const std::string& quiet_help,
                      bool with_device);
-/// RunOptions from the flags (--shard parsed: UsageError unless K/N with 1 <= K <= N), argv as typed.
+/// RunOptions from the flags (--shard parsed: UsageError unless K/N with 1 <= K <= N), argv as typed; -q also
+/// turns off every progress line of the process (core/progress.h), progress is on only on a terminal.
 RunOptions sweep_options(const SweepFlags& f, const std::string& command);
 /// "kvbench COMMAND NAME: N cells (...) in T s" and where the results are; returns the exit code (4 when a
 /// cell failed, else 0).

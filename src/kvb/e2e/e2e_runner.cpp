@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <exception>
@@ -10,9 +11,11 @@
 
 #include "kvb/core/error.h"
 #include "kvb/core/hash.h"
+#include "kvb/core/progress.h"
 #include "kvb/core/rng.h"
 #include "kvb/e2e/decode.h"
 #include "kvb/e2e/e2e_stats.h"
+#include "kvb/e2e/e2e_table.h"
 #include "kvb/e2e/text.h"
 #include "kvb/report/proxy.h"
 #include "kvb/report/results_io.h"
@@ -341,7 +344,6 @@ std::vector<MetricRecord> e2e_metrics() {
   };
 }
 
-std::string summary_table(const ResultDoc& doc);  // e2e_table.cpp
 
 E2eSummary run_e2e(const E2eConfig& cfg, const RunOptions& opts_in) {
   const auto t_start = Clock::now();
@@ -363,26 +365,22 @@ E2eSummary run_e2e(const E2eConfig& cfg, const RunOptions& opts_in) {
   for (auto& c : cells)
     if (c.plan.selected && !c.record) todo.push_back(&c);
   std::vector<CellTrace> traces(todo.size());
-  int done = 0;
-  auto progress = [&](const char* what, const run::Cell& c) {
-    if (!opts.progress) return;
-    std::fprintf(stderr, "\r\033[K%s [%d/%zu] %s", what, ++done, todo.size(), c.plan.label.c_str());
-    std::fflush(stderr);
-  };
+  // Progress: every cell is evaluated (in parallel), then timed (serially); both passes count, the ETA
+  // takes the timed decodes as costing what an evaluation does (they are shorter).
+  ProgressLine progress(opts.progress, 2 * static_cast<int64_t>(todo.size()), ProgressStyle::kPercent);
+  std::atomic<int> evaluated{0};
   parallel_for(static_cast<int>(todo.size()), [&](int i) {
     evaluate_cell(*todo[i], s, cfg, traces[i]);
-#pragma omp critical(kvb_e2e_record)
-    progress("evaluated", *todo[i]);
+    progress.step(fmt::format("cells evaluated {}/{}: {}", ++evaluated, todo.size(), todo[i]->plan.label));
   });
-  done = 0;
   for (size_t i = 0; i < todo.size(); ++i) {  // serial: the timed decodes
     run::Cell& c = *todo[i];
     c.record = finish_cell(c, s, cfg, traces[i]);
     write_record_file((fs::path(dirs.cells) / fmt::format("{}.json", c.plan.index)).string(), key, c.plan.index, "cell",
                       c.record->to_json());
-    progress("timed", c);
+    progress.step(fmt::format("cells timed {}/{}: {}", i + 1, todo.size(), c.plan.label));
   }
-  if (opts.progress && !todo.empty()) std::fprintf(stderr, "\n");
+  progress.finish();
 
   ResultDoc doc = run::results_doc(cfg.base, opts, dev, key, started_utc, cells, resumed);
   doc.run.device_note = "kvbench e2e runs the model and every codec on the CPU";

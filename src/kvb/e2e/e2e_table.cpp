@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "kvb/e2e/e2e_table.h"
+#include "kvb/report/frontier.h"
 #include "kvb/report/results.h"
 
 namespace kvb::e2e {
@@ -20,12 +22,14 @@ std::string ci(const Json& j, const char* a, const char* b, double scale, const 
 std::string cell_rows(const std::vector<const CellRecord*>& ok) {
   std::string s = fmt::format("  {:<34} {:>6} {:>9} {:>20} {:>10} {:>22} {:>7} {:>8} {:>7} {:>7}\n", "cell", "bits",
                               "dppl %", "95% CI", "KL", "95% CI", "top-1", "hid cos", "cos(l)", "decode");
-  double best = INFINITY;  // the frontier: lowest next-token KL so far, cells in order of bits
-  for (const CellRecord* c : ok) {
+  std::vector<FrontierPoint> pts;
+  for (const CellRecord* c : ok) pts.push_back({c->storage.bits_per_element_with_fixed, num(*c->e2e, "kl", "mean")});
+  const std::vector<bool> on = pareto_frontier(pts, metrics::Better::kLower);
+  for (size_t i = 0; i < ok.size(); ++i) {
+    const CellRecord* c = ok[i];
     const Json& e = *c->e2e;
     const double dp = num(e, "perplexity", "rel_change"), kl = num(e, "kl", "mean");
-    const bool front = kl < best;
-    best = std::min(best, kl);
+    const bool front = on[i];
     const auto cos = c->mean("cosine");
     s += fmt::format("{} {:<34} {:>6.3g} {:>+9.3f} {:>20} {:>10.3g} {:>22} {:>7.4f} {:>8.5f} {:>7.4f} {:>6.2f}x\n",
                      front ? "*" : " ", c->label.substr(0, 34), c->storage.bits_per_element_with_fixed, 100 * dp,

@@ -47,6 +47,7 @@
 
 #include "kvb/core/error.h"
 #include "kvb/core/half.h"
+#include "kvb/core/progress.h"
 #include "kvb/core/rng.h"
 #include "kvb/attention/exact_batch.h"
 #include "kvb/version.h"
@@ -816,7 +817,7 @@ DumpAttrs gen_attrs(const GenOptions& o) {
 /// Generates every sequence into `sink` (begin_sequence, write_layer per layer, end_sequence: KvDumpWriter's
 /// streaming interface), one layer at a time.
 template <class Sink>
-void generate_into(const GenOptions& o, Sink& sink) {
+void generate_into(const GenOptions& o, Sink& sink, ProgressLine* progress = nullptr) {
   validate_gen_options(o);
   const RopeStyle st = parse_rope(o.rope_style);
   const int64_t T = o.tokens, Q = o.queries, C = T - Q, W = std::min(o.obs_window, C);
@@ -848,6 +849,7 @@ void generate_into(const GenOptions& o, Sink& sink) {
       }
       gen_layer(o, static_cast<uint64_t>(s), l, lm, ct, T, C, Q, W, rope, layer);
       sink.write_layer(l, layer);
+      if (progress) progress->step(fmt::format("sequence {} layer {} written", header.id, l));
     }
     sink.end_sequence();
   }
@@ -870,7 +872,9 @@ void generate_dump(const std::string& path, const GenOptions& o) {
   wo.chunk_tokens = o.chunk_tokens;
   wo.deflate = o.deflate;
   KvDumpWriter writer(path, gen_attrs(o), wo);
-  generate_into(o, writer);
+  ProgressLine progress(progress_allowed(), static_cast<int64_t>(o.sequences) * o.shape.n_layers);
+  generate_into(o, writer, &progress);
+  progress.finish();
   writer.close();
 }
 

@@ -384,7 +384,7 @@ void Pass::run(const std::function<void(const std::string&)>& step) {
         if (c->outcome.ok()) evaluate_cell(*c, L, first_layer);
       if (dataset_ && first_layer && cfg_.throughput) reference_rows(L);
       first_layer = false;
-      step(fmt::format("{} seq {} layer {}", file, S.id, l));
+      step(fmt::format("{} {} layer {}", file, S.id, l));
     }
   }
   for (Cell* c : batch_.cells) c->live.prev.reset();

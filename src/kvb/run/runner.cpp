@@ -6,11 +6,13 @@
 
 #include "kvb/core/error.h"
 #include "kvb/core/hash.h"
+#include "kvb/core/progress.h"
 #include "kvb/report/results_io.h"
 #include "kvb/run/environment.h"
 #include "kvb/run/evaluate.h"
 #include "kvb/run/plan.h"
 #include "kvb/run/record.h"
+#include "kvb/run/summary.h"
 
 namespace kvb {
 namespace fs = std::filesystem;
@@ -18,34 +20,6 @@ namespace fs = std::filesystem;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string fmt_duration(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  if (s < 60) return fmt::format("{:.0f}s", s);
-  return fmt::format("{:.0f}m{:02.0f}s", std::floor(s / 60), std::fmod(s, 60.0));
-}
-
-class Progress {
- public:
-  Progress(bool on, int64_t total) : on_(on), total_(std::max<int64_t>(total, 1)), start_(Clock::now()) {}
-  void step(const std::string& what) {
-    ++done_;
-    if (!on_) return;
-    const double el = std::chrono::duration<double>(Clock::now() - start_).count();
-    const double eta = done_ > 0 ? el / done_ * (total_ - done_) : NAN;
-    std::fprintf(stderr, "\r\033[K[%lld/%lld] %s  elapsed %s  ETA %s", static_cast<long long>(done_),
-                 static_cast<long long>(total_), what.c_str(), fmt_duration(el).c_str(), fmt_duration(eta).c_str());
-    std::fflush(stderr);
-  }
-  void finish() {
-    if (on_) std::fprintf(stderr, "\n");
-  }
-
- private:
-  bool on_;
-  int64_t total_, done_ = 0;
-  Clock::time_point start_;
-};
 
 /// The whole sweep's state between the plan and the results document.
 struct Sweep {
@@ -58,16 +32,27 @@ struct Sweep {
 void evaluate_all(const Config& cfg, const RunOptions& opts, Sweep& w, const run::RecordDirs& dirs,
                   const std::string& key) {
   std::vector<run::Batch> batches = run::make_batches(cfg, w.cells, w.results);
-  int64_t steps = 0;
+  // Progress: cells done / total and the batch's cells; the ETA counts (sequence, layer) steps weighted by
+  // the cells a batch evaluates at once, so it is shown in percent.
+  auto weight = [&](const run::Batch& b) { return std::max<int64_t>(1, static_cast<int64_t>(b.cells.size())); };
+  int64_t units = 0, cells_total = 0, cells_done = 0;
+  for (const auto& c : w.cells)
+    if (c.plan.selected) ++cells_total, cells_done += c.record.has_value();
   for (const auto& b : batches)
-    if (b.streams) steps += static_cast<int64_t>(w.datasets[b.dataset].eval_seqs.size() * w.datasets[b.dataset].layers.size());
-  Progress progress(opts.progress, steps);
+    if (b.streams)
+      units += weight(b) * static_cast<int64_t>(w.datasets[b.dataset].eval_seqs.size() * w.datasets[b.dataset].layers.size());
+  ProgressLine progress(opts.progress, units, ProgressStyle::kPercent);
   for (auto& b : batches) {
     const run::DatasetPlan& D = w.datasets[b.dataset];
     if (b.streams) {
       const bool dataset_pass = !w.results[b.dataset];  // this pass computes the ref_out check and fp16 reference
       run::DatasetAccum acc;
-      run::evaluate_batch(cfg, D, b, dataset_pass ? &acc : nullptr, [&](const std::string& s) { progress.step(s); });
+      const std::string cells =
+          b.cells.empty() ? std::string("fp16 reference")
+                          : b.cells[0]->plan.label + (b.cells.size() > 1 ? fmt::format(" +{}", b.cells.size() - 1) : "");
+      run::evaluate_batch(cfg, D, b, dataset_pass ? &acc : nullptr, [&](const std::string& s) {
+        progress.step(fmt::format("cells {}/{} | {} | {}", cells_done, cells_total, s, cells), weight(b));
+      });
       if (dataset_pass) {
         w.results[b.dataset] = run::dataset_result(acc, D.reader->attrs().orig_dtype);
         write_record_file((fs::path(dirs.datasets) / fmt::format("{}.json", b.dataset)).string(), key, b.dataset,
@@ -79,6 +64,7 @@ void evaluate_all(const Config& cfg, const RunOptions& opts, Sweep& w, const run
       c->live.codec.reset();
       write_record_file((fs::path(dirs.cells) / fmt::format("{}.json", c->plan.index)).string(), key, c->plan.index,
                         "cell", c->record->to_json());
+      ++cells_done;
     }
   }
   progress.finish();
@@ -116,7 +102,9 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
   doc.summary = SummaryRecord::of(doc.cells);
   doc.run.duration_s = std::chrono::duration<double>(Clock::now() - t_start).count();
   write_results_dir(dirs.out, doc);
-  return run::run_summary(doc, resumed, dirs.out);
+  RunSummary s = run::run_summary(doc, resumed, dirs.out);
+  s.table = run::summary_table(doc);
+  return s;
 }
 
 }  // namespace kvb

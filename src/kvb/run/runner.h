@@ -25,6 +25,7 @@ struct RunSummary {
   int cells = 0, ok = 0, skipped = 0, errors = 0, resumed = 0;
   std::string output_dir;
   double seconds = 0;
+  std::string table;  ///< `kvbench run`: the end-of-run summary (summary.h)
 };
 
 /// Runs the whole sweep and writes results.json and results.csv atomically. Throws kvb::Error for
