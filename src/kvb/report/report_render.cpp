@@ -191,7 +191,7 @@ Table cell_table(const Section& s) {
 Table recommendation_table(const Section& s) {
   Table t;
   t.head = {"budget (bits with fixed)", "best by", "cell", "codec", "bits with fixed", "value",
-            s.e2e ? "decode vs fp16" : "attend vs fp16", "cells within budget"};
+            s.e2e ? "decode vs fp16" : "attend vs fp16", "cells ranked"};
   for (const auto& rec : s.recommendations) {
     const std::string by = fmt::format("{} ({})", rec.metric, rec.higher_better ? "higher" : "lower");
     const std::string budget = fmt::format("<= {:g}", rec.budget);
