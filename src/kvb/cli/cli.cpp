@@ -14,7 +14,8 @@ int cli_main(int argc, char** argv) {
       "kvbench: a research benchmark for KV-cache compression. It loads keys, values and queries recorded from\n"
       "LLMs (HDF5 kvdump files), runs every configured codec at the configured bit budgets, and reports\n"
       "attention-output fidelity, rank correlation, memory per token and throughput as JSON and CSV;\n"
-      "`kvbench e2e` runs a llama2.c model with the compressed cache in the loop (perplexity, next-token KL).\n"
+      "`kvbench e2e` runs a llama2.c model with the compressed cache in the loop (perplexity, next-token KL);\n"
+      "`kvbench report` turns results directories into one HTML page (plots, recommendation table) and Markdown.\n"
       "Exit codes: 0 ok, 1 regression (compare), 2 usage/config error, 3 data error, 4 runtime failure.",
       "kvbench"};
   app.set_version_flag("--version", version_string());
@@ -29,6 +30,7 @@ int cli_main(int argc, char** argv) {
   add_capture_command(app, commands);
   add_compare_command(app, commands);
   add_merge_command(app, commands);
+  add_report_command(app, commands);
   add_selftest_command(app, commands);
   try {
     app.parse(argc, argv);

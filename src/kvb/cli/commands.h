@@ -22,6 +22,7 @@ void add_membw_command(CLI::App& root, std::vector<Command>& out);    // cmd_mem
 void add_capture_command(CLI::App& root, std::vector<Command>& out);  // cmd_capture.cpp
 void add_compare_command(CLI::App& root, std::vector<Command>& out);  // cmd_compare.cpp
 void add_merge_command(CLI::App& root, std::vector<Command>& out);    // cmd_merge.cpp
+void add_report_command(CLI::App& root, std::vector<Command>& out);   // cmd_report.cpp
 void add_selftest_command(CLI::App& root, std::vector<Command>& out); // cmd_selftest.cpp
 
 }  // namespace kvb
