@@ -10,6 +10,7 @@
 #include "kvb/core/error.h"
 #include "kvb/metrics/metrics.h"
 #include "kvb/report/compare.h"
+#include "kvb/report/frontier.h"
 
 namespace kvb::report {
 namespace fs = std::filesystem;
@@ -50,23 +51,20 @@ bool higher_is_better(const ResultDoc& doc, const std::string& metric) {
 }
 
 std::vector<int> pareto_front(const std::vector<std::pair<double, double>>& pts, bool higher_better) {
-  std::vector<int> order(pts.size());
-  for (size_t i = 0; i < pts.size(); ++i) order[i] = static_cast<int>(i);
+  // The frontier rule is kvb::pareto_frontier's (report/frontier.h, shared with the run and e2e summaries);
+  // here only the order of the result: by bits, ties better value first.
+  std::vector<FrontierPoint> fp;
+  fp.reserve(pts.size());
+  for (const auto& [x, y] : pts) fp.push_back({x, y});
+  const std::vector<bool> on = pareto_frontier(fp, higher_better ? metrics::Better::kHigher : metrics::Better::kLower);
+  std::vector<int> out;
+  for (size_t i = 0; i < pts.size(); ++i)
+    if (on[i]) out.push_back(static_cast<int>(i));
   auto better = [&](double a, double b) { return higher_better ? a > b : a < b; };
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+  std::stable_sort(out.begin(), out.end(), [&](int a, int b) {
     if (pts[a].first != pts[b].first) return pts[a].first < pts[b].first;
     return better(pts[a].second, pts[b].second);
   });
-  std::vector<int> out;
-  for (int i : order) {
-    if (out.empty() || better(pts[i].second, pts[out.back()].second)) {
-      out.push_back(i);
-      continue;
-    }
-    // Equal to the last frontier point on both coordinates: not dominated either.
-    const auto& last = pts[out.back()];
-    if (pts[i].second == last.second && pts[i].first == last.first) out.push_back(i);
-  }
   return out;
 }
 

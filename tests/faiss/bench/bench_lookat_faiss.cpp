@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -265,6 +266,23 @@ void fidelity(Json& rows) {
   }
 }
 
+/// The BLAS library this process mapped (faiss's PQ table construction runs through its sgemm): the files of
+/// /proc/self/maps whose name contains "blas" (Debian's libblas.so.3 alternative resolves to the reference BLAS
+/// under blas/ or to OpenBLAS under openblas-pthread/). "unknown" when /proc is not readable.
+std::string loaded_blas() {
+  std::ifstream maps("/proc/self/maps");
+  if (!maps) return "unknown";
+  std::string line, found;
+  while (std::getline(maps, line)) {
+    const size_t slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    const std::string path = line.substr(slash);
+    if (path.find("blas") == std::string::npos || found.find(path) != std::string::npos) continue;
+    found += (found.empty() ? "" : ", ") + path;
+  }
+  return found.empty() ? "none mapped" : found;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -284,7 +302,10 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  Json doc{{"benchmark", "bench_lookat_faiss"}, {"throughput", Json::array()}, {"fidelity_vs_context", Json::array()}};
+  const std::string blas = loaded_blas();
+  std::printf("BLAS loaded (faiss's sgemm): %s\n\n", blas.c_str());
+  Json doc{{"benchmark", "bench_lookat_faiss"}, {"blas", blas}, {"throughput", Json::array()},
+           {"fidelity_vs_context", Json::array()}};
   throughput(n, nq, reps, doc["throughput"]);
   if (fid) fidelity(doc["fidelity_vs_context"]);
   if (!json_path.empty()) {
