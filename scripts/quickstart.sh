@@ -10,6 +10,8 @@ if [ ! -f data/llama-like.h5 ]; then
   # plus 64 recorded decode queries per sequence, 2 sequences (one calibrates, one is evaluated).
   ./build/kvbench gen --model-like llama3-8b --layers 4 --tokens 4160 --queries 64 --out data/llama-like.h5
 fi
-./build/kvbench run configs/quickstart.json
+./build/kvbench run configs/quickstart.json   # ends with the summary: the frontier of bits vs cosine, skipped cells
+./build/kvbench report results/quickstart      # report.html (self-contained: open it in any browser) + report.md
 echo
 echo "Results: $(pwd)/results/quickstart/results.json and results.csv"
+echo "Report:  file://$(pwd)/results/quickstart/report.html"
