@@ -8,6 +8,7 @@
 
 #include "kvb/cli/commands.h"
 #include "kvb/report/report_render.h"
+#include "kvb/run/environment.h"
 
 namespace kvb {
 
@@ -35,6 +36,7 @@ void add_report_command(CLI::App& root, std::vector<Command>& out) {
                    opt.out_dir = o->out;
                    opt.html = o->format != "md";
                    opt.md = o->format != "html";
+                   opt.writer = version_string();
                    const auto f = report::write_report(opt);
                    std::printf("kvbench report: %zu results file(s), %zu section(s), %zu cells\n", o->inputs.size(),
                                f.sections, f.cells);

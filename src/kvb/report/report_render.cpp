@@ -10,7 +10,6 @@
 #include "kvb/core/error.h"
 #include "kvb/report/report_svg.h"
 #include "kvb/report/results_io.h"
-#include "kvb/run/environment.h"
 
 namespace kvb::report {
 namespace fs = std::filesystem;
@@ -266,15 +265,16 @@ th{background:#f0f0f0}tbody tr:nth-child(even){background:#fafafa}table.kv td:fi
 
 }  // namespace
 
-std::string render_html(const std::vector<Section>& sections, const std::vector<Input>& inputs) {
+std::string render_html(const std::vector<Section>& sections, const std::vector<Input>& inputs,
+                        const std::string& writer) {
   std::string o = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>kvbench report</title>\n";
   o += std::string("<style>\n") + kCss + "</style>\n</head>\n<body>\n<h1>kvbench report</h1>\n";
   std::string files;
   for (const auto& in : inputs) files += (files.empty() ? "" : ", ") + in.file;
-  o += fmt::format("<p class=\"note\">Written by kvbench {} from {} results file(s): {}. Every figure and table below "
+  o += fmt::format("<p class=\"note\">Written by {} from {} results file(s): {}. Every figure and table below "
                    "comes from results.json only (docs/results.md §8). Cells on the Pareto frontier of bits with fixed "
                    "state vs cosine are marked * in the cell table.</p>\n",
-                   html_escape(version_string()), inputs.size(), html_escape(files));
+                   html_escape(writer), inputs.size(), html_escape(files));
   o += "<nav>\n<ul>\n";
   for (size_t i = 0; i < sections.size(); ++i)
     o += fmt::format("<li><a href=\"#section-{}\">{}</a> <span class=\"note\">({})</span></li>\n", i + 1,
@@ -316,14 +316,15 @@ std::string render_html(const std::vector<Section>& sections, const std::vector<
   return o + "</body>\n</html>\n";
 }
 
-std::string render_markdown(const std::vector<Section>& sections, const std::vector<Input>& inputs) {
+std::string render_markdown(const std::vector<Section>& sections, const std::vector<Input>& inputs,
+                            const std::string& writer) {
   std::string files;
   for (const auto& in : inputs) files += (files.empty() ? "" : ", ") + in.file;
   std::string o = fmt::format(
-      "# kvbench report\n\nWritten by kvbench {} from {} results file(s): {}. The figures (fidelity vs bits, attend "
+      "# kvbench report\n\nWritten by {} from {} results file(s): {}. The figures (fidelity vs bits, attend "
       "throughput vs bits, per-layer heat map) are in report.html next to this file. Cells on the Pareto frontier of "
       "bits with fixed state vs cosine are marked * in the cell table.\n",
-      version_string(), inputs.size(), files);
+      writer, inputs.size(), files);
   for (const Section& s : sections) {
     o += fmt::format("\n## {}\n\n{}\n\n### Provenance\n\n", md_cell(s.title), counts(s));
     o += md_table(provenance(s));
@@ -363,11 +364,11 @@ ReportFiles write_report(const ReportOptions& opt) {
   for (const auto& s : sections) f.cells += s.rows.size();
   if (opt.html) {
     f.html = (fs::path(dir) / "report.html").string();
-    write_file_atomic(f.html, render_html(sections, inputs));
+    write_file_atomic(f.html, render_html(sections, inputs, opt.writer));
   }
   if (opt.md) {
     f.md = (fs::path(dir) / "report.md").string();
-    write_file_atomic(f.md, render_markdown(sections, inputs));
+    write_file_atomic(f.md, render_markdown(sections, inputs, opt.writer));
   }
   return f;
 }

@@ -13,13 +13,16 @@
 
 namespace kvb::report {
 
-std::string render_html(const std::vector<Section>& sections, const std::vector<Input>& inputs);
-std::string render_markdown(const std::vector<Section>& sections, const std::vector<Input>& inputs);
+std::string render_html(const std::vector<Section>& sections, const std::vector<Input>& inputs,
+                        const std::string& writer);
+std::string render_markdown(const std::vector<Section>& sections, const std::vector<Input>& inputs,
+                            const std::string& writer);
 
 struct ReportOptions {
   std::vector<std::string> inputs;  ///< results directories or results.json files
   std::string out_dir;              ///< empty: the first input's directory
   bool html = true, md = true;
+  std::string writer = "kvbench";   ///< who wrote the page (the CLI passes its version string; report/ sits below run/)
 };
 
 struct ReportFiles {
