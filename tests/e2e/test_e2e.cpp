@@ -327,7 +327,7 @@ TEST(E2eErrors, ExitCodesAndMessages) {
   // A directory as the config file.
   const auto r = kvbtest::kvbench("e2e '" + dir.path.string() + "'", dir);
   EXPECT_EQ(r.code, 2) << r.err;
-  EXPECT_NE(r.err.find("is a directory"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("Is a directory"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -71,8 +71,9 @@ expect "$TMP/resumed/results.json" "d['run']['resumed_cells'] > 0"
 run "$TMP/variants" "$TMP/variants.json"
 expect "$TMP/variants/results.json" "any('calibration' in c for c in d['cells']) and all('kendall' in c['fidelity'] for c in d['cells'] if c['status'] == 'ok')"
 
-# Error cells: keys near the float32 limit overflow fp8's logits (inf) while the float64 reference stays
-# finite; a run with an error cell exits 4.
+# Error cells: values near the float32 limit overflow the codecs' fp16/fp8 storage (inf outputs) while the
+# float64 reference stays finite; a run with an error cell exits 4. (Keys that large would make the logits
+# themselves exceed float32, which is a data error naming softmax_scale: docs/errors.md §4.)
 H5PY=""
 for p in /usr/bin/python3 python3; do
   if command -v "$p" >/dev/null 2>&1 && "$p" -c "import h5py, numpy" >/dev/null 2>&1; then H5PY=$(command -v "$p"); break; fi
@@ -84,7 +85,7 @@ import numpy as np
 sys.path.insert(0, sys.argv[1])
 import make_h5py_dump as m
 store = m.store
-m.store = lambda group, name, x, dtype, chunked: store(group, name, np.clip(x, -3, 3) * 1e38 if name == "keys" else x,
+m.store = lambda group, name, x, dtype, chunked: store(group, name, np.clip(x, -3, 3) * 1e38 if name == "values" else x,
                                                        dtype, chunked)
 m.write(argparse.Namespace(out=sys.argv[2], dtype="float32", fixed_strings=False, seed=3, layers=1, heads=4,
                            kv_heads=2, head_dim=16, tokens=40, context=32, sequences=1))

@@ -1,13 +1,29 @@
 #include "kvb/cli/cli.h"
 
 #include <cstdio>
+#include <cstring>
 #include <exception>
+#include <string>
 
 #include "kvb/cli/commands.h"
 #include "kvb/core/error.h"
+#include "kvb/core/json_text.h"
 #include "kvb/run/environment.h"
 
 namespace kvb {
+namespace {
+
+/// Longest error message printed (a safety net: kvbench's own messages quote bounded excerpts, but a
+/// library's message may echo its input).
+constexpr size_t kMaxMessage = 2000;
+
+void print_error(const char* what) {
+  std::string m = what;
+  if (m.size() > kMaxMessage) m = m.substr(0, kMaxMessage) + fmt::format("… ({} bytes)", std::strlen(what));
+  std::fprintf(stderr, "kvbench: error: %s\n", m.c_str());
+}
+
+}  // namespace
 
 int cli_main(int argc, char** argv) {
   CLI::App app{
@@ -32,23 +48,36 @@ int cli_main(int argc, char** argv) {
   add_merge_command(app, commands);
   add_report_command(app, commands);
   add_selftest_command(app, commands);
+  // CLI11 reports an unknown first word as "A subcommand is required"; say what it is instead.
+  std::string names;
+  bool known = false;
+  for (const auto& c : commands) {
+    names += (names.empty() ? "" : ", ") + c.app->get_name();
+    known = known || (argc > 1 && c.app->get_name() == argv[1]);
+  }
+  if (argc > 1 && argv[1][0] != '-' && !known) {
+    print_error(fmt::format("unknown command {}; commands: {} (kvbench --help)", excerpt(argv[1], 40), names).c_str());
+    return static_cast<int>(ExitCode::kUsage);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);  // prints help/version (rc 0) or the parse error
-    return rc == 0 ? 0 : static_cast<int>(ExitCode::kUsage);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help / --version
+    print_error(e.what());
+    std::fprintf(stderr, "Run with --help for more information.\n");
+    return static_cast<int>(ExitCode::kUsage);
   }
   try {
     for (auto& c : commands)
       if (c.app->parsed()) return c.run();
   } catch (const Error& e) {
-    std::fprintf(stderr, "kvbench: error: %s\n", e.what());
+    print_error(e.what());
     return static_cast<int>(e.code());
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "kvbench: error: out of memory\n");
     return static_cast<int>(ExitCode::kRuntime);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "kvbench: error: %s\n", e.what());
+    print_error(e.what());
     return static_cast<int>(ExitCode::kRuntime);
   }
   return static_cast<int>(ExitCode::kUsage);

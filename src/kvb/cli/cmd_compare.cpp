@@ -31,12 +31,12 @@ void add_compare_command(CLI::App& root, std::vector<Command>& out) {
   sub->add_option("new", o->now, "the new results.json (or its directory)")->required();
   sub->add_option("--fidelity-tol", o->fidelity_tol,
                   "absolute tolerance on fidelity means (default 1e-6; runs are deterministic for the same build)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_range(0.0));
   sub->add_option("--storage-tol", o->storage_tol, "relative tolerance on storage figures (default 0: exact)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_range(0.0));
   sub->add_option("--throughput-tol", o->throughput_tol,
                   "relative tolerance on throughput medians, e.g. 0.1 = 10% (default: throughput not compared)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_range(0.0));
   sub->add_flag("--json", o->json, "print a machine-readable JSON report on stdout instead of the table");
   out.push_back({sub, [o]() {
                    const Json base = load_results_file(o->base);

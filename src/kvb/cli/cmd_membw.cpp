@@ -20,7 +20,7 @@ void add_membw_command(CLI::App& root, std::vector<Command>& out) {
                "the denominator of the README's bytes/s figures.");
   sub->add_option("--mib", o->mib, "buffer size in MiB (default 1024)")->check(CLI::Range(1, 1 << 20));
   sub->add_option("--threads", o->threads, "threads (0 = all hardware threads)")->check(CLI::Range(0, 4096));
-  sub->add_option("--min-time", o->min_time, "seconds to repeat for (default 1)")->check(CLI::Range(0.0, 600.0));
+  sub->add_option("--min-time", o->min_time, "seconds to repeat for (default 1)")->check(finite_range(0.0, 600.0));
   sub->add_option("--device", o->device,
                   "cpu (host read bandwidth) or cuda (GPU device-to-device copy bandwidth, read + write bytes)")
       ->check(CLI::IsMember({"cpu", "cuda"}));

@@ -5,6 +5,7 @@
 
 #include "kvb/cli/commands.h"
 #include "kvb/core/error.h"
+#include "kvb/core/json_text.h"
 #include "kvb/e2e/e2e_table.h"
 #include "kvb/report/merge.h"
 #include "kvb/report/results_io.h"
@@ -32,9 +33,8 @@ void add_merge_command(CLI::App& root, std::vector<Command>& out) {
                    const MergeSummary s = merge_results(o->dirs, o->output);
                    if (!o->quiet) {
                      const std::string path = (std::filesystem::path(s.output_dir) / "results.json").string();
-                     const std::optional<std::string> text = read_file(path);
-                     if (!text) throw DataError(fmt::format("{}: cannot read the merged results", path));
-                     const ResultDoc doc = ResultDoc::from_json(Json::parse(*text), path);
+                     const ResultDoc doc =
+                         ResultDoc::from_json(read_json_file(path, ExitCode::kData, "the merged results"), path);
                      std::printf("%s", (doc.e2e ? e2e::summary_table(doc) : run::summary_table(doc)).c_str());
                    }
                    std::printf("kvbench merge: %zu shards, %d cells (%d ok, %d skipped, %d errors)\n", o->dirs.size(),

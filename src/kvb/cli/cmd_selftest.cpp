@@ -5,6 +5,7 @@
 
 #include "kvb/cli/commands.h"
 #include "kvb/core/error.h"
+#include "kvb/core/registry.h"
 #include "kvb/run/device_api.h"
 #include "kvb/bench/selftest.h"
 
@@ -45,6 +46,7 @@ void add_selftest_command(CLI::App& root, std::vector<Command>& out) {
                        std::printf("selftest on cuda:0 %s (compute capability %d.%d)\n", gp.name.c_str(), gp.cc_major,
                                    gp.cc_minor);
                    }
+                   if (!o->codec.empty()) (void)registry().at(o->codec);  // unknown -> UsageError listing the codecs
                    int failed = 0, passed = 0, skipped = 0;
                    std::printf("%-48s %-11s %-6s %s\n", "case", "compared", "result", "checks (value <= tol)");
                    for (const auto& c : selftest_cases(device, o->full)) {
@@ -61,6 +63,10 @@ void add_selftest_command(CLI::App& root, std::vector<Command>& out) {
                      std::printf("%-48s %-11s %-6s %s\n", c.describe().c_str(), r.compared.c_str(), verdict, checks.c_str());
                    }
                    std::printf("selftest (%s): %d passed, %d failed, %d skipped\n", device.c_str(), passed, failed, skipped);
+                   if (!o->codec.empty() && passed + failed + skipped == 0)
+                     throw UsageError(fmt::format("selftest --codec {}: no selftest case for this codec on {} (with "
+                                                  "--device cuda only codecs with a CUDA backend have cases)",
+                                                  o->codec, device));
                    return failed == 0 && passed > 0 ? 0 : 1;
                  }});
 }

@@ -1,12 +1,31 @@
 #pragma once
 /// Each kvbench subcommand registers itself on the root CLI11 app and returns the action to run
 /// when it was selected. Actions return the process exit code; errors are thrown as kvb::Error.
+#include <cmath>
 #include <functional>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
 namespace kvb {
+
+/// CLI11 validator for numeric options: a finite number in [lo, hi]. CLI::Range and CLI::NonNegativeNumber
+/// let NaN through (every comparison with NaN is false), so `--fidelity-tol nan` would disable a gate.
+inline CLI::Validator finite_range(double lo, double hi = std::numeric_limits<double>::max()) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(s, v)) return "expected a number, found " + s.substr(0, 40);
+        if (!std::isfinite(v)) return "expected a finite number, found " + s.substr(0, 40);
+        if (v < lo || v > hi) return "expected a number in [" + CLI::detail::to_string(lo) + ", " +
+                                     (hi == std::numeric_limits<double>::max() ? std::string("inf)") : CLI::detail::to_string(hi) + "]") +
+                                     ", found " + s.substr(0, 40);
+        return {};
+      },
+      "FINITE", "finite_range");
+}
 
 struct Command {
   CLI::App* app = nullptr;

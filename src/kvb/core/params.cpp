@@ -4,6 +4,7 @@
 #include <set>
 
 #include "kvb/core/error.h"
+#include "kvb/core/json_text.h"
 
 namespace kvb {
 
@@ -91,38 +92,38 @@ Json check_param(const ParamSpec& s, const Json& v, const std::string& key) {
       // Accept 4 and 4.0, reject 4.5, strings and booleans.
       if (!v.is_number() || v.is_boolean())
         throw UsageError(fmt::format("{}: expected an integer in [{}, {}], found {} ({})", key, s.min, s.max,
-                                     v.dump(), v.type_name()));
+                                     json_excerpt(v), v.type_name()));
       const double d = v.get<double>();
       if (!std::isfinite(d) || std::floor(d) != d)
-        throw UsageError(fmt::format("{}: expected an integer in [{}, {}], found {}", key, s.min, s.max, v.dump()));
+        throw UsageError(fmt::format("{}: expected an integer in [{}, {}], found {}", key, s.min, s.max, json_excerpt(v)));
       if (s.min <= s.max && (d < s.min || d > s.max))
-        throw UsageError(fmt::format("{}: expected an integer in [{}, {}], found {}", key, s.min, s.max, v.dump()));
+        throw UsageError(fmt::format("{}: expected an integer in [{}, {}], found {}", key, s.min, s.max, json_excerpt(v)));
       return static_cast<int64_t>(d);
     }
     case ParamType::kFloat: {
       if (!v.is_number() || v.is_boolean())
-        throw UsageError(fmt::format("{}: expected a number in [{}, {}], found {} ({})", key, s.min, s.max, v.dump(),
+        throw UsageError(fmt::format("{}: expected a number in [{}, {}], found {} ({})", key, s.min, s.max, json_excerpt(v),
                                      v.type_name()));
       const double d = v.get<double>();
       if (!std::isfinite(d) || (s.min <= s.max && (d < s.min || d > s.max)))
-        throw UsageError(fmt::format("{}: expected a number in [{}, {}], found {}", key, s.min, s.max, v.dump()));
+        throw UsageError(fmt::format("{}: expected a number in [{}, {}], found {}", key, s.min, s.max, json_excerpt(v)));
       return d;
     }
     case ParamType::kBool:
       if (!v.is_boolean())
-        throw UsageError(fmt::format("{}: expected true or false, found {} ({})", key, v.dump(), v.type_name()));
+        throw UsageError(fmt::format("{}: expected true or false, found {} ({})", key, json_excerpt(v), v.type_name()));
       return v;
     case ParamType::kString: {
       if (!v.is_string())
         throw UsageError(fmt::format("{}: expected a string{}, found {} ({})", key,
-                                     s.choices.empty() ? "" : " (one of: " + join(s.choices) + ")", v.dump(),
+                                     s.choices.empty() ? "" : " (one of: " + join(s.choices) + ")", json_excerpt(v),
                                      v.type_name()));
       if (!s.choices.empty()) {
         const auto str = v.get<std::string>();
         bool found = false;
         for (const auto& c : s.choices) found = found || c == str;
         if (!found)
-          throw UsageError(fmt::format("{}: expected one of: {}; found \"{}\"", key, join(s.choices), str));
+          throw UsageError(fmt::format("{}: expected one of: {}; found {}", key, join(s.choices), excerpt(str)));
       }
       return v;
     }
@@ -132,14 +133,14 @@ Json check_param(const ParamSpec& s, const Json& v, const std::string& key) {
 
 Json resolve_params(const std::vector<ParamSpec>& specs, const Json& given, const std::string& where) {
   if (!given.is_null() && !given.is_object())
-    throw UsageError(fmt::format("{}: expected an object of parameters, found {} ({})", where, given.dump(),
+    throw UsageError(fmt::format("{}: expected an object of parameters, found {} ({})", where, json_excerpt(given),
                                  given.type_name()));
   std::set<std::string> known;
   for (const auto& s : specs) known.insert(s.name);
   if (given.is_object()) {
     for (auto it = given.begin(); it != given.end(); ++it) {
       if (!known.count(it.key()))
-        throw UsageError(fmt::format("{}: unknown parameter \"{}\"; allowed: {}", where, it.key(), param_names(specs)));
+        throw UsageError(fmt::format("{}: unknown parameter {}; allowed: {}", where, excerpt(it.key()), param_names(specs)));
     }
   }
   Json out = Json::object();

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "kvb/core/error.h"
+#include "kvb/core/json_text.h"
 
 namespace kvb {
 
@@ -26,7 +27,7 @@ const CodecEntry* CodecRegistry::find(const std::string& name) const {
 
 const CodecEntry& CodecRegistry::at(const std::string& name) const {
   const CodecEntry* e = find(name);
-  if (!e) throw UsageError(fmt::format("unknown codec \"{}\"; registered codecs: {}", name, names()));
+  if (!e) throw UsageError(fmt::format("unknown codec {}; registered codecs: {}", excerpt(name), names()));
   return *e;
 }
 
@@ -97,8 +98,8 @@ Json resolve_preset(const CodecEntry& entry, const std::string& preset, const Js
   }
   std::string names;
   for (const auto& p : entry.info.presets) names += (names.empty() ? "" : ", ") + p.first;
-  throw UsageError(fmt::format("{}.preset: codec \"{}\" has no preset \"{}\"; presets: {}", where, entry.info.name,
-                               preset, names.empty() ? "(none)" : names));
+  throw UsageError(fmt::format("{}.preset: codec \"{}\" has no preset {}; presets: {}", where, entry.info.name,
+                               excerpt(preset), names.empty() ? "(none)" : names));
 }
 
 Json describe(const CodecEntry& e, int head_dim_for_grid) {

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "kvb/core/error.h"
+#include "kvb/core/json_text.h"
 
 namespace kvb::e2e {
 namespace fs = std::filesystem;
@@ -41,7 +42,7 @@ TextSpec parse_text(const Json& t, const std::string& dir) {
     s.path_as_given = get_string(t.at("path"), "model.text.path");
     s.format = t.contains("format") ? get_string(t.at("format"), "model.text.format") : "ids";
     if (s.format != "ids" && s.format != "bytes")
-      throw UsageError(fmt::format("model.text.format: expected one of: ids, bytes; found \"{}\"", s.format));
+      throw UsageError(fmt::format("model.text.format: expected one of: ids, bytes; found {}", excerpt(s.format)));
   }
   s.path = resolve_path(s.path_as_given, dir, "model.text");
   return s;

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "kvb/core/error.h"
+#include "kvb/core/json_text.h"
 #include "kvb/metrics/metrics.h"
 #include "kvb/report/results.h"
 #include "kvb/report/results_io.h"
@@ -100,7 +101,7 @@ void validate_results(const Json& doc, const std::string& name) {
             kResultsSchemaVersion);
   const Json& sv = doc["schema_version"];
   KVB_CHECK(sv.is_number_integer() && sv.get<int64_t>() == kResultsSchemaVersion, DataError,
-            "{}: schema_version: expected {}, found {}", name, kResultsSchemaVersion, sv.dump());
+            "{}: schema_version: expected {}, found {}", name, kResultsSchemaVersion, json_excerpt(sv));
   KVB_CHECK(doc.contains("cells") && doc["cells"].is_array(), DataError, "{}: \"cells\": expected an array, found {}",
             name, doc.contains("cells") ? type_name(doc["cells"]) : std::string("nothing"));
   if (doc.contains("metrics")) {
@@ -111,7 +112,7 @@ void validate_results(const Json& doc, const std::string& name) {
       KVB_CHECK(m.is_object() && m.contains("name") && m["name"].is_string() && m.contains("better") &&
                     m["better"].is_string() && (m["better"] == "higher" || m["better"] == "lower"),
                 DataError, "{}: metrics[{}]: expected {{\"name\": string, \"better\": \"higher\"|\"lower\"}}, found {}",
-                name, i, m.dump());
+                name, i, json_excerpt(m));
     }
   }
   const Json& cells = doc["cells"];
@@ -165,10 +166,7 @@ Json load_results_file(const std::string& path) {
   KVB_CHECK(fs::exists(file, ec), DataError, "{}: no such file (expected a kvbench results.json or results directory)",
             file);
   KVB_CHECK(!fs::is_directory(file, ec), DataError, "{}: is a directory, expected a results.json file", file);
-  const auto text = read_file(file);
-  KVB_CHECK(text.has_value(), DataError, "{}: cannot open or read", file);
-  Json doc = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  KVB_CHECK(!doc.is_discarded(), DataError, "{}: not valid JSON (truncated or corrupt results file)", file);
+  Json doc = read_json_file(file, ExitCode::kData, "results file");
   validate_results(doc, file);
   return doc;
 }

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "kvb/core/error.h"
+#include "kvb/core/json_text.h"
 #include "kvb/core/params.h"
 #include "kvb/report/proxy.h"
 #include "kvb/report/results.h"
@@ -19,14 +20,10 @@ namespace {
 
 ResultDoc load_shard(const std::string& dir) {
   const fs::path p = fs::path(dir) / "results.json";
-  const auto text = read_file(p.string());
-  if (!text) throw DataError(fmt::format("{}: cannot open (is {} a results directory?)", p.string(), dir));
-  Json j;
-  try {
-    j = Json::parse(*text);
-  } catch (const std::exception& e) {
-    throw DataError(fmt::format("{}: invalid JSON: {}", p.string(), e.what()));
-  }
+  std::error_code ec;
+  if (!fs::exists(p, ec))
+    throw DataError(fmt::format("{}: no such file (is {} a results directory of kvbench run?)", p.string(), dir));
+  const Json j = read_json_file(p.string(), ExitCode::kData, "shard results");
   if (!j.is_object() || !j.contains("run") || !j["run"].contains("run_key") || !j["run"].contains("cell_indices") ||
       !j["run"].contains("cells_total") || !j.contains("cells") || !j["cells"].is_array() ||
       j["cells"].size() != j["run"]["cell_indices"].size())

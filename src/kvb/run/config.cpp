@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "kvb/core/error.h"
+#include "kvb/core/json_text.h"
 #include "kvb/report/results_io.h"
 
 namespace kvb {
@@ -23,8 +24,8 @@ void check_keys(const Json& obj, const std::vector<std::string>& allowed, const 
   const std::set<std::string> ok(allowed.begin(), allowed.end());
   for (auto it = obj.begin(); it != obj.end(); ++it)
     if (!ok.count(it.key()))
-      throw UsageError(fmt::format("{}: unknown key \"{}\"; allowed keys: {}", where.empty() ? "config" : where,
-                                   it.key(), join(allowed)));
+      throw UsageError(fmt::format("{}: unknown key {}; allowed keys: {}", where.empty() ? "config" : where,
+                                   excerpt(it.key()), join(allowed)));
 }
 
 std::string key_path(const std::string& where, const std::string& key) {
@@ -32,7 +33,7 @@ std::string key_path(const std::string& where, const std::string& key) {
 }
 
 [[noreturn]] void bad_type(const std::string& key, const char* expected, const Json& v) {
-  throw UsageError(fmt::format("{}: expected {}, found {} ({})", key, expected, v.dump(), v.type_name()));
+  throw UsageError(fmt::format("{}: expected {}, found {} ({})", key, expected, json_excerpt(v), v.type_name()));
 }
 
 const Json& require_object(const Json& v, const std::string& key) {
@@ -77,7 +78,7 @@ DatasetSpec parse_dataset(const Json& j, const std::string& where, const std::st
     const std::string key = key_path(where, "sequences");
     if (s.is_string()) {
       if (s.get<std::string>() != "all")
-        throw UsageError(fmt::format("{}: expected \"all\" or a list of sequence ids, found {}", key, s.dump()));
+        throw UsageError(fmt::format("{}: expected \"all\" or a list of sequence ids, found {}", key, json_excerpt(s)));
     } else if (s.is_array()) {
       for (size_t i = 0; i < s.size(); ++i) d.sequences.push_back(get_string(s[i], fmt::format("{}[{}]", key, i)));
       if (d.sequences.empty()) throw UsageError(fmt::format("{}: the list is empty; use \"all\"", key));
@@ -90,7 +91,7 @@ DatasetSpec parse_dataset(const Json& j, const std::string& where, const std::st
     const std::string key = key_path(where, "layers");
     if (l.is_string()) {
       if (l.get<std::string>() != "all")
-        throw UsageError(fmt::format("{}: expected \"all\" or a list of layer indices, found {}", key, l.dump()));
+        throw UsageError(fmt::format("{}: expected \"all\" or a list of layer indices, found {}", key, json_excerpt(l)));
     } else if (l.is_array()) {
       for (size_t i = 0; i < l.size(); ++i)
         d.layers.push_back(static_cast<int>(get_int(l[i], fmt::format("{}[{}]", key, i), 0, 100000)));
@@ -216,16 +217,7 @@ Config parse_config(const Json& j, const std::string& path, const std::string& d
 }
 
 Json config_json::read_config_file(const std::string& path, std::string* dir) {
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) throw UsageError(fmt::format("{}: is a directory, not a config file", path));
-  const auto text = read_file(path);
-  if (!text) throw UsageError(fmt::format("{}: cannot open config file", path));
-  Json j;
-  try {
-    j = Json::parse(*text);
-  } catch (const Json::parse_error& e) {
-    throw UsageError(fmt::format("{}: not valid JSON: {}", path, e.what()));
-  }
+  Json j = read_json_file(path, ExitCode::kUsage, "config file");
   *dir = fs::absolute(fs::path(path)).parent_path().string();
   return j;
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <filesystem>
 
 #include "kvb/attention/exact_batch.h"
@@ -245,6 +246,7 @@ class Pass {
   }
   LayerData read_layer(const SequenceInfo& S, size_t si, int l, bool* sliding) const;
   void check_ref_out(const LayerData& L, const SequenceInfo& S);
+  void check_logit_range(const LayerData& L, const SequenceInfo& S) const;
   void evaluate_cell(Cell& c, const LayerData& L, bool first_layer);
   void reference_rows(const LayerData& L);
 
@@ -300,7 +302,28 @@ LayerData Pass::read_layer(const SequenceInfo& S, size_t si, int l, bool* slidin
   for (int h = 0; h < shape_.n_heads; ++h)
     for (int64_t i = 0; i < L.q.n; ++i) L.pairs.emplace_back(h, i);
   compute_exact(L, shape_, attn_);
+  check_logit_range(L, S);
   return L;
+}
+
+void Pass::check_logit_range(const LayerData& L, const SequenceInfo& S) const {
+  // Every codec scores in float32: a logit beyond float32's range becomes inf there (and NaN after the
+  // softmax), which would blame every codec for the dump's softmax_scale. A data error instead.
+  double worst = 0;
+  bool finite = true;
+  for (const double x : L.s) {
+    finite = finite && std::isfinite(x);
+    worst = std::max(worst, std::abs(x));
+  }
+  for (const double x : L.o) finite = finite && std::isfinite(x);
+  if (finite && worst <= std::numeric_limits<float>::max()) return;
+  throw DataError(fmt::format(
+      "{}: /sequences/{}/layers/{}: the exact logits softmax_scale * q.k {} (max |logit| {:.3g}, float32 max "
+      "{:.3g}) with / (attribute 'softmax_scale') = {:.6g} (expected about 1/sqrt(head_dim) = {:.6g}): every "
+      "codec scores in float32, so no cell could be measured",
+      D_.spec->path, S.id, L.layer, finite ? "exceed float32's range" : "are not finite", worst,
+      static_cast<double>(std::numeric_limits<float>::max()), at_.softmax_scale,
+      1.0 / std::sqrt(static_cast<double>(shape_.head_dim))));
 }
 
 void Pass::check_ref_out(const LayerData& L, const SequenceInfo& S) {
