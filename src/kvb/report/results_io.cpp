@@ -72,12 +72,4 @@ void write_record_file(const std::string& path, const std::string& run_key, size
   write_file_atomic(path, dump_file(Json{{"run_key", run_key}, {"index", index}, {kind, record}}));
 }
 
-std::optional<Json> read_record_file(const std::string& path, const std::string& run_key, const char* kind) {
-  const auto text = read_file(path);
-  if (!text) return std::nullopt;
-  const Json j = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || j.value("run_key", std::string()) != run_key || !j.contains(kind)) return std::nullopt;
-  return j[kind];
-}
-
 }  // namespace kvb
