@@ -160,7 +160,7 @@ TEST(Shard, KilledRunResumes) {
     if (fs::exists(out + "/cells", ec)) {
       for (const auto& e : fs::directory_iterator(out + "/cells", ec)) {
         const std::string name = e.path().filename().string();
-        if (e.path().extension() != ".json") continue;  // atomic writes go through *.json.tmp.PID
+        if (e.path().extension() != ".json") continue;  // atomic writes go through *.json.tmp<PID>
         ++n;
         EXPECT_TRUE(json::accept(kvbtest::slurp(e.path()))) << name << " is not valid JSON (truncated?)";
       }

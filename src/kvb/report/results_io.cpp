@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "kvb/core/error.h"
+#include "kvb/core/tempfile.h"
 #include "kvb/metrics/metrics.h"
 #include "kvb/report/results_csv.h"
 
@@ -17,7 +18,9 @@ namespace kvb {
 namespace fs = std::filesystem;
 
 void write_file_atomic(const std::string& path, const std::string& content) {
-  const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
+  sweep_stale_temps(path);
+  const std::string tmp = temp_path_for(path);
+  TempFileGuard guard(tmp);  // SIGINT/SIGTERM remove it
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) throw RuntimeError(fmt::format("{}: cannot create: {}", tmp, std::strerror(errno)));
   size_t off = 0;
