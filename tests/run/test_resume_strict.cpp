@@ -75,15 +75,18 @@ std::vector<Tamper> tampers() {
     return [cell, i, f](const std::string& dir) { edit_json(cell(dir, i), f); };
   };
   return {
-      {"duplicated file", [cell](const std::string& d) { fs::copy_file(cell(d, 2), cell(d, 5), fs::copy_options::overwrite_existing); },
-       {"cells/5.json: recomputed: index 2 in the file, expected 5"}, 1},
+      {"duplicated file",
+       [cell](const std::string& d) { fs::copy_file(cell(d, 2), cell(d, 5), fs::copy_options::overwrite_existing); },
+       {"cells/5.json: recomputed: index 2 in the file, expected 5"},
+       1},
       {"swapped pair",
        [cell](const std::string& d) {
          fs::rename(cell(d, 2), d + "/x");
          fs::rename(cell(d, 3), cell(d, 2));
          fs::rename(d + "/x", cell(d, 3));
        },
-       {"cells/2.json: recomputed: index 3 in the file, expected 2", "cells/3.json: recomputed: index 2 in the file, expected 3"},
+       {"cells/2.json: recomputed: index 3 in the file, expected 2",
+        "cells/3.json: recomputed: index 2 in the file, expected 3"},
        2},
       {"swapped pair, indices edited to match",
        [cell](const std::string& d) {
@@ -94,75 +97,117 @@ std::vector<Tamper> tampers() {
          kvbtest::spit(cell(d, 2), a.dump());
          kvbtest::spit(cell(d, 3), b.dump());
        },
-       {"cells/2.json: recomputed: cell.label \"int", "but cell 2 of the plan has", "cells/3.json: recomputed: cell.label"},
+       {"cells/2.json: recomputed: cell.label \"int", "but cell 2 of the plan has",
+        "cells/3.json: recomputed: cell.label"},
        2},
-      {"null metric in an ok cell", edit_cell(1, [](json& j) { j["cell"]["fidelity"]["kl"] = nullptr; }),
-       {"cells/1.json: recomputed: cell.fidelity.kl: null, and not_applicable gives no reason"}, 1},
-      {"null cosine in an ok cell", edit_cell(0, [](json& j) { j["cell"]["fidelity"]["cosine"] = nullptr; }),
-       {"cells/0.json: recomputed: cell.fidelity.cosine: null"}, 1},
-      {"string metric", edit_cell(3, [](json& j) { j["cell"]["fidelity"]["rel_l2"] = "0.01"; }),
-       {"cells/3.json: recomputed: cell.fidelity.rel_l2: expected an object, found string"}, 1},
-      {"string mean", edit_cell(4, [](json& j) { j["cell"]["fidelity"]["cosine"]["mean"] = "0.99"; }),
-       {"cells/4.json: recomputed: cell.fidelity.cosine.mean: expected a number, found string"}, 1},
-      {"null mean", edit_cell(5, [](json& j) { j["cell"]["fidelity"]["spearman"]["mean"] = nullptr; }),
-       {"cells/5.json: recomputed: cell.fidelity.spearman: {"}, 1},
+      {"null metric in an ok cell",
+       edit_cell(1, [](json& j) { j["cell"]["fidelity"]["kl"] = nullptr; }),
+       {"cells/1.json: recomputed: cell.fidelity.kl: null, and not_applicable gives no reason"},
+       1},
+      {"null cosine in an ok cell",
+       edit_cell(0, [](json& j) { j["cell"]["fidelity"]["cosine"] = nullptr; }),
+       {"cells/0.json: recomputed: cell.fidelity.cosine: null"},
+       1},
+      {"string metric",
+       edit_cell(3, [](json& j) { j["cell"]["fidelity"]["rel_l2"] = "0.01"; }),
+       {"cells/3.json: recomputed: cell.fidelity.rel_l2: expected an object, found string"},
+       1},
+      {"string mean",
+       edit_cell(4, [](json& j) { j["cell"]["fidelity"]["cosine"]["mean"] = "0.99"; }),
+       {"cells/4.json: recomputed: cell.fidelity.cosine.mean: expected a number, found string"},
+       1},
+      {"null mean",
+       edit_cell(5, [](json& j) { j["cell"]["fidelity"]["spearman"]["mean"] = nullptr; }),
+       {"cells/5.json: recomputed: cell.fidelity.spearman: {"},
+       1},
       {"NaN",
        [cell](const std::string& d) {
          const std::string t = kvbtest::slurp(cell(d, 6));
          kvbtest::spit(cell(d, 6), std::regex_replace(t, std::regex("\"mean\": [-0-9.e+]+"), "\"mean\": NaN",
                                                       std::regex_constants::format_first_only));
        },
-       {"cells/6.json: recomputed: not valid JSON"}, 1},
+       {"cells/6.json: recomputed: not valid JSON"},
+       1},
       {"number out of range",
        [cell](const std::string& d) {
          const std::string t = kvbtest::slurp(cell(d, 6));
          kvbtest::spit(cell(d, 6), std::regex_replace(t, std::regex("\"mean\": [-0-9.e+]+"), "\"mean\": 1e999",
                                                       std::regex_constants::format_first_only));
        },
-       {"cells/6.json: recomputed: "}, 1},
-      {"missing storage", edit_cell(6, [](json& j) { j["cell"].erase("storage"); }),
-       {"cells/6.json: recomputed: cell.storage: missing"}, 1},
-      {"missing metric", edit_cell(2, [](json& j) { j["cell"]["fidelity"].erase("topk_recall"); }),
-       {"cells/2.json: recomputed: cell.fidelity.topk_recall: missing"}, 1},
-      {"missing storage field", edit_cell(2, [](json& j) { j["cell"]["storage"].erase("bytes_per_token"); }),
-       {"cells/2.json: recomputed: cell.storage.bytes_per_token: missing"}, 1},
+       {"cells/6.json: recomputed: "},
+       1},
+      {"missing storage",
+       edit_cell(6, [](json& j) { j["cell"].erase("storage"); }),
+       {"cells/6.json: recomputed: cell.storage: missing"},
+       1},
+      {"missing metric",
+       edit_cell(2, [](json& j) { j["cell"]["fidelity"].erase("topk_recall"); }),
+       {"cells/2.json: recomputed: cell.fidelity.topk_recall: missing"},
+       1},
+      {"missing storage field",
+       edit_cell(2, [](json& j) { j["cell"]["storage"].erase("bytes_per_token"); }),
+       {"cells/2.json: recomputed: cell.storage.bytes_per_token: missing"},
+       1},
       {"missing index", edit_cell(2, [](json& j) { j.erase("index"); }), {"cells/2.json: recomputed: no index"}, 1},
-      {"wrong index", edit_cell(2, [](json& j) { j["index"] = 4; }),
-       {"cells/2.json: recomputed: index 4 in the file, expected 2"}, 1},
-      {"status of the wrong type", edit_cell(1, [](json& j) { j["cell"]["status"] = 1; }),
-       {"cells/1.json: recomputed: cell.status: expected a string, found number"}, 1},
-      {"status outside the enum", edit_cell(1, [](json& j) { j["cell"]["status"] = "done"; }),
-       {"cells/1.json: recomputed: cell.status: expected ok, skipped or error, found \"done\""}, 1},
-      {"error cell without a reason", edit_cell(1, [](json& j) {
-         json& c = j["cell"];
-         for (const char* k : {"storage", "fidelity", "not_applicable", "per_layer", "throughput", "codec_report"}) c.erase(k);
-         c["status"] = "error";
-       }),
-       {"cells/1.json: recomputed: cell.reason: empty"}, 1},
-      {"unexpected field", edit_cell(0, [](json& j) { j["cell"]["storage"]["bonus"] = 1; }),
-       {"cells/0.json: recomputed: cell.storage.bonus: unexpected field"}, 1},
-      {"another run's key", edit_cell(0, [](json& j) { j["run_key"] = "0123456789abcdef"; }),
-       {"cells/0.json: recomputed: run_key \"0123456789abcdef\" is another run's"}, 1},
+      {"wrong index",
+       edit_cell(2, [](json& j) { j["index"] = 4; }),
+       {"cells/2.json: recomputed: index 4 in the file, expected 2"},
+       1},
+      {"status of the wrong type",
+       edit_cell(1, [](json& j) { j["cell"]["status"] = 1; }),
+       {"cells/1.json: recomputed: cell.status: expected a string, found number"},
+       1},
+      {"status outside the enum",
+       edit_cell(1, [](json& j) { j["cell"]["status"] = "done"; }),
+       {"cells/1.json: recomputed: cell.status: expected ok, skipped or error, found \"done\""},
+       1},
+      {"error cell without a reason",
+       edit_cell(
+           1,
+           [](json& j) {
+             json& c = j["cell"];
+             for (const char* k : {"storage", "fidelity", "not_applicable", "per_layer", "throughput", "codec_report"})
+               c.erase(k);
+             c["status"] = "error";
+           }),
+       {"cells/1.json: recomputed: cell.reason: empty"},
+       1},
+      {"unexpected field",
+       edit_cell(0, [](json& j) { j["cell"]["storage"]["bonus"] = 1; }),
+       {"cells/0.json: recomputed: cell.storage.bonus: unexpected field"},
+       1},
+      {"another run's key",
+       edit_cell(0, [](json& j) { j["run_key"] = "0123456789abcdef"; }),
+       {"cells/0.json: recomputed: run_key \"0123456789abcdef\" is another run's"},
+       1},
       {"truncated JSON",
        [cell](const std::string& d) {
          const std::string t = kvbtest::slurp(cell(d, 3));
          kvbtest::spit(cell(d, 3), t.substr(0, t.size() / 2));
        },
-       {"cells/3.json: recomputed: not valid JSON"}, 1},
+       {"cells/3.json: recomputed: not valid JSON"},
+       1},
       {"extra unexpected files",
        [cell](const std::string& d) {
          fs::copy_file(cell(d, 0), cell(d, 99));
          kvbtest::spit(d + "/cells/notes.txt", "mine");
        },
-       {"cells: left alone 2 files that are no record of this sweep (", "99.json", "notes.txt"}, 0},
+       {"cells: left alone 2 files that are no record of this sweep (", "99.json", "notes.txt"},
+       0},
       {"dataset record of the wrong type",
        [](const std::string& d) {
          edit_json(d + "/datasets/0.json", [](json& j) { j["dataset"]["ref_out_check"]["max_rel_l2"] = "small"; });
        },
-       {"datasets/0.json: recomputed: dataset.ref_out_check.max_rel_l2: expected a number, found string"}, 0, 1},
+       {"datasets/0.json: recomputed: dataset.ref_out_check.max_rel_l2: expected a number, found string"},
+       0,
+       1},
       {"dataset record without its check",
-       [](const std::string& d) { edit_json(d + "/datasets/0.json", [](json& j) { j["dataset"].erase("ref_out_check"); }); },
-       {"datasets/0.json: recomputed: dataset.ref_out_check: missing"}, 0, 1},
+       [](const std::string& d) {
+         edit_json(d + "/datasets/0.json", [](json& j) { j["dataset"].erase("ref_out_check"); });
+       },
+       {"datasets/0.json: recomputed: dataset.ref_out_check: missing"},
+       0,
+       1},
   };
 }
 
@@ -183,10 +228,12 @@ TEST(ResumeStrict, TamperedRecordsAreRecomputed) {
     t.apply(dir);
     r = kvbtest::kvbench("run " + q(cfg) + " -q --resume --output " + q(dir), tmp);
     ASSERT_EQ(r.code, 0) << kvbtest::describe(r);
-    for (const auto& s : t.stderr_has) EXPECT_NE(r.err.find(s), std::string::npos) << "expected: " << s << "\n" << r.err;
+    for (const auto& s : t.stderr_has)
+      EXPECT_NE(r.err.find(s), std::string::npos) << "expected: " << s << "\n" << r.err;
     EXPECT_EQ(r.err.find("key not found"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("resumed " + std::to_string(7 - t.recomputed_cells) + " cells"), std::string::npos) << r.err;
-    EXPECT_EQ(count_of(r.err, ": recomputed: "), static_cast<size_t>(t.recomputed_cells + t.recomputed_datasets)) << r.err;
+    EXPECT_EQ(count_of(r.err, ": recomputed: "), static_cast<size_t>(t.recomputed_cells + t.recomputed_datasets))
+        << r.err;
     EXPECT_EQ(kvbtest::load_json(dir + "/results.json").at("run").at("resumed_cells"), 7 - t.recomputed_cells);
     expect_same_results(dir, ref);
   }
@@ -212,18 +259,16 @@ TEST(ResumeStrict, RecomputedRecordsAreListedBounded) {
 
 TEST(ResumeStrict, KilledAtRandomPointsResumesToTheSameResults) {
   TempDir tmp("resumekill");
-  auto r = kvbtest::kvbench("gen --model-like tiny --tokens 4112 --queries 16 --seed 3 --out " + q(tmp / "mid.h5"), tmp);
+  auto r =
+      kvbtest::kvbench("gen --model-like tiny --tokens 4112 --queries 16 --seed 3 --out " + q(tmp / "mid.h5"), tmp);
   ASSERT_EQ(r.code, 0) << kvbtest::describe(r);
   // One codecs[] entry per cell: a record is persisted after each, seven points to be killed between.
   json codecs = json::array({{{"codec", "fp16"}}, {{"codec", "fp8"}}});
   for (int b : {3, 5, 9}) codecs.push_back({{"codec", "int"}, {"bits", {b}}});
   for (int b : {3, 5}) codecs.push_back({{"codec", "kivi"}, {"bits", {b}}});
-  const json cfg_json = {{"name", "kill"},
-                         {"datasets", {{{"path", tmp / "mid.h5"}, {"max_queries", 8}}}},
-                         {"codecs", codecs},
-                         {"metrics", {{"topk", 8}}},
-                         {"throughput", false},
-                         {"seed", 7}};
+  const json cfg_json = {{"name", "kill"},      {"datasets", {{{"path", tmp / "mid.h5"}, {"max_queries", 8}}}},
+                         {"codecs", codecs},    {"metrics", {{"topk", 8}}},
+                         {"throughput", false}, {"seed", 7}};
   const std::string cfg = tmp / "kill.json", ref = tmp / "ref";
   kvbtest::spit(cfg, cfg_json.dump());
   const auto t0 = std::chrono::steady_clock::now();
@@ -269,8 +314,8 @@ TEST(ResumeStrict, InterruptedGenRemovesItsTemporaryFile) {
   for (int sig : {SIGINT, SIGTERM}) {
     SCOPED_TRACE(fmt::format("signal {}", sig));
     const std::string out = tmp / "big.h5";
-    const pid_t pid = kvbtest::spawn_kvbench(
-        {"gen", "--model-like", "llama3-8b", "--layers", "2", "--tokens", "2112", "--queries", "8", "-q", "--out", out});
+    const pid_t pid = kvbtest::spawn_kvbench({"gen", "--model-like", "llama3-8b", "--layers", "2", "--tokens", "2112",
+                                              "--queries", "8", "-q", "--out", out});
     ASSERT_GT(pid, 0);
     const std::string temp = out + ".tmp" + std::to_string(pid);
     bool seen = false;
@@ -288,7 +333,8 @@ TEST(ResumeStrict, InterruptedGenRemovesItsTemporaryFile) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));  // into the writing
     ::kill(pid, sig);
     st = kvbtest::wait_status(pid);
-    EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == sig) << "status " << st << " (the default action keeps the exit status)";
+    EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == sig)
+        << "status " << st << " (the default action keeps the exit status)";
     EXPECT_FALSE(fs::exists(temp));
     EXPECT_FALSE(fs::exists(out));
     EXPECT_EQ(temp_files(tmp.path.string()), std::vector<std::string>{});
@@ -312,14 +358,16 @@ TEST(ResumeStrict, StaleTemporaryFilesAreSwept) {
   ASSERT_EQ(r.code, 0) << kvbtest::describe(r);
   for (const auto& p : stale) {
     EXPECT_FALSE(fs::exists(p)) << p;
-    EXPECT_NE(r.err.find("removed " + p + ": temporary file of an interrupted write (PID " + dead + " is no longer running)"),
-              std::string::npos)
+    EXPECT_NE(
+        r.err.find("removed " + p + ": temporary file of an interrupted write (PID " + dead + " is no longer running)"),
+        std::string::npos)
         << r.err;
   }
   for (const auto& p : kept) EXPECT_TRUE(fs::exists(p)) << p << " is not a stale temporary file of " << out;
   if (fs::exists("/proc/1/stat")) {
     EXPECT_FALSE(fs::exists(reused));
-    EXPECT_NE(r.err.find("removed " + reused + ": temporary file of an interrupted write (PID 1 now belongs to a process "
+    EXPECT_NE(r.err.find("removed " + reused +
+                         ": temporary file of an interrupted write (PID 1 now belongs to a process "
                          "started after the file was written)"),
               std::string::npos)
         << r.err;

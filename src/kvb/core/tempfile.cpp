@@ -91,7 +91,9 @@ std::string stale_reason(const fs::path& p, long pid) {
 
 }  // namespace
 
-std::string temp_path_for(const std::string& path) { return fmt::format("{}.tmp{}", path, static_cast<long>(::getpid())); }
+std::string temp_path_for(const std::string& path) {
+  return fmt::format("{}.tmp{}", path, static_cast<long>(::getpid()));
+}
 
 TempFileGuard::TempFileGuard(const std::string& tmp_path) {
   if (tmp_path.size() >= kPathMax) return;

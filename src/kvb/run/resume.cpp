@@ -122,9 +122,11 @@ class Shape {
 std::string check_e2e_block(const Json& e) {
   std::string err;
   Shape s(err);
-  if (!s.object(e, "cell.e2e", {"perplexity", "kl", "top1_agreement", "hidden_cosine", "decode_tokens_per_s", "windows"}))
+  if (!s.object(e, "cell.e2e",
+                {"perplexity", "kl", "top1_agreement", "hidden_cosine", "decode_tokens_per_s", "windows"}))
     return err;
-  if (const Json* p = s.object(e["perplexity"], "cell.e2e.perplexity", {"exact", "codec", "rel_change", "rel_change_ci95"})) {
+  if (const Json* p =
+          s.object(e["perplexity"], "cell.e2e.perplexity", {"exact", "codec", "rel_change", "rel_change_ci95"})) {
     s.number(*p, "exact", "cell.e2e.perplexity", true);
     s.number(*p, "codec", "cell.e2e.perplexity", true);
     s.number(*p, "rel_change", "cell.e2e.perplexity");
@@ -158,7 +160,8 @@ std::string check_fidelity(const CellRecord& r, const ResumeExpect& expect) {
     if (m.applies_to == "all codecs") always.insert(m.name), per_query.insert(m.name);
   }
   for (const auto& name : want)
-    if (!r.fidelity.count(name)) return fmt::format("cell.fidelity.{}: missing (an ok cell reports every metric)", name);
+    if (!r.fidelity.count(name))
+      return fmt::format("cell.fidelity.{}: missing (an ok cell reports every metric)", name);
   std::optional<int64_t> count;
   for (const auto& [name, agg] : r.fidelity) {
     if (!want.count(name)) return fmt::format("cell.fidelity.{}: not a metric this run reports", clip(name));
@@ -172,7 +175,8 @@ std::string check_fidelity(const CellRecord& r, const ResumeExpect& expect) {
     if (agg->count < 1) return fmt::format("cell.fidelity.{}.count: {}, expected >= 1", name, agg->count);
     if (!per_query.count(name)) continue;
     if (count && *count != agg->count)
-      return fmt::format("cell.fidelity.{}.count: {}, but the other per-query metrics count {}", name, agg->count, *count);
+      return fmt::format("cell.fidelity.{}.count: {}, but the other per-query metrics count {}", name, agg->count,
+                         *count);
     count = agg->count;
   }
   return {};
@@ -182,14 +186,17 @@ std::string check_ok_cell(const CellRecord& r, const Cell& c, const ResumeExpect
   if (!r.reason.empty()) return fmt::format("cell.reason: {} in an ok cell (expected empty)", brief(Json(r.reason)));
   if (auto d = check_fidelity(r, expect); !d.empty()) return d;
   const StorageRecord& s = r.storage;
-  for (const auto& [name, v] : {std::pair{"bytes_per_token", s.bytes_per_token}, {"buffer_bytes", s.buffer_bytes},
-                                {"fixed_bytes", s.fixed_bytes}, {"bits_per_element", s.bits_per_element},
+  for (const auto& [name, v] : {std::pair{"bytes_per_token", s.bytes_per_token},
+                                {"buffer_bytes", s.buffer_bytes},
+                                {"fixed_bytes", s.fixed_bytes},
+                                {"bits_per_element", s.bits_per_element},
                                 {"bits_per_element_with_fixed", s.bits_per_element_with_fixed},
                                 {"compression_ratio", s.compression_ratio}})
     if (v < 0) return fmt::format("cell.storage.{}: {}, expected >= 0", name, v);
   if (r.per_layer.empty()) return "cell.per_layer: empty in an ok cell";
   if (c.plan.dataset < expect.datasets.size() && !expect.datasets[c.plan.dataset].layers.empty()) {
-    std::set<int64_t> want(expect.datasets[c.plan.dataset].layers.begin(), expect.datasets[c.plan.dataset].layers.end());
+    std::set<int64_t> want(expect.datasets[c.plan.dataset].layers.begin(),
+                           expect.datasets[c.plan.dataset].layers.end());
     std::set<int64_t> got;
     for (const auto& l : r.per_layer) got.insert(l.layer);
     if (got != want || got.size() != r.per_layer.size())
@@ -213,8 +220,9 @@ class RecomputeLog {
     if (++n_ <= kNamed) std::fprintf(stderr, "kvbench: %s: recomputed: %s\n", path.c_str(), why.c_str());
   }
   void finish() const {
-    if (n_ > kNamed) std::fprintf(stderr, "kvbench: %d more records recomputed (the first %d are listed above)\n",
-                                  n_ - kNamed, kNamed);
+    if (n_ > kNamed)
+      std::fprintf(stderr, "kvbench: %d more records recomputed (the first %d are listed above)\n", n_ - kNamed,
+                   kNamed);
   }
   int count() const { return n_; }
 
@@ -276,7 +284,8 @@ std::string check_cell_file(const Json& file, const std::string& run_key, const 
     if (!c.outcome.ok() && (r.status != c.outcome.status || r.reason != c.outcome.reason))
       return fmt::format("cell.status {} in the file, but the plan {} the cell ({})", to_string(r.status),
                          c.outcome.status == CellStatus::kSkipped ? "skips" : "fails", clip(c.outcome.reason, 80));
-    if (!r.ok() && r.reason.empty()) return fmt::format("cell.reason: empty in a {} cell", to_string(r.status));
+    if (!r.ok() && r.reason.empty())
+      return fmt::format("cell.reason: empty, but a cell with status {} says why", to_string(r.status));
     if (r.ok())
       if (auto d = check_ok_cell(r, c, expect); !d.empty()) return d;
     out = std::move(r);
@@ -355,9 +364,11 @@ int resume(std::vector<Cell>& cells, std::vector<std::optional<DatasetResult>>& 
   log.finish();
   note_foreign_files(dirs.cells, cells.size());
   note_foreign_files(dirs.datasets, results.size());
-  std::fprintf(stderr, "kvbench: resumed %d cells from %s%s\n", resumed, dirs.cells.c_str(),
-               log.count() ? fmt::format(" ({} record{} recomputed: see above)", log.count(), log.count() == 1 ? "" : "s").c_str()
-                           : "");
+  std::fprintf(
+      stderr, "kvbench: resumed %d cells from %s%s\n", resumed, dirs.cells.c_str(),
+      log.count()
+          ? fmt::format(" ({} record{} recomputed: see above)", log.count(), log.count() == 1 ? "" : "s").c_str()
+          : "");
   return resumed;
 }
 

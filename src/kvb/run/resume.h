@@ -27,8 +27,8 @@ struct ResumeExpect {
   std::vector<ResumeDataset> datasets;     ///< by CellPlan::dataset
   std::vector<std::string> extra_metrics;  ///< fidelity metrics beyond the registry's, always with values (e2e)
   bool kendall = false;                    ///< metrics.kendall: the optional registry metric is reported
-  std::optional<bool> throughput;          ///< ok cells and dataset records carry throughput iff true (nullopt: not checked)
-  bool e2e = false;                        ///< ok cells carry an `e2e` block (docs/e2e.md §5)
+  std::optional<bool> throughput;  ///< ok cells and dataset records carry throughput iff true (nullopt: not checked)
+  bool e2e = false;                ///< ok cells carry an `e2e` block (docs/e2e.md §5)
 };
 
 /// Why `file` (the parsed cells/<index>.json) is not the record a fresh computation of `c` writes; empty when
