@@ -239,6 +239,34 @@ TEST(E2eRun, Stories260KSmallRun) {
   EXPECT_NE(kvbtest::slurp(dir / "out/results.csv").find("int4-g8"), std::string::npos);
 }
 
+// --resume of e2e records (docs/results.md §5): intact records are reused; one whose e2e block lost a field the
+// tables read (e2e.kl.ci95) is recomputed and named, never a raw "key not found"; the fidelity is unchanged.
+TEST(E2eRun, ResumeChecksTheE2eBlock) {
+  REQUIRE_MODEL("stories260K");
+  TempDir dir("e2e-resume");
+  const json cfg = stories_config(R"([{"codec": "fp16"}, {"codec": "int", "bits": [8]}, {"codec": "kivi", "bits": [5]}])");
+  auto r = run_e2e(cfg, dir, "-q");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const json first = json::parse(kvbtest::slurp(dir / "out/results.json"));
+  r = run_e2e(cfg, dir, "-q --resume");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.err.find("resumed 3 cells"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("recomputed"), std::string::npos) << r.err;
+  json cell = json::parse(kvbtest::slurp(dir / "out/cells/1.json"));
+  cell["cell"]["e2e"]["kl"].erase("ci95");
+  kvbtest::spit(dir / "out/cells/1.json", cell.dump());
+  r = run_e2e(cfg, dir, "-q --resume");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.err.find("cells/1.json: recomputed: cell.e2e.kl.ci95: missing"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("resumed 2 cells"), std::string::npos) << r.err;
+  const json again = json::parse(kvbtest::slurp(dir / "out/results.json"));
+  ASSERT_EQ(again["cells"].size(), first["cells"].size());
+  for (size_t i = 0; i < first["cells"].size(); ++i) {
+    EXPECT_EQ(again["cells"][i]["fidelity"], first["cells"][i]["fidelity"]) << i;
+    EXPECT_EQ(again["cells"][i]["e2e"]["kl"], first["cells"][i]["e2e"]["kl"]) << i;
+  }
+}
+
 // pylm (head_dim 128): fp16 in the loop is the exact model to float rounding: next-token KL below 1e-6 nats and
 // the same perplexity to 1e-5 relative.
 TEST(E2eRun, PylmFp16IsExact) {

@@ -1,14 +1,8 @@
 // Per-cell persistence, --resume, --shard K/N and `kvbench merge`, through the executable.
-#include <gtest/gtest.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
-#include <map>
 #include <thread>
 
-#include "test_util.h"
+#include "sweep_util.h"
 
 namespace {
 
@@ -16,39 +10,9 @@ using kvbtest::TempDir;
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-json load(const std::string& p) { return json::parse(kvbtest::slurp(p)); }
-
-/// Cells keyed by (dataset, codec, params): fidelity, storage and status, the parts that must not move.
-std::map<std::string, json> essentials(const json& doc) {
-  std::map<std::string, json> m;
-  for (const auto& c : doc.at("cells")) {
-    json e = {{"status", c.at("status")}, {"label", c.at("label")}};
-    if (c.at("status") == "ok") {
-      e["fidelity"] = c.at("fidelity");
-      json st = c.at("storage");
-      e["storage"] = st;
-      e["per_layer"] = c.at("per_layer");
-    }
-    m[c.at("dataset").get<std::string>() + "|" + c.at("codec").get<std::string>() + "|" + c.at("params").dump()] = e;
-  }
-  return m;
-}
-
-void write_ci_config(const TempDir& tmp, const std::string& name, int seed) {
-  auto r = kvbtest::kvbench("gen --model-like tiny --seed 3 --out '" + (tmp / "tiny.h5") + "'", tmp);
-  ASSERT_EQ(r.code, 0) << kvbtest::describe(r);
-  const json cfg = {{"name", name},
-                    {"datasets", {{{"path", tmp / "tiny.h5"}, {"max_queries", 4}}}},
-                    {"codecs",
-                     {{{"codec", "fp16"}},
-                      {{"codec", "fp8"}},
-                      {{"codec", "int"}, {"bits", {3, 5, 9}}},
-                      {{"codec", "kivi"}, {"bits", {3, 5}}}}},
-                    {"metrics", {{"topk", 8}}},
-                    {"throughput", false},
-                    {"seed", seed}};
-  kvbtest::spit(tmp.path / (name + ".json"), cfg.dump());
-}
+using kvbtest::essentials;
+using kvbtest::write_ci_config;
+json load(const std::string& p) { return kvbtest::load_json(p); }
 
 TEST(Shard, TwoShardsMergedEqualUnsharded) {
   TempDir tmp("shard");
@@ -139,16 +103,8 @@ TEST(Shard, KilledRunResumes) {
   kvbtest::spit(tmp.path / "cfg.json", cfg.dump());
   const std::string out = tmp / "out";
 
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    const std::string cfg_path = tmp / "cfg.json";
-    ::freopen("/dev/null", "w", stdout);
-    ::freopen("/dev/null", "w", stderr);
-    ::execl(KVB_BINARY, KVB_BINARY, "run", cfg_path.c_str(), "-q", "--threads", "1", "--output", out.c_str(),
-            static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
+  const pid_t pid = kvbtest::spawn_kvbench({"run", tmp / "cfg.json", "-q", "--threads", "1", "--output", out});
+  ASSERT_GT(pid, 0);
   // Poll until at least one cell is persisted; every file present must parse at every poll.
   bool killed = false;
   int polls = 0;
@@ -160,7 +116,7 @@ TEST(Shard, KilledRunResumes) {
     if (fs::exists(out + "/cells", ec)) {
       for (const auto& e : fs::directory_iterator(out + "/cells", ec)) {
         const std::string name = e.path().filename().string();
-        if (e.path().extension() != ".json") continue;  // atomic writes go through *.json.tmp.PID
+        if (e.path().extension() != ".json") continue;  // atomic writes go through *.json.tmp<PID>
         ++n;
         EXPECT_TRUE(json::accept(kvbtest::slurp(e.path()))) << name << " is not valid JSON (truncated?)";
       }
@@ -174,8 +130,7 @@ TEST(Shard, KilledRunResumes) {
     if (::waitpid(pid, &st, WNOHANG) == pid) break;  // finished before any poll saw a cell: too fast
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  int st = 0;
-  ::waitpid(pid, &st, 0);
+  const int st = kvbtest::wait_status(pid);
   ASSERT_TRUE(killed) << "the run finished before the test could kill it";
   ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << "the run had finished already (status " << st << ")";
   EXPECT_FALSE(fs::exists(out + "/results.json")) << "killed mid-sweep, yet results.json exists";

@@ -23,6 +23,7 @@
 #include "kvb/run/evaluate.h"
 #include "kvb/run/plan.h"
 #include "kvb/run/record.h"
+#include "kvb/run/resume.h"
 
 namespace kvb::e2e {
 namespace fs = std::filesystem;
@@ -359,7 +360,13 @@ E2eSummary run_e2e(const E2eConfig& cfg, const RunOptions& opts_in) {
   const std::string key = e2e_key(cfg);
   run::select_shard(cells, opts);
   std::vector<std::optional<DatasetResult>> no_datasets;
-  const int resumed = opts.resume ? run::resume(cells, no_datasets, dirs, key) : 0;
+  run::ResumeExpect expect;
+  expect.datasets.push_back({text_name(cfg), {}, std::nullopt});
+  for (const auto& m : e2e_metrics()) expect.extra_metrics.push_back(m.name);
+  expect.kendall = cfg.base.kendall;
+  expect.throughput = false;  // e2e times the decode (the e2e block), not the codec on a layer
+  expect.e2e = true;
+  const int resumed = opts.resume ? run::resume(cells, no_datasets, dirs, key, expect) : 0;
 
   std::vector<run::Cell*> todo;
   for (auto& c : cells)

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <set>
 
 #include <fmt/format.h>
@@ -16,6 +17,7 @@
 #include "kvb/core/error.h"
 #include "kvb/core/half.h"
 #include "kvb/core/hash.h"
+#include "kvb/core/tempfile.h"
 #include "kvb/io/h5util.h"
 
 namespace kvb {
@@ -712,6 +714,7 @@ std::string KvDumpReader::checksum() const {
 
 struct KvDumpWriter::Impl {
   std::string path, tmp;
+  std::optional<TempFileGuard> tmp_guard;  // SIGINT/SIGTERM remove tmp
   DumpAttrs attrs;
   WriterOptions opts;
   Hid file, seqs_group, f16_type;
@@ -825,6 +828,7 @@ void KvDumpWriter::Impl::discard() noexcept {
   file.reset();
   std::error_code ec;
   if (!tmp.empty()) std::filesystem::remove(tmp, ec);
+  tmp_guard.reset();
 }
 
 KvDumpWriter::KvDumpWriter(const std::string& path, const DumpAttrs& attrs, WriterOptions opts)
@@ -853,7 +857,9 @@ KvDumpWriter::KvDumpWriter(const std::string& path, const DumpAttrs& attrs, Writ
             opts.deflate);
   KVB_CHECK(opts.chunk_tokens >= 0, UsageError, "{}: chunk_tokens must be >= 0, got {}", path, opts.chunk_tokens);
 
-  w.tmp = fmt::format("{}.tmp{}", path, static_cast<long>(::getpid()));
+  sweep_stale_temps(path);
+  w.tmp = temp_path_for(path);
+  w.tmp_guard.emplace(w.tmp);
   Lock g(h5::lock());
   h5::silence_errors();
   w.file = Hid(H5Fcreate(w.tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
@@ -1026,6 +1032,7 @@ void KvDumpWriter::close() {
   std::error_code ec;
   std::filesystem::rename(w.tmp, w.path, ec);
   if (ec) throw RuntimeError(fmt::format("cannot rename {} to {}: {}", w.tmp, w.path, ec.message()));
+  w.tmp_guard.reset();
   w.closed = true;
 }
 

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "kvb/core/error.h"
+#include "kvb/core/tempfile.h"
 #include "kvb/metrics/metrics.h"
 #include "kvb/report/results_csv.h"
 
@@ -17,7 +18,9 @@ namespace kvb {
 namespace fs = std::filesystem;
 
 void write_file_atomic(const std::string& path, const std::string& content) {
-  const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
+  sweep_stale_temps(path);
+  const std::string tmp = temp_path_for(path);
+  TempFileGuard guard(tmp);  // SIGINT/SIGTERM remove it
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) throw RuntimeError(fmt::format("{}: cannot create: {}", tmp, std::strerror(errno)));
   size_t off = 0;
@@ -70,14 +73,6 @@ void write_results_dir(const std::string& dir, const ResultDoc& doc) {
 void write_record_file(const std::string& path, const std::string& run_key, size_t index, const char* kind,
                        const Json& record) {
   write_file_atomic(path, dump_file(Json{{"run_key", run_key}, {"index", index}, {kind, record}}));
-}
-
-std::optional<Json> read_record_file(const std::string& path, const std::string& run_key, const char* kind) {
-  const auto text = read_file(path);
-  if (!text) return std::nullopt;
-  const Json j = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || j.value("run_key", std::string()) != run_key || !j.contains(kind)) return std::nullopt;
-  return j[kind];
 }
 
 }  // namespace kvb

@@ -23,11 +23,8 @@ Json metrics_json();
 void write_results_dir(const std::string& dir, const ResultDoc& doc);
 
 /// A record persisted on its own while a run goes on (cells/<index>.json: {"run_key", "index", "cell"};
-/// datasets/<index>.json: {"run_key", "index", "dataset"}), so that --resume can reuse it.
+/// datasets/<index>.json: {"run_key", "index", "dataset"}), so that --resume can reuse it
+/// (run/resume.h checks it first).
 void write_record_file(const std::string& path, const std::string& run_key, size_t index, const char* kind,
                        const Json& record);
-/// The record of such a file (`kind`: "cell" or "dataset"); nullopt when the file is absent, does not
-/// parse, or carries another run's key (another resolved config or build).
-std::optional<Json> read_record_file(const std::string& path, const std::string& run_key, const char* kind);
-
 }  // namespace kvb

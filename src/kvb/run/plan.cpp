@@ -6,7 +6,6 @@
 #include <filesystem>
 
 #include "kvb/core/error.h"
-#include "kvb/report/results_io.h"
 #include "kvb/run/device_api.h"
 
 namespace kvb::run {
@@ -236,33 +235,6 @@ RecordDirs make_record_dirs(const Config& cfg, const RunOptions& opts) {
   if (!ec) fs::create_directories(d.datasets, ec);
   if (ec) throw RuntimeError(fmt::format("{}: cannot create the results directory: {}", d.out, ec.message()));
   return d;
-}
-
-int resume(std::vector<Cell>& cells, std::vector<std::optional<DatasetResult>>& results, const RecordDirs& dirs,
-           const std::string& key) {
-  // A record that does not read as one (hand-edited, or from another version) is recomputed, not trusted.
-  auto load = [&](const std::string& path, const char* kind, auto parse) {
-    const auto j = read_record_file(path, key, kind);
-    using T = decltype(parse(Json(), path));
-    if (!j) return std::optional<T>();
-    try {
-      return std::optional<T>(parse(*j, path));
-    } catch (const DataError&) {
-      return std::optional<T>();
-    }
-  };
-  int resumed = 0;
-  for (auto& c : cells) {
-    if (!c.plan.selected) continue;
-    c.record = load((fs::path(dirs.cells) / fmt::format("{}.json", c.plan.index)).string(), "cell", CellRecord::from_json);
-    if (!c.record) continue;
-    c.live.codec.reset();
-    ++resumed;
-  }
-  for (size_t di = 0; di < results.size(); ++di)
-    results[di] = load((fs::path(dirs.datasets) / fmt::format("{}.json", di)).string(), "dataset", DatasetResult::from_json);
-  std::fprintf(stderr, "kvbench: resumed %d cells from %s\n", resumed, dirs.cells.c_str());
-  return resumed;
 }
 
 std::vector<Batch> make_batches(const Config& cfg, std::vector<Cell>& cells,

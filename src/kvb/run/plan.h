@@ -1,7 +1,7 @@
 #pragma once
 /// Plan of a run: the device and threads, the datasets opened and their sequences and layers, the cells
-/// the config expands to (params and budgets resolved, codecs built), the shard, what --resume reuses,
-/// and the batches left to evaluate.
+/// the config expands to (params and budgets resolved, codecs built), the shard and the batches left
+/// to evaluate (what --resume reuses: resume.h).
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,11 +43,6 @@ struct RecordDirs {
   std::string out, cells, datasets;
 };
 RecordDirs make_record_dirs(const Config& cfg, const RunOptions& opts);
-
-/// --resume: the selected cells' and the datasets' records of an earlier run with the same key. Returns
-/// the number of cells resumed.
-int resume(std::vector<Cell>& cells, std::vector<std::optional<DatasetResult>>& results, const RecordDirs& dirs,
-           const std::string& key);
 
 /// The batches still to evaluate: the pending cells of each codecs[] entry on each dataset, plus a
 /// cell-less pass for a dataset whose record is missing.

@@ -88,9 +88,7 @@ CellRecord cell_record(Cell& c, const DatasetPlan& D, const std::optional<Datase
   return cell_record(c, D.spec->path_as_given, D.reader->attrs().shape.head_dim, dataset, cfg);
 }
 
-CellRecord cell_record(Cell& c, const std::string& dataset_name, int head_dim,
-                       const std::optional<DatasetResult>& dataset, const Config& cfg) {
-  const CellPlan& p = c.plan;
+CellRecord cell_identity(const CellPlan& p, const std::string& dataset_name) {
   CellRecord r;
   r.dataset = dataset_name;
   r.codec = p.entry->info.name;
@@ -103,6 +101,12 @@ CellRecord cell_record(Cell& c, const std::string& dataset_name, int head_dim,
   }
   if (std::isfinite(p.candidate_bits)) r.bits_candidate = p.candidate_bits;
   r.device = p.device;
+  return r;
+}
+
+CellRecord cell_record(Cell& c, const std::string& dataset_name, int head_dim,
+                       const std::optional<DatasetResult>& dataset, const Config& cfg) {
+  CellRecord r = cell_identity(c.plan, dataset_name);
   if (c.outcome.ok() && c.acc.values["cosine"].empty()) c.outcome.set(CellStatus::kError, "no query was evaluated");
   r.status = c.outcome.status;
   r.reason = c.outcome.reason;

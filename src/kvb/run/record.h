@@ -19,6 +19,9 @@ CellRecord cell_record(Cell& c, const DatasetPlan& D, const std::optional<Datase
 /// The same for a cell of data named `dataset_name` with this head_dim (`kvbench e2e`: the model's text).
 CellRecord cell_record(Cell& c, const std::string& dataset_name, int head_dim,
                        const std::optional<DatasetResult>& dataset, const Config& cfg);
+/// A cell's identity as its record spells it (dataset, codec, label, params, preset, budget, bits_target,
+/// bits_candidate, device), with nothing evaluated: what cell_record starts from and --resume checks against.
+CellRecord cell_identity(const CellPlan& p, const std::string& dataset_name);
 /// The ref_out check and reference rows of a dataset pass.
 DatasetResult dataset_result(const DatasetAccum& acc, const std::string& orig_dtype);
 /// A dataset's entry in results.json.

@@ -12,6 +12,7 @@
 #include "kvb/run/evaluate.h"
 #include "kvb/run/plan.h"
 #include "kvb/run/record.h"
+#include "kvb/run/resume.h"
 #include "kvb/run/summary.h"
 
 namespace kvb {
@@ -70,6 +71,16 @@ void evaluate_all(const Config& cfg, const RunOptions& opts, Sweep& w, const run
   progress.finish();
 }
 
+/// What a fresh computation of this sweep writes, for --resume to check the persisted records against.
+run::ResumeExpect resume_expect(const Config& cfg, const Sweep& w) {
+  run::ResumeExpect e;
+  for (const auto& D : w.datasets)
+    e.datasets.push_back({D.spec->path_as_given, D.layers, run::ref_out_tolerance(D.reader->attrs().orig_dtype)});
+  e.kendall = cfg.kendall;
+  e.throughput = cfg.throughput;
+  return e;
+}
+
 }  // namespace
 
 std::string run_key(const Config& cfg) {
@@ -90,7 +101,7 @@ RunSummary run_benchmark(const Config& cfg, const RunOptions& opts) {
   const run::RecordDirs dirs = run::make_record_dirs(cfg, opts);
   const std::string key = run_key(cfg);
   run::select_shard(w.cells, opts);
-  const int resumed = opts.resume ? run::resume(w.cells, w.results, dirs, key) : 0;
+  const int resumed = opts.resume ? run::resume(w.cells, w.results, dirs, key, resume_expect(cfg, w)) : 0;
   evaluate_all(cfg, opts, w, dirs, key);
 
   ResultDoc doc = run::results_doc(cfg, opts, dev, key, started_utc, w.cells, resumed);
