@@ -18,8 +18,9 @@ namespace {
 constexpr size_t kMaxMessage = 2000;
 
 void print_error(const char* what) {
-  std::string m = what;
-  if (m.size() > kMaxMessage) m = m.substr(0, kMaxMessage) + fmt::format("… ({} bytes)", std::strlen(what));
+  const size_t n = std::strlen(what);
+  std::string m = truncate_utf8(what, kMaxMessage);
+  if (n > kMaxMessage) m += fmt::format(" ({} bytes)", n);
   std::fprintf(stderr, "kvbench: error: %s\n", m.c_str());
 }
 

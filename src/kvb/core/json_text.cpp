@@ -77,6 +77,11 @@ void render(const Json& v, int depth, size_t limit, std::string& out) {
 
 }  // namespace
 
+std::string truncate_utf8(std::string_view s, size_t max_chars) {
+  if (s.size() <= max_chars) return std::string(s);
+  return std::string(s.substr(0, utf8_cut(s, max_chars))) + "…";
+}
+
 std::string excerpt(std::string_view s, size_t max_chars) {
   std::string out = "\"";
   const size_t n = utf8_cut(s, max_chars);
@@ -127,8 +132,7 @@ class BoundedSax {
     } else {
       std::string what = ex.what();
       if (const auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);  // drop the id tag
-      if (what.size() > 240) what = what.substr(0, utf8_cut(what, 240)) + "…";
-      error_ = what;
+      error_ = truncate_utf8(what, 240);
     }
     return false;
   }

@@ -24,6 +24,10 @@ inline constexpr size_t kExcerptChars = 64;
 /// first max_chars characters, "…" and the full length ("\"aaaa…\" (52428800 bytes)").
 std::string excerpt(std::string_view s, size_t max_chars = kExcerptChars);
 
+/// `s` unquoted and unescaped, cut to at most `max_chars` bytes at a UTF-8 boundary with "…" appended when
+/// it was longer (for text already meant for a message, such as another error's what()).
+std::string truncate_utf8(std::string_view s, size_t max_chars);
+
 /// A JSON value rendered compactly, at most `max_chars` characters (then "…" and the value's kind), and
 /// never deeper than a few levels (deeper containers print as [...] / {...}).
 std::string json_excerpt(const Json& v, size_t max_chars = kExcerptChars);

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "kvb/core/error.h"
+#include "kvb/core/json_text.h"
 
 namespace kvb {
 namespace {
@@ -38,13 +39,13 @@ class In {
   int64_t integer(const char* k) const {
     const Json* v = get(k);
     if (!v) return 0;
-    KVB_CHECK(v->is_number_integer(), DataError, "{}: expected an integer, found {}", at(k), v->dump());
+    KVB_CHECK(v->is_number_integer(), DataError, "{}: expected an integer, found {}", at(k), json_excerpt(*v));
     return v->get<int64_t>();
   }
   uint64_t uinteger(const char* k) const {
     const Json* v = get(k);
     if (!v) return 0;
-    KVB_CHECK(v->is_number_unsigned(), DataError, "{}: expected an integer >= 0, found {}", at(k), v->dump());
+    KVB_CHECK(v->is_number_unsigned(), DataError, "{}: expected an integer >= 0, found {}", at(k), json_excerpt(*v));
     return v->get<uint64_t>();
   }
   bool boolean(const char* k) const {
@@ -77,7 +78,7 @@ class In {
   std::vector<int64_t> integers(const char* k) const {
     std::vector<int64_t> out;
     each(k, [&](const Json& e, const std::string& w) {
-      KVB_CHECK(e.is_number_integer(), DataError, "{}: expected an integer, found {}", w, e.dump());
+      KVB_CHECK(e.is_number_integer(), DataError, "{}: expected an integer, found {}", w, json_excerpt(e));
       out.push_back(e.get<int64_t>());
     });
     return out;

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "kvb/core/error.h"
+#include "kvb/core/json_text.h"
 #include "kvb/metrics/metrics.h"
 #include "kvb/report/results_io.h"
 #include "kvb/run/record.h"
@@ -18,13 +19,10 @@ namespace {
 
 constexpr size_t kEcho = 48;  // characters of a value from a file echoed in a message
 
-std::string clip(std::string s, size_t n = kEcho) {
-  if (s.size() <= n) return s;
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;  // not inside a UTF-8 character
-  return s.substr(0, n) + "...";
-}
-/// A value from a file, as JSON, bounded.
-std::string brief(const Json& j) { return clip(j.dump(-1, ' ', false, Json::error_handler_t::replace)); }
+/// Text from a file (a key, a reason), bounded; never splits a UTF-8 character.
+std::string clip(const std::string& s, size_t n = kEcho) { return truncate_utf8(s, n); }
+/// A value from a file, as JSON, bounded in length and depth (kvb::json_excerpt).
+std::string brief(const Json& j) { return json_excerpt(j, kEcho); }
 
 /// The first place where `file` differs from `canon` (what this build writes for the values read from it).
 std::string first_difference(const Json& file, const Json& canon, const std::string& where) {
@@ -257,12 +255,12 @@ void note_foreign_files(const std::string& dir, size_t n) {
 std::optional<Json> read_json(const std::string& path, std::string& why) {
   const auto text = read_file(path);
   if (!text) return std::nullopt;
-  Json j = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
+  try {  // the bounded reader: nesting and overflowing numbers stop here, before any recursive code
+    return parse_json(*text, path, ExitCode::kData);
+  } catch (const DataError&) {
     why = "not valid JSON (truncated or edited)";
     return std::nullopt;
   }
-  return j;
 }
 
 }  // namespace
