@@ -235,7 +235,7 @@ struct HostileCase {
   std::function<std::string(const TempDir& dir)> setup;
   int code;
   const char* fragment;  ///< expected in stderr
-  bool needs_non_root = false;
+  enum Needs { kAnywhere, kNonRoot, kNoGpu } needs = kAnywhere;
 };
 
 /// The config of a valid run on `dump` with `extra` merged into it (null members remove a key).
@@ -306,7 +306,7 @@ const std::vector<HostileCase>& hostile_cases() {
          fs::permissions(d.path / "c.json", fs::perms::none);
          return "run '" + (d / "c.json") + "'";
        },
-       2, "Permission denied", true},
+       2, "Permission denied", HostileCase::kNonRoot},
       {"config_empty_file", [](const TempDir& d) { return run_config_text(d, ""); }, 2, "not valid JSON"},
       {"config_truncated", [](const TempDir& d) { return run_config_text(d, "{\"datasets\": [{\"path\": "); }, 2,
        "not valid JSON"},
@@ -508,6 +508,28 @@ const std::vector<HostileCase>& hostile_cases() {
          return "report '" + (d / "r") + "' --format pdf";
        },
        2, "format"},
+      // ---- exit 1 and 4 -----------------------------------------------------------------------------------
+      {"compare_cosine_drop_is_a_regression",
+       [](const TempDir& d) {
+         return compare_against(d, results_with([](json& j) {
+           auto& m = j["cells"][0]["fidelity"]["cosine"]["mean"];
+           m = m.get<double>() - 0.1;
+         }));
+       },
+       1, ""},
+      {"compare_cosine_drop_with_nan_tolerance_is_refused",
+       [](const TempDir& d) {
+         return compare_against(d, results_with([](json& j) {
+                  auto& m = j["cells"][0]["fidelity"]["cosine"]["mean"];
+                  m = m.get<double>() - 0.1;
+                })) +
+                " --fidelity-tol nan";
+       },
+       2, "--fidelity-tol: expected a finite number, found nan"},
+      {"run_device_cuda_without_gpu", [](const TempDir& d) { return run_patched(d, json::object()) + " --device cuda"; },
+       4, "CUDA", HostileCase::kNoGpu},
+      {"selftest_device_cuda_without_gpu", [](const TempDir&) { return std::string("selftest --device cuda"); }, 4,
+       "no usable CUDA device", HostileCase::kNoGpu},
       // ---- results files --------------------------------------------------------------------------------
       {"results_compare_missing",
        [](const TempDir& d) {
@@ -586,11 +608,17 @@ TEST(HostileTable, EveryCaseExitsWithItsCodeAndSaysWhy) {
   const auto& cases = hostile_cases();
   ASSERT_GE(cases.size(), 60u) << "the issue asks for at least 60 named cases";
   const bool root = ::geteuid() == 0;
+  std::error_code ec;
+  const bool gpu = fs::exists("/dev/nvidia0", ec);  // a machine with an NVIDIA device node
   int ran = 0;
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
-    if (c.needs_non_root && root) {
+    if (c.needs == HostileCase::kNonRoot && root) {
       std::printf("[ skipped  ] %s (running as root: permissions do not apply)\n", c.name);
+      continue;
+    }
+    if (c.needs == HostileCase::kNoGpu && gpu) {
+      std::printf("[ skipped  ] %s (this machine has a GPU)\n", c.name);
       continue;
     }
     TempDir tmp(std::string("ht-") + c.name);
