@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <functional>
+#include <type_traits>
 
 #include "kvb/core/rng.h"
 #include "kvb/io/kvdump.h"
@@ -146,22 +147,19 @@ struct H5Edit {
   }
   ~H5Edit() { H5Fclose(f); }
   void del_attr(const char* obj, const char* name) { EXPECT_GE(H5Adelete_by_name(f, obj, name, H5P_DEFAULT), 0); }
-  void set_double(const char* obj, const char* name, double v) {
+  /// Replace (or add) a scalar numeric attribute, stored as T (double or int64_t).
+  template <typename T>
+  void set_scalar(const char* obj, const char* name, T v) {
+    const hid_t type = std::is_same_v<T, double> ? H5T_NATIVE_DOUBLE : H5T_NATIVE_INT64;
     H5Adelete_by_name(f, obj, name, H5P_DEFAULT);
     const hid_t sp = H5Screate(H5S_SCALAR);
-    const hid_t a = H5Acreate_by_name(f, obj, name, H5T_NATIVE_DOUBLE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    EXPECT_GE(H5Awrite(a, H5T_NATIVE_DOUBLE, &v), 0);
+    const hid_t a = H5Acreate_by_name(f, obj, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    EXPECT_GE(H5Awrite(a, type, &v), 0);
     H5Aclose(a);
     H5Sclose(sp);
   }
-  void set_int(const char* obj, const char* name, int64_t v) {
-    H5Adelete_by_name(f, obj, name, H5P_DEFAULT);
-    const hid_t sp = H5Screate(H5S_SCALAR);
-    const hid_t a = H5Acreate_by_name(f, obj, name, H5T_NATIVE_INT64, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    EXPECT_GE(H5Awrite(a, H5T_NATIVE_INT64, &v), 0);
-    H5Aclose(a);
-    H5Sclose(sp);
-  }
+  void set_double(const char* obj, const char* name, double v) { set_scalar<double>(obj, name, v); }
+  void set_int(const char* obj, const char* name, int64_t v) { set_scalar<int64_t>(obj, name, v); }
   void set_string(const char* obj, const char* name, const std::string& v) {
     H5Adelete_by_name(f, obj, name, H5P_DEFAULT);
     const hid_t t = H5Tcopy(H5T_C_S1);
@@ -186,24 +184,16 @@ struct H5Edit {
     H5Dclose(d);
     H5Sclose(sp);
   }
-  /// Set element `i` of a float32 dataset.
-  void poke_f32(const char* path, size_t i, float v) {
+  /// Set element `i` of a dataset read and written as T (float or int64_t).
+  template <typename T>
+  void poke(const char* path, size_t i, T v) {
+    const hid_t mem = std::is_same_v<T, float> ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT64;
     const hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
     const hid_t sp = H5Dget_space(d);
-    std::vector<float> all(static_cast<size_t>(H5Sget_simple_extent_npoints(sp)));
-    EXPECT_GE(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, all.data()), 0);
+    std::vector<T> all(static_cast<size_t>(H5Sget_simple_extent_npoints(sp)));
+    EXPECT_GE(H5Dread(d, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, all.data()), 0);
     all.at(i) = v;
-    EXPECT_GE(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, all.data()), 0);
-    H5Sclose(sp);
-    H5Dclose(d);
-  }
-  void poke_i64(const char* path, size_t i, int64_t v) {
-    const hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
-    const hid_t sp = H5Dget_space(d);
-    std::vector<int64_t> all(static_cast<size_t>(H5Sget_simple_extent_npoints(sp)));
-    EXPECT_GE(H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, all.data()), 0);
-    all.at(i) = v;
-    EXPECT_GE(H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, all.data()), 0);
+    EXPECT_GE(H5Dwrite(d, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, all.data()), 0);
     H5Sclose(sp);
     H5Dclose(d);
   }
@@ -431,15 +421,15 @@ const std::vector<HostileCase>& hostile_cases() {
        },
        3, "/sequences/s0/layers/0/values"},
       {"dump_nan_in_keys",
-       [](const TempDir& d) { return run_on_dump(d, [](H5Edit& e) { e.poke_f32("/sequences/s0/layers/0/keys", 7, NAN); }); },
+       [](const TempDir& d) { return run_on_dump(d, [](H5Edit& e) { e.poke<float>("/sequences/s0/layers/0/keys", 7, NAN); }); },
        3, "/sequences/s0/layers/0/keys"},
       {"dump_inf_in_queries",
        [](const TempDir& d) {
-         return run_on_dump(d, [](H5Edit& e) { e.poke_f32("/sequences/s0/layers/0/queries", 3, INFINITY); });
+         return run_on_dump(d, [](H5Edit& e) { e.poke<float>("/sequences/s0/layers/0/queries", 3, INFINITY); });
        },
        3, "/sequences/s0/layers/0/queries"},
       {"dump_query_before_context",
-       [](const TempDir& d) { return run_on_dump(d, [](H5Edit& e) { e.poke_i64("/sequences/s0/query_positions", 0, 5); }); },
+       [](const TempDir& d) { return run_on_dump(d, [](H5Edit& e) { e.poke<int64_t>("/sequences/s0/query_positions", 0, 5); }); },
        3, "query_positions"},
       {"dump_context_len_zero",
        [](const TempDir& d) { return run_on_dump(d, [](H5Edit& e) { e.set_int("/sequences/s0", "context_len", 0); }); },
