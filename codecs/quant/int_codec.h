@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "codecs/common/rotation.h"
 #include "kvb/core/codec.h"
 #include "kvb/core/error.h"
 
@@ -16,13 +17,14 @@ namespace kvb::codecs {
 struct IntParams {
   int code_bits = 4;
   int group_size = 32;
+  std::string rotate = "none";  ///< "hadamard": codecs/common/rotation.h
 
   void check(int head_dim) const {
     KVB_CHECK(head_dim % group_size == 0, Unsupported,
               "int: group_size {} does not divide head_dim {} (use a group_size that divides it, e.g. {})",
               group_size, head_dim, head_dim);
   }
-  std::string label() const { return fmt::format("int{}-g{}", code_bits, group_size); }
+  std::string label() const { return fmt::format("int{}-g{}{}", code_bits, group_size, rotate_suffix(rotate)); }
   /// Bytes per token per KV head, K and V together: packed codes + one (scale, min) per group.
   double bytes_per_token(int head_dim) const {
     return 2.0 * (static_cast<double>((static_cast<int64_t>(head_dim) * code_bits + 7) / 8) + 4.0 * (head_dim / group_size));

@@ -1,5 +1,6 @@
 #include "codecs/baselines.h"
 #include "codecs/common/baseline.h"
+#include "codecs/common/rotation.h"
 #include "codecs/quant/int_codec.h"
 
 namespace kvb::codecs {
@@ -18,11 +19,13 @@ CodecEntry int_entry() {
       bind(ParamSpec::Int("code_bits", 4, 1, 8, "bits per code"), &IntParams::code_bits),
       bind(ParamSpec::Int("group_size", 32, 1, 4096, "channels per (fp16 scale, fp16 min) group; must divide head_dim"),
            &IntParams::group_size),
+      bind(rotate_param(), &IntParams::rotate),
   });
   e.info.params = table.specs();
   e.info.notes =
       "asymmetric min-max for every width (INT8 too, not symmetric absmax); codes round half up against the "
-      "fp16-rounded scale and min, which are the values dequantization uses";
+      "fp16-rounded scale and min, which are the values dequantization uses" +
+      std::string(kRotateNote);
   e.candidates = [](int head_dim) {
     std::vector<int> groups;
     for (int g : {32, 64, 128})
@@ -38,11 +41,12 @@ CodecEntry int_entry() {
   };
   e.selftest_variants.clear();
   for (int b : {2, 3, 4, 8}) e.selftest_variants.push_back(Json{{"code_bits", b}, {"group_size", 32}});
+  e.selftest_variants.push_back(Json{{"code_bits", 3}, {"group_size", 32}, {"rotate", "hadamard"}});
   e.label = codec_label(table, "int");
-  e.make_cpu = fn_factory(table, "int", int_encode_cpu, "cpu");
-  e.make_ref = fn_factory(table, "int", int_encode_ref, "ref");
+  e.make_cpu = fn_factory(table, "int", rotating<IntParams, int_encode_cpu, false>, "cpu");
+  e.make_ref = fn_factory(table, "int", rotating<IntParams, int_encode_ref, true>, "ref");
 #ifdef KVB_WITH_CUDA
-  e.make_cuda = fn_factory(table, "int", int_encode_cuda, "cuda");
+  e.make_cuda = fn_factory(table, "int", rotating<IntParams, int_encode_cuda, false>, "cuda");
 #endif
   return e;
 }

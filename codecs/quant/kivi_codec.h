@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "codecs/common/rotation.h"
 #include "kvb/core/codec.h"
 #include "kvb/core/error.h"
 
@@ -20,6 +21,7 @@ struct KiviParams {
   int code_bits = 2;
   int group_size = 32;  ///< G: tokens per key block and channels per value group
   int residual = 128;   ///< R: fp16 key residual capacity and value window length
+  std::string rotate = "none";  ///< "hadamard": codecs/common/rotation.h (keys then quantized per rotated channel)
 
   void check(int head_dim) const {
     KVB_CHECK(residual % group_size == 0, Unsupported,
@@ -29,7 +31,9 @@ struct KiviParams {
     KVB_CHECK(head_dim % group_size == 0, Unsupported,
               "kivi: group_size {} (channels per value group) does not divide head_dim {}", group_size, head_dim);
   }
-  std::string label() const { return fmt::format("kivi{}-g{}-r{}", code_bits, group_size, residual); }
+  std::string label() const {
+    return fmt::format("kivi{}-g{}-r{}{}", code_bits, group_size, residual, rotate_suffix(rotate));
+  }
 
   /// Keys quantized: whole residual flushes.
   int64_t key_quant_tokens(int64_t C) const { return C - C % residual; }

@@ -2,6 +2,7 @@
 
 #include "codecs/baselines.h"
 #include "codecs/common/baseline.h"
+#include "codecs/common/rotation.h"
 #include "codecs/quant/kivi_codec.h"
 
 namespace kvb::codecs {
@@ -27,6 +28,7 @@ CodecEntry kivi_entry() {
                           "R: fp16 key residual capacity (flushed when full) and value window, in tokens; a "
                           "multiple of group_size"),
            &KiviParams::residual),
+      bind(rotate_param(), &KiviParams::rotate),
   });
   e.info.params = table.specs();
   e.info.presets = {
@@ -35,7 +37,8 @@ CodecEntry kivi_entry() {
   };
   e.info.notes =
       "keys: the first C - (C mod R) tokens quantized, the last C mod R in fp16 (flush-when-full); values: the "
-      "last min(R, C) tokens in fp16 (sliding window); fp16 scale and min, codes round half up";
+      "last min(R, C) tokens in fp16 (sliding window); fp16 scale and min, codes round half up" +
+      std::string(kRotateNote);
   e.candidates = [](int head_dim) {
     const int G = head_dim % 32 == 0 ? 32 : std::gcd(head_dim, 32);
     std::vector<Candidate> out;
@@ -47,12 +50,13 @@ CodecEntry kivi_entry() {
     return out;
   };
   e.selftest_variants = {Json{{"code_bits", 2}, {"group_size", 32}, {"residual", 128}},
-                         Json{{"code_bits", 4}, {"group_size", 32}, {"residual", 32}}};
+                         Json{{"code_bits", 4}, {"group_size", 32}, {"residual", 32}},
+                         Json{{"code_bits", 2}, {"group_size", 32}, {"residual", 32}, {"rotate", "hadamard"}}};
   e.label = codec_label(table, "kivi");
-  e.make_cpu = fn_factory(table, "kivi", kivi_encode_cpu, "cpu");
-  e.make_ref = fn_factory(table, "kivi", kivi_encode_ref, "ref");
+  e.make_cpu = fn_factory(table, "kivi", rotating<KiviParams, kivi_encode_cpu, false>, "cpu");
+  e.make_ref = fn_factory(table, "kivi", rotating<KiviParams, kivi_encode_ref, true>, "ref");
 #ifdef KVB_WITH_CUDA
-  e.make_cuda = fn_factory(table, "kivi", kivi_encode_cuda, "cuda");
+  e.make_cuda = fn_factory(table, "kivi", rotating<KiviParams, kivi_encode_cuda, false>, "cuda");
 #endif
   return e;
 }
