@@ -220,14 +220,17 @@ Json config_json::read_config_file(const std::string& path, std::string* dir) {
   if (fs::is_directory(path, ec)) throw UsageError(fmt::format("{}: is a directory, not a config file", path));
   const auto text = read_file(path);
   if (!text) throw UsageError(fmt::format("{}: cannot open config file", path));
-  Json j;
+  Json j = parse_config_text(*text, path);
+  *dir = fs::absolute(fs::path(path)).parent_path().string();
+  return j;
+}
+
+Json config_json::parse_config_text(const std::string& text, const std::string& path) {
   try {
-    j = Json::parse(*text);
+    return Json::parse(text);
   } catch (const Json::parse_error& e) {
     throw UsageError(fmt::format("{}: not valid JSON: {}", path, e.what()));
   }
-  *dir = fs::absolute(fs::path(path)).parent_path().string();
-  return j;
 }
 
 Config load_config(const std::string& path) {

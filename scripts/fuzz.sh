@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# libFuzzer runs of kvbench's readers of hostile input (tests/fuzz: fuzz_config, fuzz_kvdump, fuzz_llama2,
+# fuzz_tokens, fuzz_results). Builds them with clang (-DKVB_FUZZ=ON: every library with ASan + UBSan and
+# libFuzzer coverage) in build-fuzz/ (KVB_FUZZ_BUILD_DIR), then runs each on a copy of its seed corpus
+# (tests/fuzz/corpus/<target>/; new inputs go to build-fuzz/corpus/<target>/, crashes to build-fuzz/findings/).
+#
+#   bash scripts/fuzz.sh --smoke             each target KVB_FUZZ_SMOKE_S seconds (default 30): CI
+#   bash scripts/fuzz.sh --long SECONDS      each target SECONDS (the documented run: >= 10M executions each)
+#   bash scripts/fuzz.sh --long 600 fuzz_kvdump   one target
+#   bash scripts/fuzz.sh --build-only
+# KVB_FUZZ_JOBS=N runs N targets at once (default 1). Exits 1 on the first target that finds something; the
+# reproducer is in build-fuzz/findings/<target>/ (re-run: build-fuzz/tests/fuzz/<target> FILE).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="" seconds=0
+case "${1:-}" in
+  --smoke) mode=smoke; seconds="${KVB_FUZZ_SMOKE_S:-30}"; shift ;;
+  --long) mode=long; seconds="${2:?--long SECONDS}"; shift 2 ;;
+  --build-only) mode=build; shift ;;
+  *) echo "usage: $0 --smoke | --long SECONDS | --build-only [TARGET...]" >&2; exit 2 ;;
+esac
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_config fuzz_kvdump fuzz_llama2 fuzz_tokens fuzz_results)
+dir="${KVB_FUZZ_BUILD_DIR:-build-fuzz}"
+jobs_build=$(nproc 2>/dev/null || echo 2)
+launcher=()
+if command -v ccache >/dev/null 2>&1; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache); fi
+if [ ! -f "$dir/build.ninja" ]; then
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
+    -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+    -DKVB_FUZZ=ON -DKVB_BUILD_TESTS=OFF -DKVB_ENABLE_CUDA=OFF "${launcher[@]}" >/dev/null
+fi
+ninja -C "$dir" -j"$jobs_build" "${targets[@]}"
+[ "$mode" != build ] || exit 0
+
+# HDF5 keeps free lists across files (not leaks); ASan: no leak false positives from them, abort on error.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:allocator_may_return_null=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+export TMPDIR="${KVB_FUZZ_TMPDIR:-$( [ -w /dev/shm ] && echo /dev/shm || echo /tmp )}"
+run_one() {
+  local t=$1 corpus="$dir/corpus/$1" findings="$dir/findings/$1" log="$dir/fuzz-$1.log"
+  mkdir -p "$corpus" "$findings"
+  cp -n tests/fuzz/corpus/"$t"/* "$corpus"/ 2>/dev/null || true
+  local max_len=4096
+  [ "$t" != fuzz_kvdump ] || max_len=65536
+  [ "$t" != fuzz_llama2 ] || max_len=16384
+  local rc=0
+  "$dir/tests/fuzz/$t" "$corpus" -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 \
+    -max_len="$max_len" -print_final_stats=1 -artifact_prefix="$findings/" >"$log" 2>&1 || rc=$?
+  local execs
+  execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' | tail -1)
+  echo "$t: rc=$rc, ${execs:-?} executions in ${seconds}s (log: $log)"
+  if [ $rc -ne 0 ]; then
+    grep -E 'ERROR|SUMMARY|runtime error|uncaught|Test unit written' "$log" | head -20 >&2
+    return 1
+  fi
+}
+status=0
+pids=()
+for t in "${targets[@]}"; do
+  if [ "${KVB_FUZZ_JOBS:-1}" -gt 1 ]; then
+    run_one "$t" & pids+=($!)
+    if [ ${#pids[@]} -ge "${KVB_FUZZ_JOBS}" ]; then wait "${pids[0]}" || status=1; pids=("${pids[@]:1}"); fi
+  else
+    run_one "$t" || status=1
+  fi
+done
+for p in "${pids[@]}"; do wait "$p" || status=1; done
+exit $status
