@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <algorithm>
 
 #include "io/io_test_util.h"
 
@@ -178,6 +179,28 @@ TEST(KvDumpHostile, HugeAttributeValueIsNotEchoedWhole) {
     EXPECT_NE(msg.find("\"xxxxxxxx"), std::string::npos) << msg;
     EXPECT_NE(msg.find("1048576 bytes"), std::string::npos) << msg;
   }
+}
+
+}  // namespace
+
+namespace {
+
+// fuzz_kvdump finding: a global heap (where variable-length string attributes live) whose first object is a
+// zero-size free-space record makes HDF5 1.10's parser loop forever. Refused before HDF5 reads it, from a
+// file and from an image.
+TEST(KvDumpHostile, GlobalHeapThatWouldHangHdf5IsRejected) {
+  const std::string path = scratch("gcol.h5");
+  write_small_dump(path, kSpec);
+  std::string img = bytes_of(path);
+  const size_t g = img.find("GCOL");
+  ASSERT_NE(g, std::string::npos) << "kvbench's string attributes are variable-length: expected a global heap";
+  std::fill(img.begin() + static_cast<std::ptrdiff_t>(g + 16), img.begin() + static_cast<std::ptrdiff_t>(g + 32), '\0');
+  expect_data_error([&] { kvb::KvDumpReader r("gcol.h5", img.data(), img.size()); }, {"gcol.h5", "global heap"});
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(img.data(), static_cast<std::streamsize>(img.size()));
+  }
+  expect_data_error([&] { kvb::KvDumpReader r(path); }, {path, "global heap", fmt::format("offset {}", g)});
 }
 
 }  // namespace

@@ -1,8 +1,11 @@
 #include "kvb/io/kvdump.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -296,6 +299,50 @@ uint64_t max_alloc_bytes() {
   return static_cast<uint64_t>(gb * static_cast<double>(1ull << 30));
 }
 
+/// HDF5 1.10's global-heap reader (H5HG__cache_heap_deserialize) steps from object to object by each one's
+/// size; a free-space object (index 0) of size 0, or one whose size wraps the pointer, makes it loop forever
+/// (found by fuzz_kvdump; fixed in later HDF5). Variable-length strings (h5py's str attributes, kvbench's)
+/// live in these collections, so before HDF5 parses any, every collection in the file ("GCOL", version 1) is
+/// walked the same way here, and one that would loop is a data error. Returns "" or what is wrong.
+std::string check_global_heaps(const unsigned char* data, size_t n) {
+  constexpr size_t kHdr = 16, kObjHdr = 16;  // collection header; object header (8-byte lengths)
+  auto u16 = [](const unsigned char* p) { return static_cast<uint64_t>(p[0]) | static_cast<uint64_t>(p[1]) << 8; };
+  auto u64 = [](const unsigned char* p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = v << 8 | p[i];
+    return v;
+  };
+  const unsigned char* end = data + n;
+  for (const unsigned char* g = data; g + kHdr <= end;) {
+    const void* hit = memmem(g, static_cast<size_t>(end - g), "GCOL", 4);
+    if (hit == nullptr) break;
+    g = static_cast<const unsigned char*>(hit);
+    const uint64_t off = static_cast<uint64_t>(g - data);
+    if (g + kHdr > end || g[4] != 1 || g[5] != 0 || g[6] != 0 || g[7] != 0) {
+      ++g;
+      continue;
+    }
+    const uint64_t size = u64(g + 8);
+    if (size < 4096 || size > n - off) {  // not a collection HDF5 would read this far (H5HG_MINSIZE = 4096)
+      ++g;
+      continue;
+    }
+    const unsigned char* p = g + kHdr;
+    const unsigned char* cend = g + size;
+    while (p + kObjHdr <= cend) {
+      const uint64_t idx = u16(p), osize = u64(p + 8);
+      const uint64_t need = idx > 0 ? kObjHdr + ((osize + 7) & ~uint64_t(7)) : osize;
+      if (need == 0 || (idx > 0 && osize > size) || need > static_cast<uint64_t>(cend - p))
+        return fmt::format("corrupt HDF5 global heap (variable-length strings) at byte offset {}: object {} at "
+                           "offset {} has size {}, which does not fit the {}-byte collection",
+                           off, idx, static_cast<uint64_t>(p - data), osize, size);
+      p += need;
+    }
+    g += 4;
+  }
+  return "";
+}
+
 /// Where HDF5 looks for a superblock: offset 0, then 512, 1024, 2048, ... (a user block before it).
 bool has_hdf5_signature(const void* data, size_t size) {
   static const char kSig[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
@@ -329,6 +376,8 @@ struct KvDumpReader::Impl {
   std::string image_checksum;   ///< in-memory images: checksum() of the bytes given
 
   void open_path();
+  /// check_global_heaps over the file (mapped, read once sequentially).
+  void check_heaps_of_file() const;
   void open_image(const void* data, size_t size);
   /// The schema checks, shared by both: the HDF5 file is open.
   void validate();
@@ -357,10 +406,24 @@ void KvDumpReader::Impl::open_path() {
   std::error_code ec;
   file_bytes = std::filesystem::file_size(path, ec);
   if (ec) throw DataError(fmt::format("cannot open {}: cannot read the file size: {}", path, ec.message()));
+  check_heaps_of_file();
   file = Hid(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
   if (!file.valid())
     throw DataError(fmt::format("cannot open {}: corrupt or truncated HDF5 file{}", path, h5::error_suffix()));
   validate();
+}
+
+void KvDumpReader::Impl::check_heaps_of_file() const {
+  if (file_bytes == 0) return;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw DataError(fmt::format("cannot open {}: {}", path, std::strerror(errno)));
+  void* m = ::mmap(nullptr, static_cast<size_t>(file_bytes), PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) throw DataError(fmt::format("cannot open {}: cannot map it: {}", path, std::strerror(errno)));
+  ::madvise(m, static_cast<size_t>(file_bytes), MADV_SEQUENTIAL);
+  const std::string heap = check_global_heaps(static_cast<const unsigned char*>(m), static_cast<size_t>(file_bytes));
+  ::munmap(m, static_cast<size_t>(file_bytes));
+  if (!heap.empty()) throw DataError(fmt::format("cannot open {}: {}", path, heap));
 }
 
 void KvDumpReader::Impl::open_image(const void* data, size_t size) {
@@ -370,6 +433,8 @@ void KvDumpReader::Impl::open_image(const void* data, size_t size) {
   image_checksum = fmt::format("{:016x}", fnv1a_bytes(data, size, kFnvOffset));
   if (!has_hdf5_signature(data, size))
     throw DataError(fmt::format("cannot open {}: not an HDF5 file (no HDF5 signature; wrong file or corrupt)", path));
+  const std::string heap = check_global_heaps(static_cast<const unsigned char*>(data), size);
+  if (!heap.empty()) throw DataError(fmt::format("cannot open {}: {}", path, heap));
   // The core (in-memory) driver over a copy of the image: after H5Fopen the same calls as for a file on disk.
   Hid fapl(H5Pcreate(H5P_FILE_ACCESS));
   if (!fapl.valid() || H5Pset_fapl_core(fapl, 1 << 16, 0) < 0 ||

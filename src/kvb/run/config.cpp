@@ -228,7 +228,7 @@ Json config_json::read_config_file(const std::string& path, std::string* dir) {
 Json config_json::parse_config_text(const std::string& text, const std::string& path) {
   try {
     return Json::parse(text);
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {  // parse_error, and out_of_range for a number beyond double (1e999)
     throw UsageError(fmt::format("{}: not valid JSON: {}", path, e.what()));
   }
 }
