@@ -34,10 +34,24 @@ ninja -C "$dir" -j"$jobs_build" "${targets[@]}"
 [ "$mode" != build ] || exit 0
 
 # Leaks are findings, except libhdf5's own on its error paths (tests/sanitize/lsan.supp).
-export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
+# Memory errors inside libhdf5 1.10 itself are known and out of kvbench's reach (tests/sanitize/asan_hdf5.supp).
+# A malloc too big for the allocator returns NULL, as it does outside ASan (HDF5 then reports an error).
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:allocator_may_return_null=1:suppressions=$PWD/tests/sanitize/asan_hdf5.supp}"
 export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/tests/sanitize/lsan.supp:print_suppressions=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export TMPDIR="${KVB_FUZZ_TMPDIR:-$( [ -w /dev/shm ] && echo /dev/shm || echo /tmp )}"
+# fuzz_kvdump runs in libFuzzer's fork mode and goes on after a crash or hang: Debian's libhdf5 1.10.8 crashes
+# and loops on some crafted files inside its own code (README "Fuzzing and sanitizers"). Afterwards every
+# artifact is re-run: one whose report lies inside libhdf5 is counted as an HDF5 finding
+# (findings/<target>/hdf5/); any other fails the run.
+hdf5_tolerant() { [ "$1" = fuzz_kvdump ]; }
+in_hdf5() {  # $1 target, $2 artifact: does its report (crash, sanitizer or timeout stack) point into libhdf5?
+  local out
+  out=$(timeout 60 "$dir/tests/fuzz/$1" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 "$2" 2>&1 || true)
+  # The first stack frames past the sanitizer's and libFuzzer's own: inside libhdf5_serial?
+  echo "$out" | grep -E '^ +#[0-9]+ ' | grep -vE 'libFuzzer|fuzzer::|__sanitizer|__asan|__interceptor|libc\.so|raise|abort|AlarmCallback|CrashCallback|StaticAlarm|pthread_kill| in (malloc|calloc|realloc|free) |MallocHook|HandleMalloc' \
+    | head -1 | grep -q 'libhdf5'
+}
 run_one() {
   local t=$1 corpus="$dir/corpus/$1" findings="$dir/findings/$1" log="$dir/fuzz-$1.log"
   mkdir -p "$corpus" "$findings"
@@ -45,14 +59,28 @@ run_one() {
   local max_len=4096
   [ "$t" != fuzz_kvdump ] || max_len=65536
   [ "$t" != fuzz_llama2 ] || max_len=16384
+  local extra=()
+  if hdf5_tolerant "$t"; then extra=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=0); fi
   local rc=0
   "$dir/tests/fuzz/$t" "$corpus" -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 \
-    -max_len="$max_len" -print_final_stats=1 -artifact_prefix="$findings/" >"$log" 2>&1 || rc=$?
+    -max_len="$max_len" -print_final_stats=1 -artifact_prefix="$findings/" "${extra[@]}" >"$log" 2>&1 || rc=$?
   local execs
   execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' | tail -1)
-  echo "$t: rc=$rc, ${execs:-?} executions in ${seconds}s (log: $log)"
+  [ -n "$execs" ] || execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
+  local hdf5=0 own=0 a
+  if hdf5_tolerant "$t"; then
+    mkdir -p "$findings/hdf5"
+    for a in "$findings"/crash-* "$findings"/timeout-* "$findings"/leak-* "$findings"/oom-*; do
+      [ -f "$a" ] || continue
+      if in_hdf5 "$t" "$a"; then mv "$a" "$findings/hdf5/"; hdf5=$((hdf5 + 1)); else own=$((own + 1)); fi
+    done
+    [ $own -eq 0 ] || rc=1
+    [ $own -ne 0 ] || [ $rc -eq 0 ] || ! grep -q 'INFO: exiting: 0' "$log" || rc=0
+  fi
+  echo "$t: rc=$rc, ${execs:-?} executions in ${seconds}s$(hdf5_tolerant "$t" && echo ", libhdf5-internal findings: $hdf5, kvbench findings: $own") (log: $log)"
   if [ $rc -ne 0 ]; then
     grep -E 'ERROR|SUMMARY|runtime error|uncaught|Test unit written' "$log" | head -20 >&2
+    ls "$findings" >&2
     return 1
   fi
 }
