@@ -3,7 +3,9 @@
 # a .venv with Hugging Face transformers from PyPI for scripts/record_kv.py and its tests. OpenBLAS
 # (libopenblas0-pthread) is installed so that Debian's libblas.so.3 / liblapack.so.3 alternatives point to it
 # instead of the reference BLAS: faiss (the lookat peer), numpy and torch then run at full speed (a 4096x256x688
-# sgemm: about 2 GFLOP/s with the reference BLAS, 36 with OpenBLAS on this project's machine). Idempotent:
+# sgemm: about 2 GFLOP/s with the reference BLAS, 36 with OpenBLAS on this project's machine).
+# clang, libclang-rt-14-dev (libFuzzer, the sanitizer runtimes) and libomp-dev (clang's OpenMP) build the fuzz
+# targets (scripts/fuzz.sh). Idempotent:
 # packages already present are not reinstalled, and apt-get is not touched at all when nothing is missing.
 set -euo pipefail
 
@@ -11,6 +13,7 @@ pkgs=(
   build-essential cmake pkg-config git
   libcli11-dev nlohmann-json3-dev libeigen3-dev libhdf5-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev libfaiss-dev libopenblas0-pthread
+  clang libclang-rt-14-dev libomp-dev
   python3 python3-numpy python3-h5py python3-torch python3-venv python3-matplotlib python3-jsonschema
 )
 

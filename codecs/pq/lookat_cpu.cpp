@@ -14,6 +14,19 @@
 #include "kvb/core/attn_math.h"
 
 namespace kvb::codecs {
+// Defined before its first use: clang accepts target_clones only on a function not yet called.
+KVB_CPU_CLONES void pq::luts_transposed(const float* q, int m, int dsub, int K, const float* ct, float* lut) {
+  for (int i = 0; i < m; ++i) {
+    float* li = lut + static_cast<size_t>(i) * K;
+    for (int c = 0; c < K; ++c) li[c] = 0.f;
+    for (int j = 0; j < dsub; ++j) {
+      const float qj = q[i * dsub + j];
+      const float* cj = ct + (static_cast<size_t>(i) * dsub + j) * K;
+      for (int c = 0; c < K; ++c) li[c] += qj * cj[c];
+    }
+  }
+}
+
 namespace {
 
 class LookatLayer final : public EncodedLayer {
@@ -149,18 +162,6 @@ class LookatLayer final : public EncodedLayer {
 };
 
 }  // namespace
-
-KVB_CPU_CLONES void pq::luts_transposed(const float* q, int m, int dsub, int K, const float* ct, float* lut) {
-  for (int i = 0; i < m; ++i) {
-    float* li = lut + static_cast<size_t>(i) * K;
-    for (int c = 0; c < K; ++c) li[c] = 0.f;
-    for (int j = 0; j < dsub; ++j) {
-      const float qj = q[i * dsub + j];
-      const float* cj = ct + (static_cast<size_t>(i) * dsub + j) * K;
-      for (int c = 0; c < K; ++c) li[c] += qj * cj[c];
-    }
-  }
-}
 
 std::unique_ptr<EncodedLayer> lookat_encode_cpu(const LookatParams& p, const LookatCodebooks& cb, const LayerKV& kv,
                                                 const CodecContext& ctx) {

@@ -4,6 +4,7 @@
 #include "kvb/core/half.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define KVB_ROW_X86 1
 #endif
@@ -225,11 +226,21 @@ constexpr RowKernels kAvx2{"avx2-f16c",    dot_f32_avx2,    dot_f16_avx2,  axpy_
 #undef KVB_AVX2
 #endif
 
-const RowKernels& pick() {
+/// AVX2 + FMA + F16C. F16C through CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports has no "f16c".
+bool cpu_has_avx2_fma_f16c() {
 #if defined(KVB_ROW_X86)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-    return kAvx2;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+#else
+  return false;
+#endif
+}
+
+const RowKernels& pick() {
+#if defined(KVB_ROW_X86)
+  if (cpu_has_avx2_fma_f16c()) return kAvx2;
 #endif
   return kPortable;
 }
@@ -244,14 +255,7 @@ const RowKernels& row_kernels() {
 const RowKernels& row_kernels_portable() { return kPortable; }
 
 namespace {
-bool cpu_has_avx2() {
-#if defined(KVB_ROW_X86)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-#else
-  return false;
-#endif
-}
+bool cpu_has_avx2() { return cpu_has_avx2_fma_f16c(); }
 bool g_simd_on = true;
 }  // namespace
 

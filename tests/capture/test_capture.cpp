@@ -1,6 +1,7 @@
 // `kvbench capture` on the real stories260K llama2.c checkpoint (../shared/models/stories260K). Every test
 // skips when the model file is absent; the model is never copied into the repository.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
@@ -350,6 +351,30 @@ TEST(Capture, TruncatedOrMissingCheckpointIsDataError) {
   EXPECT_NE(r.err.find("512"), std::string::npos) << r.err;
   r = kvbtest::kvbench("capture --model '" + kModel + "' --out '" + (tmp / "x.h5") + "' --tokens 16 --queries 16", tmp);
   EXPECT_EQ(r.code, 2) << kvbtest::describe(r);
+}
+
+// The OS's reason, not "not found", for a checkpoint that exists but cannot be read (no model needed).
+TEST(Capture, CheckpointOsErrorsAreReportedForWhatTheyAre) {
+  TempDir tmp("capture-os");
+  auto expect_msg = [](const std::string& path, const std::vector<std::string>& parts) {
+    try {
+      kvb::Llama2Model::load(path);
+      ADD_FAILURE() << path << " was accepted";
+    } catch (const kvb::DataError& e) {
+      for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+    }
+  };
+  expect_msg((tmp.path / "missing.bin").string(), {"missing.bin", "no such file"});
+  expect_msg(tmp.path.string(), {"is a directory"});
+  fs::create_symlink(tmp.path / "b.bin", tmp.path / "a.bin");
+  fs::create_symlink(tmp.path / "a.bin", tmp.path / "b.bin");
+  expect_msg((tmp.path / "a.bin").string(), {"a.bin", "symlink loop"});
+  if (::geteuid() == 0) GTEST_SKIP() << "running as root: a mode-000 file is readable, permission test skipped";
+  const fs::path locked = tmp.path / "locked.bin";
+  std::ofstream(locked) << "0123456789012345678901234567890123456789";
+  fs::permissions(locked, fs::perms::none);
+  expect_msg(locked.string(), {"locked.bin", "permission denied"});
+  fs::permissions(locked, fs::perms::owner_all);
 }
 
 // capture -> run through the executable with configs/stories260K.json pointed at the captured dump.

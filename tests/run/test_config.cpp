@@ -114,4 +114,19 @@ TEST(Config, MissingFileAndBadJson) {
   EXPECT_THROW(kvb::load_config("/nonexistent/kvbench.json"), kvb::UsageError);
 }
 
+// fuzz_config finding: a number beyond double makes nlohmann throw out_of_range (not parse_error); it must
+// be the config's usage error naming the number (kvb::parse_json), not an unexpected exception.
+TEST(Config, NumberOverflowIsInvalidJson) {
+  for (const char* text : {R"({"name": 1e999})", "999999999999999999999999999999E999999999999",
+                           R"({"codecs": [{"codec": "int", "bits": [-1e400]}]})"}) {
+    SCOPED_TRACE(text);
+    try {
+      kvb::config_json::parse_config_text(text, "cfg.json");
+      ADD_FAILURE() << "accepted";
+    } catch (const kvb::UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("overflows a double"), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include "kernels/cpu/row_kernels.h"
 #include "kvb/core/error.h"
+#include "kvb/core/file_check.h"
 
 namespace kvb {
 namespace {
@@ -59,8 +60,7 @@ int argmax(const float* x, int n) {
 Llama2Model Llama2Model::load(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  KVB_CHECK(fs::is_regular_file(path, ec), DataError, "{}: checkpoint not found (expected a llama2.c .bin file)",
-            path);
+  require_readable_file(path, "a llama2.c checkpoint (.bin)");  // OS errors (missing, permission, loop) as such
   const uint64_t file_bytes = fs::file_size(path, ec);
   KVB_CHECK(!ec, DataError, "{}: cannot read the file size: {}", path, ec.message());
   constexpr uint64_t kHeader = 7 * sizeof(int32_t);

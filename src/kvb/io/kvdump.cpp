@@ -1,11 +1,16 @@
 #include "kvb/io/kvdump.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -15,6 +20,8 @@
 #include <fmt/format.h>
 
 #include "kvb/core/error.h"
+#include "kvb/core/excerpt.h"
+#include "kvb/core/file_check.h"
 #include "kvb/core/half.h"
 #include "kvb/core/hash.h"
 #include "kvb/core/tempfile.h"
@@ -44,6 +51,13 @@ DType parse_dtype(const std::string& s) {
 namespace {
 
 constexpr int kMaxHeadDim = 1024;
+/// The memory ceiling of one tensor read when KVB_MAX_ALLOC_GB is not set (docs/dump-format.md §1.4).
+constexpr uint64_t kDefaultMaxAllocGiB = 16;
+/// deflate's best case (a long run of one byte): 1032 to 1. A filtered dataset must store at least 1/1032 of
+/// its declared bytes.
+constexpr uint64_t kMaxDeflateRatio = 1032;
+constexpr size_t kMaxIdBytes = 255;                  ///< a sequence group name (it appears in every message)
+constexpr size_t kMaxStringAttrBytes = size_t(16) << 20;  ///< a fixed-length string attribute
 
 /// "s2" < "s10": compare digit runs numerically, everything else bytewise.
 bool natural_less(const std::string& a, const std::string& b) {
@@ -115,6 +129,9 @@ std::string read_string_attr(const Ctx& c, hid_t obj, const std::string& opath, 
     return s;
   }
   const size_t n = H5Tget_size(t);
+  if (n > kMaxStringAttrBytes)
+    c.fail(attr_where(opath, name), fmt::format("fixed-length string of {} bytes, expected at most {}", n,
+                                                kMaxStringAttrBytes));
   std::string buf(n, '\0');
   if (H5Aread(a, t, buf.data()) < 0) c.fail(attr_where(opath, name), "cannot read string" + h5::error_suffix());
   buf.resize(std::min(buf.find('\0'), buf.size()));
@@ -206,7 +223,7 @@ TensorType classify_tensor(const Ctx& c, hid_t ds, const std::string& dpath) {
   } else {
     std::string found = h5::describe_type(t);
     if (cls == H5T_INTEGER && size == 2)
-      found += has_dtype_attr ? fmt::format(" with attribute dtype=\"{}\"", dtype_attr)
+      found += has_dtype_attr ? fmt::format(" with attribute dtype={}", excerpt(dtype_attr))
                               : " without the attribute dtype=\"bfloat16\"";
     c.fail(dpath, fmt::format("unsupported dtype: expected float16, float32 or bfloat16 (uint16 with attribute "
                               "dtype=\"bfloat16\"), found {}",
@@ -240,6 +257,103 @@ void check_finite_or_throw(const Ctx& c, const std::string& dpath, const float* 
   }
 }
 
+/// Product of `dims` times `elem`, saturating at UINT64_MAX (a forged shape must not wrap around).
+uint64_t sat_bytes(const std::vector<hsize_t>& dims, uint64_t elem) {
+  uint64_t n = elem;
+  for (hsize_t d : dims)
+    if (__builtin_mul_overflow(n, static_cast<uint64_t>(d), &n)) return std::numeric_limits<uint64_t>::max();
+  return n;
+}
+
+std::string gib(uint64_t bytes) { return fmt::format("{:.3g} GiB", static_cast<double>(bytes) / (1ull << 30)); }
+
+/// Names of filters h5py and common plugins write, for datasets whose pipeline stores no name.
+const char* known_filter_name(H5Z_filter_t id) {
+  switch (id) {
+    case 1: return "deflate";
+    case 2: return "shuffle";
+    case 3: return "fletcher32";
+    case 4: return "szip";
+    case 5: return "nbit";
+    case 6: return "scaleoffset";
+    case 307: return "bzip2";
+    case 32000: return "lzf";
+    case 32001: return "blosc";
+    case 32004: return "lz4";
+    case 32008: return "bitshuffle";
+    case 32013: return "zfp";
+    case 32015: return "zstd";
+    case 32026: return "blosc2";
+    default: return nullptr;
+  }
+}
+
+/// The memory ceiling: KVB_MAX_ALLOC_GB GiB, or kDefaultMaxAllocGiB.
+uint64_t max_alloc_bytes() {
+  const char* env = std::getenv("KVB_MAX_ALLOC_GB");
+  if (env == nullptr || *env == '\0') return kDefaultMaxAllocGiB << 30;
+  char* end = nullptr;
+  const double gb = std::strtod(env, &end);
+  if (end == env || *end != '\0' || !std::isfinite(gb) || gb <= 0 || gb > 1e6)
+    throw UsageError(fmt::format("environment variable KVB_MAX_ALLOC_GB: expected a number of GiB in (0, 1e6], found "
+                                 "{}",
+                                 excerpt(env, 32)));
+  return static_cast<uint64_t>(gb * static_cast<double>(1ull << 30));
+}
+
+/// HDF5 1.10's global-heap reader (H5HG__cache_heap_deserialize) steps from object to object by each one's
+/// size; a free-space object (index 0) of size 0, or one whose size wraps the pointer, makes it loop forever
+/// (found by fuzz_kvdump; fixed in later HDF5). Variable-length strings (h5py's str attributes, kvbench's)
+/// live in these collections, so before HDF5 parses any, every collection in the file ("GCOL", version 1) is
+/// walked the same way here, and one that would loop is a data error. Returns "" or what is wrong.
+std::string check_global_heaps(const unsigned char* data, size_t n) {
+  constexpr size_t kHdr = 16, kObjHdr = 16;  // collection header; object header (8-byte lengths)
+  auto u16 = [](const unsigned char* p) { return static_cast<uint64_t>(p[0]) | static_cast<uint64_t>(p[1]) << 8; };
+  auto u64 = [](const unsigned char* p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = v << 8 | p[i];
+    return v;
+  };
+  const unsigned char* end = data + n;
+  for (const unsigned char* g = data; g + kHdr <= end;) {
+    const void* hit = memmem(g, static_cast<size_t>(end - g), "GCOL", 4);
+    if (hit == nullptr) break;
+    g = static_cast<const unsigned char*>(hit);
+    const uint64_t off = static_cast<uint64_t>(g - data);
+    if (g + kHdr > end || g[4] != 1 || g[5] != 0 || g[6] != 0 || g[7] != 0) {
+      ++g;
+      continue;
+    }
+    const uint64_t size = u64(g + 8);
+    if (size < 4096 || size > n - off) {  // not a collection HDF5 would read this far (H5HG_MINSIZE = 4096)
+      ++g;
+      continue;
+    }
+    const unsigned char* p = g + kHdr;
+    const unsigned char* cend = g + size;
+    while (p + kObjHdr <= cend) {
+      const uint64_t idx = u16(p), osize = u64(p + 8);
+      const uint64_t need = idx > 0 ? kObjHdr + ((osize + 7) & ~uint64_t(7)) : osize;
+      if (need == 0 || (idx > 0 && osize > size) || need > static_cast<uint64_t>(cend - p))
+        return fmt::format("corrupt HDF5 global heap (variable-length strings) at byte offset {}: object {} at "
+                           "offset {} has size {}, which does not fit the {}-byte collection",
+                           off, idx, static_cast<uint64_t>(p - data), osize, size);
+      p += need;
+    }
+    g += 4;
+  }
+  return "";
+}
+
+/// Where HDF5 looks for a superblock: offset 0, then 512, 1024, 2048, ... (a user block before it).
+bool has_hdf5_signature(const void* data, size_t size) {
+  static const char kSig[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
+  const char* p = static_cast<const char*>(data);
+  for (size_t off = 0; off + 8 <= size; off = off == 0 ? 512 : off * 2)
+    if (std::memcmp(p + off, kSig, 8) == 0) return true;
+  return false;
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------------------
@@ -259,9 +373,22 @@ struct KvDumpReader::Impl {
   Ctx ctx() const { return Ctx{path}; }
   std::string layer_path(size_t s, int l) const { return fmt::format("/sequences/{}/layers/{}", seqs[s].id, l); }
 
-  void open();
+  uint64_t file_bytes = 0;      ///< size of the file (or image): what the declared shapes are checked against
+  uint64_t max_alloc = 0;       ///< the memory ceiling (max_alloc_bytes())
+  std::string image_checksum;   ///< in-memory images: checksum() of the bytes given
+
+  void open_path();
+  /// check_global_heaps over the file (mapped, read once sequentially).
+  void check_heaps_of_file() const;
+  void open_image(const void* data, size_t size);
+  /// The schema checks, shared by both: the HDF5 file is open.
+  void validate();
   void read_root_attrs();
   void read_sequence(hid_t seqs_group, const std::string& id);
+  /// Before anything is allocated from a dataset's declared shape `dims` (elements of `mem_elem` bytes once
+  /// read): its filters must be available, it must live in this file (no external or virtual storage), the
+  /// file must hold its bytes (docs/dump-format.md §1.4) and the allocation must stay under max_alloc.
+  void check_storage(hid_t ds, const std::string& dpath, const std::vector<hsize_t>& dims, uint64_t mem_elem) const;
 
   /// Reads the hyperslab [start, start+count) of a rank-3 dataset into `out` (row-major) as float32,
   /// then checks every value for NaN/Inf.
@@ -270,21 +397,61 @@ struct KvDumpReader::Impl {
   void check_indices(size_t seq, int layer) const;
 };
 
-void KvDumpReader::Impl::open() {
-  const Ctx c = ctx();
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) throw DataError(fmt::format("cannot open {}: no such file", path));
-  if (std::filesystem::is_directory(path, ec))
-    throw DataError(fmt::format("cannot open {}: is a directory, expected a kvdump HDF5 file", path));
+void KvDumpReader::Impl::open_path() {
+  require_readable_file(path, "a kvdump HDF5 file");  // OS errors (permission, directory, loop) as such
   Lock g(h5::lock());
   h5::silence_errors();
   const htri_t is_h5 = H5Fis_hdf5(path.c_str());
   if (is_h5 <= 0)
     throw DataError(fmt::format("cannot open {}: not an HDF5 file (no HDF5 signature; wrong file or corrupt){}",
                                 path, h5::error_suffix()));
+  std::error_code ec;
+  file_bytes = std::filesystem::file_size(path, ec);
+  if (ec) throw DataError(fmt::format("cannot open {}: cannot read the file size: {}", path, ec.message()));
+  check_heaps_of_file();
   file = Hid(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
   if (!file.valid())
     throw DataError(fmt::format("cannot open {}: corrupt or truncated HDF5 file{}", path, h5::error_suffix()));
+  validate();
+}
+
+void KvDumpReader::Impl::check_heaps_of_file() const {
+  if (file_bytes == 0) return;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw DataError(fmt::format("cannot open {}: {}", path, std::strerror(errno)));
+  void* m = ::mmap(nullptr, static_cast<size_t>(file_bytes), PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) throw DataError(fmt::format("cannot open {}: cannot map it: {}", path, std::strerror(errno)));
+  ::madvise(m, static_cast<size_t>(file_bytes), MADV_SEQUENTIAL);
+  const std::string heap = check_global_heaps(static_cast<const unsigned char*>(m), static_cast<size_t>(file_bytes));
+  ::munmap(m, static_cast<size_t>(file_bytes));
+  if (!heap.empty()) throw DataError(fmt::format("cannot open {}: {}", path, heap));
+}
+
+void KvDumpReader::Impl::open_image(const void* data, size_t size) {
+  Lock g(h5::lock());
+  h5::silence_errors();
+  file_bytes = size;
+  image_checksum = fmt::format("{:016x}", fnv1a_bytes(data, size, kFnvOffset));
+  if (!has_hdf5_signature(data, size))
+    throw DataError(fmt::format("cannot open {}: not an HDF5 file (no HDF5 signature; wrong file or corrupt)", path));
+  const std::string heap = check_global_heaps(static_cast<const unsigned char*>(data), size);
+  if (!heap.empty()) throw DataError(fmt::format("cannot open {}: {}", path, heap));
+  // The core (in-memory) driver over a copy of the image: after H5Fopen the same calls as for a file on disk.
+  Hid fapl(H5Pcreate(H5P_FILE_ACCESS));
+  if (!fapl.valid() || H5Pset_fapl_core(fapl, 1 << 16, 0) < 0 ||
+      H5Pset_file_image(fapl, const_cast<void*>(data), size) < 0)
+    throw DataError(fmt::format("cannot open {}: cannot set up an in-memory HDF5 image of {} bytes{}", path, size,
+                                h5::error_suffix()));
+  file = Hid(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl));
+  if (!file.valid())
+    throw DataError(fmt::format("cannot open {}: corrupt or truncated HDF5 file{}", path, h5::error_suffix()));
+  validate();
+}
+
+void KvDumpReader::Impl::validate() {
+  const Ctx c = ctx();
+  max_alloc = max_alloc_bytes();
   f16_type = Hid(h5::make_f16_type());
   read_root_attrs();
 
@@ -296,8 +463,12 @@ void KvDumpReader::Impl::open() {
     const ssize_t n = H5Lget_name_by_idx(sg, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
     if (n < 0) c.fail("/sequences", "cannot list the group" + h5::error_suffix());
     std::string name(static_cast<size_t>(n) + 1, '\0');
-    H5Lget_name_by_idx(sg, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(), H5P_DEFAULT);
+    if (H5Lget_name_by_idx(sg, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(), H5P_DEFAULT) < 0)
+      c.fail("/sequences", "cannot list the group" + h5::error_suffix());
     name.resize(static_cast<size_t>(n));
+    if (name.size() > kMaxIdBytes)
+      c.fail("/sequences", fmt::format("sequence group name of {} bytes, expected at most {}: {}", name.size(),
+                                       kMaxIdBytes, excerpt(name)));
     ids.push_back(name);
   }
   if (ids.empty()) c.fail("/sequences", "expected at least 1 sequence group, found 0");
@@ -313,7 +484,7 @@ void KvDumpReader::Impl::read_root_attrs() {
   const std::string r = "/";
   const std::string format = read_string_attr(c, root, r, "format");
   if (format != "kvdump")
-    c.fail(attr_where(r, "format"), fmt::format("expected \"kvdump\", found \"{}\"", format));
+    c.fail(attr_where(r, "format"), fmt::format("expected \"kvdump\", found {}", excerpt(format)));
   const int64_t version = read_int_attr(c, root, r, "format_version");
   if (version != 1)
     c.fail(attr_where(r, "format_version"), fmt::format("expected 1 (this kvbench reads kvdump version 1), found {}",
@@ -340,7 +511,7 @@ void KvDumpReader::Impl::read_root_attrs() {
   a.rope_style = read_string_attr(c, root, r, "rope_style");
   if (a.rope_style != "half" && a.rope_style != "interleaved" && a.rope_style != "none")
     c.fail(attr_where(r, "rope_style"),
-           fmt::format("expected \"half\", \"interleaved\" or \"none\", found \"{}\"", a.rope_style));
+           fmt::format("expected \"half\", \"interleaved\" or \"none\", found {}", excerpt(a.rope_style)));
   a.rope_theta = read_float_attr(c, root, r, "rope_theta");
   if (!std::isfinite(a.rope_theta) || a.rope_theta < 0)
     c.fail(attr_where(r, "rope_theta"), fmt::format("expected a finite number >= 0, found {}", a.rope_theta));
@@ -357,7 +528,7 @@ void KvDumpReader::Impl::read_root_attrs() {
   a.orig_dtype = read_string_attr(c, root, r, "orig_dtype");
   if (a.orig_dtype != "bfloat16" && a.orig_dtype != "float16" && a.orig_dtype != "float32")
     c.fail(attr_where(r, "orig_dtype"),
-           fmt::format("expected \"bfloat16\", \"float16\" or \"float32\", found \"{}\"", a.orig_dtype));
+           fmt::format("expected \"bfloat16\", \"float16\" or \"float32\", found {}", excerpt(a.orig_dtype)));
   if (attr_exists(c, root, r, "seed")) a.seed = read_int_attr(c, root, r, "seed");
   if (attr_exists(c, root, r, "created_utc")) a.created_utc = read_string_attr(c, root, r, "created_utc");
 }
@@ -386,6 +557,7 @@ void KvDumpReader::Impl::read_sequence(hid_t seqs_group, const std::string& id) 
     const auto dims = dataset_dims(c, d, dp);
     if (dims.size() != 1) c.fail(dp, fmt::format("expected shape [Q], found {}", h5::dims_str(dims)));
     if (dims[0] == 0) c.fail(dp, "expected Q >= 1 recorded queries, found Q = 0 (nothing to evaluate)");
+    check_storage(d, dp, dims, sizeof(int64_t));
     si.n_queries = static_cast<int64_t>(dims[0]);
     si.query_positions.resize(dims[0]);
     if (H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, si.query_positions.data()) < 0)
@@ -409,6 +581,7 @@ void KvDumpReader::Impl::read_sequence(hid_t seqs_group, const std::string& id) 
     if (dims.size() != 1) c.fail(dp, fmt::format("expected shape [W], found {}", h5::dims_str(dims)));
     if (dims[0] == 0)
       c.fail(dp, "expected W >= 1 observation query positions, found W = 0 (leave obs_positions out instead)");
+    check_storage(d, dp, dims, sizeof(int64_t));
     si.obs_positions.resize(dims[0]);
     if (H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, si.obs_positions.data()) < 0)
       c.fail(dp, "cannot read" + h5::error_suffix());
@@ -435,6 +608,7 @@ void KvDumpReader::Impl::read_sequence(hid_t seqs_group, const std::string& id) 
     const auto dims = dataset_dims(c, d, dp);
     if (dims.size() != 1 || static_cast<int64_t>(dims[0]) != T)
       c.fail(dp, fmt::format("expected shape [{}] (n_tokens), found {}", T, h5::dims_str(dims)));
+    check_storage(d, dp, dims, sizeof(int32_t));
     si.has_tokens = true;
   }
 
@@ -470,6 +644,7 @@ void KvDumpReader::Impl::read_sequence(hid_t seqs_group, const std::string& id) 
         c.fail(dp, fmt::format("expected shape {} ({}), found {}", h5::dims_str(wants[k].dims), wants[k].axes,
                                h5::dims_str(dims)));
       const TensorType tt = classify_tensor(c, d, dp);
+      check_storage(d, dp, dims, sizeof(float));
       if (k == 0) {
         lm.tt = tt;
       } else if (tt.dtype != lm.tt.dtype) {
@@ -503,6 +678,7 @@ void KvDumpReader::Impl::read_sequence(hid_t seqs_group, const std::string& id) 
           c.fail(dp, fmt::format("expected shape {} (n_heads, W = len(obs_positions), head_dim), found {}",
                                  h5::dims_str(want), h5::dims_str(dims)));
         lm.obs_tt = classify_tensor(c, d, dp);
+        check_storage(d, dp, dims, sizeof(float));
         if (lm.obs_tt.dtype != lm.tt.dtype)
           c.fail(dp, fmt::format("dtype {} differs from the keys' dtype {} (obs_queries must share the keys' dtype)",
                                  to_string(lm.obs_tt.dtype), to_string(lm.tt.dtype)));
@@ -519,6 +695,7 @@ void KvDumpReader::Impl::read_sequence(hid_t seqs_group, const std::string& id) 
       if (dims != want)
         c.fail(dp, fmt::format("expected shape {} (n_heads, Q, head_dim), found {}", h5::dims_str(want),
                                h5::dims_str(dims)));
+      check_storage(d, dp, dims, sizeof(float));
       lm.has_ref = true;
     } else {
       si.has_ref_out = false;
@@ -527,6 +704,55 @@ void KvDumpReader::Impl::read_sequence(hid_t seqs_group, const std::string& id) 
   }
   seqs.push_back(std::move(si));
   meta.push_back(std::move(sm));
+}
+
+void KvDumpReader::Impl::check_storage(hid_t ds, const std::string& dpath, const std::vector<hsize_t>& dims,
+                                       uint64_t mem_elem) const {
+  const Ctx c = ctx();
+  Hid dcpl(H5Dget_create_plist(ds));
+  if (!dcpl.valid()) c.fail(dpath, "cannot read the storage properties" + h5::error_suffix());
+  const H5D_layout_t layout = H5Pget_layout(dcpl);
+  if (layout == H5D_VIRTUAL)
+    c.fail(dpath, "virtual dataset (data mapped from other files): a kvdump holds its tensors itself");
+  if (H5Pget_external_count(dcpl) > 0)
+    c.fail(dpath, "external storage (data in other files): a kvdump holds its tensors itself");
+  const int nf = H5Pget_nfilters(dcpl);
+  if (nf < 0) c.fail(dpath, "cannot read the filter pipeline" + h5::error_suffix());
+  for (int i = 0; i < nf; ++i) {
+    unsigned flags = 0, cfg = 0;
+    size_t nvals = 0;
+    char name[64] = {0};
+    const H5Z_filter_t id = H5Pget_filter2(dcpl, static_cast<unsigned>(i), &flags, &nvals, nullptr, sizeof(name),
+                                           name, &cfg);
+    if (id < 0) c.fail(dpath, "cannot read the filter pipeline" + h5::error_suffix());
+    if (H5Zfilter_avail(id) <= 0) {
+      std::string nm(name, strnlen(name, sizeof(name)));
+      if (nm.empty() && known_filter_name(id)) nm = known_filter_name(id);
+      c.fail(dpath, fmt::format("compressed with HDF5 filter {} ({}), which this HDF5 library does not have: install "
+                                "the filter plugin (HDF5_PLUGIN_PATH) or rewrite the dump with deflate or no "
+                                "compression",
+                                id, nm.empty() ? "unnamed" : excerpt(nm, 40)));
+    }
+  }
+  h5::last_error();  // clear the stack
+  Hid t(H5Dget_type(ds));
+  const size_t elem = t.valid() ? H5Tget_size(t) : 0;
+  if (elem == 0) c.fail(dpath, "cannot read the datatype" + h5::error_suffix());
+  const uint64_t declared = sat_bytes(dims, elem);
+  const uint64_t mem = sat_bytes(dims, mem_elem);
+  if (mem > max_alloc)
+    c.fail(dpath, fmt::format("declared shape {} needs {} of memory once read, above the memory ceiling of {} "
+                              "(environment variable KVB_MAX_ALLOC_GB, default {}; the file holds {} bytes)",
+                              h5::dims_str(dims), gib(mem), gib(max_alloc), kDefaultMaxAllocGiB, file_bytes));
+  // Unfiltered data is stored byte for byte; deflate compresses at most kMaxDeflateRatio to 1.
+  const uint64_t need = nf == 0 ? declared : declared / kMaxDeflateRatio;
+  const uint64_t storage = static_cast<uint64_t>(H5Dget_storage_size(ds));
+  const uint64_t held = std::min(storage, file_bytes);
+  if (held < need)
+    c.fail(dpath, fmt::format("declared shape {} of {}-byte elements is {} bytes{}, but the file holds only {} bytes "
+                              "of it (file size {} bytes): truncated file, missing chunks or a forged shape",
+                              h5::dims_str(dims), elem, declared,
+                              nf == 0 ? "" : fmt::format(" (at least {} compressed)", need), held, file_bytes));
 }
 
 void KvDumpReader::Impl::check_indices(size_t seq, int layer) const {
@@ -580,7 +806,12 @@ void KvDumpReader::Impl::read_block(const std::string& dpath, const TensorType& 
 
 KvDumpReader::KvDumpReader(const std::string& path) : impl_(std::make_unique<Impl>()) {
   impl_->path = path;
-  impl_->open();
+  impl_->open_path();
+}
+
+KvDumpReader::KvDumpReader(const std::string& name, const void* image, size_t size) : impl_(std::make_unique<Impl>()) {
+  impl_->path = name;
+  impl_->open_image(image, size);
 }
 
 KvDumpReader::~KvDumpReader() {
@@ -697,6 +928,7 @@ std::vector<int32_t> KvDumpReader::read_tokens(size_t seq) const {
 }
 
 std::string KvDumpReader::checksum() const {
+  if (!impl_->image_checksum.empty()) return impl_->image_checksum;
   std::ifstream in(impl_->path, std::ios::binary);
   if (!in) throw DataError(fmt::format("cannot open {} to checksum it", impl_->path));
   uint64_t h = kFnvOffset;

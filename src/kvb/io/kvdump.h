@@ -59,6 +59,10 @@ class KvDumpReader {
  public:
   /// Opens and validates the whole schema. Throws DataError on any violation.
   explicit KvDumpReader(const std::string& path);
+  /// The same reader over an in-memory HDF5 file image (`size` bytes, copied; HDF5's core driver): every check
+  /// of the path constructor after the file is open, with `name` in place of the path in messages. checksum()
+  /// is the FNV-1a of the image. Used by the fuzzer (tests/fuzz/fuzz_kvdump.cpp).
+  KvDumpReader(const std::string& name, const void* image, size_t size);
   ~KvDumpReader();
   KvDumpReader(const KvDumpReader&) = delete;
   KvDumpReader& operator=(const KvDumpReader&) = delete;

@@ -217,9 +217,13 @@ Config parse_config(const Json& j, const std::string& path, const std::string& d
 }
 
 Json config_json::read_config_file(const std::string& path, std::string* dir) {
-  Json j = read_json_file(path, ExitCode::kUsage, "config file");
+  Json j = parse_config_text(read_text_file(path, ExitCode::kUsage, "config file"), path);
   *dir = fs::absolute(fs::path(path)).parent_path().string();
   return j;
+}
+
+Json config_json::parse_config_text(const std::string& text, const std::string& path) {
+  return parse_json(text, path, ExitCode::kUsage);  // bounded nesting, overflowing numbers named by key
 }
 
 Config load_config(const std::string& path) {

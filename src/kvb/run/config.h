@@ -66,6 +66,8 @@ std::vector<CodecSpec> parse_codecs(const Json& j);
 /// The JSON of a config file and the directory its relative paths resolve against; UsageError for a
 /// directory, an unreadable file or invalid JSON.
 Json read_config_file(const std::string& path, std::string* dir);
+/// The JSON of a config file's text (`path` for the message); UsageError for invalid JSON.
+Json parse_config_text(const std::string& text, const std::string& path);
 /// "name" of a config object, or the config file's stem: non-empty, no '/'.
 std::string config_name(const Json& j, const std::string& path);
 }  // namespace config_json

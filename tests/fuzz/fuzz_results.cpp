@@ -1,0 +1,37 @@
+// libFuzzer target: the results readers on arbitrary bytes: compare's loader (load_results_file: read, parse,
+// validate_results), ResultDoc::from_json (merge, report, resume), the CSV writer and compare on what they
+// accept, and --resume's record files (read_record_file + CellRecord/DatasetRecord::from_json).
+#include <cstdint>
+#include <string>
+
+#include "fuzz_util.h"
+#include "kvb/report/compare.h"
+#include "kvb/report/results.h"
+#include "kvb/report/results_csv.h"
+#include "kvb/report/results_io.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string& path = kvbfuzz::scratch_path("results.json");
+  kvbfuzz::write_bytes(path, data, size);
+  kvbfuzz::expect_only_kvb_errors([&] {
+    const kvb::Json doc = kvb::load_results_file(path);
+    const kvb::CompareReport rep = kvb::compare_results(doc, doc, kvb::CompareOptions{}, "BASE", "NEW");
+    (void)rep.to_text();
+    (void)rep.to_json().dump();
+  });
+  kvbfuzz::expect_only_kvb_errors([&] {
+    const kvb::Json j = kvb::Json::parse(std::string(reinterpret_cast<const char*>(data), size), nullptr, false);
+    if (j.is_discarded()) return;
+    const kvb::ResultDoc d = kvb::ResultDoc::from_json(j, path);
+    (void)kvb::results_csv(d);
+    (void)d.to_json().dump();
+  });
+  // --resume: {"run_key", "index", "cell" | "dataset"} files.
+  kvbfuzz::expect_only_kvb_errors([&] {
+    if (const auto j = kvb::read_record_file(path, "k", "cell")) (void)kvb::CellRecord::from_json(*j, path);
+  });
+  kvbfuzz::expect_only_kvb_errors([&] {
+    if (const auto j = kvb::read_record_file(path, "k", "dataset")) (void)kvb::DatasetRecord::from_json(*j, path);
+  });
+  return 0;
+}
