@@ -63,7 +63,7 @@ run_one() {
   [ "$t" != fuzz_kvdump ] || max_len=65536
   [ "$t" != fuzz_llama2 ] || max_len=16384
   local extra=()
-  if hdf5_tolerant "$t"; then extra=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=0); fi
+  if hdf5_tolerant "$t"; then extra=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1); fi
   local rc=0
   "$dir/tests/fuzz/$t" "$corpus" -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 \
     -max_len="$max_len" -print_final_stats=1 -artifact_prefix="$findings/" "${extra[@]}" >"$log" 2>&1 || rc=$?
