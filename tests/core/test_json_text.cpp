@@ -22,6 +22,12 @@ TEST(JsonText, ExcerptQuotesEscapesAndBounds) {
   // Never splits a UTF-8 sequence: "é" is two bytes.
   const std::string e2 = kvb::excerpt("aé", 2);
   EXPECT_EQ(e2, "\"a…\" (3 bytes)");
+  // Bytes that are not UTF-8 (a binary attribute) are escaped; binary data is still cut near the bound.
+  EXPECT_EQ(kvb::excerpt("x\xff\xc3y"), "\"x\\xff\\xc3y\"");
+  const std::string bin(1000, '\x80');
+  const std::string e3 = kvb::excerpt(bin, 8);
+  EXPECT_NE(e3.find("\\x80\\x80\\x80\\x80\\x80"), std::string::npos) << e3;
+  EXPECT_NE(e3.find("(1000 bytes)"), std::string::npos) << e3;
 }
 
 TEST(JsonText, JsonExcerptIsBoundedInLengthAndDepth) {

@@ -16,12 +16,26 @@ namespace {
 /// Largest n' <= n that does not split a UTF-8 sequence of `s`.
 size_t utf8_cut(std::string_view s, size_t n) {
   if (n >= s.size()) return s.size();
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  // At most 3 steps back (a UTF-8 sequence has at most 3 continuation bytes): binary data cannot empty it.
+  for (int k = 0; k < 3 && n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80; ++k) --n;
   return n;
 }
 
+/// Length of the valid UTF-8 sequence starting at s[i] (0 when it is not one).
+size_t utf8_len(std::string_view s, size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  const size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k)
+    if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
+  return n;
+}
+
+/// Quotes and backslashes escaped, control characters and bytes that are not valid UTF-8 (a file's binary
+/// attribute, say) as \xNN; valid UTF-8 kept as it is.
 void append_escaped(std::string& out, std::string_view s) {
-  for (const char ch : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char ch = s[i];
     const auto c = static_cast<unsigned char>(ch);
     if (ch == '"' || ch == '\\') {
       out += '\\';
@@ -30,6 +44,14 @@ void append_escaped(std::string& out, std::string_view s) {
       out += "\\n";
     } else if (ch == '\t') {
       out += "\\t";
+    } else if (c >= 0x80) {
+      const size_t n = utf8_len(s, i);
+      if (n == 0) {
+        out += fmt::format("\\x{:02x}", c);
+      } else {
+        out.append(s.substr(i, n));
+        i += n - 1;
+      }
     } else if (c < 0x20 || c == 0x7F) {
       out += fmt::format("\\x{:02x}", c);
     } else {

@@ -20,7 +20,7 @@
 #include <fmt/format.h>
 
 #include "kvb/core/error.h"
-#include "kvb/core/excerpt.h"
+#include "kvb/core/json_text.h"
 #include "kvb/core/file_check.h"
 #include "kvb/core/half.h"
 #include "kvb/core/hash.h"
