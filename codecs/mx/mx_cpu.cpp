@@ -1,0 +1,177 @@
+/// Microscaling CPU implementation (layout: mx_codec.h). Encode is kernels/formats/mx.h's encode_row per token
+/// row. Attend follows the fp8 path's structure: each row of codes is decoded into a scratch row (element
+/// value × its block's scale, through tables built from mx.h: exact in float, the products having at most
+/// 6 significant bits), then dotted / accumulated with the shared vectorized float loops; nvfp4's
+/// per-tensor scale is applied once per logit and once to the output, like fp8's head scale.
+#include <algorithm>
+#include <cmath>
+
+#include "codecs/common/baseline.h"
+#include "codecs/mx/mx_codec.h"
+#include "kernels/cpu/row_kernels.h"
+
+namespace kvb::codecs {
+namespace mxk = kernels::mx;
+namespace {
+
+/// dec(code) for every byte: element pairs of a packed FP4 byte, E4M3 values, E8M0 values.
+struct DecodeTables {
+  float fp4_pair[256][2];
+  float e4m3[256], e8m0[256];
+  DecodeTables() {
+    for (int c = 0; c < 256; ++c) {
+      fp4_pair[c][0] = mxk::decode_e2m1(static_cast<uint8_t>(c & 0xf));
+      fp4_pair[c][1] = mxk::decode_e2m1(static_cast<uint8_t>(c >> 4));
+      e4m3[c] = kernels::fp8::decode_e4m3(static_cast<uint8_t>(c));
+      e8m0[c] = mxk::decode_e8m0(static_cast<uint8_t>(c));
+    }
+  }
+};
+const DecodeTables kTables;
+
+/// One row's values up to the nvfp4 global scale: out[j] = dec(c_j) · scale(block of j), j < d.
+struct RowDecoder {
+  mxk::Kind kind;
+  int d, rb, nb, B;
+  const float* scale_lut;
+
+  KVB_FORCE_INLINE void operator()(const uint8_t* codes, const uint8_t* scales, float* out) const {
+    if (mxk::is_fp4(kind)) {
+      for (int b = 0; b < nb; ++b) {
+        const float s = scale_lut[scales[b]];
+        const int j0 = b * B, j1 = std::min(d, j0 + B);
+        int j = j0;
+        for (; j + 1 < j1; j += 2) {
+          const float* p = kTables.fp4_pair[codes[j >> 1]];
+          out[j] = p[0] * s;
+          out[j + 1] = p[1] * s;
+        }
+        if (j < j1) out[j] = kTables.fp4_pair[codes[j >> 1]][0] * s;
+      }
+    } else {
+      for (int b = 0; b < nb; ++b) {
+        const float s = scale_lut[scales[b]];
+        const int j0 = b * B, j1 = std::min(d, j0 + B);
+        for (int j = j0; j < j1; ++j) out[j] = kTables.e4m3[codes[j]] * s;
+      }
+    }
+  }
+};
+
+/// dots[t] = factor · <q, row t>, t < n.
+KVB_CPU_CLONES void mx_dots(const RowDecoder& dec, const float* q, const uint8_t* codes, const uint8_t* scales,
+                            int64_t n, float factor, float* dots, float* tmp) {
+  for (int64_t t = 0; t < n; ++t) {
+    dec(codes + t * dec.rb, scales + t * dec.nb, tmp);
+    dots[t] = factor * kernels::dot_f32_inline(q, tmp, dec.d);
+  }
+}
+
+/// out[j] = factor · Σ_t w_t·row_t[j].
+KVB_CPU_CLONES void mx_values(const RowDecoder& dec, const float* w, const uint8_t* codes, const uint8_t* scales,
+                              int64_t n, float factor, float* out, float* tmp) {
+  const int d = dec.d;
+  for (int j = 0; j < d; ++j) out[j] = 0.f;
+  for (int64_t t = 0; t < n; ++t) {
+    if (w[t] == 0.f) continue;
+    dec(codes + t * dec.rb, scales + t * dec.nb, tmp);
+    kernels::axpy_f32_inline(w[t], tmp, out, d);
+  }
+  for (int j = 0; j < d; ++j) out[j] *= factor;
+}
+
+/// One part (K or V) of all heads.
+struct Part {
+  std::vector<uint8_t> codes, scales;  // [head][token][rb], [head][token][nb]
+  std::vector<float> global;           // nvfp4: [head]; empty otherwise
+};
+
+class MxLayer final : public BaselineLayer {
+ public:
+  MxLayer(const MxParams& p, const LayerKV& kv, const CodecContext& ctx)
+      : BaselineLayer(kv.kv_heads, kv.tokens, kv.head_dim, ctx.attn), kind_(p.kind),
+        dec_{p.kind, kv.head_dim, mxk::row_bytes(p.kind, kv.head_dim), mxk::blocks_per_row(p.kind, kv.head_dim),
+             mxk::block_size(p.kind), p.kind == mxk::Kind::kNvfp4 ? kTables.e4m3 : kTables.e8m0} {
+    for (Part* part : {&k_, &v_}) {
+      part->codes.resize(static_cast<size_t>(kv_heads_) * C_ * dec_.rb);
+      part->scales.resize(static_cast<size_t>(kv_heads_) * C_ * dec_.nb);
+      if (kind_ == mxk::Kind::kNvfp4) part->global.resize(kv_heads_);
+    }
+    for_each_head(kv_heads_, [&](int g) {
+      encode_head(kv.k_head(g), g, k_);
+      encode_head(kv.v_head(g), g, v_);
+    });
+  }
+
+  Storage storage() const override {
+    StorageList st(kv_heads_, 2.0 * (dec_.rb + dec_.nb));
+    for (const auto& [name, part] : {std::pair{"k", &k_}, std::pair{"v", &v_}}) {
+      const std::string pre(name);
+      st.add(pre + ".codes", StorageKind::kCompressed, bytes_of(part->codes), C_)
+          .add(pre + ".scales", StorageKind::kCompressed, bytes_of(part->scales), C_);
+      if (!part->global.empty()) st.add(pre + ".global", StorageKind::kFixed, bytes_of(part->global), 0);
+    }
+    return st.get();
+  }
+
+  std::vector<NamedBuffer> buffers() const override {
+    std::vector<NamedBuffer> out;
+    for (const auto& [name, part] : {std::pair{"k", &k_}, std::pair{"v", &v_}}) {
+      const std::string pre(name);
+      out.push_back(named_buffer(pre + ".codes", part->codes));
+      out.push_back(named_buffer(pre + ".scales", part->scales));
+      if (!part->global.empty()) out.push_back(named_buffer(pre + ".global", part->global));
+    }
+    return out;
+  }
+
+ protected:
+  void key_dots(int g, const float* q, float* dots, Scratch& scratch) const override {
+    mx_dots(dec_, q, codes(k_, g), scales(k_, g), C_, key_factor(g), dots, scratch.floats2(d_));
+  }
+  void weighted_values(int g, const float* w, float* out, Scratch& scratch) const override {
+    mx_values(dec_, w, codes(v_, g), scales(v_, g), C_, value_factor(g), out, scratch.floats2(d_));
+  }
+  void decode_keys(int g, int64_t t0, int n, float* out, float*) const override { decode(k_, g, t0, n, out); }
+  void decode_values(int g, int64_t t0, int n, float* out, float*) const override { decode(v_, g, t0, n, out); }
+  float key_factor(int g) const override { return k_.global.empty() ? 1.f : k_.global[g]; }
+  float value_factor(int g) const override { return v_.global.empty() ? 1.f : v_.global[g]; }
+
+ private:
+  const uint8_t* codes(const Part& p, int g) const { return &p.codes[static_cast<size_t>(g) * C_ * dec_.rb]; }
+  const uint8_t* scales(const Part& p, int g) const { return &p.scales[static_cast<size_t>(g) * C_ * dec_.nb]; }
+
+  void decode(const Part& p, int g, int64_t t0, int n, float* out) const {
+    const uint8_t* c = codes(p, g) + t0 * dec_.rb;
+    const uint8_t* s = scales(p, g) + t0 * dec_.nb;
+    for (int r = 0; r < n; ++r) dec_(c + static_cast<int64_t>(r) * dec_.rb, s + static_cast<int64_t>(r) * dec_.nb,
+                                     out + static_cast<int64_t>(r) * d_);
+  }
+
+  void encode_head(const float* x, int g, Part& p) const {
+    float global = 1.f;
+    if (kind_ == mxk::Kind::kNvfp4) {
+      float amax = 0.f;
+      for (int64_t i = 0; i < C_ * d_; ++i) {
+        const float a = mxk::amax_term(x[i]);
+        amax = a > amax ? a : amax;
+      }
+      global = p.global[g] = mxk::nvfp4_global_scale(amax);
+    }
+    uint8_t* c = &p.codes[static_cast<size_t>(g) * C_ * dec_.rb];
+    uint8_t* s = &p.scales[static_cast<size_t>(g) * C_ * dec_.nb];
+    for (int64_t t = 0; t < C_; ++t) mxk::encode_row(kind_, x + t * d_, d_, global, c + t * dec_.rb, s + t * dec_.nb);
+  }
+
+  mxk::Kind kind_;
+  RowDecoder dec_;
+  Part k_, v_;
+};
+
+}  // namespace
+
+std::unique_ptr<EncodedLayer> mx_encode_cpu(const MxParams& p, const LayerKV& kv, const CodecContext& ctx) {
+  return std::make_unique<MxLayer>(p, kv, ctx);
+}
+
+}  // namespace kvb::codecs
