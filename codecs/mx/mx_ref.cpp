@@ -1,5 +1,5 @@
 /// Microscaling reference, independent of mx.h's and fp8.h's bit manipulation: E2M1 by searching its value
-/// table, E4M3 through the fp8 reference (fp8_encode_nearest / fp8_decode_formula), E8M0 as ldexp, the scale
+/// table, E4M3 through codecs/common/ref_fp8.h (the fp8 reference's conversions), E8M0 as ldexp, the scale
 /// rules written out as the OCP MX spec and NVIDIA's NVFP4 recipe state them (see kernels/formats/mx.h for
 /// the exact float32 expressions both implement).
 #include <algorithm>
@@ -9,7 +9,7 @@
 
 #include "codecs/common/baseline.h"
 #include "codecs/common/ref_dense.h"
-#include "codecs/fp8/fp8_codec.h"
+#include "codecs/common/ref_fp8.h"
 #include "codecs/mx/mx_codec.h"
 
 namespace kvb::codecs::ref {
