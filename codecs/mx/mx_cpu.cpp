@@ -65,49 +65,62 @@ struct RowDecoder {
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define KVB_MX_X86 1
-#define KVB_MX_AVX2 __attribute__((target("avx2,fma")))
+#define KVB_MX_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-// AVX2 FP4 rows (d % 8 == 0, so every block is a whole number of 8-element groups): the 8 nibbles of 4 code
-// bytes are shifted into 8 lanes, vpermps looks their magnitude up in E2M1's 8 values (it reads only the low
-// 3 bits of each index) and the sign bit is XORed in; times the block's scale. The same float values as the
-// table path (a signed table value times the scale), so the two paths agree exactly on the decoded rows.
+// AVX2 rows (d % 8 == 0, so every block is a whole number of 8-element groups), the same float values as the
+// table path, so the two agree exactly on the decoded rows:
+//  FP4: the 8 nibbles of 4 code bytes are shifted into 8 lanes, vpermps looks their magnitude up in E2M1's 8
+//  values (it reads only the low 3 bits of each index) and the sign bit is XORed in; times the block's scale.
+//  E4M3 (mxfp8): f16((sign << 15) | ((code & 0x7f) << 7)) = dec(code)·2^-8 exactly (fp8_cpu.cpp's shift
+//  decode), times scale·2^8 (exact: E8M0 scales of mxfp8 blocks are at most 2^119). The NaN code 0x7f has no
+//  such image, but it only occurs in a block whose scale is NaN (a NaN input), which decodes to NaN either way.
 
-/// out[0, d) = the decoded row (mx.h load_element up to nvfp4's global scale).
-KVB_MX_AVX2 void fp4_row_avx2(const uint8_t* codes, const uint8_t* scales, int d, int B, const float* scale_lut,
-                              float* out) {
-  const __m256 mag = _mm256_setr_ps(0.f, 0.5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f);
-  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-  for (int j0 = 0, b = 0; j0 < d; j0 += B, ++b) {
-    const __m256 s = _mm256_set1_ps(scale_lut[scales[b]]);
-    const int j1 = std::min(d, j0 + B);
-    for (int j = j0; j < j1; j += 8) {
-      uint32_t w;
-      std::memcpy(&w, codes + j / 2, 4);
-      const __m256i idx = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(w)), shifts);
-      const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(idx, _mm256_set1_epi32(8)), 28);
-      const __m256 v = _mm256_xor_ps(_mm256_permutevar8x32_ps(mag, idx), _mm256_castsi256_ps(sign));
-      _mm256_storeu_ps(out + j, _mm256_mul_ps(v, s));
-    }
+template <bool kFp4>
+KVB_MX_AVX2 inline __m256 dec8_avx2(const uint8_t* codes, int j) {
+  if constexpr (kFp4) {
+    const __m256 mag = _mm256_setr_ps(0.f, 0.5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f);
+    uint32_t w;
+    std::memcpy(&w, codes + j / 2, 4);
+    const __m256i idx =
+        _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(w)), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+    const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(idx, _mm256_set1_epi32(8)), 28);
+    return _mm256_xor_ps(_mm256_permutevar8x32_ps(mag, idx), _mm256_castsi256_ps(sign));
+  } else {
+    const __m128i c = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + j)));
+    return _mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16(c, 7), _mm_set1_epi16(static_cast<short>(0xBF80))));
   }
 }
 
-/// dots[t] = factor · <q, row t> through fp4_row_avx2.
-KVB_MX_AVX2 void fp4_dots_avx2(const RowDecoder& dec, const float* q, const uint8_t* codes, const uint8_t* scales,
-                               int64_t n, float factor, float* dots, float* tmp) {
+/// out[0, d) = the decoded row (mx.h load_element up to nvfp4's global scale).
+template <bool kFp4>
+KVB_MX_AVX2 void row_avx2(const uint8_t* codes, const uint8_t* scales, int d, int B, const float* scale_lut,
+                          float* out) {
+  for (int j0 = 0, b = 0; j0 < d; j0 += B, ++b) {
+    const __m256 s = _mm256_set1_ps(kFp4 ? scale_lut[scales[b]] : 256.f * scale_lut[scales[b]]);
+    const int j1 = std::min(d, j0 + B);
+    for (int j = j0; j < j1; j += 8) _mm256_storeu_ps(out + j, _mm256_mul_ps(dec8_avx2<kFp4>(codes, j), s));
+  }
+}
+
+/// dots[t] = factor · <q, row t> through row_avx2.
+template <bool kFp4>
+KVB_MX_AVX2 void dots_avx2(const RowDecoder& dec, const float* q, const uint8_t* codes, const uint8_t* scales,
+                           int64_t n, float factor, float* dots, float* tmp) {
   for (int64_t t = 0; t < n; ++t) {
-    fp4_row_avx2(codes + t * dec.rb, scales + t * dec.nb, dec.d, dec.B, dec.scale_lut, tmp);
+    row_avx2<kFp4>(codes + t * dec.rb, scales + t * dec.nb, dec.d, dec.B, dec.scale_lut, tmp);
     dots[t] = factor * kernels::dot_f32_inline(q, tmp, dec.d);
   }
 }
 
-/// out[j] = factor · Σ_t w_t·row_t[j] through fp4_row_avx2.
-KVB_MX_AVX2 void fp4_values_avx2(const RowDecoder& dec, const float* w, const uint8_t* codes, const uint8_t* scales,
-                                 int64_t n, float factor, float* out, float* tmp) {
+/// out[j] = factor · Σ_t w_t·row_t[j] through row_avx2.
+template <bool kFp4>
+KVB_MX_AVX2 void values_avx2(const RowDecoder& dec, const float* w, const uint8_t* codes, const uint8_t* scales,
+                             int64_t n, float factor, float* out, float* tmp) {
   const int d = dec.d;
   for (int j = 0; j < d; ++j) out[j] = 0.f;
   for (int64_t t = 0; t < n; ++t) {
     if (w[t] == 0.f) continue;
-    fp4_row_avx2(codes + t * dec.rb, scales + t * dec.nb, d, dec.B, dec.scale_lut, tmp);
+    row_avx2<kFp4>(codes + t * dec.rb, scales + t * dec.nb, d, dec.B, dec.scale_lut, tmp);
     kernels::axpy_f32_inline(w[t], tmp, out, d);
   }
   for (int j = 0; j < d; ++j) out[j] *= factor;
@@ -184,13 +197,19 @@ class MxLayer final : public BaselineLayer {
  protected:
   void key_dots(int g, const float* q, float* dots, Scratch& scratch) const override {
 #if defined(KVB_MX_X86)
-    if (avx2_rows()) return fp4_dots_avx2(dec_, q, codes(k_, g), scales(k_, g), C_, key_factor(g), dots, scratch.floats2(d_));
+    if (avx2_rows()) {
+      auto* f = mxk::is_fp4(kind_) ? dots_avx2<true> : dots_avx2<false>;
+      return f(dec_, q, codes(k_, g), scales(k_, g), C_, key_factor(g), dots, scratch.floats2(d_));
+    }
 #endif
     mx_dots(dec_, q, codes(k_, g), scales(k_, g), C_, key_factor(g), dots, scratch.floats2(d_));
   }
   void weighted_values(int g, const float* w, float* out, Scratch& scratch) const override {
 #if defined(KVB_MX_X86)
-    if (avx2_rows()) return fp4_values_avx2(dec_, w, codes(v_, g), scales(v_, g), C_, value_factor(g), out, scratch.floats2(d_));
+    if (avx2_rows()) {
+      auto* f = mxk::is_fp4(kind_) ? values_avx2<true> : values_avx2<false>;
+      return f(dec_, w, codes(v_, g), scales(v_, g), C_, value_factor(g), out, scratch.floats2(d_));
+    }
 #endif
     mx_values(dec_, w, codes(v_, g), scales(v_, g), C_, value_factor(g), out, scratch.floats2(d_));
   }
@@ -203,10 +222,10 @@ class MxLayer final : public BaselineLayer {
   const uint8_t* codes(const Part& p, int g) const { return &p.codes[static_cast<size_t>(g) * C_ * dec_.rb]; }
   const uint8_t* scales(const Part& p, int g) const { return &p.scales[static_cast<size_t>(g) * C_ * dec_.nb]; }
 
-  /// The AVX2 FP4 row decode applies: FP4 elements, d % 8 == 0, AVX2 kernels switched on.
+  /// The AVX2 row decode applies: d % 8 == 0 and the AVX2 kernels switched on.
   bool avx2_rows() const {
 #if defined(KVB_MX_X86)
-    return mxk::is_fp4(kind_) && d_ % 8 == 0 && kernels::simd_kernels_enabled();
+    return d_ % 8 == 0 && kernels::simd_kernels_enabled();
 #else
     return false;
 #endif
@@ -217,9 +236,10 @@ class MxLayer final : public BaselineLayer {
     const uint8_t* s = scales(p, g) + t0 * dec_.nb;
 #if defined(KVB_MX_X86)
     if (avx2_rows()) {
+      auto* f = mxk::is_fp4(kind_) ? row_avx2<true> : row_avx2<false>;
       for (int r = 0; r < n; ++r)
-        fp4_row_avx2(c + static_cast<int64_t>(r) * dec_.rb, s + static_cast<int64_t>(r) * dec_.nb, d_, dec_.B,
-                     dec_.scale_lut, out + static_cast<int64_t>(r) * d_);
+        f(c + static_cast<int64_t>(r) * dec_.rb, s + static_cast<int64_t>(r) * dec_.nb, d_, dec_.B, dec_.scale_lut,
+          out + static_cast<int64_t>(r) * d_);
       return;
     }
 #endif
