@@ -149,6 +149,24 @@ KVB_CPU_CLONES void mx_values(const RowDecoder& dec, const float* w, const uint8
   for (int j = 0; j < d; ++j) out[j] *= factor;
 }
 
+/// `rows` rows of x [rows][d] through mx.h's encode_row, the kind fixed per case so that each loop is
+/// specialized for its format.
+KVB_CPU_CLONES void encode_rows(mxk::Kind k, const float* x, int64_t rows, int d, float global, uint8_t* codes,
+                                uint8_t* scales) {
+  const int64_t rb = mxk::row_bytes(k, d), nb = mxk::blocks_per_row(k, d);
+  switch (k) {
+    case mxk::Kind::kNvfp4:
+      for (int64_t t = 0; t < rows; ++t) mxk::encode_row(mxk::Kind::kNvfp4, x + t * d, d, global, codes + t * rb, scales + t * nb);
+      break;
+    case mxk::Kind::kMxfp4:
+      for (int64_t t = 0; t < rows; ++t) mxk::encode_row(mxk::Kind::kMxfp4, x + t * d, d, global, codes + t * rb, scales + t * nb);
+      break;
+    case mxk::Kind::kMxfp8:
+      for (int64_t t = 0; t < rows; ++t) mxk::encode_row(mxk::Kind::kMxfp8, x + t * d, d, global, codes + t * rb, scales + t * nb);
+      break;
+  }
+}
+
 /// One part (K or V) of all heads.
 struct Part {
   std::vector<uint8_t> codes, scales;  // [head][token][rb], [head][token][nb]
@@ -259,7 +277,7 @@ class MxLayer final : public BaselineLayer {
     }
     uint8_t* c = &p.codes[static_cast<size_t>(g) * C_ * dec_.rb];
     uint8_t* s = &p.scales[static_cast<size_t>(g) * C_ * dec_.nb];
-    for (int64_t t = 0; t < C_; ++t) mxk::encode_row(kind_, x + t * d_, d_, global, c + t * dec_.rb, s + t * dec_.nb);
+    encode_rows(kind_, x, C_, d_, global, c, s);
   }
 
   mxk::Kind kind_;

@@ -188,11 +188,11 @@ KVB_HD_INLINE uint8_t encode_block(Kind k, const float* x, int n, float global, 
   const uint8_t sc = k == Kind::kNvfp4 ? nvfp4_scale_code(amax, global, nan) : mx_scale_code(amax, emax_elem(k), nan);
   const float div = element_divisor(k, sc, global);
   if (is_fp4(k)) {
-    for (int i = 0; i < n; i += 2) {
-      const uint8_t lo = encode_element(k, x[i], div);
-      const uint8_t hi = i + 1 < n ? encode_element(k, x[i + 1], div) : static_cast<uint8_t>(0);
-      codes[i >> 1] = static_cast<uint8_t>(lo | (hi << 4));
-    }
+    // Codes first, then the packing: the first loop has no cross-element dependence, so it vectorizes.
+    uint8_t c[32];
+    for (int i = 0; i < n; ++i) c[i] = encode_element(k, x[i], div);
+    for (int i = 0; i < n; i += 2)
+      codes[i >> 1] = static_cast<uint8_t>(c[i] | (i + 1 < n ? c[i + 1] << 4 : 0));
   } else {
     for (int i = 0; i < n; ++i) codes[i] = encode_element(k, x[i], div);
   }
