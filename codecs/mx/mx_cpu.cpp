@@ -1,8 +1,8 @@
 /// Microscaling CPU implementation (layout: mx_codec.h). Encode is kernels/formats/mx.h's encode_row per token
 /// row. Attend follows the fp8 path's structure: each row of codes is decoded into a scratch row (element
-/// value × its block's scale, through tables built from mx.h: exact in float, the products having at most
-/// 6 significant bits), then dotted / accumulated with the shared vectorized float loops; nvfp4's
-/// per-tensor scale is applied once per logit and once to the output, like fp8's head scale.
+/// value × its block's scale: exact in float, the products having at most 6 significant bits; AVX2 rows when
+/// d % 8 == 0, tables built from mx.h otherwise), then dotted / accumulated with the shared vectorized float
+/// loops; nvfp4's per-tensor scale is applied once per logit and once to the output, like fp8's head scale.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
