@@ -76,19 +76,20 @@ std::unique_ptr<EncodedLayer> mx_encode_ref(const MxParams& p, const LayerKV& kv
           if (std::isnan(x[r + j])) nan = true;
           else amax = std::max(amax, mag(x[r + j]));
         }
+        // NVFP4 block scale: E4M3 of amax/6 relative to the global scale; MX: 2^shared_exp (NaN for a NaN block)
+        const uint8_t sc = nan ? 0x7f : ref::fp8_encode_nearest(e4m3, amax / 6.f / global);
+        const double dec = ref::fp8_decode_formula(e4m3, sc);
+        const int s = ref::mx_shared_exp(amax, kind == Kind::kMxfp8 ? 8 : 2);
+        const double X = nan ? NAN : std::ldexp(1.0, s);
         for (int j = b0; j < end; ++j) {
           const float xv = x[r + j];
           double val;
           if (kind == Kind::kNvfp4) {
-            // block scale: E4M3 of amax/6 relative to the global scale; elements E2M1 of x / (scale·global)
-            const uint8_t sc = nan ? 0x7f : ref::fp8_encode_nearest(e4m3, amax / 6.f / global);
-            const double dec = ref::fp8_decode_formula(e4m3, sc);
+            // elements E2M1 of x / (scale·global)
             const float div = static_cast<float>(dec) * global;
             const uint8_t c = div > 0.f ? ref::e2m1_encode_nearest(xv / div) : (std::signbit(xv) ? 0x8 : 0x0);
             val = ref::e2m1_decode_formula(c) * dec * global;
           } else {
-            const int s = ref::mx_shared_exp(amax, kind == Kind::kMxfp8 ? 8 : 2);
-            const double X = nan ? NAN : std::ldexp(1.0, s);
             const double y = static_cast<double>(xv) / std::ldexp(1.0, s);  // exact: a power of two
             val = (kind == Kind::kMxfp8 ? ref::fp8_decode_formula(e4m3, ref::fp8_encode_nearest(e4m3, static_cast<float>(y)))
                                         : ref::e2m1_decode_formula(ref::e2m1_encode_nearest(y))) *
