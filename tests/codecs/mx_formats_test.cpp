@@ -282,6 +282,30 @@ TEST(MxCodecs, StorageCountsEveryByteAtOddHeadDims) {
   }
 }
 
+TEST(MxCodecs, CpuMatchesRefAtHeadDimsWithPartialBlocks) {
+  // d = 40 and 72 (partial last blocks for both block sizes; the registry suite covers 1, 7, 8, 64, 96, ...).
+  for (const int d : {40, 72})
+    for (const char* name : {"nvfp4", "mxfp4", "mxfp8"}) {
+      SynthOptions o;
+      o.head_dim = d;
+      o.tokens = 61;
+      o.group = 2;
+      o.seed = 300 + d;
+      const SynthLayer L = make_layer(o);
+      SCOPED_TRACE(fmt::format("{} on {} seed {}", name, L.describe(), o.seed));
+      const CodecEntry& e = registry().at(name);
+      const auto c = e.make_cpu(Json::object(), L.shape)->encode(0, L.kv, nullptr, L.ctx());
+      const auto r = e.make_ref(Json::object(), L.shape)->encode(0, L.kv, nullptr, L.ctx());
+      for (int h = 0; h < L.shape.n_heads; ++h) {
+        Scratch sc, sr;
+        std::vector<float> oc(d), orf(d);
+        c->attend(h / o.group, L.query(h, 0), oc.data(), sc);
+        r->attend(h / o.group, L.query(h, 0), orf.data(), sr);
+        EXPECT_LE(rel_l2(oc.data(), orf.data(), d), 1e-4) << "query head " << h;
+      }
+    }
+}
+
 TEST(MxCodecs, BudgetBelowTheFormatIsSkipped) {
   const BudgetResolution lo = resolve_budget(registry().at("nvfp4"), 4.0, Json::object(), 128, "x");
   EXPECT_FALSE(lo.ok);
