@@ -3,6 +3,7 @@
 #include "codecs/baselines.h"
 #include "codecs/evict/evict_codec.h"
 #include "codecs/kvcar/kvcar_codec.h"
+#include "codecs/mx/mx_codec.h"
 #include "codecs/pq/lookat_codec.h"
 #include "codecs/select/select_codec.h"
 #include "codecs/sketch/sketch_entries.h"
@@ -13,6 +14,9 @@ namespace kvb {
 void register_all_codecs(CodecRegistry& r) {
   r.add(codecs::fp16_entry());
   r.add(codecs::fp8_entry());
+  r.add(codecs::nvfp4_entry());
+  r.add(codecs::mxfp4_entry());
+  r.add(codecs::mxfp8_entry());
   r.add(codecs::int_entry());
   r.add(codecs::kivi_entry());
   r.add(codecs::balancekv_entry());

@@ -21,7 +21,7 @@ using cuda::DeviceBuffer;
 
 /// The device buffers of one part (K or V), sized as the CPU layer's vectors.
 struct PartBuffers {
-  DeviceBuffer codes, sm, scale, tail;
+  DeviceBuffer codes, sm, scale, tail, block_scale;
 };
 
 class GpuLayer final : public EncodedLayer {
@@ -55,6 +55,7 @@ class GpuLayer final : public EncodedLayer {
     std::vector<NamedBuffer> out;
     for (const auto& [ps, pb] : {std::pair{&spec_.k, &kb_}, std::pair{&spec_.v, &vb_}}) {
       if (!ps->codes_name.empty()) out.push_back({ps->codes_name, pb->codes.to_host()});
+      if (!ps->block_scale_name.empty()) out.push_back({ps->block_scale_name, pb->block_scale.to_host()});
       if (!ps->sm_name.empty()) out.push_back({ps->sm_name, pb->sm.to_host()});
       if (!ps->scale_name.empty()) out.push_back({ps->scale_name, pb->scale.to_host()});
       if (!ps->tail_name.empty()) out.push_back({ps->tail_name, pb->tail.to_host()});
@@ -93,6 +94,7 @@ class GpuLayer final : public EncodedLayer {
     b.codes.alloc(static_cast<size_t>(n.codes));
     b.sm.alloc(static_cast<size_t>(n.sm));
     b.scale.alloc(static_cast<size_t>(n.scale));
+    b.block_scale.alloc(static_cast<size_t>(n.block_scale));
     b.tail.alloc(static_cast<size_t>(static_cast<int64_t>(heads_) * tail * d_) * sizeof(uint16_t));
     // Zero-filled packed rows: the bit-stream writer stores whole bytes, but a zero start keeps buffers()
     // deterministic for empty ranges too. On the run stream: it is non-blocking, so a memset on the legacy
@@ -109,6 +111,7 @@ class GpuLayer final : public EncodedLayer {
     v.codes = b.codes.as<uint8_t>();
     v.sm = b.sm.as<kernels::uq::GroupParams>();
     v.head_scale = b.scale.as<float>();
+    v.block_scale = b.block_scale.as<uint8_t>();
     v.tail = b.tail.as<uint16_t>();
     return v;
   }
@@ -119,6 +122,7 @@ class GpuLayer final : public EncodedLayer {
     EncodeTarget t;
     t.bits = p.bits, t.group = p.group, t.q_tokens = q;
     t.codes = b.codes.as<uint8_t>(), t.sm = b.sm.as<kernels::uq::GroupParams>(), t.head_scale = b.scale.as<float>();
+    t.block_scale = b.block_scale.as<uint8_t>();
     visit_format(p.fmt, [&](auto f) {
       const std::string what = std::string(decltype(f)::kName) + " encode kernels";
       check(decltype(f)::encode(x, heads_, C_, d_, t, s), what.c_str());
@@ -133,6 +137,8 @@ class GpuLayer final : public EncodedLayer {
 
   void add_items(StorageList& st, const PartSpec& p, const PartBuffers& b) const {
     if (!p.codes_name.empty()) st.add(p.codes_name, StorageKind::kCompressed, b.codes.bytes(), p.q_tokens);
+    if (!p.block_scale_name.empty())
+      st.add(p.block_scale_name, StorageKind::kCompressed, b.block_scale.bytes(), p.q_tokens);
     if (!p.sm_name.empty()) st.add(p.sm_name, StorageKind::kCompressed, b.sm.bytes(), p.q_tokens);
     if (!p.scale_name.empty()) st.add(p.scale_name, StorageKind::kFixed, b.scale.bytes(), 0);
     if (!p.tail_name.empty()) st.add(p.tail_name, p.tail_kind, b.tail.bytes(), C_ - p.q_tokens);

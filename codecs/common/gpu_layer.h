@@ -20,6 +20,7 @@ struct PartSpec {
   int bits = 0, group = 0;
   int64_t q_tokens = 0;  ///< per head
   std::string codes_name, sm_name, scale_name, tail_name;
+  std::string block_scale_name;  ///< microscaling block scales (a kCompressed item after the codes)
   StorageKind tail_kind = StorageKind::kBuffer;
 };
 

@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "codecs/common/ref_fp8.h"  // ref::fp8_encode_nearest, ref::fp8_decode_formula
 #include "kernels/formats/fp8.h"
 #include "kvb/core/codec.h"
 
@@ -19,13 +20,5 @@ std::unique_ptr<EncodedLayer> fp8_encode_cpu(const Fp8Params& p, const LayerKV& 
 std::unique_ptr<EncodedLayer> fp8_encode_ref(const Fp8Params& p, const LayerKV& kv, const CodecContext& ctx);
 /// The CUDA backend (codecs/common/gpu_layer.h); defined only in builds with KVB_WITH_CUDA.
 std::unique_ptr<EncodedLayer> fp8_encode_cuda(const Fp8Params& p, const LayerKV& kv, const CodecContext& ctx);
-
-namespace ref {
-/// Independent FP8 encoder for tests: nearest of the format's finite values found by search over the
-/// decoded code table (ties to the even code), saturating at ±max finite.
-uint8_t fp8_encode_nearest(kernels::fp8::Format f, float x);
-/// Independent FP8 decoder: (-1)^s · 2^(e-bias) · (1 + m/2^M), subnormals m · 2^(1-bias-M).
-double fp8_decode_formula(kernels::fp8::Format f, uint8_t code);
-}  // namespace ref
 
 }  // namespace kvb::codecs

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "kernels/formats/fp8.h"
+#include "kernels/formats/mx.h"
 #include "kernels/formats/uniform.h"
 #include "kvb/core/half.h"
 #include "kvb/core/hd.h"
@@ -31,6 +32,9 @@ enum class Fmt : int {
   kFp8E5M2 = 2,
   kTokenQuant = 3,    ///< int / kivi values: codes [head][t][row_bytes], sm [head][t][d/group]
   kChannelQuant = 4,  ///< kivi keys: codes [head][t][row_bytes], sm [head][t/group][d] (per channel per block)
+  kNvfp4 = 5,         ///< microscaling (mx.h): codes [head][t][row_bytes], block scales [head][t][blocks],
+  kMxfp4 = 6,         ///< nvfp4 also one fp32 scale per head
+  kMxfp8 = 7,
 };
 
 /// One of K or V, all KV heads of the layer, as the kernels read it.
@@ -41,13 +45,15 @@ struct Part {
   int64_t q_tokens = 0;  ///< tokens per head in the quantized range
   const uint8_t* codes = nullptr;
   const uq::GroupParams* sm = nullptr;
-  const float* head_scale = nullptr;  ///< fp8: [heads]
+  const float* head_scale = nullptr;  ///< fp8, nvfp4: [heads]
+  const uint8_t* block_scale = nullptr;  ///< microscaling: [heads][q_tokens][blocks] E4M3 / E8M0 codes
   const uint16_t* tail = nullptr;     ///< fp16 rows [heads][C - q_tokens][d]
 };
 
 /// Bytes of a part's format buffers over all heads (the fp16 tail is sized by the caller).
 struct PartBytes {
   int64_t codes = 0, sm = 0, scale = 0;
+  int64_t block_scale = 0;  ///< microscaling block scales
 };
 
 /// Where an encode kernel writes a part: the buffers PartBytes sized, and the part's parameters.
@@ -57,6 +63,7 @@ struct EncodeTarget {
   uint8_t* codes = nullptr;
   uq::GroupParams* sm = nullptr;
   float* head_scale = nullptr;
+  uint8_t* block_scale = nullptr;
 };
 
 // ---- the traits: one struct per format -------------------------------------------------------------------
@@ -137,6 +144,29 @@ struct ChannelQuant {
 #endif
 };
 
+/// Microscaling block formats (kernels/formats/mx.h): per token row, element codes (FP4 packed two per byte,
+/// or E4M3 bytes) and one scale byte per block of 16 / 32 channels; nvfp4 adds one fp32 scale per head.
+template <mx::Kind K>
+struct MxBlocks {
+  static constexpr Fmt kId = K == mx::Kind::kNvfp4 ? Fmt::kNvfp4 : K == mx::Kind::kMxfp4 ? Fmt::kMxfp4 : Fmt::kMxfp8;
+  static constexpr const char* kName = K == mx::Kind::kNvfp4 ? "nvfp4" : K == mx::Kind::kMxfp4 ? "mxfp4" : "mxfp8";
+  static inline PartBytes bytes(int64_t heads, int64_t q, int d, int, int) {
+    PartBytes b;
+    b.codes = heads * q * mx::row_bytes(K, d);
+    b.scale = K == mx::Kind::kNvfp4 ? heads * static_cast<int64_t>(sizeof(float)) : 0;
+    b.block_scale = heads * q * mx::blocks_per_row(K, d);
+    return b;
+  }
+  static KVB_HD_INLINE float load(const Part& p, int d, int g, int64_t t, int j) {
+    const int64_t row = static_cast<int64_t>(g) * p.q_tokens + t;
+    const float x = mx::load_element(K, p.codes + row * mx::row_bytes(K, d), p.block_scale + row * mx::blocks_per_row(K, d), j);
+    return K == mx::Kind::kNvfp4 ? x * p.head_scale[g] : x;
+  }
+#ifdef KVB_WITH_CUDA
+  static cudaError_t encode(const float* x, int heads, int64_t C, int d, const EncodeTarget& t, cudaStream_t s);
+#endif
+};
+
 // ---- the table ---------------------------------------------------------------------------------------------
 
 template <class... Fs>
@@ -144,7 +174,8 @@ struct FormatList {};
 
 /// Every format of the device backend. The attention kernel is built for each (K, V) pair of this list.
 using Formats = FormatList<F16Rows, Fp8Codes<fp8::Format::kE4M3>, Fp8Codes<fp8::Format::kE5M2>, TokenQuant,
-                           ChannelQuant>;
+                           ChannelQuant, MxBlocks<mx::Kind::kNvfp4>, MxBlocks<mx::Kind::kMxfp4>,
+                           MxBlocks<mx::Kind::kMxfp8>>;
 
 /// Calls fn(Traits{}) with the traits of format f; false when f is not in the table (fn not called).
 /// Host code only (sizing, encode dispatch, kernel selection); device code goes through load_format.

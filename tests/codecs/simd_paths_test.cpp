@@ -1,4 +1,4 @@
-// The hand-written AVX2 attend kernels (kernels/cpu/uniform_avx2.cpp, codecs/fp8/fp8_cpu.cpp) against the
+// The hand-written AVX2 attend kernels (kernels/cpu/uniform_avx2.cpp, codecs/fp8/fp8_cpu.cpp, codecs/mx/mx_cpu.cpp) against the
 // portable loops and a float64 evaluation of the same stored values, on odd lengths, every code width and
 // group sizes that do and do not allow the AVX2 path (those fall back, and must still agree).
 #include <gtest/gtest.h>
@@ -111,6 +111,9 @@ TEST(SimdPaths, CodecsAgreeWithAndWithoutAvx2) {
       {"kivi", Json{{"code_bits", 2}, {"group_size", 32}, {"residual", 64}}},
       {"kivi", Json{{"code_bits", 4}, {"group_size", 8}, {"residual", 32}}},
       {"kivi", Json{{"code_bits", 5}, {"group_size", 16}, {"residual", 32}}},
+      {"nvfp4", Json::object()},  // d % 8 == 0: the AVX2 rows (codecs/mx/mx_cpu.cpp); d = 12: the tables
+      {"mxfp4", Json::object()},
+      {"mxfp8", Json::object()},  // the E4M3 shift decode
   };
   for (int64_t C : {1, 7, 127, 1029})
     for (int d : {8, 24, 96, 128, 12}) {

@@ -64,6 +64,10 @@ void run_device_cases(const std::string& codec, bool long_only, int64_t max_toke
 
 TEST(GpuParity, Fp16) { run_device_cases("fp16", false); }
 TEST(GpuParity, Fp8) { run_device_cases("fp8", false); }
+// The microscaling formats (codecs/mx): codes, block scales and nvfp4's per-head scale byte-exact.
+TEST(GpuParity, Nvfp4) { run_device_cases("nvfp4", false); }
+TEST(GpuParity, Mxfp4) { run_device_cases("mxfp4", false); }
+TEST(GpuParity, Mxfp8) { run_device_cases("mxfp8", false); }
 TEST(GpuParity, Int) { run_device_cases("int", false); }
 TEST(GpuParity, Kivi) { run_device_cases("kivi", false); }
 TEST(GpuParity, BalanceKV) { run_device_cases("balancekv", false); }
@@ -169,10 +173,14 @@ TEST(DeviceMath, LoadAndSplitMergeReproduceTheCpuPath) {
       {"int", Json{{"code_bits", 4}, {"group_size", 32}}, Fmt::kTokenQuant, Fmt::kTokenQuant, 4, 32},
       {"kivi", Json{{"code_bits", 2}, {"group_size", 32}, {"residual", 64}}, Fmt::kChannelQuant, Fmt::kTokenQuant, 2,
        32},
+      {"nvfp4", Json::object(), Fmt::kNvfp4, Fmt::kNvfp4},
+      {"mxfp4", Json::object(), Fmt::kMxfp4, Fmt::kMxfp4},
+      {"mxfp8", Json::object(), Fmt::kMxfp8, Fmt::kMxfp8},
   };
   for (const auto& mc : cases)
-    for (int d : {64, 96})
+    for (int d : {64, 96, 40})
       for (int64_t C : {int64_t{1}, int64_t{7}, int64_t{300}}) {
+        if (d == 40 && mc.group == 32) continue;  // d = 40 (partial microscaling blocks): groups of 32 do not fit
         SelftestCase sc;
         sc.codec = mc.codec, sc.params = mc.params, sc.head_dim = d, sc.tokens = C, sc.kv_heads = 2, sc.group = 1;
         sc.seed = 77 + static_cast<uint64_t>(C) + d;
@@ -206,6 +214,11 @@ TEST(DeviceMath, LoadAndSplitMergeReproduceTheCpuPath) {
             p.q_tokens = C;
             p.codes = hb.get(pre + ".fp8");
             p.head_scale = reinterpret_cast<const float*>(hb.get(pre + ".scale"));
+          } else if (mc.kf == Fmt::kNvfp4 || mc.kf == Fmt::kMxfp4 || mc.kf == Fmt::kMxfp8) {
+            p.q_tokens = C;
+            p.codes = hb.get(pre + ".codes");
+            p.block_scale = hb.get(pre + ".scales");
+            p.head_scale = reinterpret_cast<const float*>(hb.get(pre + ".global"));  // nvfp4 only
           } else {
             p.codes = hb.get(pre + ".codes");
             p.sm = reinterpret_cast<const kernels::uq::GroupParams*>(hb.get(pre + ".scale_min"));
@@ -333,7 +346,9 @@ TEST(Selftest, CpuPathsMatchTheirReferences) {
   // `kvbench selftest --device cpu`: the same harness, fast CPU paths against the naive references.
   int ran = 0;
   for (const auto& c : selftest_cases("cpu", false)) {
-    if (c.codec != "fp16" && c.codec != "fp8" && c.codec != "int" && c.codec != "kivi") continue;
+    if (c.codec != "fp16" && c.codec != "fp8" && c.codec != "int" && c.codec != "kivi" && c.codec != "nvfp4" &&
+        c.codec != "mxfp4" && c.codec != "mxfp8")
+      continue;
     if (c.tokens > 129) continue;  // keep the CPU suite quick; 4097 runs in `kvbench selftest`
     SCOPED_TRACE(c.describe());
     const SelftestResult r = run_selftest_case(c, "cpu");

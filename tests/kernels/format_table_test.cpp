@@ -14,6 +14,7 @@
 #include "kernels/cpu/uniform_rows.h"
 #include "kernels/cuda/layer_view.h"
 #include "kernels/formats/fp8.h"
+#include "kernels/formats/mx.h"
 #include "kernels/formats/uniform.h"
 #include "kvb/core/error.h"
 #include "kvb/core/half.h"
@@ -39,7 +40,7 @@ std::string name_of(gpu::Fmt f) {
 
 TEST(FormatTable, EveryEntryIsFoundByItsIdAndNamedOnce) {
   const std::vector<gpu::Fmt> all = ids(gpu::Formats{});
-  ASSERT_EQ(all.size(), 5u);
+  ASSERT_EQ(all.size(), 8u);
   std::set<std::string> names;
   for (const gpu::Fmt f : all) {
     int calls = 0;
@@ -74,6 +75,21 @@ TEST(FormatTable, BufferSizesFollowTheLayouts) {
   const gpu::PartBytes cq = gpu::ChannelQuant::bytes(H, 64, d, b, G);
   EXPECT_EQ(cq.codes, H * 64 * ((d * b + 7) / 8));
   EXPECT_EQ(cq.sm, H * (64 / G) * d * 4);
+  // microscaling at d = 96 (a multiple of both block sizes) and d = 40 (partial last blocks)
+  for (const int dd : {96, 40}) {
+    const gpu::PartBytes nv = gpu::MxBlocks<kernels::mx::Kind::kNvfp4>::bytes(H, q, dd, b, G);
+    EXPECT_EQ(nv.codes, H * q * (dd / 2));
+    EXPECT_EQ(nv.block_scale, H * q * ((dd + 15) / 16));
+    EXPECT_EQ(nv.scale, H * 4);
+    EXPECT_EQ(nv.sm, 0);
+    const gpu::PartBytes m4 = gpu::MxBlocks<kernels::mx::Kind::kMxfp4>::bytes(H, q, dd, b, G);
+    EXPECT_EQ(m4.codes, H * q * (dd / 2));
+    EXPECT_EQ(m4.block_scale, H * q * ((dd + 31) / 32));
+    EXPECT_EQ(m4.scale, 0);
+    const gpu::PartBytes m8 = gpu::MxBlocks<kernels::mx::Kind::kMxfp8>::bytes(H, q, dd, b, G);
+    EXPECT_EQ(m8.codes, H * q * dd);
+    EXPECT_EQ(m8.block_scale, H * q * ((dd + 31) / 32));
+  }
 }
 
 // Random rows x [H][C][d] with a seed; the config is printed on failure through SCOPED_TRACE.
@@ -135,6 +151,49 @@ TEST(FormatTable, LoadEqualsTheFormatsOwnDecode) {
           ASSERT_EQ(gpu::load(p, C, d, g, t, j), want) << "bits=" << bits << " g=" << g << " t=" << t << " j=" << j;
         }
   }
+}
+
+TEST(FormatTable, MicroscalingLoadEqualsTheFormatsOwnDecode) {
+  // Rows encoded by mx.h's encode_row (the CPU encoder's function), loaded through the table, against a
+  // direct decode: element value (E2M1 nibble or E4M3 byte) × block scale (E4M3 or E8M0) × nvfp4's head scale.
+  namespace mx = kernels::mx;
+  const int H = 2;
+  const int64_t C = 5;
+  for (const int d : {96, 40})
+    for (const mx::Kind k : {mx::Kind::kNvfp4, mx::Kind::kMxfp4, mx::Kind::kMxfp8}) {
+      const uint64_t seed = 13 + d;
+      SCOPED_TRACE(fmt::format("kind={} H={} C={} d={} seed={}", static_cast<int>(k), H, C, d, seed));
+      const std::vector<float> x = random_rows(H * C * d, seed);
+      const int rb = mx::row_bytes(k, d), nb = mx::blocks_per_row(k, d);
+      std::vector<uint8_t> codes(static_cast<size_t>(H * C * rb)), scales(static_cast<size_t>(H * C * nb));
+      std::vector<float> global(H, 1.f);
+      for (int g = 0; g < H; ++g) {
+        float amax = 0.f;
+        for (int64_t i = 0; i < C * d; ++i) amax = std::max(amax, std::fabs(x[g * C * d + i]));
+        if (k == mx::Kind::kNvfp4) global[g] = mx::nvfp4_global_scale(amax);
+        for (int64_t t = 0; t < C; ++t)
+          mx::encode_row(k, &x[(g * C + t) * d], d, global[g], &codes[(g * C + t) * rb], &scales[(g * C + t) * nb]);
+      }
+      gpu::Part p;
+      p.fmt = k == mx::Kind::kNvfp4 ? gpu::Fmt::kNvfp4 : k == mx::Kind::kMxfp4 ? gpu::Fmt::kMxfp4 : gpu::Fmt::kMxfp8;
+      p.q_tokens = C;
+      p.codes = codes.data();
+      p.block_scale = scales.data();
+      p.head_scale = global.data();
+      const int B = mx::block_size(k);
+      for (int g = 0; g < H; ++g)
+        for (int64_t t = 0; t < C; ++t)
+          for (int j = 0; j < d; ++j) {
+            const int64_t r = g * C + t;
+            const uint8_t c = mx::is_fp4(k) ? static_cast<uint8_t>((codes[r * rb + j / 2] >> (4 * (j % 2))) & 0xf)
+                                            : codes[r * rb + j];
+            const uint8_t sc = scales[r * nb + j / B];
+            const float elem = mx::is_fp4(k) ? mx::decode_e2m1(c) : fp8::decode_e4m3(c);
+            const float scale = k == mx::Kind::kNvfp4 ? fp8::decode_e4m3(sc) : mx::decode_e8m0(sc);
+            const float want = k == mx::Kind::kNvfp4 ? elem * scale * global[g] : elem * scale;
+            ASSERT_EQ(gpu::load(p, C, d, g, t, j), want) << name_of(p.fmt) << " g=" << g << " t=" << t << " j=" << j;
+          }
+    }
 }
 
 TEST(FormatTable, RowsPastTheQuantizedRangeAreTheFp16Tail) {
