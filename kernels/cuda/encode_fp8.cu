@@ -2,6 +2,7 @@
 // CPU's), then every element is encoded with fp8.h's encode of x / scale, as fp8_cpu.cpp does.
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/launch.h"
 #include "kernels/formats/fp8.h"
 #include "kvb/cuda/kernel.h"
@@ -11,19 +12,14 @@ namespace {
 
 constexpr int kThreads = 1024;
 
+struct AbsTerm {
+  __device__ float operator()(float v) const { return fabsf(v); }
+};
+
 __global__ void __launch_bounds__(kThreads) fp8_scale_kernel(const float* x, int64_t n, bool e4m3, float* scale) {
   __shared__ float red[kThreads / 32];
-  const float* xh = x + static_cast<int64_t>(blockIdx.x) * n;
-  float m = 0.f;
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) m = fmaxf(m, fabsf(xh[i]));
-  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float a = 0.f;
-    for (int w = 0; w < kThreads / 32; ++w) a = fmaxf(a, red[w]);
-    scale[blockIdx.x] = fp8::head_scale(a, e4m3 ? fp8::Format::kE4M3 : fp8::Format::kE5M2);
-  }
+  const float a = block_max<kThreads>(x + static_cast<int64_t>(blockIdx.x) * n, n, red, AbsTerm{});
+  if (threadIdx.x == 0) scale[blockIdx.x] = fp8::head_scale(a, e4m3 ? fp8::Format::kE4M3 : fp8::Format::kE5M2);
 }
 
 __global__ void fp8_codes_kernel(const float* x, int heads, int64_t n, bool e4m3, const float* scale, uint8_t* codes) {

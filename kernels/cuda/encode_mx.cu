@@ -3,6 +3,7 @@
 // block of channels) runs mx.h's encode_row_block, the function the CPU encoder loops over.
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/formats.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/formats/mx.h"
@@ -13,19 +14,14 @@ namespace {
 
 constexpr int kThreads = 1024;
 
+struct AmaxTerm {
+  __device__ float operator()(float v) const { return mx::amax_term(v); }
+};
+
 __global__ void __launch_bounds__(kThreads) nvfp4_global_kernel(const float* x, int64_t n, float* global) {
   __shared__ float red[kThreads / 32];
-  const float* xh = x + static_cast<int64_t>(blockIdx.x) * n;
-  float m = 0.f;
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) m = fmaxf(m, mx::amax_term(xh[i]));  // fmaxf drops NaN
-  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float a = 0.f;
-    for (int w = 0; w < kThreads / 32; ++w) a = fmaxf(a, red[w]);
-    global[blockIdx.x] = mx::nvfp4_global_scale(a);
-  }
+  const float a = block_max<kThreads>(x + static_cast<int64_t>(blockIdx.x) * n, n, red, AmaxTerm{});
+  if (threadIdx.x == 0) global[blockIdx.x] = mx::nvfp4_global_scale(a);
 }
 
 template <mx::Kind K>
