@@ -123,8 +123,9 @@ class RotatedLayer final : public EncodedLayer {
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
     float* qr = tl_floats(0, static_cast<size_t>(nq) * d_);
     float* orot = tl_floats(1, static_cast<size_t>(nq) * d_);
-    std::vector<const float*> qp(static_cast<size_t>(nq));
-    std::vector<float*> op(static_cast<size_t>(nq));
+    thread_local std::vector<const float*> qp;  // attend_many is the hot path: no allocation per call
+    thread_local std::vector<float*> op;
+    qp.resize(static_cast<size_t>(nq)), op.resize(static_cast<size_t>(nq));
     for (int i = 0; i < nq; ++i) {
       rot_[g].forward(qs[i], qr + static_cast<size_t>(i) * d_, 1);
       qp[static_cast<size_t>(i)] = qr + static_cast<size_t>(i) * d_;

@@ -30,13 +30,22 @@ void fwht_blocks(double* x, int d, int block) {
   }
 }
 
+namespace {
+/// Per-thread float64 row buffer: rotate_rows runs once per query in attend, which must not allocate.
+double* row_buffer(int d) {
+  thread_local std::vector<double> t;
+  if (t.size() < static_cast<size_t>(d)) t.resize(static_cast<size_t>(d));
+  return t.data();
+}
+}  // namespace
+
 void rotate_rows(const float* x, float* y, int64_t n, int d, const int8_t* s) {
   const int B = block_size(d);
-  std::vector<double> t(static_cast<size_t>(d));
+  double* t = row_buffer(d);
   for (int64_t r = 0; r < n; ++r) {
     const float* xr = x + r * d;
     for (int j = 0; j < d; ++j) t[j] = s[j] * static_cast<double>(xr[j]);
-    fwht_blocks(t.data(), d, B);
+    fwht_blocks(t, d, B);
     float* yr = y + r * d;
     for (int j = 0; j < d; ++j) yr[j] = static_cast<float>(t[j]);
   }
@@ -44,11 +53,11 @@ void rotate_rows(const float* x, float* y, int64_t n, int d, const int8_t* s) {
 
 void unrotate_rows(const float* y, float* x, int64_t n, int d, const int8_t* s) {
   const int B = block_size(d);
-  std::vector<double> t(static_cast<size_t>(d));
+  double* t = row_buffer(d);
   for (int64_t r = 0; r < n; ++r) {
     const float* yr = y + r * d;
     for (int j = 0; j < d; ++j) t[j] = yr[j];
-    fwht_blocks(t.data(), d, B);
+    fwht_blocks(t, d, B);
     float* xr = x + r * d;
     for (int j = 0; j < d; ++j) xr[j] = static_cast<float>(s[j] * t[j]);
   }
