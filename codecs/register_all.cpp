@@ -7,6 +7,7 @@
 #include "codecs/pq/lookat_codec.h"
 #include "codecs/select/select_codec.h"
 #include "codecs/sketch/sketch_entries.h"
+#include "codecs/turbo/turbo_codec.h"
 
 namespace kvb {
 
@@ -30,6 +31,7 @@ void register_all_codecs(CodecRegistry& r) {
   r.add(codecs::qjl_entry());
   r.add(codecs::h1b_entry());
   r.add(codecs::kvcar_entry());
+  r.add(codecs::turboquant_entry());
 }
 
 /// The process-wide registry (declared in kvb/core/registry.h), defined beside the list so that the core

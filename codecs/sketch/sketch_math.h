@@ -91,22 +91,10 @@ KVB_HD_INLINE int hamming(const uint8_t* a, const uint8_t* b, int nbytes) {
   return h;
 }
 
-/// float64 a·b and a + b rounded once each (never fused into an FMA): the encoders' float64 sums must round
-/// identically on the host (baseline x86-64, no FMA) and on the device (where nvcc would contract).
-KVB_HD_INLINE double dmul_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-KVB_HD_INLINE double dadd_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
+/// float64 products and sums rounded once each (kvb/core/hd.h): the encoders' float64 sums round identically
+/// on the host and on the device.
+using kvb::dadd_rn;
+using kvb::dmul_rn;
 
 /// Σ_c x_c² in float64, c ascending, over the channels with mask[c] == want (all when mask is null).
 KVB_HD_INLINE double norm2_f64(const float* x, int d, const uint8_t* mask, uint8_t want) {

@@ -15,44 +15,56 @@ std::vector<double> gaussian(int n, int m, uint64_t seed) {
 
 std::vector<double> haar_orthogonal(int d, uint64_t seed) {
   const size_t D = static_cast<size_t>(d);
-  std::vector<double> A = gaussian(d, d, seed);  // becomes R (upper triangle) in place
-  std::vector<double> V(D * D, 0.0);              // Householder vectors, column k in V[·][k]
-  std::vector<double> rdiag_sign(D, 1.0);
-  for (int k = 0; k < d; ++k) {
+  // Work column-major (column k contiguous at A + k·D) so every reflection streams whole columns.
+  const std::vector<double> G = gaussian(d, d, seed);  // row-major G[i][j]
+  std::vector<double> A(D * D);
+  for (size_t i = 0; i < D; ++i)
+    for (size_t j = 0; j < D; ++j) A[j * D + i] = G[i * D + j];
+  std::vector<double> V(D * D, 0.0);  // unit Householder vector k at V + k·D (entries k..d-1)
+  std::vector<double> rsign(D, 1.0);
+  std::vector<char> active(D, 0);
+  for (size_t k = 0; k < D; ++k) {
+    double* a = A.data() + k * D;
     double nrm = 0;
-    for (int i = k; i < d; ++i) nrm += A[i * D + k] * A[i * D + k];
+    for (size_t i = k; i < D; ++i) nrm += a[i] * a[i];
     nrm = std::sqrt(nrm);
-    const double akk = A[k * D + k];
-    const double alpha = akk > 0 ? -nrm : nrm;  // R_kk = alpha; reflect away from a_kk to avoid cancellation
-    rdiag_sign[static_cast<size_t>(k)] = alpha < 0 ? -1.0 : 1.0;
-    double vnorm2 = 0;
-    for (int i = k; i < d; ++i) {
-      const double v = A[i * D + k] - (i == k ? alpha : 0.0);
-      V[i * D + k] = v;
-      vnorm2 += v * v;
+    const double alpha = a[k] > 0 ? -nrm : nrm;  // R_kk; reflect away from a_kk to avoid cancellation
+    rsign[k] = alpha < 0 ? -1.0 : 1.0;
+    double* v = V.data() + k * D;
+    double vn = 0;
+    for (size_t i = k; i < D; ++i) {
+      v[i] = a[i] - (i == k ? alpha : 0.0);
+      vn += v[i] * v[i];
     }
-    if (vnorm2 == 0) continue;  // column already reduced (probability 0 for a Gaussian)
-    for (int j = k; j < d; ++j) {  // A <- (I − 2 v vᵀ / vᵀv) A on columns j >= k
+    if (vn == 0) continue;  // already reduced (probability 0 for a Gaussian)
+    active[k] = 1;
+    vn = std::sqrt(vn);
+    for (size_t i = k; i < D; ++i) v[i] /= vn;
+    for (size_t j = k; j < D; ++j) {  // column j <- (I − 2 v vᵀ) column j
+      double* c = A.data() + j * D;
       double dot = 0;
-      for (int i = k; i < d; ++i) dot += V[i * D + k] * A[i * D + j];
-      const double f = 2 * dot / vnorm2;
-      for (int i = k; i < d; ++i) A[i * D + j] -= f * V[i * D + k];
+      for (size_t i = k; i < D; ++i) dot += v[i] * c[i];
+      for (size_t i = k; i < D; ++i) c[i] -= 2 * dot * v[i];
     }
-    for (int i = k; i < d; ++i) V[i * D + k] /= std::sqrt(vnorm2);  // unit vector
   }
-  // Q = H_0 H_1 ... H_{d-1}: apply to the identity from the last reflector back.
+  // Q = H_0 H_1 … H_{d−1} applied to the identity (column-major), last reflector first.
   std::vector<double> Q(D * D, 0.0);
-  for (int i = 0; i < d; ++i) Q[i * D + i] = 1.0;
-  for (int k = d - 1; k >= 0; --k)
-    for (int j = 0; j < d; ++j) {
+  for (size_t i = 0; i < D; ++i) Q[i * D + i] = 1.0;
+  for (size_t kk = D; kk-- > 0;) {
+    if (!active[kk]) continue;
+    const double* v = V.data() + kk * D;
+    for (size_t j = 0; j < D; ++j) {
+      double* c = Q.data() + j * D;
       double dot = 0;
-      for (int i = k; i < d; ++i) dot += V[i * D + k] * Q[i * D + j];
-      for (int i = k; i < d; ++i) Q[i * D + j] -= 2 * dot * V[i * D + k];
+      for (size_t i = kk; i < D; ++i) dot += v[i] * c[i];
+      for (size_t i = kk; i < D; ++i) c[i] -= 2 * dot * v[i];
     }
-  // Haar correction: column k times sign(R_kk).
-  for (int i = 0; i < d; ++i)
-    for (int k = 0; k < d; ++k) Q[i * D + k] *= rdiag_sign[static_cast<size_t>(k)];
-  return Q;
+  }
+  // Row-major result with the Haar correction: column k times sign(R_kk).
+  std::vector<double> out(D * D);
+  for (size_t i = 0; i < D; ++i)
+    for (size_t k = 0; k < D; ++k) out[i * D + k] = Q[k * D + i] * rsign[k];
+  return out;
 }
 
 }  // namespace kvb::kernels::orthogonal

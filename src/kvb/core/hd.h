@@ -8,3 +8,43 @@
 #define KVB_HD
 #define KVB_HD_INLINE inline __attribute__((always_inline))
 #endif
+
+#if !defined(__CUDA_ARCH__)
+#include <cmath>
+#endif
+
+namespace kvb {
+
+/// float64 a·b, a + b, a / b and sqrt(a), each rounded once to nearest (never fused into an FMA): encoders
+/// whose float64 sums must round identically on the host (baseline x86-64, no FMA) and on the device (where
+/// nvcc would contract a·b + c) write their arithmetic with these. Used by the sketch and turboquant families.
+KVB_HD_INLINE double dmul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+KVB_HD_INLINE double dadd_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+KVB_HD_INLINE double ddiv_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __ddiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+KVB_HD_INLINE double dsqrt_rn(double a) {
+#if defined(__CUDA_ARCH__)
+  return __dsqrt_rn(a);
+#else
+  return std::sqrt(a);
+#endif
+}
+
+}  // namespace kvb

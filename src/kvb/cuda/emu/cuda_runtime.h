@@ -170,6 +170,8 @@ T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
 // Explicitly rounded arithmetic: the host's IEEE operations (emulated builds compile with -ffp-contract=off).
 inline double __dmul_rn(double a, double b) { return a * b; }
 inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
+inline double __dsqrt_rn(double a) { return std::sqrt(a); }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
