@@ -177,7 +177,8 @@ class PolarLayer final : public EncodedLayer {
       if (acc[i] != 0.f) K.axpy_f32(acc[i], P + static_cast<size_t>(i) * dp_, o, d_);
   }
 
-  /// rows[r·dp + j] = ŷ_{t0+r, j}: token t0 + r of KV head g decoded top-down in the rotated domain.
+  /// rows[r·dp + j] = ŷ_{t0+r, j}: token t0 + r of KV head g decoded top-down in the rotated domain
+  /// (polar::inverse_in_place with the codes read in place and each level's (cos, sin) table inlined).
   void decode_rows(const Part& pt, int g, int64_t t0, int n, float* rows) const {
     const size_t base = static_cast<size_t>(g) * C_ + static_cast<size_t>(t0);
     for (int r = 0; r < n; ++r) {
@@ -185,26 +186,32 @@ class PolarLayer final : public EncodedLayer {
       const uint16_t* rad = &pt.radii[(base + r) * lay_.radii];
       float* out = rows + static_cast<size_t>(r) * dp_;
       for (int i = 0; i < lay_.radii; ++i) out[i] = f16_to_f32(rad[i]);
-      polar::inverse_in_place(lay_, out, [&](int l, int i, float& c, float& s) {
-        const int b = lay_.bits[l - 1];
-        const unsigned code = polar::get_code(codes, lay_.bit_off[l - 1] + i * b, b);
-        const float* t = &cs_[2 * (static_cast<size_t>(lay_.cb_off[l - 1]) + code)];
-        c = t[0], s = t[1];
-      });
+      for (int l = lay_.levels; l >= 1; --l) {
+        const int b = lay_.bits[l - 1], off = lay_.bit_off[l - 1];
+        const float* tab = &cs_[2 * static_cast<size_t>(lay_.cb_off[l - 1])];
+        for (int i = lay_.count[l - 1] - 1; i >= 0; --i) {  // descending: children 2i, 2i+1 >= i already read
+          const float* cs = tab + 2 * polar::get_code(codes, off + i * b, b);
+          const float rr = out[i];
+          out[2 * i + 1] = rr * cs[1];
+          out[2 * i] = rr * cs[0];
+        }
+      }
     }
   }
 
   void encode_head(const float* x, int g, Part& pt, const polar::Codebook* const* cbs) const {
-    const double* P = pt.rot[g]->m64.data();
+    const double* Pt = pt.rot[g]->m64t.data();
     std::vector<double> y(static_cast<size_t>(dp_)), ang(static_cast<size_t>(lay_.angles)),
         rad(static_cast<size_t>(lay_.radii)), work(static_cast<size_t>(dp_ / 2));
     for (int64_t t = 0; t < C_; ++t) {
+      // y_i = Σ_{j<d} Π_ij·x_j, each y_i summed over j ascending (the reference's order), as d row updates.
       const float* xt = x + t * d_;
-      for (int i = 0; i < dp_; ++i) {
-        const double* row = P + static_cast<size_t>(i) * dp_;
-        double acc = 0;
-        for (int j = 0; j < d_; ++j) acc += row[j] * static_cast<double>(xt[j]);
-        y[static_cast<size_t>(i)] = acc;
+      double* yp = y.data();
+      for (int i = 0; i < dp_; ++i) yp[i] = 0;
+      for (int j = 0; j < d_; ++j) {
+        const double xj = static_cast<double>(xt[j]);
+        const double* col = Pt + static_cast<size_t>(j) * dp_;
+        for (int i = 0; i < dp_; ++i) yp[i] += col[i] * xj;
       }
       polar::forward(lay_, y.data(), ang.data(), rad.data(), work.data());
       const size_t row = static_cast<size_t>(g) * C_ + static_cast<size_t>(t);

@@ -54,7 +54,6 @@ const std::vector<GridPoint>& grid() {
       {5, {3, 2, 2, 2, 2}},     // ~2.94 bits
       {4, {5, 3, 3, 3}},        // ~4.81 bits
       {3, {4, 2, 2}},           // 4.75 bits (fits head_dim 8)
-      {2, {4, 2}},              // 6.5 bits
   };
   return g;
 }
@@ -99,7 +98,7 @@ CodecEntry polarquant_entry() {
       "b_eff = 8·(ceil(Σ_ℓ (dp/2^ℓ)·b_ℓ / 8) + 2·dp/2^L) / head_dim (packed angle codes of one row plus its fp16 "
       "radii, the same for K and V; dp = head_dim here, since candidates are listed only where 2^L divides "
       "head_dim); candidates (L; bits) = (4; 4,2,2,2) [the paper's, 3.875 at head_dim 128], (6; 2,2,1,1,1,1), "
-      "(5; 3,2,2,2,2), (4; 5,3,3,3), (3; 4,2,2), (2; 4,2). Seeds and codebooks are fixed bytes (bits_with_fixed).";
+      "(5; 3,2,2,2,2), (4; 5,3,3,3), (3; 4,2,2). Seeds and codebooks are fixed bytes (bits_with_fixed).";
   e.info.params = polar_params().specs();
   e.info.presets = {{"paper", Json{{"levels", 4}, {"bits", "4,2,2,2"}}}};
   e.info.notes =

@@ -69,7 +69,9 @@ struct Codebook {
 ///    holds ψ, so the linear boundaries already give the nearest level on the circle (ψ = 2π, the only wrap
 ///    point, ties between the last and the first center). Lloyd–Max on the uniform quadrature returns the same
 ///    grid (tests check it), but the circle is not an interval, so the grid is used directly.
-///  * level ℓ >= 2: kernels/cpu/lloyd_max.h's solver on angle_quadrature(level).
+///  * level ℓ >= 2: kernels/cpu/lloyd_max.h's solver on angle_quadrature(level, 2^16), made exactly symmetric
+///    about π/4 (as the density is) by averaging it with its mirror image: the solver's discrete fixed point is
+///    symmetric only to about one quadrature spacing (~2e-5 rad).
 const Codebook& codebook(int level, int bits);
 
 /// Quadrature of the level-ℓ (ℓ >= 2) angle density ∝ sin^{2^{ℓ−1}−1}(2ψ) on [0, π/2]: N midpoints, weights
@@ -120,8 +122,9 @@ uint64_t rotation_seed(uint64_t run_seed, int layer, int head, int part);
 /// float64 (encode, reference) and rounded to float32 (the CPU path's query rotation and output un-rotation).
 struct Rotation {
   int n = 0;
-  std::vector<double> m64;
-  std::vector<float> m32;
+  std::vector<double> m64;   ///< Π, row-major
+  std::vector<double> m64t;  ///< Πᵀ, row-major (so y = Σ_j x_j·Πᵀ[j] runs along rows)
+  std::vector<float> m32;    ///< Π rounded to float32, row-major
 };
 
 /// The rotation of (n, seed), generated once per process and shared (a cache of at most ~256 MiB; the oldest

@@ -39,12 +39,15 @@ std::unique_ptr<EncodedLayer> polar_encode_ref(const PolarParams& p, int layer, 
       const uint64_t seed = derive_seed(ctx.seed, {0x706f6c6172ull, static_cast<uint64_t>(layer), static_cast<uint64_t>(g),
                                                    static_cast<uint64_t>(part)});
       const std::vector<double>& P = polar::rotation(dp, seed)->m64;  // row-major dp×dp
+      std::vector<double> Pt(P.size());                                 // its transpose, for row access
+      for (int i = 0; i < dp; ++i)
+        for (int j = 0; j < dp; ++j) Pt[static_cast<size_t>(j) * dp + i] = P[static_cast<size_t>(i) * dp + j];
       const float* X = part == 0 ? kv.k_head(g) : kv.v_head(g);
       float* Xh = (part == 0 ? k_hat.data() : v_hat.data()) + static_cast<size_t>(g) * C * d;
       for (int64_t t = 0; t < C; ++t) {
-        std::vector<double> y(dp, 0.0);
-        for (int i = 0; i < dp; ++i)
-          for (int j = 0; j < d; ++j) y[i] += P[static_cast<size_t>(i) * dp + j] * static_cast<double>(X[t * d + j]);
+        std::vector<double> y(dp, 0.0);  // y_i = Σ_j Π_ij·x_j, j ascending (loops ordered for row access)
+        for (int j = 0; j < d; ++j)
+          for (int i = 0; i < dp; ++i) y[i] += Pt[static_cast<size_t>(j) * dp + i] * static_cast<double>(X[t * d + j]);
         // Bottom-up: radii[0] = y, radii[l] = the norms of consecutive pairs of radii[l-1]; codes per level.
         std::vector<std::vector<double>> radii{y};
         std::vector<std::vector<int>> codes(L);
@@ -79,11 +82,10 @@ std::unique_ptr<EncodedLayer> polar_encode_ref(const PolarParams& p, int layer, 
           }
           node = std::move(child);
         }
-        for (int j = 0; j < d; ++j) {  // x̂ = Πᵀ ŷ, the padded coordinates dropped
-          double acc = 0;
-          for (int i = 0; i < dp; ++i) acc += P[static_cast<size_t>(i) * dp + j] * node[i];
-          Xh[t * d + j] = static_cast<float>(acc);
-        }
+        std::vector<double> xh(d, 0.0);  // x̂ = Πᵀ ŷ, the padded coordinates dropped: Σ_i ŷ_i·Π_i·, i ascending
+        for (int i = 0; i < dp; ++i)
+          for (int j = 0; j < d; ++j) xh[j] += P[static_cast<size_t>(i) * dp + j] * node[i];
+        for (int j = 0; j < d; ++j) Xh[t * d + j] = static_cast<float>(xh[j]);
       }
     }
   // Byte formulas: ceil(Σ_ℓ (dp/2^ℓ)·b_ℓ / 8) code bytes and dp/2^L binary16 radii per row; an 8-byte seed per
