@@ -4,6 +4,7 @@
 #include "codecs/evict/evict_codec.h"
 #include "codecs/kvcar/kvcar_codec.h"
 #include "codecs/mx/mx_codec.h"
+#include "codecs/polar/polar_codec.h"
 #include "codecs/pq/lookat_codec.h"
 #include "codecs/select/select_codec.h"
 #include "codecs/sketch/sketch_entries.h"
@@ -20,6 +21,7 @@ void register_all_codecs(CodecRegistry& r) {
   r.add(codecs::mxfp8_entry());
   r.add(codecs::int_entry());
   r.add(codecs::kivi_entry());
+  r.add(codecs::polarquant_entry());
   r.add(codecs::balancekv_entry());
   r.add(codecs::uniform_entry());
   r.add(codecs::streamingllm_entry());

@@ -1,0 +1,134 @@
+#pragma once
+/// PolarQuant's math (Han, Kacham, Karbasi, Mirrokni, Zandieh; arXiv 2502.02617; docs/codecs.md "polarquant"):
+/// the recursive polar transform of a preconditioned vector, its per-level angle codebooks, the packed row
+/// layout, and the seeded preconditioners. Shared by the CPU path and the reference of codecs/polar only.
+///
+/// Transform of y ∈ R^n (n = dp, a multiple of 2^L), L levels:
+///   level 1:  r¹_i = ‖(y_{2i}, y_{2i+1})‖,        ψ¹_i = atan2(y_{2i+1}, y_{2i}) ∈ [0, 2π)   (i < n/2)
+///   level ℓ:  r^ℓ_i = ‖(r^{ℓ−1}_{2i}, r^{ℓ−1}_{2i+1})‖, ψ^ℓ_i = atan2(r^{ℓ−1}_{2i+1}, r^{ℓ−1}_{2i}) ∈ [0, π/2]
+/// leaving n/2^L radii r^L and n − n/2^L angles. Inverse, top-down: the children of r^ℓ_i are
+/// (r^ℓ_i cos ψ^ℓ_i, r^ℓ_i sin ψ^ℓ_i). For y = Π x with Π Haar-random, the direction of y is uniform on the
+/// sphere, so the level-ℓ angles are independent with density ∝ sin^{2^{ℓ−1}−1}(2ψ) on [0, π/2] (ℓ >= 2; the
+/// ratio of two χ_{2^{ℓ−1}} norms) and uniform on [0, 2π) at level 1.
+///
+/// Packed row of one token (one part, K or V): the angle codes as one little-endian bitstream — level 1's n/2
+/// codes first (angle i at bit i·b₁), then level 2's n/4 at bit offset (n/2)·b₁, and so on; code c's bit k is
+/// bit (pos + k) of the stream, stream bit p is bit p % 8 of byte p / 8 — padded with zero bits to a whole
+/// byte (row_bytes = ceil(Σ_ℓ (n/2^ℓ)·b_ℓ / 8)); the n/2^L radii are stored beside it as binary16.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kvb::codecs::polar {
+
+constexpr int kMaxLevels = 10;  ///< 2^10 = 1024, the largest head_dim kvbench accepts
+constexpr int kMaxBits = 8;     ///< angle bits per level (a code spans at most two bytes)
+constexpr double kPi = 3.14159265358979323846;
+constexpr double kTwoPi = 2 * kPi;
+
+/// The preconditioned dimension: head_dim rounded up to a multiple of 2^levels (zero padding; docs/codecs.md).
+inline int padded_dim(int head_dim, int levels) {
+  const int b = 1 << levels;
+  return (head_dim + b - 1) / b * b;
+}
+
+/// Where everything of one token row lives. Level ℓ (1-based) is index ℓ − 1 of the arrays.
+struct Layout {
+  int d = 0;       ///< head_dim
+  int dp = 0;      ///< padded_dim(d, levels)
+  int levels = 0;  ///< L
+  int bits[kMaxLevels] = {};       ///< angle bits of level ℓ
+  int count[kMaxLevels] = {};      ///< angles of level ℓ: dp >> ℓ
+  int angle_off[kMaxLevels] = {};  ///< first angle of level ℓ in the level-major angle list
+  int bit_off[kMaxLevels] = {};    ///< first code bit of level ℓ in the row
+  int cb_off[kMaxLevels] = {};     ///< first centroid of level ℓ in the concatenated codebook
+  int angles = 0;         ///< dp − dp/2^L
+  int radii = 0;          ///< dp / 2^L
+  int code_bits = 0;      ///< Σ_ℓ count·bits
+  int row_bytes = 0;      ///< ceil(code_bits / 8)
+  int codebook_size = 0;  ///< Σ_ℓ 2^bits (centroids of all levels)
+  /// Stored bytes per token of one part: packed codes plus fp16 radii.
+  int part_bytes() const { return row_bytes + 2 * radii; }
+};
+
+/// The layout for head_dim d, `levels` levels with bits[ℓ−1] angle bits at level ℓ (levels in [1, kMaxLevels],
+/// bits in [1, kMaxBits], bits.size() == levels; throws std::invalid_argument otherwise).
+Layout make_layout(int d, int levels, const std::vector<int>& bits);
+
+/// One level's angle quantizer: ascending centroids and the decision boundaries between them.
+struct Codebook {
+  std::vector<double> centroids;
+  std::vector<double> boundaries;  ///< centroids.size() − 1
+  double distortion = 0;           ///< E (ψ − Q(ψ))² under the level's density
+};
+
+/// The codebook of `bits` bits for level `level` (computed once per (level, bits), then cached; thread-safe):
+///  * level 1: the uniform grid of bin centers (j + ½)·2π/2^b, boundaries j·2π/2^b. The level-1 angle is
+///    circular and uniform; on the circle the nearest of these centers is the one whose bin [j·Δ, (j+1)·Δ)
+///    holds ψ, so the linear boundaries already give the nearest level on the circle (ψ = 2π, the only wrap
+///    point, ties between the last and the first center). Lloyd–Max on the uniform quadrature returns the same
+///    grid (tests check it), but the circle is not an interval, so the grid is used directly.
+///  * level ℓ >= 2: kernels/cpu/lloyd_max.h's solver on angle_quadrature(level, 2^16), made exactly symmetric
+///    about π/4 (as the density is) by averaging it with its mirror image: the solver's discrete fixed point is
+///    symmetric only to about one quadrature spacing (~2e-5 rad).
+const Codebook& codebook(int level, int bits);
+
+/// Quadrature of the level-ℓ (ℓ >= 2) angle density ∝ sin^{2^{ℓ−1}−1}(2ψ) on [0, π/2]: N midpoints, weights
+/// the density (computed in the log domain, no underflow at high levels).
+void angle_quadrature(int level, int N, std::vector<double>& x, std::vector<double>& w);
+
+/// Forward transform in float64: y[dp] -> angles[layout.angles] (level-major, level 1 first; level 1 in
+/// [0, 2π), higher levels in [0, π/2]) and radii[layout.radii]. work: dp/2 doubles.
+void forward(const Layout& lay, const double* y, double* angles, double* radii, double* work);
+
+/// Inverse transform in place, top-down, in T's arithmetic: on entry out[0, radii) holds the level-L radii; on
+/// return out[0, dp) holds the vector. cs(level, i, c, s) gives cos and sin of angle i of `level`.
+template <class T, class CosSin>
+inline void inverse_in_place(const Layout& lay, T* out, CosSin&& cs) {
+  for (int l = lay.levels; l >= 1; --l)
+    for (int i = lay.count[l - 1] - 1; i >= 0; --i) {  // descending: children 2i, 2i+1 >= i are already read
+      T c, s;
+      cs(l, i, c, s);
+      const T r = out[i];
+      out[2 * i + 1] = r * s;
+      out[2 * i] = r * c;
+    }
+}
+
+/// Code of angle psi at `level`: lloyd::nearest_level on the level's boundaries (see codebook() for level 1).
+int quantize_angle(const Codebook& cb, double psi);
+
+/// Writes code (b bits) at stream bit pos of a zero-initialized row.
+inline void put_code(uint8_t* row, int pos, int b, unsigned code) {
+  const int k = pos >> 3, sh = pos & 7;
+  row[k] = static_cast<uint8_t>(row[k] | (code << sh));
+  if (sh + b > 8) row[k + 1] = static_cast<uint8_t>(row[k + 1] | (code >> (8 - sh)));
+}
+
+/// Reads the b-bit code at stream bit pos (b <= 8: at most two bytes, never past the row's last byte).
+inline unsigned get_code(const uint8_t* row, int pos, int b) {
+  const int k = pos >> 3, sh = pos & 7;
+  unsigned v = static_cast<unsigned>(row[k]) >> sh;
+  if (sh + b > 8) v |= static_cast<unsigned>(row[k + 1]) << (8 - sh);
+  return v & ((1u << b) - 1u);
+}
+
+/// The seed of the preconditioner of (layer, KV head, part) — part 0 keys, 1 values — from the run seed:
+/// kvb::derive_seed(seed, {"polar", layer, head, part}). The matrix costs this seed (8 bytes).
+uint64_t rotation_seed(uint64_t run_seed, int layer, int head, int part);
+
+/// A seeded Haar-random orthogonal dp×dp matrix (kernels/cpu/orthogonal.h haar_orthogonal, row-major), in
+/// float64 (encode, reference) and rounded to float32 (the CPU path's query rotation and output un-rotation).
+struct Rotation {
+  int n = 0;
+  std::vector<double> m64;   ///< Π, row-major
+  std::vector<double> m64t;  ///< Πᵀ, row-major (so y = Σ_j x_j·Πᵀ[j] runs along rows)
+  std::vector<float> m32;    ///< Π rounded to float32, row-major
+};
+
+/// The rotation of (n, seed), generated once per process and shared (a cache of at most ~256 MiB; the oldest
+/// entries are dropped first, layers keep theirs alive). Thread-safe.
+std::shared_ptr<const Rotation> rotation(int n, uint64_t seed);
+
+}  // namespace kvb::codecs::polar
