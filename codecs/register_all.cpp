@@ -21,6 +21,7 @@ void register_all_codecs(CodecRegistry& r) {
   r.add(codecs::mxfp8_entry());
   r.add(codecs::int_entry());
   r.add(codecs::kivi_entry());
+  r.add(codecs::turboquant_entry());
   r.add(codecs::polarquant_entry());
   r.add(codecs::balancekv_entry());
   r.add(codecs::uniform_entry());
@@ -33,7 +34,6 @@ void register_all_codecs(CodecRegistry& r) {
   r.add(codecs::qjl_entry());
   r.add(codecs::h1b_entry());
   r.add(codecs::kvcar_entry());
-  r.add(codecs::turboquant_entry());
 }
 
 /// The process-wide registry (declared in kvb/core/registry.h), defined beside the list so that the core

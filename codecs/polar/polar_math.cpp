@@ -8,7 +8,7 @@
 #include <utility>
 
 #include "kernels/cpu/lloyd_max.h"
-#include "kernels/cpu/orthogonal_rowwise.h"
+#include "kernels/cpu/orthogonal.h"
 #include "kvb/core/rng.h"
 
 namespace kvb::codecs::polar {
@@ -70,16 +70,11 @@ Codebook make_codebook(int level, int bits) {
   }
   std::vector<double> x, w;
   angle_quadrature(level, kQuadraturePoints, x, w);
-  const kernels::lloyd::Codebook s = kernels::lloyd::solve(x, w, n);
-  // The density is symmetric about π/4; the solver's fixed point on the discrete quadrature is symmetric only
-  // up to about one quadrature spacing (~2e-5 rad). Averaging it with its mirror image ψ -> π/2 − ψ makes the
-  // symmetry exact (and stays a fixed point up to that spacing); boundaries are the midpoints again.
-  cb.centroids.resize(static_cast<size_t>(n));
-  for (int j = 0; j < n; ++j)
-    cb.centroids[static_cast<size_t>(j)] =
-        0.5 * (s.centroids[static_cast<size_t>(j)] + (kPi / 2 - s.centroids[static_cast<size_t>(n - 1 - j)]));
-  for (int j = 0; j + 1 < n; ++j)
-    cb.boundaries.push_back(0.5 * (cb.centroids[static_cast<size_t>(j)] + cb.centroids[static_cast<size_t>(j + 1)]));
+  // The density is symmetric about π/4 (ψ -> π/2 − ψ): exact symmetry, boundaries the midpoints again.
+  kernels::lloyd::Codebook s = kernels::lloyd::solve(x, w, n);
+  kernels::lloyd::symmetrize(s, kPi / 4);
+  cb.centroids = s.centroids;
+  cb.boundaries = s.boundaries;
   double dist = 0, mass = 0;
   for (size_t i = 0; i < x.size(); ++i) {
     const double e = x[i] - cb.centroids[static_cast<size_t>(quantize_angle(cb, x[i]))];
@@ -132,40 +127,14 @@ uint64_t rotation_seed(uint64_t run_seed, int layer, int head, int part) {
 }
 
 std::shared_ptr<const Rotation> rotation(int n, uint64_t seed) {
-  static std::mutex mu;
-  static std::map<std::pair<int, uint64_t>, std::shared_ptr<const Rotation>> cache;
-  static std::deque<std::pair<int, uint64_t>> order;  // insertion order, for eviction
-  static size_t bytes = 0;
-  constexpr size_t kMaxBytes = size_t{256} << 20;
-  const std::pair<int, uint64_t> key{n, seed};
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    const auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
-  }
-  // Generated outside the lock (heads encode in parallel); two threads may both make the same matrix.
   auto r = std::make_shared<Rotation>();
   r->n = n;
-  r->m64 = kernels::orthogonal::haar_orthogonal_rowwise(n, seed);
+  r->m64 = *kernels::orthogonal::memoized(kernels::orthogonal::Kind::kHaar, n, seed);
   r->m64t.resize(r->m64.size());
   for (int i = 0; i < n; ++i)
     for (int j = 0; j < n; ++j) r->m64t[static_cast<size_t>(j) * n + i] = r->m64[static_cast<size_t>(i) * n + j];
   r->m32.assign(r->m64.begin(), r->m64.end());
-  const size_t sz = r->m64.size() * (2 * sizeof(double) + sizeof(float));
-  std::lock_guard<std::mutex> lock(mu);
-  const auto [it, inserted] = cache.emplace(key, std::move(r));
-  if (inserted) {
-    order.push_back(key);
-    bytes += sz;
-    while (bytes > kMaxBytes && order.size() > 1) {
-      const auto old = order.front();
-      order.pop_front();
-      const auto o = cache.find(old);
-      bytes -= o->second->m64.size() * (2 * sizeof(double) + sizeof(float));
-      cache.erase(o);
-    }
-  }
-  return it->second;
+  return r;
 }
 
 }  // namespace kvb::codecs::polar

@@ -127,7 +127,7 @@ struct Rotation {
   std::vector<float> m32;    ///< Π rounded to float32, row-major
 };
 
-/// The rotation of (n, seed), generated once per process and shared (a cache of at most ~256 MiB; the oldest
+/// The rotation of (n, seed): the process-wide memoized Haar matrix (kernels/cpu/orthogonal.h memoized) with
 /// entries are dropped first, layers keep theirs alive). Thread-safe.
 std::shared_ptr<const Rotation> rotation(int n, uint64_t seed);
 

@@ -38,7 +38,8 @@ std::unique_ptr<EncodedLayer> polar_encode_ref(const PolarParams& p, int layer, 
     for (int part = 0; part < 2; ++part) {
       const uint64_t seed = derive_seed(ctx.seed, {0x706f6c6172ull, static_cast<uint64_t>(layer), static_cast<uint64_t>(g),
                                                    static_cast<uint64_t>(part)});
-      const std::vector<double>& P = polar::rotation(dp, seed)->m64;  // row-major dp×dp
+      const auto rot = polar::rotation(dp, seed);  // held: P refers into it
+      const std::vector<double>& P = rot->m64;  // row-major dp×dp
       std::vector<double> Pt(P.size());                                 // its transpose, for row access
       for (int i = 0; i < dp; ++i)
         for (int j = 0; j < dp; ++j) Pt[static_cast<size_t>(j) * dp + i] = P[static_cast<size_t>(i) * dp + j];

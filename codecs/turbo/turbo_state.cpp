@@ -6,7 +6,6 @@
 #include <map>
 #include <mutex>
 #include <numeric>
-#include <tuple>
 
 #include "codecs/common/rotation.h"
 #include "codecs/turbo/turbo_codec.h"
@@ -64,37 +63,6 @@ void matvec_f64(const double* At, int n, const double* x, double* y) {
   }
 }
 
-/// The seeded matrices of an instance (kind 0: Haar Π, 1: Hadamard Π, 2: Gaussian S), memoized: the CPU path
-/// and the reference of one cell, and the cells of one run (same seed, other bits), draw the same matrices,
-/// and a 1024-dimensional QR costs seconds. Bounded at 256 MiB, oldest first out.
-std::shared_ptr<const std::vector<double>> seeded_matrix(int kind, int n, uint64_t seed) {
-  static std::mutex mu;
-  static std::map<std::tuple<int, int, uint64_t>, std::shared_ptr<const std::vector<double>>> cache;
-  static std::vector<std::tuple<int, int, uint64_t>> order;
-  static size_t bytes = 0;
-  const auto key = std::make_tuple(kind, n, seed);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (auto it = cache.find(key); it != cache.end()) return it->second;
-  }
-  std::vector<double> m;
-  if (kind == 0) m = kernels::orthogonal::haar_orthogonal(n, seed);
-  else if (kind == 1) m = dense_rotation(n, kernels::hadamard::signs(n, seed).data());
-  else m = kernels::orthogonal::gaussian(n, n, seed);
-  auto ptr = std::make_shared<const std::vector<double>>(std::move(m));
-  std::lock_guard<std::mutex> lock(mu);
-  if (cache.emplace(key, ptr).second) {
-    order.push_back(key);
-    bytes += ptr->size() * sizeof(double);
-    while (bytes > (256u << 20) && order.size() > 1) {
-      bytes -= cache[order.front()]->size() * sizeof(double);
-      cache.erase(order.front());
-      order.erase(order.begin());
-    }
-  }
-  return ptr;
-}
-
 }  // namespace
 
 std::shared_ptr<const kernels::lloyd::Codebook> sphere_codebook(int n, int levels) {
@@ -106,15 +74,9 @@ std::shared_ptr<const kernels::lloyd::Codebook> sphere_codebook(int n, int level
     std::vector<double> x, w;
     kernels::lloyd::sphere_coordinate_quadrature(n, 1 << 17, x, w);
     auto cb = kernels::lloyd::solve(x, w, levels);
-    // The density is even: make the codebook exactly antisymmetric (c_j = −c_{L−1−j}), so a zero coordinate
-    // sits exactly on the middle boundary (0) and goes to the lower level on every backend.
-    const size_t L = cb.centroids.size();
-    for (size_t j = 0; j < L / 2; ++j) {
-      const double c = 0.5 * (cb.centroids[L - 1 - j] - cb.centroids[j]);
-      cb.centroids[j] = -c, cb.centroids[L - 1 - j] = c;
-    }
-    if (L % 2) cb.centroids[L / 2] = 0.0;
-    for (size_t j = 0; j + 1 < L; ++j) cb.boundaries[j] = 0.5 * (cb.centroids[j] + cb.centroids[j + 1]);
+    // The density is even: exactly antisymmetric levels, so a zero coordinate sits on the middle boundary (0)
+    // and goes to the lower level on every backend.
+    kernels::lloyd::symmetrize(cb, 0.0);
     slot = std::make_shared<const kernels::lloyd::Codebook>(std::move(cb));
   }
   return slot;
@@ -164,8 +126,12 @@ Part make_part(const TurboParams& p, bool key, int layer, int g, const float* x,
     I.prod = prod;
     I.mb = prod ? I.bits - 1 : I.bits;
     const uint64_t is = derive_seed(hs, {key ? 0u : 1u, static_cast<uint64_t>(s)});
-    I.pi = *seeded_matrix(p.rotation == "hadamard" ? 1 : 0, I.n, derive_seed(is, {0}));
-    if (prod) I.s = *seeded_matrix(2, I.n, derive_seed(is, {1}));
+    namespace orth = kernels::orthogonal;
+    if (p.rotation == "hadamard")
+      I.pi = dense_rotation(I.n, kernels::hadamard::signs(I.n, derive_seed(is, {0})).data());
+    else
+      I.pi = *orth::memoized(orth::Kind::kHaar, I.n, derive_seed(is, {0}));
+    if (prod) I.s = *orth::memoized(orth::Kind::kGaussian, I.n, derive_seed(is, {1}));
     I.pi32.assign(I.pi.begin(), I.pi.end());
     I.s32.assign(I.s.begin(), I.s.end());
     I.pit = transpose(I.pi, I.n);

@@ -60,6 +60,21 @@ Codebook solve(const std::vector<double>& x, const std::vector<double>& w, int l
   return cb;
 }
 
+void symmetrize(Codebook& cb, double center) {
+  const size_t L = cb.centroids.size();
+  std::vector<double> c(L);
+  for (size_t j = 0; j < L; ++j) c[j] = 0.5 * (cb.centroids[j] + (2 * center - cb.centroids[L - 1 - j]));
+  for (size_t j = 0; j < L / 2; ++j) {  // exact mirror pairs: c_{L−1−j} − center = center − c_j
+    const double h = 0.5 * ((c[L - 1 - j] - center) + (center - c[j]));
+    c[j] = center - h, c[L - 1 - j] = center + h;
+  }
+  if (L % 2) c[L / 2] = center;
+  cb.centroids = c;
+  cb.boundaries.resize(L ? L - 1 : 0);
+  for (size_t j = 0; j + 1 < L; ++j) cb.boundaries[j] = 0.5 * (c[j] + c[j + 1]);
+  if (L % 2 == 0 && L >= 2) cb.boundaries[L / 2 - 1] = center;
+}
+
 void sphere_coordinate_quadrature(int n, int N, std::vector<double>& x, std::vector<double>& w) {
   if (n < 2 || N < 2) throw std::invalid_argument("sphere_coordinate_quadrature: n >= 2 and N >= 2");
   x.resize(static_cast<size_t>(N)), w.resize(static_cast<size_t>(N));

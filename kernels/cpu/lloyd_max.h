@@ -25,6 +25,12 @@ struct Codebook {
 /// Solves the Lloyd–Max quantizer with `levels` (>= 1) levels for the quadrature (x ascending, w >= 0, Σw > 0).
 Codebook solve(const std::vector<double>& x, const std::vector<double>& w, int levels, int max_iter = 20000);
 
+/// For a density symmetric about `center`: the solver's fixed point on a discrete quadrature is symmetric
+/// only to about one quadrature spacing; averaging each centroid with its mirror image (c_j and
+/// 2·center − c_{L−1−j}) makes the symmetry exact (an odd middle level lands exactly on center), and the
+/// boundaries are the midpoints again (the middle one exactly center when L is even). `distortion` unchanged.
+void symmetrize(Codebook& cb, double center);
+
 /// Index of the level of y: the number of boundaries strictly below y (a value exactly on a boundary goes to
 /// the lower level). Binary search over `nb` ascending boundaries.
 inline int nearest_level(const double* boundaries, int nb, double y) {

@@ -1,6 +1,10 @@
 #include "kernels/cpu/orthogonal.h"
 
 #include <cmath>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "kvb/core/rng.h"
 
@@ -65,6 +69,32 @@ std::vector<double> haar_orthogonal(int d, uint64_t seed) {
   for (size_t i = 0; i < D; ++i)
     for (size_t k = 0; k < D; ++k) out[i * D + k] = Q[k * D + i] * rsign[k];
   return out;
+}
+
+std::shared_ptr<const std::vector<double>> memoized(Kind kind, int n, uint64_t seed) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, int, uint64_t>, std::shared_ptr<const std::vector<double>>> cache;
+  static std::deque<std::tuple<int, int, uint64_t>> order;
+  static size_t bytes = 0;
+  const auto key = std::make_tuple(static_cast<int>(kind), n, seed);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+  }
+  auto m = std::make_shared<const std::vector<double>>(kind == Kind::kHaar ? haar_orthogonal(n, seed)
+                                                                           : gaussian(n, n, seed));
+  std::lock_guard<std::mutex> lock(mu);
+  const auto [it, inserted] = cache.emplace(key, m);
+  if (inserted) {
+    order.push_back(key);
+    bytes += m->size() * sizeof(double);
+    while (bytes > (size_t{256} << 20) && order.size() > 1) {
+      bytes -= cache[order.front()]->size() * sizeof(double);
+      cache.erase(order.front());
+      order.pop_front();
+    }
+  }
+  return it->second;
 }
 
 }  // namespace kvb::kernels::orthogonal

@@ -7,6 +7,7 @@
 /// its columns multiplied by sign(R_ii) — without that correction QR's Q is not Haar-distributed (Mezzadri,
 /// "How to generate random matrices from the classical compact groups", 2007).
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace kvb::kernels::orthogonal {
@@ -16,5 +17,13 @@ std::vector<double> gaussian(int n, int m, uint64_t seed);
 
 /// d×d Haar-random orthogonal matrix Q (row-major): Q Qᵀ = I to float64 rounding.
 std::vector<double> haar_orthogonal(int d, uint64_t seed);
+
+enum class Kind { kHaar, kGaussian };
+
+/// haar_orthogonal(n, seed) or gaussian(n, n, seed), generated once per process and shared (codecs draw the
+/// same seeded matrices for every cell of a run and for their CPU path and reference, and a 1024-dimensional
+/// QR costs seconds). At most 256 MiB are kept, oldest first out (holders keep theirs alive). Thread-safe;
+/// generated outside the lock, so two threads may both make a matrix once.
+std::shared_ptr<const std::vector<double>> memoized(Kind kind, int n, uint64_t seed);
 
 }  // namespace kvb::kernels::orthogonal

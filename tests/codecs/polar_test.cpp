@@ -13,7 +13,7 @@
 #include "codecs/polar/polar_math.h"
 #include "kernels/cpu/lloyd_max.h"
 #include "kernels/cpu/orthogonal.h"
-#include "kernels/cpu/orthogonal_rowwise.h"
+#include "kernels/cpu/orthogonal.h"
 #include "kvb/core/half.h"
 
 namespace kvb::test {
@@ -27,16 +27,25 @@ std::vector<int> repeat_bits(int levels, int first, int rest) {
   return b;
 }
 
-// ---- the shared Haar generator, row-major ----------------------------------------------------------------
+// ---- the shared Haar generator ----------------------------------------------------------------------------
 
-TEST(Polar, RowwiseHaarEqualsHaarOrthogonalBitForBit) {
+TEST(Polar, HaarGeneratorIsOrthogonalDeterministicAndMemoized) {
   for (int d : {1, 2, 3, 16, 64, 96, 127, 128, 256}) {
     const uint64_t seed = 1000 + d;
     SCOPED_TRACE(fmt::format("d {} seed {}", d, seed));
     const auto a = kernels::orthogonal::haar_orthogonal(d, seed);
-    const auto b = kernels::orthogonal::haar_orthogonal_rowwise(d, seed);
-    ASSERT_EQ(a.size(), b.size());
-    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(double)), 0);
+    const auto b = kernels::orthogonal::memoized(kernels::orthogonal::Kind::kHaar, d, seed);
+    ASSERT_EQ(a.size(), b->size());
+    EXPECT_EQ(std::memcmp(a.data(), b->data(), a.size() * sizeof(double)), 0);
+    EXPECT_EQ(b.get(), kernels::orthogonal::memoized(kernels::orthogonal::Kind::kHaar, d, seed).get());
+    double worst = 0;
+    for (int i = 0; i < d; ++i)
+      for (int j = 0; j < d; ++j) {
+        double s = 0;
+        for (int k = 0; k < d; ++k) s += a[static_cast<size_t>(i) * d + k] * a[static_cast<size_t>(j) * d + k];
+        worst = std::max(worst, std::fabs(s - (i == j ? 1.0 : 0.0)));
+      }
+    EXPECT_LT(worst, 1e-12);
   }
 }
 
