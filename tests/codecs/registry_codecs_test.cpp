@@ -115,6 +115,12 @@ TEST_P(RegistryCodecs, CpuMatchesRefOnOddShapes) {
     const SynthLayer L = make_layer(o);
     const int H = L.shape.n_heads, d = cs.d;
     for (const auto& [cfg_name, cfg] : configs(e, d)) {
+      // turboquant's and polarquant's references cost ~4–8·d² float64 operations per vector (dense
+      // rotations): at C = 4099 their defaults and presets only (the other bit widths run the same code and
+      // are covered at C <= 127).
+      if ((e.info.name == "turboquant" || e.info.name == "polarquant") && cs.C > 1000 &&
+          cfg_name.rfind("candidate", 0) == 0)
+        continue;
       const Json params = resolve_params(e.info.params, cfg, e.info.name);
       SCOPED_TRACE(fmt::format("codec {} ({}: {}) label {} on {}", e.info.name, cfg_name, params.dump(),
                                e.label(params), L.describe()));
