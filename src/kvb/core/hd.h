@@ -9,9 +9,7 @@
 #define KVB_HD_INLINE inline __attribute__((always_inline))
 #endif
 
-#if !defined(__CUDA_ARCH__)
 #include <cmath>
-#endif
 
 namespace kvb {
 
