@@ -82,7 +82,10 @@ run_one() {
       esac
     done
     [ $own -eq 0 ] || rc=1
-    [ $own -ne 0 ] || [ $rc -eq 0 ] || ! grep -q 'INFO: exiting: 0' "$log" || rc=0
+    # Fork mode exits with its last job's code (71 when that job ran out of memory inside libhdf5, 77 on a
+    # crash there): with every artifact classified above and none kvbench's, a run that reached its end
+    # ("INFO: exiting: N ...") passes whatever N is.
+    [ $own -ne 0 ] || [ $rc -eq 0 ] || ! grep -qE '^INFO: exiting: [0-9]+' "$log" || rc=0
   fi
   echo "$t: rc=$rc, ${execs:-?} executions in ${seconds}s$(hdf5_tolerant "$t" && echo ", inside libhdf5: $hdf5, unreproducible alone: $flaky, kvbench's: $own") (log: $log)"
   if [ $rc -ne 0 ]; then

@@ -5,12 +5,12 @@
 # instead of the reference BLAS: faiss (the lookat peer), numpy and torch then run at full speed (a 4096x256x688
 # sgemm: about 2 GFLOP/s with the reference BLAS, 36 with OpenBLAS on this project's machine).
 # clang, libclang-rt-14-dev (libFuzzer, the sanitizer runtimes) and libomp-dev (clang's OpenMP) build the fuzz
-# targets (scripts/fuzz.sh). Idempotent:
+# targets (scripts/fuzz.sh). ccache: the emulated tree reuses most of build/'s compiles (scripts/build.sh). Idempotent:
 # packages already present are not reinstalled, and apt-get is not touched at all when nothing is missing.
 set -euo pipefail
 
 pkgs=(
-  build-essential cmake pkg-config git
+  build-essential cmake pkg-config git ccache
   libcli11-dev nlohmann-json3-dev libeigen3-dev libhdf5-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev libfaiss-dev libopenblas0-pthread
   clang libclang-rt-14-dev libomp-dev
