@@ -9,6 +9,8 @@
 #include <algorithm>
 
 #include "io/io_test_util.h"
+#include "kvb/core/json_text.h"
+#include "kvb/io/inspect.h"
 
 namespace {
 
@@ -178,6 +180,43 @@ TEST(KvDumpHostile, HugeAttributeValueIsNotEchoedWhole) {
     EXPECT_NE(msg.find("rope_style"), std::string::npos) << msg;
     EXPECT_NE(msg.find("\"xxxxxxxx"), std::string::npos) << msg;
     EXPECT_NE(msg.find("1048576 bytes"), std::string::npos) << msg;
+  }
+}
+
+// fuzz_kvdump finding (CI, 2026-12-03): a string attribute holding bytes that are not UTF-8 made
+// `inspect --json` (and any results file naming the model) throw from the JSON serializer. Now a DataError
+// naming the attribute, the byte and its offset; sequence group names likewise.
+TEST(KvDumpHostile, NonUtf8StringAttributeIsADataError) {
+  const std::string path = scratch("non_utf8_attr.h5");
+  write_small_dump(path, kSpec);
+  {
+    H5Edit e(path);
+    e.set_string("/", "model", std::string("llama\xff\xfe-3", 9));
+  }
+  try {
+    kvb::KvDumpReader r(path);
+    FAIL() << "a model name with bytes 0xff 0xfe was accepted";
+  } catch (const kvb::DataError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("model"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("UTF-8"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("0xff at offset 5"), std::string::npos) << msg;
+  }
+  // Valid multi-byte UTF-8 is kept; an overlong form (C0 AF), a surrogate (ED A0 80) and a code point above
+  // U+10FFFF (F4 90 80 80) are not UTF-8 (what the JSON writer rejects).
+  EXPECT_EQ(kvb::first_invalid_utf8("caf\xc3\xa9 \xe2\x80\xa6 \xf0\x9f\x98\x80"), std::string::npos);
+  EXPECT_EQ(kvb::first_invalid_utf8("a\xc0\xaf"), 1u);
+  EXPECT_EQ(kvb::first_invalid_utf8("ab\xed\xa0\x80"), 2u);
+  EXPECT_EQ(kvb::first_invalid_utf8("\xf4\x90\x80\x80"), 0u);
+  EXPECT_EQ(kvb::first_invalid_utf8("\xe2\x80"), 0u);  // truncated sequence
+  // The fuzzer's own input (tests/fuzz/corpus/fuzz_kvdump/non_utf8_attr.h5) is refused with an Error, not a throw
+  // from the serializer.
+  const std::string img = bytes_of(std::string(KVB_SOURCE_DIR) + "/tests/fuzz/corpus/fuzz_kvdump/non_utf8_attr.h5");
+  ASSERT_FALSE(img.empty());
+  try {
+    kvb::KvDumpReader r2("fuzz.h5", reinterpret_cast<const uint8_t*>(img.data()), img.size());
+    (void)kvb::dump_summary_json(r2).dump(2);
+  } catch (const kvb::Error&) {
   }
 }
 

@@ -21,12 +21,18 @@ size_t utf8_cut(std::string_view s, size_t n) {
   return n;
 }
 
-/// Length of the valid UTF-8 sequence starting at s[i] (0 when it is not one).
+/// Length of the valid multi-byte UTF-8 sequence starting at s[i] (0 when it is not one), by RFC 3629's
+/// table: no overlong forms (E0 80.., F0 80..), no surrogates (ED A0..), nothing above U+10FFFF (F4 90..) —
+/// what nlohmann::json's serializer accepts, so text that passes here can be written to a results file.
 size_t utf8_len(std::string_view s, size_t i) {
   const auto c = static_cast<unsigned char>(s[i]);
   const size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
   if (n == 0 || i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; ++k)
+  const auto c1 = static_cast<unsigned char>(s[i + 1]);
+  const unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+  const unsigned hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+  if (c1 < lo || c1 > hi) return 0;
+  for (size_t k = 2; k < n; ++k)
     if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
   return n;
 }
@@ -98,6 +104,19 @@ void render(const Json& v, int depth, size_t limit, std::string& out) {
 }
 
 }  // namespace
+
+size_t first_invalid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    if (static_cast<unsigned char>(s[i]) < 0x80) {
+      ++i;
+      continue;
+    }
+    const size_t n = utf8_len(s, i);
+    if (n == 0) return i;
+    i += n;
+  }
+  return std::string_view::npos;
+}
 
 std::string truncate_utf8(std::string_view s, size_t max_chars) {
   if (s.size() <= max_chars) return std::string(s);

@@ -24,6 +24,10 @@ inline constexpr size_t kExcerptChars = 64;
 /// first max_chars characters, "…" and the full length ("\"aaaa…\" (52428800 bytes)").
 std::string excerpt(std::string_view s, size_t max_chars = kExcerptChars);
 
+/// Byte offset of the first byte of `s` that does not start valid UTF-8 (RFC 3629: no overlong forms, no
+/// surrogates, nothing above U+10FFFF), or npos. Text read from a file must pass before it can go into JSON.
+size_t first_invalid_utf8(std::string_view s);
+
 /// `s` unquoted and unescaped, cut to at most `max_chars` bytes at a UTF-8 boundary with "…" appended when
 /// it was longer (for text already meant for a message, such as another error's what()).
 std::string truncate_utf8(std::string_view s, size_t max_chars);

@@ -113,7 +113,19 @@ Hid open_scalar_attr(const Ctx& c, hid_t obj, const std::string& opath, const ch
   return a;
 }
 
+std::string read_string_attr_raw(const Ctx& c, hid_t obj, const std::string& opath, const char* name);
+
+/// A string attribute, which must be UTF-8 (it goes into results.json and `inspect --json`).
 std::string read_string_attr(const Ctx& c, hid_t obj, const std::string& opath, const char* name) {
+  std::string s = read_string_attr_raw(c, obj, opath, name);
+  const size_t bad = first_invalid_utf8(s);
+  if (bad != std::string::npos)
+    c.fail(attr_where(opath, name), fmt::format("expected UTF-8 text, found byte 0x{:02x} at offset {} of {}",
+                                                static_cast<unsigned char>(s[bad]), bad, excerpt(s)));
+  return s;
+}
+
+std::string read_string_attr_raw(const Ctx& c, hid_t obj, const std::string& opath, const char* name) {
   Hid a = open_scalar_attr(c, obj, opath, name, "string");
   Hid t(H5Aget_type(a));
   if (H5Tget_class(t) != H5T_STRING)
@@ -469,6 +481,9 @@ void KvDumpReader::Impl::validate() {
     if (name.size() > kMaxIdBytes)
       c.fail("/sequences", fmt::format("sequence group name of {} bytes, expected at most {}: {}", name.size(),
                                        kMaxIdBytes, excerpt(name)));
+    if (const size_t bad = first_invalid_utf8(name); bad != std::string::npos)
+      c.fail("/sequences", fmt::format("sequence group name is not UTF-8 text (byte 0x{:02x} at offset {}): {}",
+                                       static_cast<unsigned char>(name[bad]), bad, excerpt(name)));
     ids.push_back(name);
   }
   if (ids.empty()) c.fail("/sequences", "expected at least 1 sequence group, found 0");
