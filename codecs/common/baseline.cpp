@@ -56,4 +56,11 @@ void BaselineLayer::attend_one(int g, const float* q, float* o_out, double* lse_
   for (int j = 0; j < d_; ++j) o_out[j] *= inv;
 }
 
+float* thread_floats(int which, size_t n) {
+  thread_local std::vector<float> buf[2];
+  auto& b = buf[which & 1];
+  if (b.size() < n) b.resize(n);
+  return b.data();
+}
+
 }  // namespace kvb::codecs

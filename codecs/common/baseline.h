@@ -55,6 +55,12 @@ NamedBuffer named_buffer(std::string name, const std::vector<T>& v) {
   return NamedBuffer{std::move(name), std::vector<uint8_t>(p, p + bytes_of(v))};
 }
 
+/// Per-thread float work buffer `which` (0 or 1) of at least n floats, kept and grown across calls (attend
+/// may run on several threads at once; no allocation once warm): the rotated-domain layers' transformed
+/// queries (0) and output accumulators (1). A layer must not hold one across a call into another layer that
+/// uses them (the rotation wrapper's inner layers, the baselines, use Scratch instead).
+float* thread_floats(int which, size_t n);
+
 /// Raw dot products s[0, n) -> logits in place: s = softcap(softmax_scale·(factor·s)) (attn_math.h softcap_f).
 void to_logits(float* s, int64_t n, const AttnConfig& attn, float factor = 1.f);
 

@@ -73,13 +73,6 @@ class Rotator {
   std::vector<double> R_;
 };
 
-/// Per-thread buffers of rotated queries and outputs (attend may run on several threads at once).
-float* tl_floats(int which, size_t n) {
-  thread_local std::vector<float> buf[2];
-  if (buf[which].size() < n) buf[which].resize(n);
-  return buf[which].data();
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -109,20 +102,20 @@ class RotatedLayer final : public EncodedLayer {
     return s;
   }
   bool scores(int g, const float* q, float* s_out, Scratch& scratch) const override {
-    float* qr = tl_floats(0, static_cast<size_t>(d_));
+    float* qr = thread_floats(0, static_cast<size_t>(d_));
     rot_[g].forward(q, qr, 1);
     return inner_->scores(g, qr, s_out, scratch);
   }
   void attend(int g, const float* q, float* o_out, Scratch& scratch) const override {
-    float* qr = tl_floats(0, static_cast<size_t>(d_));
-    float* orot = tl_floats(1, static_cast<size_t>(d_));
+    float* qr = thread_floats(0, static_cast<size_t>(d_));
+    float* orot = thread_floats(1, static_cast<size_t>(d_));
     rot_[g].forward(q, qr, 1);
     inner_->attend(g, qr, orot, scratch);
     rot_[g].inverse(orot, o_out, 1);
   }
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
-    float* qr = tl_floats(0, static_cast<size_t>(nq) * d_);
-    float* orot = tl_floats(1, static_cast<size_t>(nq) * d_);
+    float* qr = thread_floats(0, static_cast<size_t>(nq) * d_);
+    float* orot = thread_floats(1, static_cast<size_t>(nq) * d_);
     thread_local std::vector<const float*> qp;  // attend_many is the hot path: no allocation per call
     thread_local std::vector<float*> op;
     qp.resize(static_cast<size_t>(nq)), op.resize(static_cast<size_t>(nq));
@@ -135,8 +128,8 @@ class RotatedLayer final : public EncodedLayer {
     for (int i = 0; i < nq; ++i) rot_[g].inverse(op[static_cast<size_t>(i)], outs[i], 1);
   }
   void attend_lse(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const override {
-    float* qr = tl_floats(0, static_cast<size_t>(d_));
-    float* orot = tl_floats(1, static_cast<size_t>(d_));
+    float* qr = thread_floats(0, static_cast<size_t>(d_));
+    float* orot = thread_floats(1, static_cast<size_t>(d_));
     rot_[g].forward(q, qr, 1);
     inner_->attend_lse(g, qr, orot, lse_out, scratch);
     rot_[g].inverse(orot, o_out, 1);

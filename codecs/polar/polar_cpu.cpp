@@ -24,13 +24,6 @@
 namespace kvb::codecs {
 namespace {
 
-/// Per-thread buffers: rotated queries (0) and rotated output accumulators (1).
-float* tl_floats(int which, size_t n) {
-  thread_local std::vector<float> buf[2];
-  if (buf[which].size() < n) buf[which].resize(n);
-  return buf[which].data();
-}
-
 struct Part {
   std::vector<uint8_t> angles;   // [head][token][row_bytes]
   std::vector<uint16_t> radii;   // [head][token][radii] binary16
@@ -96,7 +89,7 @@ class PolarLayer final : public EncodedLayer {
   }
 
   bool scores(int g, const float* q, float* s_out, Scratch& scratch) const override {
-    float* qr = tl_floats(0, static_cast<size_t>(dp_));
+    float* qr = thread_floats(0, static_cast<size_t>(dp_));
     rotate_query(k_, g, q, qr);
     key_logits(g, &qr, 1, s_out, scratch);
     return true;
@@ -111,8 +104,8 @@ class PolarLayer final : public EncodedLayer {
 
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
     if (nq == 1) return attend(g, qs[0], outs[0], scratch);
-    float* qr = tl_floats(0, static_cast<size_t>(nq) * dp_);
-    float* acc = tl_floats(1, static_cast<size_t>(nq) * dp_);
+    float* qr = thread_floats(0, static_cast<size_t>(nq) * dp_);
+    float* acc = thread_floats(1, static_cast<size_t>(nq) * dp_);
     thread_local std::vector<const float*> qp;  // the hot path: no allocation per call
     thread_local std::vector<float*> op;
     qp.resize(static_cast<size_t>(nq)), op.resize(static_cast<size_t>(nq));
@@ -139,8 +132,8 @@ class PolarLayer final : public EncodedLayer {
   /// attend() and attend_lse(): one query, two passes (logits, then the weighted values), lse may be null.
   void attend_one(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const {
     constexpr int kRows = BaselineLayer::kDecodeRows;
-    float* qr = tl_floats(0, static_cast<size_t>(dp_));
-    float* acc = tl_floats(1, static_cast<size_t>(dp_));
+    float* qr = thread_floats(0, static_cast<size_t>(dp_));
+    float* acc = thread_floats(1, static_cast<size_t>(dp_));
     rotate_query(k_, g, q, qr);
     float* s = scratch.floats(static_cast<size_t>(C_));
     key_logits(g, &qr, 1, s, scratch);

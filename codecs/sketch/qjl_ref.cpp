@@ -102,8 +102,8 @@ std::unique_ptr<EncodedLayer> qjl_encode_ref(const QjlParams& p, int layer, std:
         double a = 0, o = 0;
         for (int i = 0; i < m; ++i) a += q_in[i] * R.s_in[tok * m + i];
         for (int i = 0; i < mo; ++i) o += q_out[i] * R.s_out[tok * mo + i];
-        double e = sk::kSqrtHalfPi / m * R.n_in[tok] * a;
-        if (mo > 0) e += sk::kSqrtHalfPi / mo * R.n_out[tok] * o;
+        double e = kSqrtHalfPi / m * R.n_in[tok] * a;
+        if (mo > 0) e += kSqrtHalfPi / mo * R.n_out[tok] * o;
         s[tok] = scale * e;
       }
     }

@@ -19,8 +19,7 @@
 
 namespace kvb::codecs::sk {
 
-/// sqrt(π/2), the QJL estimator's constant (E|g| = sqrt(2/π) for g ~ N(0, 1)).
-constexpr double kSqrtHalfPi = 1.2533141373155002512;
+/// π (the QJL estimator's constant sqrt(π/2) is kvb::kSqrtHalfPi: E|g| = sqrt(2/π) for g ~ N(0, 1)).
 constexpr double kPi = 3.14159265358979323846;
 
 /// Bytes of an n-bit sketch (n a multiple of 8).

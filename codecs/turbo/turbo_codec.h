@@ -99,9 +99,18 @@ void untransform_output(const Part& P, const float* acc, float* o, int d);
 void decode_row(const Part& P, const uint8_t* codes, const uint16_t* norms, const uint8_t* signs,
                 const uint16_t* rnorms, float* row);
 
+/// The storage items of a layer whose parts (K, V) of every KV head are k[H], v[H] over C tokens: the CPU
+/// layer's and the device layer's (same names, kinds, bytes and order).
+Storage layer_storage(const std::vector<Part>& k, const std::vector<Part>& v, int64_t C, int d);
+
+/// The stored outlier-channel lists of a part's heads (inst[0]'s channels; 1 byte each, 2 above head_dim 256).
+std::vector<uint8_t> channel_bytes(const std::vector<Part>& heads, int d);
+
 }  // namespace turbo
 
 std::unique_ptr<EncodedLayer> turbo_encode_cpu(const TurboParams& p, int layer, const LayerKV& kv, const CodecContext& ctx);
+/// The CUDA backend (turbo_gpu.cpp): the same bytes, encoded and attended on the device.
+std::unique_ptr<EncodedLayer> turbo_encode_cuda(const TurboParams& p, int layer, const LayerKV& kv, const CodecContext& ctx);
 std::unique_ptr<EncodedLayer> turbo_encode_ref(const TurboParams& p, int layer, const LayerKV& kv, const CodecContext& ctx);
 
 CodecEntry turboquant_entry();

@@ -22,12 +22,6 @@ struct PartRows {
   const Part& P(int g) const { return heads[static_cast<size_t>(g)]; }
 };
 
-float* tl(int which, size_t n) {
-  thread_local std::vector<float> buf[3];
-  if (buf[which].size() < n) buf[which].resize(n);
-  return buf[which].data();
-}
-
 class TurboLayer final : public EncodedLayer {
  public:
   TurboLayer(const TurboParams& p, int layer, const LayerKV& kv, const CodecContext& ctx)
@@ -42,27 +36,7 @@ class TurboLayer final : public EncodedLayer {
 
   int64_t tokens() const override { return C_; }
 
-  Storage storage() const override {
-    const Part& K = k_.P(0);
-    const Part& V = v_.P(0);
-    StorageList st(H_, static_cast<double>(K.code_bytes + 2 * K.norms + K.sign_bytes + 2 * K.rnorms + V.code_bytes +
-                                           2 * V.norms + V.sign_bytes + 2 * V.rnorms));
-    auto add = [&](const char* pfx, const PartRows& R) {
-      const std::string p(pfx);
-      if (!R.codes.empty()) st.add(p + ".codes", StorageKind::kCompressed, bytes_of(R.codes), C_);
-      if (!R.norms.empty()) st.add(p + ".norm", StorageKind::kCompressed, bytes_of(R.norms), C_);
-      if (!R.signs.empty()) st.add(p + ".qjl", StorageKind::kCompressed, bytes_of(R.signs), C_);
-      if (!R.rnorms.empty()) st.add(p + ".rnorm", StorageKind::kCompressed, bytes_of(R.rnorms), C_);
-      if (n_out_ > 0) st.add(p + ".channels", StorageKind::kFixed, channel_bytes(), 0);
-      uint64_t cb = 0;
-      for (const auto& I : R.P(0).inst) cb += 4ull * I.c32.size();
-      if (cb) st.add(p + ".codebooks", StorageKind::kFixed, cb, 0);
-    };
-    add("k", k_);
-    add("v", v_);
-    st.add("seeds", StorageKind::kFixed, 8ull * static_cast<uint64_t>(H_), 0);
-    return st.get();
-  }
+  Storage storage() const override { return turbo::layer_storage(k_.heads, v_.heads, C_, d_); }
 
   std::vector<NamedBuffer> buffers() const override {
     std::vector<NamedBuffer> out;
@@ -72,7 +46,7 @@ class TurboLayer final : public EncodedLayer {
       if (!R.norms.empty()) out.push_back(named_buffer(p + ".norm", R.norms));
       if (!R.signs.empty()) out.push_back(named_buffer(p + ".qjl", R.signs));
       if (!R.rnorms.empty()) out.push_back(named_buffer(p + ".rnorm", R.rnorms));
-      if (n_out_ > 0) out.push_back(NamedBuffer{p + ".channels", channels(R)});
+      if (n_out_ > 0) out.push_back(NamedBuffer{p + ".channels", turbo::channel_bytes(R.heads, d_)});
     };
     add("k", k_);
     add("v", v_);
@@ -81,7 +55,7 @@ class TurboLayer final : public EncodedLayer {
 
   bool scores(int g, const float* q, float* s_out, Scratch& scratch) const override {
     const Part& K = k_.P(g);
-    float* qt = tl(0, static_cast<size_t>(K.width));
+    float* qt = thread_floats(0, static_cast<size_t>(K.width));
     turbo::transform_query(K, q, qt);
     const float* qp[1] = {qt};
     key_dots(g, qp, 1, s_out, scratch);
@@ -99,8 +73,8 @@ class TurboLayer final : public EncodedLayer {
     const Part& K = k_.P(g);
     const Part& V = v_.P(g);
     const size_t wk = static_cast<size_t>(K.width), wv = static_cast<size_t>(V.width);
-    float* qt = tl(0, static_cast<size_t>(nq) * wk);
-    float* acc = tl(1, static_cast<size_t>(nq) * wv);
+    float* qt = thread_floats(0, static_cast<size_t>(nq) * wk);
+    float* acc = thread_floats(1, static_cast<size_t>(nq) * wv);
     thread_local std::vector<const float*> qp;
     thread_local std::vector<float*> ap;
     qp.resize(static_cast<size_t>(nq)), ap.resize(static_cast<size_t>(nq));
@@ -120,18 +94,6 @@ class TurboLayer final : public EncodedLayer {
   }
 
  private:
-  uint64_t channel_bytes() const { return static_cast<uint64_t>(H_) * n_out_ * (d_ <= 256 ? 1 : 2); }
-
-  std::vector<uint8_t> channels(const PartRows& R) const {
-    std::vector<uint8_t> b;
-    for (const auto& P : R.heads)
-      for (int c : P.inst[0].channels) {
-        b.push_back(static_cast<uint8_t>(c & 0xff));
-        if (d_ > 256) b.push_back(static_cast<uint8_t>(c >> 8));
-      }
-    return b;
-  }
-
   void encode(PartRows& R, const LayerKV& kv, bool key) {
     const Part& P0 = R.P(0);
     const size_t N = static_cast<size_t>(H_) * static_cast<size_t>(C_);

@@ -120,6 +120,13 @@ CodecEntry turboquant_entry() {
   e.label = codec_label(turbo_params(), "turboquant");
   e.make_cpu = fn_factory(turbo_params(), "turboquant", turbo_encode_cpu, "cpu");
   e.make_ref = fn_factory(turbo_params(), "turboquant", turbo_encode_ref, "ref");
+#ifdef KVB_WITH_CUDA
+  e.make_cuda = fn_factory(turbo_params(), "turboquant", turbo_encode_cuda, "cuda");
+#endif
+  // Selftest (CPU vs CUDA, bytes exact): the defaults, 1-bit prod keys (no _mse codes, signs only) with the
+  // randomized Hadamard, and mse keys with prod values and an outlier split (two instances per part).
+  e.selftest_variants = {Json::object(), Json{{"k_bits", 1}, {"v_bits", 2}, {"rotation", "hadamard"}},
+                         Json{{"k_variant", "mse"}, {"k_bits", 4}, {"v_variant", "prod"}, {"v_bits", 2}, {"n_out", 16}}};
   return e;
 }
 

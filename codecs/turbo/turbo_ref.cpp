@@ -12,11 +12,11 @@
 #include "codecs/common/baseline.h"
 #include "codecs/common/ref_dense.h"
 #include "codecs/turbo/turbo_codec.h"
+#include "kvb/core/hd.h"  // kSqrtHalfPi
 
 namespace kvb::codecs {
 namespace {
 
-constexpr double kSqrtHalfPi = 1.2533141373155002512;
 
 std::vector<int> ref_outliers(const float* x, int64_t C, int d, int n_out) {
   std::vector<std::pair<double, int>> e;

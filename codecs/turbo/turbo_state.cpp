@@ -7,8 +7,10 @@
 #include <mutex>
 #include <numeric>
 
+#include "codecs/common/baseline.h"
 #include "codecs/common/rotation.h"
 #include "codecs/turbo/turbo_codec.h"
+#include "codecs/turbo/turbo_math.h"
 #include "kernels/cpu/hadamard.h"
 #include "kernels/cpu/orthogonal.h"
 #include "kernels/formats/fp16.h"
@@ -20,7 +22,6 @@ namespace kvb::codecs::turbo {
 namespace {
 
 constexpr uint64_t kTurboStream = 0x54555242'4f514e54ull;  // "TURBOQNT"
-constexpr double kSqrtHalfPi = 1.2533141373155002512;
 
 /// Per-thread float64 work rows of the encoder.
 double* work(int which, int n) {
@@ -28,21 +29,6 @@ double* work(int which, int n) {
   auto& b = buf[which];
   if (b.size() < static_cast<size_t>(n)) b.resize(static_cast<size_t>(n));
   return b.data();
-}
-
-void put_code(uint8_t* row, int64_t pos, int mb, unsigned v) {
-  const int64_t byte = pos >> 3;
-  const int sh = static_cast<int>(pos & 7);
-  row[byte] = static_cast<uint8_t>(row[byte] | (v << sh));
-  if (sh + mb > 8) row[byte + 1] = static_cast<uint8_t>(row[byte + 1] | (v >> (8 - sh)));
-}
-
-inline unsigned get_code(const uint8_t* row, int64_t pos, int mb) {
-  const int64_t byte = pos >> 3;
-  const int sh = static_cast<int>(pos & 7);
-  unsigned w = row[byte];
-  if (sh + mb > 8) w |= static_cast<unsigned>(row[byte + 1]) << 8;
-  return (w >> sh) & ((1u << mb) - 1u);
 }
 
 std::vector<double> transpose(const std::vector<double>& a, int n) {
@@ -161,12 +147,7 @@ void encode_vector(const Part& P, const float* x, uint8_t* codes, uint16_t* norm
     const int n = I.n;
     double* u = work(0, n);
     double* y = work(1, n);
-    double nrm2 = 0;
-    for (int j = 0; j < n; ++j) {
-      const double v = x[I.channels[static_cast<size_t>(j)]];
-      nrm2 = dadd_rn(nrm2, dmul_rn(v, v));
-    }
-    const double nrm = dsqrt_rn(nrm2);
+    const double nrm = dsqrt_rn(norm2(x, I.channels.data(), n));
     for (int j = 0; j < n; ++j) u[j] = nrm > 0 ? ddiv_rn(x[I.channels[static_cast<size_t>(j)]], nrm) : 0.0;
     matvec_f64(I.pit.data(), n, u, y);  // y = Π u
     double nh = 0;
@@ -178,16 +159,13 @@ void encode_vector(const Part& P, const float* x, uint8_t* codes, uint16_t* norm
       for (int i = 0; i < n; ++i) {
         const int c = kernels::lloyd::nearest_level(bnd, nb, y[i]);
         put_code(codes, I.code_bit_off + static_cast<int64_t>(i) * I.mb, I.mb, static_cast<unsigned>(c));
-        // The rotated residual Π r = ‖x‖·y − ‖x‖_fp16·c[idx] (what the stored _mse part misses).
-        if (I.prod) u[i] = dadd_rn(dmul_rn(nrm, y[i]), -dmul_rn(nh, I.cb->centroids[static_cast<size_t>(c)]));
+        if (I.prod) u[i] = residual(nrm, y[i], nh, I.cb->centroids[static_cast<size_t>(c)]);  // Π r
       }
     } else if (I.prod) {
       for (int i = 0; i < n; ++i) u[i] = dmul_rn(nrm, y[i]);
     }
     if (!I.prod) continue;
-    double g2 = 0;
-    for (int i = 0; i < n; ++i) g2 = dadd_rn(g2, dmul_rn(u[i], u[i]));
-    rnorms[I.rnorm_slot] = kernels::f32_to_f16_sat(static_cast<float>(dsqrt_rn(g2)));
+    rnorms[I.rnorm_slot] = kernels::f32_to_f16_sat(static_cast<float>(dsqrt_rn(sumsq(u, n))));
     double* z = work(2, n);
     matvec_f64(I.st.data(), n, u, z);  // z = S Π r
     uint8_t* sb = signs + I.sign_off;
@@ -275,6 +253,40 @@ void decode_row(const Part& P, const uint8_t* codes, const uint16_t* norms, cons
       o += n;
     }
   }
+}
+
+Storage layer_storage(const std::vector<Part>& k, const std::vector<Part>& v, int64_t C, int d) {
+  const int H = static_cast<int>(k.size());
+  const Part& K = k[0];
+  const Part& V = v[0];
+  const uint64_t rows = static_cast<uint64_t>(H) * static_cast<uint64_t>(C);
+  StorageList st(H, static_cast<double>(K.code_bytes + 2 * K.norms + K.sign_bytes + 2 * K.rnorms + V.code_bytes +
+                                        2 * V.norms + V.sign_bytes + 2 * V.rnorms));
+  auto add = [&](const std::string& p, const std::vector<Part>& heads) {
+    const Part& P = heads[0];
+    if (P.code_bytes) st.add(p + ".codes", StorageKind::kCompressed, rows * P.code_bytes, C);
+    if (P.norms) st.add(p + ".norm", StorageKind::kCompressed, rows * 2 * P.norms, C);
+    if (P.sign_bytes) st.add(p + ".qjl", StorageKind::kCompressed, rows * P.sign_bytes, C);
+    if (P.rnorms) st.add(p + ".rnorm", StorageKind::kCompressed, rows * 2 * P.rnorms, C);
+    if (P.n_out > 0) st.add(p + ".channels", StorageKind::kFixed, channel_bytes(heads, d).size(), 0);
+    uint64_t cb = 0;
+    for (const auto& I : P.inst) cb += 4ull * I.c32.size();
+    if (cb) st.add(p + ".codebooks", StorageKind::kFixed, cb, 0);
+  };
+  add("k", k);
+  add("v", v);
+  st.add("seeds", StorageKind::kFixed, 8ull * static_cast<uint64_t>(H), 0);
+  return st.get();
+}
+
+std::vector<uint8_t> channel_bytes(const std::vector<Part>& heads, int d) {
+  std::vector<uint8_t> b;
+  for (const auto& P : heads)
+    for (int c : P.inst[0].channels) {
+      b.push_back(static_cast<uint8_t>(c & 0xff));
+      if (d > 256) b.push_back(static_cast<uint8_t>(c >> 8));
+    }
+  return b;
 }
 
 }  // namespace kvb::codecs::turbo

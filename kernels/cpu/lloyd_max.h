@@ -13,6 +13,8 @@
 /// host-computed codebook.
 #include <vector>
 
+#include "kvb/core/hd.h"
+
 namespace kvb::kernels::lloyd {
 
 struct Codebook {
@@ -32,8 +34,8 @@ Codebook solve(const std::vector<double>& x, const std::vector<double>& w, int l
 void symmetrize(Codebook& cb, double center);
 
 /// Index of the level of y: the number of boundaries strictly below y (a value exactly on a boundary goes to
-/// the lower level). Binary search over `nb` ascending boundaries.
-inline int nearest_level(const double* boundaries, int nb, double y) {
+/// the lower level). Binary search over `nb` ascending boundaries. Host and device (the CUDA encoders).
+KVB_HD_INLINE int nearest_level(const double* boundaries, int nb, double y) {
   int lo = 0, hi = nb;  // answer in [0, nb]
   while (lo < hi) {
     const int mid = (lo + hi) / 2;

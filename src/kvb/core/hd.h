@@ -13,6 +13,9 @@
 
 namespace kvb {
 
+/// sqrt(π/2): the scale of the QJL inner-product estimator (qjl, h1b's sketches, turboquant's _prod residual).
+inline constexpr double kSqrtHalfPi = 1.2533141373155002512;
+
 /// float64 a·b, a + b, a / b and sqrt(a), each rounded once to nearest (never fused into an FMA): encoders
 /// whose float64 sums must round identically on the host (baseline x86-64, no FMA) and on the device (where
 /// nvcc would contract a·b + c) write their arithmetic with these. Used by the sketch and turboquant families.
