@@ -13,6 +13,24 @@
 
 namespace kvb::codecs::gpu {
 
+bool DeviceLayer::scores(int g, const float* q, float* s_out, Scratch&) const {
+  kernels::gpu::scores_device(device_attend(), g, q, s_out);
+  return true;
+}
+void DeviceLayer::attend(int g, const float* q, float* o_out, Scratch&) const {
+  kernels::gpu::attend_device(device_attend(), g, &q, 1, o_out, nullptr);
+}
+void DeviceLayer::attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch&) const {
+  kernels::gpu::attend_many_device(device_attend(), g, qs, nq, outs);
+}
+bool DeviceLayer::device_timing(const LayerKV& kv, const LayerQueries& q, int min_repeats, double min_time_s,
+                                DeviceTimes* out) const {
+  kernels::gpu::time_encode_device(
+      kv, [&](const float* k, const float* v, cudaStream_t st) { run_encode(k, v, st); }, min_repeats, min_time_s, out);
+  kernels::gpu::time_attend_device(device_attend(), kv_heads_, q, min_repeats, min_time_s, out);
+  return true;
+}
+
 using namespace kvb::kernels::gpu;  // the formats, layer view and device primitives of kernels/cuda
 namespace {
 

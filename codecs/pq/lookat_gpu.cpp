@@ -22,10 +22,10 @@ using cuda::DeviceBuffer;
 /// Largest lookup-table size (m·K floats) the attention kernel keeps in shared memory with a full chunk.
 constexpr int64_t kMaxLutFloats = 40960;
 
-class LookatGpuLayer final : public EncodedLayer {
+class LookatGpuLayer final : public gpu::DeviceLayer {
  public:
   LookatGpuLayer(const LookatParams& p, const LookatCodebooks& cb, const LayerKV& kv, const CodecContext& ctx)
-      : p_(p), H_(kv.kv_heads), C_(kv.tokens), d_(kv.head_dim), m_(p.subspaces), K_(p.centroids()),
+      : DeviceLayer(kv.kv_heads), p_(p), H_(kv.kv_heads), C_(kv.tokens), d_(kv.head_dim), m_(p.subspaces), K_(p.centroids()),
         attn_(ctx.attn), vf_{d_, p.value_bits(), p.value_group} {
     cuda::require_device();
     const cudaStream_t s = cuda::run_stream();
@@ -71,28 +71,9 @@ class LookatGpuLayer final : public EncodedLayer {
     return out;
   }
 
-  bool scores(int g, const float* q, float* s_out, Scratch&) const override {
-    kernels::gpu::scores_device(device_attend(), g, q, s_out);
-    return true;
-  }
-  void attend(int g, const float* q, float* o_out, Scratch&) const override {
-    kernels::gpu::attend_device(device_attend(), g, &q, 1, o_out, nullptr);
-  }
-  void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch&) const override {
-    kernels::gpu::attend_many_device(device_attend(), g, qs, nq, outs);
-  }
-
-  bool device_timing(const LayerKV& kv, const LayerQueries& q, int min_repeats, double min_time_s,
-                     DeviceTimes* out) const override {
-    kernels::gpu::time_encode_device(
-        kv, [&](const float* k, const float* v, cudaStream_t st) { run_encode(k, v, st); }, min_repeats, min_time_s,
-        out);
-    kernels::gpu::time_attend_device(device_attend(), H_, q, min_repeats, min_time_s, out);
-    return true;
-  }
 
  private:
-  void run_encode(const float* dk, const float* dv, cudaStream_t s) const {
+  void run_encode(const float* dk, const float* dv, cudaStream_t s) const override {
     check(gpu::launch_lookat_encode(dk, H_, C_, d_, m_, K_, cbf_.as<float>(), codes_.as<uint8_t>(), s),
           "lookat nearest-centroid kernel");
     if (p_.int_values()) {
@@ -106,7 +87,7 @@ class LookatGpuLayer final : public EncodedLayer {
   }
 
   /// The attention of this layer for the shared device drivers (gpu_layer.h).
-  kernels::gpu::DeviceAttend device_attend() const {
+  kernels::gpu::DeviceAttend device_attend() const override {
     gpu::LookatAttendArgs a;
     a.codes = codes_.as<uint8_t>();
     a.cb = cbf_.as<float>();

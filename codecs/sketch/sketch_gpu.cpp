@@ -90,34 +90,12 @@ struct DeviceValues {
 };
 
 /// Common driver: queries to the device, one launch for nq queries of KV head g, results back.
-class SketchGpuLayer : public EncodedLayer {
+class SketchGpuLayer : public gpu::DeviceLayer {
  public:
-  SketchGpuLayer(const LayerKV& kv, const CodecContext& ctx) : heads_(kv.kv_heads), C_(kv.tokens), d_(kv.head_dim), attn_(ctx.attn) {}
+  SketchGpuLayer(const LayerKV& kv, const CodecContext& ctx) : DeviceLayer(kv.kv_heads), heads_(kv.kv_heads), C_(kv.tokens), d_(kv.head_dim), attn_(ctx.attn) {}
   int64_t tokens() const override { return C_; }
-  bool scores(int g, const float* q, float* s_out, Scratch&) const override {
-    kernels::gpu::scores_device(device_attend(), g, q, s_out);
-    return true;
-  }
-  void attend(int g, const float* q, float* o_out, Scratch&) const override {
-    kernels::gpu::attend_device(device_attend(), g, &q, 1, o_out, nullptr);
-  }
-  void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch&) const override {
-    kernels::gpu::attend_many_device(device_attend(), g, qs, nq, outs);
-  }
-
-  /// CUDA-event timings of a re-encode of `kv` and of one launch attending every query of `q`.
-  bool device_timing(const LayerKV& kv, const LayerQueries& q, int min_repeats, double min_time_s,
-                     DeviceTimes* out) const override {
-    kernels::gpu::time_encode_device(
-        kv, [&](const float* k, const float* v, cudaStream_t st) { run_encode(k, v, st); }, min_repeats, min_time_s,
-        out);
-    kernels::gpu::time_attend_device(device_attend(), heads_, q, min_repeats, min_time_s, out);
-    return true;
-  }
 
  protected:
-  /// Encodes K and V (device floats [heads][C][d]) into this layer's buffers on stream s.
-  virtual void run_encode(const float* dk, const float* dv, cudaStream_t s) const = 0;
 
   sk::gpu::SketchAttend args(const float* q, const int* qh, int nq) const {
     sk::gpu::SketchAttend a;
@@ -136,7 +114,7 @@ class SketchGpuLayer : public EncodedLayer {
   virtual kernels::gpu::Part values() const = 0;
 
   /// This layer's attention for the shared device drivers (codecs/common/gpu_layer.h).
-  kernels::gpu::DeviceAttend device_attend() const {
+  kernels::gpu::DeviceAttend device_attend() const override {
     kernels::gpu::DeviceAttend da;
     da.d = d_;
     da.C = C_;

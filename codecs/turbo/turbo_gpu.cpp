@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "codecs/common/baseline.h"
+#include "codecs/common/gpu_layer.h"
 #include "codecs/turbo/turbo_codec.h"
 #include "codecs/turbo/turbo_kernels.h"
 #include "kernels/cuda/drivers.h"
@@ -93,10 +94,10 @@ struct DevicePart {
   }
 };
 
-class TurboGpuLayer final : public EncodedLayer {
+class TurboGpuLayer final : public gpu::DeviceLayer {
  public:
   TurboGpuLayer(const TurboParams& p, int layer, const LayerKV& kv, const CodecContext& ctx)
-      : H_(kv.kv_heads), C_(kv.tokens), d_(kv.head_dim), attn_(ctx.attn) {
+      : DeviceLayer(kv.kv_heads), H_(kv.kv_heads), C_(kv.tokens), d_(kv.head_dim), attn_(ctx.attn) {
     std::vector<Part> kh, vh;
     for (int g = 0; g < H_; ++g) {
       kh.push_back(turbo::make_part(p, true, layer, g, kv.k_head(g), C_, d_, ctx.seed));
@@ -119,32 +120,14 @@ class TurboGpuLayer final : public EncodedLayer {
     return out;
   }
 
-  bool scores(int g, const float* q, float* s_out, Scratch&) const override {
-    kernels::gpu::scores_device(device_attend(), g, q, s_out);
-    return true;
-  }
-  void attend(int g, const float* q, float* o_out, Scratch&) const override {
-    kernels::gpu::attend_device(device_attend(), g, &q, 1, o_out, nullptr);
-  }
-  void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch&) const override {
-    kernels::gpu::attend_many_device(device_attend(), g, qs, nq, outs);
-  }
-  bool device_timing(const LayerKV& kv, const LayerQueries& q, int min_repeats, double min_time_s,
-                     DeviceTimes* out) const override {
-    kernels::gpu::time_encode_device(
-        kv, [&](const float* k, const float* v, cudaStream_t st) { run_encode(k, v, st); }, min_repeats, min_time_s,
-        out);
-    kernels::gpu::time_attend_device(device_attend(), H_, q, min_repeats, min_time_s, out);
-    return true;
-  }
 
  private:
-  void run_encode(const float* dk, const float* dv, cudaStream_t s) const {
+  void run_encode(const float* dk, const float* dv, cudaStream_t s) const override {
     check(turbo::gpu::launch_encode(k_->view, H_, C_, d_, dk, s), "turboquant key encode kernel");
     check(turbo::gpu::launch_encode(v_->view, H_, C_, d_, dv, s), "turboquant value encode kernel");
   }
 
-  kernels::gpu::DeviceAttend device_attend() const {
+  kernels::gpu::DeviceAttend device_attend() const override {
     kernels::gpu::DeviceAttend da;
     da.d = d_;
     da.C = C_;
