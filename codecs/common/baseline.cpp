@@ -58,7 +58,7 @@ void BaselineLayer::attend_one(int g, const float* q, float* o_out, double* lse_
 
 float* thread_floats(int which, size_t n) {
   thread_local std::vector<float> buf[2];
-  auto& b = buf[which & 1];
+  auto& b = buf[which];  // 0 or 1 (baseline.h)
   if (b.size() < n) b.resize(n);
   return b.data();
 }

@@ -126,8 +126,8 @@ __device__ __forceinline__ float row_elem(const PartView& P, int64_t r, int j) {
       return nh * I.c32[get_code(P.codes + r * P.code_bytes, I.code_bit_off + static_cast<int64_t>(k) * I.mb, I.mb)];
     }
     if (I.mb > 0) k -= I.n;
-    const float gam = static_cast<float>(kSqrtHalfPi / I.n) * f16_to_f32(P.rnormv[r * P.rnorms + I.rnorm_slot]);
-    return (P.signs[r * P.sign_bytes + I.sign_off + (k >> 3)] >> (k & 7)) & 1 ? gam : -gam;
+    const float gam = qjl_scale(I.n, P.rnormv[r * P.rnorms + I.rnorm_slot]);
+    return sign_bit(P.signs + r * P.sign_bytes + I.sign_off, k) ? gam : -gam;
   }
   return 0.f;
 }
@@ -164,8 +164,8 @@ __global__ void __launch_bounds__(kThreads) attend_split(PartView K, PartView V,
       if (I.prod) {
         const uint8_t* sb = K.signs + r * K.sign_bytes + I.sign_off;
         float acc = 0.f;
-        for (int k = lane; k < I.n; k += 32) acc += (sb[k >> 3] >> (k & 7)) & 1 ? qt[o + k] : -qt[o + k];
-        e += static_cast<float>(kSqrtHalfPi / I.n) * f16_to_f32(K.rnormv[r * K.rnorms + I.rnorm_slot]) * warp_sum(acc);
+        for (int k = lane; k < I.n; k += 32) acc += sign_bit(sb, k) ? qt[o + k] : -qt[o + k];
+        e += qjl_scale(I.n, K.rnormv[r * K.rnorms + I.rnorm_slot]) * warp_sum(acc);
       }
     }
     if (lane == 0) {

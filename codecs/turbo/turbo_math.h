@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "kernels/cpu/lloyd_max.h"  // nearest_level (host and device)
+#include "kvb/core/half.h"
 #include "kvb/core/hd.h"
 
 namespace kvb::codecs::turbo {
@@ -26,6 +27,13 @@ KVB_HD_INLINE unsigned get_code(const uint8_t* row, int64_t pos, int mb) {
   if (sh + mb > 8) w |= static_cast<unsigned>(row[byte + 1]) << 8;
   return (w >> sh) & ((1u << mb) - 1u);
 }
+
+/// κγ of a _prod instance of n channels: sqrt(π/2)/n times the stored fp16 residual norm (the magnitude of
+/// each of its decoded sign coordinates).
+KVB_HD_INLINE float qjl_scale(int n, uint16_t rnorm) { return static_cast<float>(kSqrtHalfPi / n) * f16_to_f32(rnorm); }
+
+/// Sign bit k of a sketch (bit k&7 of byte k>>3; 1 iff the projected residual coordinate was > 0).
+KVB_HD_INLINE bool sign_bit(const uint8_t* sb, int k) { return (sb[k >> 3] >> (k & 7)) & 1; }
 
 /// ‖x_s‖² of an instance: Σ_j x[ch[j]]², j ascending.
 KVB_HD_INLINE double norm2(const float* x, const int* ch, int n) {

@@ -247,9 +247,9 @@ void decode_row(const Part& P, const uint8_t* codes, const uint16_t* norms, cons
       o += n;
     }
     if (I.prod) {
-      const float g = static_cast<float>(kSqrtHalfPi / n) * f16_to_f32(rnorms[I.rnorm_slot]);
+      const float g = qjl_scale(n, rnorms[I.rnorm_slot]);
       const uint8_t* sb = signs + I.sign_off;
-      for (int i = 0; i < n; ++i) row[o + i] = (sb[i >> 3] >> (i & 7)) & 1 ? g : -g;
+      for (int i = 0; i < n; ++i) row[o + i] = sign_bit(sb, i) ? g : -g;
       o += n;
     }
   }
