@@ -3,6 +3,7 @@
 #include "codecs/baselines.h"
 #include "codecs/evict/evict_codec.h"
 #include "codecs/kvcar/kvcar_codec.h"
+#include "codecs/kvquant/kvquant_codec.h"
 #include "codecs/mx/mx_codec.h"
 #include "codecs/polar/polar_codec.h"
 #include "codecs/pq/lookat_codec.h"
@@ -23,6 +24,7 @@ void register_all_codecs(CodecRegistry& r) {
   r.add(codecs::kivi_entry());
   r.add(codecs::turboquant_entry());
   r.add(codecs::polarquant_entry());
+  r.add(codecs::kvquant_entry());
   r.add(codecs::balancekv_entry());
   r.add(codecs::uniform_entry());
   r.add(codecs::streamingllm_entry());

@@ -124,6 +124,8 @@ SelftestResult run_selftest_case(const SelftestCase& c, const std::string& devic
   ctx.shape = shape;
   ctx.attn.softmax_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
   ctx.seed = derive_seed(c.seed, {0xc0dec});
+  // Keys as a RoPE model caches them (kvquant undoes and re-applies RoPE; every other codec ignores this).
+  ctx.rope = RopeInfo{true, "half", 10000.0};
   const LayerKV kv = make_cache(c);
   std::unique_ptr<EncodedLayer> a, b;  // a: the backend under test, b: what it is compared with
   try {

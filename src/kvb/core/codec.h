@@ -143,11 +143,21 @@ double logsumexp_logits(const float* s, int64_t n);
 /// logits overflowed) takes all the mass, both +inf share it equally, so the result is never NaN.
 double merge_attention(const float* a, double la, const float* b, double lb, float* out, int d);
 
+/// How the cached keys (and the queries) carry RoPE: the dump's rope_applied, rope_style and rope_theta
+/// (docs/dump-format.md). Codecs that quantize keys before RoPE (kvquant) undo it with each cached row's
+/// position (LayerKV::pos0 + row) and re-apply it when scoring.
+struct RopeInfo {
+  bool applied = false;        ///< keys and queries are post-RoPE
+  std::string style = "none";  ///< "half" | "interleaved" | "none"
+  double theta = 10000.0;
+};
+
 /// Everything a codec may know about the run, besides its parameters.
 struct CodecContext {
   ModelShape shape;
   AttnConfig attn;
   uint64_t seed = 0;  ///< derive every random stream from this (kvb/core/rng.h)
+  RopeInfo rope;      ///< default: no RoPE on the keys
 };
 
 /// What fit() learned for one layer, immutable once made; each trainable codec derives its own (codebooks,

@@ -44,6 +44,8 @@ struct LayerKV {
   int kv_heads = 0;
   int64_t tokens = 0;  ///< C
   int head_dim = 0;
+  int64_t pos0 = 0;    ///< sequence position of row 0 (row t is position pos0 + t; sliding-window layers cache
+                       ///< the last w tokens, so pos0 = C − w there)
   std::vector<float> k;  ///< [kv_heads, tokens, head_dim]
   std::vector<float> v;  ///< [kv_heads, tokens, head_dim]
   ObsQueries obs;        ///< the prompt's observation queries, when the source has them (else empty)

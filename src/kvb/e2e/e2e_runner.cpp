@@ -93,6 +93,8 @@ CodecContext context_for(const run::Cell& c, const E2eConfig& cfg, const Llama2C
   ctx.shape = model_shape(mc);
   ctx.attn = model_attn(mc);
   ctx.seed = derive_seed(cfg.base.seed, {run::run_hash(c.plan.label)});
+  // llama2.c's RoPE (Llama2Runner::rope): adjacent channel pairs, θ = 10000, the prompt at positions 0..P-1.
+  ctx.rope = RopeInfo{true, "interleaved", 10000.0};
   return ctx;
 }
 

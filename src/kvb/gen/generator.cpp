@@ -49,6 +49,7 @@
 #include "kvb/core/half.h"
 #include "kvb/core/progress.h"
 #include "kvb/core/rng.h"
+#include "kernels/cpu/rope.h"
 #include "kvb/attention/exact_batch.h"
 #include "kvb/version.h"
 
@@ -119,55 +120,19 @@ double log_sum_exp(const double* a, int64_t n, double* buf) {
   return m + std::log(z);
 }
 
-enum class RopeStyle { kNone, kHalf, kInterleaved };
+using RopeStyle = kernels::rope::Style;
+using kernels::rope::pair_a;
+using kernels::rope::pair_b;
 
 RopeStyle parse_rope(const std::string& s) {
-  if (s == "half") return RopeStyle::kHalf;
-  if (s == "interleaved") return RopeStyle::kInterleaved;
-  if (s == "none") return RopeStyle::kNone;
+  RopeStyle st = RopeStyle::kNone;
+  if (kernels::rope::parse(s, &st)) return st;
   throw UsageError(fmt::format("--rope-style: expected half, interleaved or none, got '{}'", s));
 }
 
-/// The two channels of RoPE pair i of P = d/2 pairs (for style none, the half layout names the pairs).
-inline int pair_a(RopeStyle st, int /*P*/, int i) { return st == RopeStyle::kInterleaved ? 2 * i : i; }
-inline int pair_b(RopeStyle st, int P, int i) { return st == RopeStyle::kInterleaved ? 2 * i + 1 : i + P; }
-
-inline void rotate_pair(float& a, float& b, float c, float s) {
-  const float x = a, y = b;
-  a = x * c - y * s;
-  b = y * c + x * s;
-}
-
-inline void rope_cos_sin(int64_t pos, int i, int d, double theta, float* c, float* s) {
-  const double inv_freq = std::pow(theta, -2.0 * i / d);
-  const double ang = static_cast<double>(pos) * inv_freq;
-  *c = static_cast<float>(std::cos(ang));
-  *s = static_cast<float>(std::sin(ang));
-}
-
-/// cos/sin of every (position, pair), so RoPE costs d multiply-adds per vector.
-struct Rope {
-  RopeStyle style = RopeStyle::kHalf;
-  int D = 0, P = 0;
-  std::vector<float> cs, sn;  // [positions][P]
-
-  Rope(RopeStyle st, int d, double theta, int64_t positions) : style(st), D(d), P(d / 2) {
-    if (style == RopeStyle::kNone) return;
-    cs.resize(static_cast<size_t>(positions) * P);
-    sn.resize(cs.size());
-    for (int64_t p = 0; p < positions; ++p)
-      for (int i = 0; i < P; ++i) rope_cos_sin(p, i, D, theta, &cs[p * P + i], &sn[p * P + i]);
-  }
-  void apply(float* x, int64_t pos) const {
-    if (style == RopeStyle::kNone) return;
-    const float* c = cs.data() + pos * P;
-    const float* s = sn.data() + pos * P;
-    if (style == RopeStyle::kHalf) {
-      for (int i = 0; i < P; ++i) rotate_pair(x[i], x[i + P], c[i], s[i]);
-    } else {
-      for (int i = 0; i < P; ++i) rotate_pair(x[2 * i], x[2 * i + 1], c[i], s[i]);
-    }
-  }
+/// cos/sin of every (position, pair) from position 0, so RoPE costs d multiply-adds per vector.
+struct Rope : kernels::rope::Table {
+  Rope(RopeStyle st, int d, double theta, int64_t positions) : Table(st, d, theta, 0, positions) {}
 };
 
 float round_to(DType dt, float x) {
@@ -685,15 +650,7 @@ void check(bool ok, const std::string& msg) {
 }  // namespace
 
 void apply_rope(float* x, int head_dim, int64_t pos, const std::string& style, double theta) {
-  const RopeStyle st = parse_rope(style);
-  if (st == RopeStyle::kNone) return;
-  const int P = head_dim / 2;
-  for (int i = 0; i < P; ++i) {
-    float c, s;
-    rope_cos_sin(pos, i, head_dim, theta, &c, &s);
-    if (st == RopeStyle::kHalf) rotate_pair(x[i], x[i + P], c, s);
-    else rotate_pair(x[2 * i], x[2 * i + 1], c, s);
-  }
+  kernels::rope::apply(x, head_dim, pos, parse_rope(style), theta);
 }
 
 std::vector<std::string> gen_presets() {

@@ -870,6 +870,7 @@ LayerKV KvDumpReader::read_kv(size_t seq, int layer, int64_t t0, int64_t t1) con
   kv.kv_heads = ms.n_kv_heads;
   kv.tokens = t1 - t0;
   kv.head_dim = ms.head_dim;
+  kv.pos0 = t0;
   const size_t n = static_cast<size_t>(ms.n_kv_heads) * static_cast<size_t>(t1 - t0) * ms.head_dim;
   kv.k.resize(n);
   kv.v.resize(n);

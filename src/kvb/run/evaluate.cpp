@@ -232,6 +232,7 @@ class Pass {
       : cfg_(cfg), D_(D), batch_(batch), dataset_(dataset), at_(D.reader->attrs()), shape_(at_.shape) {
     attn_.softmax_scale = static_cast<float>(at_.softmax_scale);
     attn_.softcap = static_cast<float>(at_.attn_softcap);
+    rope_ = RopeInfo{at_.rope_applied != 0, at_.rope_style, at_.rope_theta};
   }
   void calibrate();
   void run(const std::function<void(const std::string&)>& step);
@@ -242,6 +243,7 @@ class Pass {
     ctx.shape = shape_;
     ctx.attn = attn_;
     ctx.seed = derive_seed(cfg_.seed, {run_hash(c.plan.label)});
+    ctx.rope = rope_;
     return ctx;
   }
   LayerData read_layer(const SequenceInfo& S, size_t si, int l, bool* sliding) const;
@@ -257,6 +259,7 @@ class Pass {
   const DumpAttrs& at_;
   const ModelShape shape_;
   AttnConfig attn_;
+  RopeInfo rope_;
 };
 
 // Calibration: trainable codecs fit each layer on the calibration sequences only.
@@ -270,7 +273,12 @@ void Pass::calibrate() {
   const std::vector<size_t>& fit_seqs = overlap ? D_.eval_seqs : D_.calib_seqs;
   for (int l : D_.layers) {
     std::vector<LayerKV> calib;
-    for (size_t si : fit_seqs) calib.push_back(D_.reader->read_kv(si, l, 0, seqs[si].context_len));
+    for (size_t si : fit_seqs) {
+      calib.push_back(D_.reader->read_kv(si, l, 0, seqs[si].context_len));
+      // The calibration prompt's own observation queries (empty when the dump has none): kvquant weights its
+      // k-means by the attention-output sensitivity they give. Never the evaluated sequences' queries.
+      calib.back().obs = D_.reader->read_obs(si, l, 0);
+    }
     std::vector<const LayerKV*> ptrs;
     for (auto& kv : calib) ptrs.push_back(&kv);
     for (Cell* c : batch_.cells) {
@@ -371,6 +379,7 @@ void Pass::reference_rows(const LayerData& L) {
   ctx.shape = shape_;
   ctx.attn = attn_;
   ctx.seed = cfg_.seed;
+  ctx.rope = rope_;
   auto reference = [&](bool gpu) {
     const Json p = resolve_params(fp16.info.params, Json::object(), "fp16");
     auto ref = gpu ? fp16.make_cuda(p, shape_) : fp16.make_cpu(p, shape_);
