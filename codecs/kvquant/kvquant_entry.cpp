@@ -12,8 +12,6 @@ namespace kvb::codecs {
 
 void KvquantParams::check(int head_dim) const {
   KVB_CHECK(head_dim >= 1 && head_dim <= 65535, Unsupported, "kvquant: head_dim {} outside [1, 65535]", head_dim);
-  KVB_CHECK(kmeans == "fisher" || kmeans == "plain", UsageError, "kvquant: kmeans \"{}\" is neither fisher nor plain",
-            kmeans);
 }
 
 std::string KvquantParams::label() const {

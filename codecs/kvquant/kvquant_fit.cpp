@@ -8,6 +8,7 @@
 
 #include "codecs/common/baseline.h"
 #include "codecs/kvquant/kvquant_codec.h"
+#include "kvb/attention/exact.h"
 
 namespace kvb::codecs::kvquant {
 namespace {
@@ -29,45 +30,27 @@ void attention_fisher(const LayerKV& kv, const CodecContext& ctx, const kernels:
   const int group = ob.heads / H;
   const double scale = ctx.attn.softmax_scale, cap = ctx.attn.softcap;
   for_each_head(H, [&](int g) {
-    std::vector<double> s(static_cast<size_t>(C)), dev(static_cast<size_t>(C)), o(static_cast<size_t>(d));
+    std::vector<double> s(static_cast<size_t>(C)), p(static_cast<size_t>(C)), o(static_cast<size_t>(d));
     std::vector<float> qt(static_cast<size_t>(d));
     const float* K = kv.k_head(g);
     const float* V = kv.v_head(g);
     for (int h = g * group; h < (g + 1) * group; ++h)
       for (int64_t i = 0; i < ob.n; ++i) {
         const float* q = ob.query(h, i);
-        const int64_t n = std::min<int64_t>(ob.positions[static_cast<size_t>(i)] + 1, C);
-        double mx = -INFINITY;
-        for (int64_t t = 0; t < n; ++t) {
-          double raw = 0;
-          for (int c = 0; c < d; ++c) raw += static_cast<double>(q[c]) * K[t * d + c];
-          double st = scale * raw, ds = scale;
-          if (cap > 0) {
-            const double th = std::tanh(st / cap);
-            st = cap * th;
-            ds = scale * (1 - th * th);
-          }
-          s[t] = st;
-          dev[t] = ds;
-          mx = std::max(mx, st);
-        }
-        double l = 0;
-        for (int64_t t = 0; t < n; ++t) l += (s[t] = std::exp(s[t] - mx));
-        std::fill(o.begin(), o.end(), 0.0);
-        for (int64_t t = 0; t < n; ++t) {
-          s[t] /= l;
-          for (int c = 0; c < d; ++c) o[c] += s[t] * V[t * d + c];
-        }
+        const int64_t n = std::min<int64_t>(ob.positions[static_cast<size_t>(i)] + 1, C);  // causal
+        exact_attention_f64(K, V, n, d, q, scale, cap, s.data(), p.data(), o.data());
         for (int64_t t = 0; t < n; ++t) {
           double e2 = 0;
           for (int c = 0; c < d; ++c) e2 += (V[t * d + c] - o[c]) * (V[t * d + c] - o[c]);
-          const double a = s[t] * dev[t];
+          // dŝ/d(q·k) = scale, times the softcap's derivative 1 − tanh² = 1 − (ŝ/cap)².
+          const double dev = cap > 0 ? scale * (1 - (s[t] / cap) * (s[t] / cap)) : scale;
+          const double a = p[t] * dev;
           const double base = a * a * e2;
           std::copy_n(q, d, qt.data());
           table.unapply(qt.data(), t);  // ∂s_t/∂k_pre = σ'·R_tᵀq
           float* w = &wk[(static_cast<size_t>(g) * C + t) * d];
           for (int c = 0; c < d; ++c) w[c] += static_cast<float>(base * qt[c] * qt[c]);
-          wv[static_cast<size_t>(g) * C + t] += static_cast<float>(s[t] * s[t]);
+          wv[static_cast<size_t>(g) * C + t] += static_cast<float>(p[t] * p[t]);
         }
       }
   });
