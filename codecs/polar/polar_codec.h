@@ -17,7 +17,7 @@
 ///   <p>.rotation_seed  [kv_head] uint64             kFixed: the seed of Π (polar_math.h rotation_seed)
 /// and once per layer
 ///   codebook           [Σ_ℓ 2^{b_ℓ}] float32        kFixed: level 1's centroids, then level 2's, ...
-/// Decoding uses the stored float32 angles (cos and sin of each as float tables on the CPU path).
+/// Decoding uses the stored float32 angles (cos and sin of each as float tables on the CPU and CUDA paths).
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,8 +41,15 @@ const ParamTable<PolarParams>& polar_params();
 
 std::unique_ptr<EncodedLayer> polar_encode_cpu(const PolarParams& p, int layer, const LayerKV& kv,
                                                const CodecContext& ctx);
+/// The CUDA backend (polar_gpu.cpp, kernels polar_cuda.cu): the CPU layer's bytes, encoded and attended on the
+/// device. Only with KVB_WITH_CUDA.
+std::unique_ptr<EncodedLayer> polar_encode_cuda(const PolarParams& p, int layer, const LayerKV& kv,
+                                                const CodecContext& ctx);
 std::unique_ptr<EncodedLayer> polar_encode_ref(const PolarParams& p, int layer, const LayerKV& kv,
                                                const CodecContext& ctx);
+
+/// The storage items of a layer (layout above; CPU and CUDA layers alike): its buffers' sizes.
+Storage polar_storage(const polar::Layout& lay, int kv_heads, int64_t tokens);
 
 CodecEntry polarquant_entry();
 

@@ -1,8 +1,10 @@
 /// polarquant CPU path (layout: polar_codec.h, polar_math.h).
 ///
 /// Encode, per row, in float64: y = Π [x; 0] (the zero-padded row, Σ over the d real coordinates, j ascending),
-/// the forward polar transform, each angle to its nearest codebook level (polar::quantize_angle), the dp/2^L
-/// radii to binary16. Deterministic; the reference computes the same float64 values independently.
+/// the forward polar transform, each angle's code decided from its pair by exact sign tests against the
+/// boundaries (polar::encode_node; in exact arithmetic the nearest codebook level), the dp/2^L radii to
+/// binary16. Deterministic, and the CUDA encoder (polar_cuda.cu) runs the same float64 steps: the same bytes.
+/// The reference computes the same float64 values independently.
 ///
 /// Attend never leaves the rotated domain for the cache: ⟨Πq, Π k̂⟩ = ⟨q, k̂⟩, so every key row is decoded
 /// top-down into ŷ = Π k̂ (float32: fp16 radii, cos/sin tables of the stored float32 codebook angles) and dotted
@@ -35,17 +37,12 @@ class PolarLayer final : public EncodedLayer {
  public:
   PolarLayer(const PolarParams& p, int layer, const LayerKV& kv, const CodecContext& ctx)
       : lay_(p.layout(kv.head_dim)), H_(kv.kv_heads), C_(kv.tokens), d_(kv.head_dim), dp_(lay_.dp), attn_(ctx.attn) {
-    // The stored codebook (float32, level-major) and the decode tables cos/sin of those float32 angles.
-    const polar::Codebook* cbs[polar::kMaxLevels];
-    for (int l = 1; l <= lay_.levels; ++l) {
-      cbs[l - 1] = &polar::codebook(l, lay_.bits[l - 1]);
-      for (double c : cbs[l - 1]->centroids) codebook_.push_back(static_cast<float>(c));
-    }
-    cs_.resize(2 * codebook_.size());
-    for (size_t i = 0; i < codebook_.size(); ++i) {
-      cs_[2 * i] = static_cast<float>(std::cos(static_cast<double>(codebook_[i])));
-      cs_[2 * i + 1] = static_cast<float>(std::sin(static_cast<double>(codebook_[i])));
-    }
+    // The stored codebook (float32, level-major), the decode tables cos/sin of those float32 angles and the
+    // boundaries' cos/sin (angle_code).
+    polar::Tables tab = polar::make_tables(lay_);
+    codebook_ = std::move(tab.codebook);
+    cs_ = std::move(tab.cs);
+    bcs_ = std::move(tab.bcs);
     int part = 0;
     for (Part* pt : {&k_, &v_}) {
       pt->angles.assign(static_cast<size_t>(H_) * C_ * lay_.row_bytes, 0);
@@ -57,24 +54,14 @@ class PolarLayer final : public EncodedLayer {
     }
     for_each_head(H_, [&](int g) {
       for (Part* pt : {&k_, &v_}) pt->rot[g] = polar::rotation(dp_, pt->seeds[g]);
-      encode_head(kv.k_head(g), g, k_, cbs);
-      encode_head(kv.v_head(g), g, v_, cbs);
+      encode_head(kv.k_head(g), g, k_);
+      encode_head(kv.v_head(g), g, v_);
     });
   }
 
   int64_t tokens() const override { return C_; }
 
-  Storage storage() const override {
-    StorageList st(H_, 2.0 * lay_.part_bytes());
-    for (const auto& [name, pt] : {std::pair{"k", &k_}, std::pair{"v", &v_}}) {
-      const std::string pre(name);
-      st.add(pre + ".angles", StorageKind::kCompressed, bytes_of(pt->angles), C_)
-          .add(pre + ".radii", StorageKind::kCompressed, bytes_of(pt->radii), C_)
-          .add(pre + ".rotation_seed", StorageKind::kFixed, bytes_of(pt->seeds), 0);
-    }
-    st.add("codebook", StorageKind::kFixed, bytes_of(codebook_), 0);
-    return st.get();
-  }
+  Storage storage() const override { return polar_storage(lay_, H_, C_); }
 
   std::vector<NamedBuffer> buffers() const override {
     std::vector<NamedBuffer> out;
@@ -192,10 +179,9 @@ class PolarLayer final : public EncodedLayer {
     }
   }
 
-  void encode_head(const float* x, int g, Part& pt, const polar::Codebook* const* cbs) const {
+  void encode_head(const float* x, int g, Part& pt) const {
     const double* Pt = pt.rot[g]->m64t.data();
-    std::vector<double> y(static_cast<size_t>(dp_)), ang(static_cast<size_t>(lay_.angles)),
-        rad(static_cast<size_t>(lay_.radii)), work(static_cast<size_t>(dp_ / 2));
+    std::vector<double> y(static_cast<size_t>(dp_)), work(static_cast<size_t>(dp_ / 2));
     for (int64_t t = 0; t < C_; ++t) {
       // y_i = Σ_{j<d} Π_ij·x_j, each y_i summed over j ascending (the reference's order), as d row updates.
       const float* xt = x + t * d_;
@@ -206,19 +192,22 @@ class PolarLayer final : public EncodedLayer {
         const double* col = Pt + static_cast<size_t>(j) * dp_;
         for (int i = 0; i < dp_; ++i) yp[i] += col[i] * xj;
       }
-      polar::forward(lay_, y.data(), ang.data(), rad.data(), work.data());
+      // The forward transform level by level (level 1 from y, then in place in work), each node's code decided
+      // from its pair (polar::encode_node: exact sign tests, no atan2) and packed.
       const size_t row = static_cast<size_t>(g) * C_ + static_cast<size_t>(t);
       uint8_t* codes = &pt.angles[row * lay_.row_bytes];
       for (int l = 1; l <= lay_.levels; ++l) {
-        const int b = lay_.bits[l - 1];
+        const int b = lay_.bits[l - 1], nb = (1 << b) - 1;
+        const double* in = l == 1 ? yp : work.data();
+        const double* bcs = bcs_.data() + 2 * lay_.cb_off[l - 1];
         for (int i = 0; i < lay_.count[l - 1]; ++i) {
-          const int c = polar::quantize_angle(*cbs[l - 1], ang[static_cast<size_t>(lay_.angle_off[l - 1] + i)]);
+          const int c = polar::encode_node(l, in[2 * i], in[2 * i + 1], bcs, nb, &work[static_cast<size_t>(i)]);
           polar::put_code(codes, lay_.bit_off[l - 1] + i * b, b, static_cast<unsigned>(c));
         }
       }
       uint16_t* r16 = &pt.radii[row * lay_.radii];
       for (int i = 0; i < lay_.radii; ++i)
-        r16[i] = kernels::f32_to_f16_sat(static_cast<float>(rad[static_cast<size_t>(i)]));
+        r16[i] = kernels::f32_to_f16_sat(static_cast<float>(work[static_cast<size_t>(i)]));
     }
   }
 
@@ -230,9 +219,23 @@ class PolarLayer final : public EncodedLayer {
   Part k_, v_;
   std::vector<float> codebook_;  // stored: Σ_ℓ 2^b float32 angles
   std::vector<float> cs_;        // decode tables: (cos, sin) of each stored angle
+  std::vector<double> bcs_;      // code decisions: (cos, sin) of each level's boundaries (polar::Tables::bcs)
 };
 
 }  // namespace
+
+Storage polar_storage(const polar::Layout& lay, int kv_heads, int64_t tokens) {
+  const uint64_t rows = static_cast<uint64_t>(kv_heads) * static_cast<uint64_t>(tokens);
+  StorageList st(kv_heads, 2.0 * lay.part_bytes());
+  for (const char* name : {"k", "v"}) {
+    const std::string pre(name);
+    st.add(pre + ".angles", StorageKind::kCompressed, rows * static_cast<uint64_t>(lay.row_bytes), tokens)
+        .add(pre + ".radii", StorageKind::kCompressed, rows * static_cast<uint64_t>(lay.radii) * sizeof(uint16_t), tokens)
+        .add(pre + ".rotation_seed", StorageKind::kFixed, sizeof(uint64_t) * static_cast<uint64_t>(kv_heads), 0);
+  }
+  st.add("codebook", StorageKind::kFixed, sizeof(float) * static_cast<uint64_t>(lay.codebook_size), 0);
+  return st.get();
+}
 
 std::unique_ptr<EncodedLayer> polar_encode_cpu(const PolarParams& p, int layer, const LayerKV& kv,
                                                const CodecContext& ctx) {

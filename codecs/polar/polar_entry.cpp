@@ -113,7 +113,8 @@ CodecEntry polarquant_entry() {
       "to the next multiple before the rotation (every padded coordinate stored and counted); budget candidates "
       "are listed only where 2^L divides head_dim. Encode in float64 (angle -> nearest codebook level); attend "
       "decodes each row top-down in the rotated domain, scores with Πq and un-rotates the output once per query. "
-      "CPU only (no CUDA backend yet).";
+      "Angle codes are decided from each node's pair by exact sign tests against the boundaries (no atan2), so "
+      "the CUDA backend stores the CPU's bytes.";
   e.candidates = [](int d) {
     std::vector<Candidate> out;
     for (const GridPoint& g : grid()) {
@@ -131,6 +132,11 @@ CodecEntry polarquant_entry() {
   e.make_ref = codec_factory(polar_params(), "polarquant", [](PolarParams p) {
     return std::make_unique<FnCodec<PolarParams>>(std::move(p), polar_encode_ref, "ref");
   });
+#ifdef KVB_WITH_CUDA
+  e.make_cuda = fn_factory(polar_params(), "polarquant", polar_encode_cuda, "cuda");
+#endif
+  // Selftest (CPU vs CUDA, bytes exact): the paper's defaults (L = 4: no padding at the selftest's head_dims)
+  // and L = 6 with 1-bit levels (head_dim 96 padded to 128).
   e.selftest_variants = {Json::object(), Json{{"levels", 6}, {"bits", "2,2,1,1,1,1"}}};
   return e;
 }

@@ -105,7 +105,7 @@ void forward(const Layout& lay, const double* y, double* angles, double* radii, 
   const int n1 = lay.count[0];
   for (int i = 0; i < n1; ++i) {
     const double a = y[2 * i], b = y[2 * i + 1];
-    work[i] = std::sqrt(a * a + b * b);
+    work[i] = pair_norm(a, b);
     double psi = std::atan2(b, a);  // (−π, π]
     if (psi < 0) psi += kTwoPi;     // [0, 2π]; 2π only when psi rounds up from just below 0
     angles[i] = psi;
@@ -114,11 +114,29 @@ void forward(const Layout& lay, const double* y, double* angles, double* radii, 
     double* ang = angles + lay.angle_off[l - 1];
     for (int i = 0; i < lay.count[l - 1]; ++i) {  // in place: work[i] is written after work[2i], work[2i+1] are read
       const double a = work[2 * i], b = work[2 * i + 1];
-      work[i] = std::sqrt(a * a + b * b);
+      work[i] = pair_norm(a, b);
       ang[i] = std::atan2(b, a);  // both >= 0: [0, π/2]
     }
   }
   for (int i = 0; i < lay.radii; ++i) radii[i] = work[i];
+}
+
+Tables make_tables(const Layout& lay) {
+  Tables t;
+  t.bcs.assign(2 * static_cast<size_t>(lay.codebook_size), 0.0);
+  for (int l = 1; l <= lay.levels; ++l) {
+    const Codebook& cb = codebook(l, lay.bits[l - 1]);
+    for (double c : cb.centroids) t.codebook.push_back(static_cast<float>(c));
+    double* bcs = t.bcs.data() + 2 * lay.cb_off[l - 1];
+    for (size_t j = 0; j < cb.boundaries.size(); ++j)
+      bcs[2 * j] = std::cos(cb.boundaries[j]), bcs[2 * j + 1] = std::sin(cb.boundaries[j]);
+  }
+  t.cs.resize(2 * t.codebook.size());
+  for (size_t i = 0; i < t.codebook.size(); ++i) {
+    t.cs[2 * i] = static_cast<float>(std::cos(static_cast<double>(t.codebook[i])));
+    t.cs[2 * i + 1] = static_cast<float>(std::sin(static_cast<double>(t.codebook[i])));
+  }
+  return t;
 }
 
 uint64_t rotation_seed(uint64_t run_seed, int layer, int head, int part) {

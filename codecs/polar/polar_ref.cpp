@@ -5,7 +5,10 @@
 /// the codes' float32 angles and x̂ = (Πᵀ ŷ)[0, d) — a dense copy of K̂ and V̂ (allowed here) attended by
 /// kvbench's exact float64 attention. Shared with the CPU path only what defines the codec: the Haar matrix
 /// of each seed (polar::rotation, i.e. kernels/cpu/orthogonal.h's generator) and the codebooks computed from
-/// the level densities (polar::codebook). Storage from the byte formulas.
+/// the level densities (polar::codebook). Storage from the byte formulas. The codes here are the definition
+/// (the centroid nearest to atan2's angle); the CPU and CUDA encoders decide them from each node's pair by exact
+/// sign tests against the boundaries (polar_math.h angle_code, no atan2), which agrees with this search except
+/// where the angle lies within ~1 ulp of a boundary (atan2's own error; the comparisons are tolerance-based).
 #include <algorithm>
 #include <cmath>
 #include <limits>

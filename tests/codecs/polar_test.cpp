@@ -231,6 +231,77 @@ TEST(Polar, CodesRoundTripThroughTheBitstream) {
   }
 }
 
+/// The encoders' code decision (angle_code: sign tests of the pair against the boundaries' cos/sin, no atan2,
+/// so every backend decides alike) is the nearest level of atan2's angle away from the boundaries, either side
+/// of every boundary and on the edge cases (zero pair, the negative axis, just below 2π).
+TEST(Polar, AngleCodesFromPairsAreTheNearestLevelOfTheAngle) {
+  const uint64_t seed = 2024;
+  Rng rng(seed);
+  for (int l = 1; l <= 7; ++l)
+    for (int b = 1; b <= 8; ++b) {
+      SCOPED_TRACE(fmt::format("level {} bits {} seed {}", l, b, seed));
+      const pm::Layout lay = pm::make_layout(1 << l, l, std::vector<int>(static_cast<size_t>(l), b));
+      const pm::Tables tab = pm::make_tables(lay);
+      const pm::Codebook& cb = pm::codebook(l, b);
+      const double* bcs = tab.bcs.data() + 2 * lay.cb_off[l - 1];
+      const int nb = (1 << b) - 1;
+      ASSERT_EQ(static_cast<int>(cb.boundaries.size()), nb);
+      for (int rep = 0; rep < 1000; ++rep) {
+        double a = rng.normal(), y = rng.normal();
+        if (l >= 2) a = std::fabs(a), y = std::fabs(y);
+        double psi = std::atan2(y, a);
+        if (psi < 0) psi += pm::kTwoPi;
+        bool near = false;  // within 1e-12 rad of a boundary: either code is right
+        for (double bd : cb.boundaries) near = near || std::fabs(psi - bd) < 1e-12;
+        if (near) continue;
+        EXPECT_EQ(pm::angle_code(l, a, y, bcs, nb), pm::quantize_angle(cb, psi)) << "pair " << a << ", " << y;
+      }
+      for (int j = 0; j < nb; ++j) {
+        const double bd = cb.boundaries[static_cast<size_t>(j)], r = 0.5 + j;
+        EXPECT_EQ(pm::angle_code(l, r * std::cos(bd - 1e-9), r * std::sin(bd - 1e-9), bcs, nb), j) << "boundary " << j;
+        EXPECT_EQ(pm::angle_code(l, r * std::cos(bd + 1e-9), r * std::sin(bd + 1e-9), bcs, nb), j + 1) << "boundary " << j;
+      }
+      EXPECT_EQ(pm::angle_code(l, 0.0, 0.0, bcs, nb), 0);
+      EXPECT_EQ(pm::angle_code(l, 1.0, 0.0, bcs, nb), 0);
+      if (l == 1) {
+        EXPECT_EQ(pm::angle_code(l, 1.0, -1e-300, bcs, nb), nb);  // just below 2π: the last bin (atan2 + 2π too)
+        EXPECT_EQ(pm::angle_code(l, -1.0, 0.0, bcs, nb), (nb + 1) / 2);  // ψ = π: the first bin of the lower half
+      } else {
+        EXPECT_EQ(pm::angle_code(l, 0.0, 1.0, bcs, nb), nb);  // ψ = π/2
+      }
+    }
+}
+
+/// decode_elem (the CUDA kernels' decode, one element at a time) is the CPU path's top-down tree decode over
+/// the same float32 tables, bit for bit.
+TEST(Polar, ElementDecodeIsTheTreeDecode) {
+  const uint64_t seed = 4711;
+  Rng rng(seed);
+  for (const Shape sh : {Shape{16, 4}, Shape{128, 4}, Shape{128, 6}, Shape{8, 2}, Shape{1024, 10}}) {
+    const pm::Layout lay = pm::make_layout(sh.d, sh.levels, repeat_bits(sh.levels, 4, 2));
+    const pm::Tables tab = pm::make_tables(lay);
+    SCOPED_TRACE(fmt::format("dp {} L {} seed {}", lay.dp, sh.levels, seed));
+    std::vector<uint8_t> row(static_cast<size_t>(lay.row_bytes), 0);
+    std::vector<unsigned> codes(static_cast<size_t>(lay.angles));
+    for (int l = 1; l <= lay.levels; ++l)
+      for (int i = 0; i < lay.count[l - 1]; ++i) {
+        const unsigned c = static_cast<unsigned>(rng.below(1u << lay.bits[l - 1]));
+        codes[static_cast<size_t>(lay.angle_off[l - 1] + i)] = c;
+        pm::put_code(row.data(), lay.bit_off[l - 1] + i * lay.bits[l - 1], lay.bits[l - 1], c);
+      }
+    std::vector<uint16_t> rad(static_cast<size_t>(lay.radii));
+    for (auto& h : rad) h = f32_to_f16(static_cast<float>(std::fabs(rng.normal()) * 4));
+    std::vector<float> tree(static_cast<size_t>(lay.dp));
+    for (int i = 0; i < lay.radii; ++i) tree[static_cast<size_t>(i)] = f16_to_f32(rad[static_cast<size_t>(i)]);
+    pm::inverse_in_place(lay, tree.data(), [&](int l, int i, float& c, float& s) {
+      const int k = lay.cb_off[l - 1] + static_cast<int>(codes[static_cast<size_t>(lay.angle_off[l - 1] + i)]);
+      c = tab.cs[2 * static_cast<size_t>(k)], s = tab.cs[2 * static_cast<size_t>(k) + 1];
+    });
+    for (int j = 0; j < lay.dp; ++j)
+      EXPECT_EQ(pm::decode_elem(lay, row.data(), rad.data(), tab.cs.data(), j), tree[static_cast<size_t>(j)]) << "element " << j;
+  }
+}
+
 SynthLayer gaussian_layer(int H, int64_t C, int d, int nq, uint64_t seed, float q_scale) {
   SynthLayer L;
   L.shape = ModelShape{1, H, H, d};

@@ -96,6 +96,37 @@ TEST(GpuParity, Turboquant) {
   run_device_cases("turboquant", false);
 #endif
 }
+// PolarQuant (codecs/polar): angle codes and fp16 radii byte-exact (the float64 transform in the CPU's order,
+// every code decided by exact sign tests against the boundaries' host-computed cos/sin, no atan2: so a real
+// GPU stores the CPU's bytes too, not only the emulator, which runs host math), scores and outputs decoded from
+// the codes in the rotated domain within the tolerances. The selftest variants are L = 4 (no padding) and
+// L = 6 (head_dim 96 padded to 128); head_dim 7 (padded to 16, a partial code byte) is added here.
+TEST(GpuParity, Polarquant) {
+#if defined(KVB_CUDA_EMULATED)
+  // As turboquant: one fiber per CUDA thread and a barrier per level per row; 129 tokens (three chunks and a
+  // partial one) and CI's configs/ci_device.json remain.
+  run_device_cases("polarquant", false, 129);
+#else
+  run_device_cases("polarquant", false);
+#endif
+  std::string why;
+  if (!gpu_usable(&why)) GTEST_SKIP() << why;
+  for (const Json& params : {Json::object(), Json{{"levels", 2}, {"bits", "3,1"}}})
+    for (int64_t C : {1, 129}) {
+      SelftestCase c;
+      c.codec = "polarquant";
+      c.params = params;
+      c.head_dim = 7;
+      c.tokens = C;
+      c.kv_heads = 2;
+      c.group = 2;
+      c.seed = 900 + C;
+      SCOPED_TRACE(c.describe());
+      const SelftestResult r = run_selftest_case(c, "cuda");
+      ASSERT_FALSE(r.skipped);
+      for (const auto& k : r.checks) EXPECT_TRUE(k.pass) << k.name << " = " << k.value << " > " << k.tol << " " << k.detail;
+    }
+}
 // The eviction codecs (codecs/evict): host-planned kept rows, packed fp16 heads of different lengths (adakv) through
 // the split-context kernel's packed view; buffers byte-exact, attention within the tolerances. More shapes,
 // small windows, attend_lse and hand-made unequal heads: evict_gpu_test.cpp.
