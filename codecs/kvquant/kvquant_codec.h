@@ -43,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "codecs/kvquant/kvquant_row.h"
 #include "kernels/cpu/rope.h"
 #include "kvb/core/codec.h"
 #include "kvb/core/registry.h"
@@ -80,13 +81,8 @@ int values_outliers_per_row(int d, double f);
 /// header describes. Returns the number of Lloyd iterations run.
 int kmeans_1d(const float* y, const float* w, int64_t n, int k, std::vector<float>* levels);
 
-/// Midpoints between adjacent levels (k − 1 floats) and the nearest-level rule.
+/// Midpoints between adjacent levels (k − 1 floats); the nearest-level rule is kvquant_row.h's nearest().
 std::vector<float> bounds_of(const std::vector<float>& levels);
-inline uint32_t nearest(const float* bounds, int k, float y) {
-  uint32_t c = 0;
-  for (int j = 0; j + 1 < k; ++j) c += y > bounds[j] ? 1u : 0u;
-  return c;
-}
 
 /// What fit() learned for one layer, immutable: every backend encodes from it.
 struct Trained final : TrainedLayer {
@@ -151,6 +147,9 @@ std::vector<NamedBuffer> buffers(const Trained& s, const Encoded& e);
 
 std::unique_ptr<EncodedLayer> kvquant_encode_cpu(const KvquantParams& p, std::shared_ptr<const kvquant::Trained> s,
                                                  const LayerKV& kv, const CodecContext& ctx);
+/// The CUDA backend (kvquant_gpu.cpp): the same bytes, encoded and attended on the device.
+std::unique_ptr<EncodedLayer> kvquant_encode_cuda(const KvquantParams& p, std::shared_ptr<const kvquant::Trained> s,
+                                                  const LayerKV& kv, const CodecContext& ctx);
 std::unique_ptr<EncodedLayer> kvquant_encode_ref(const KvquantParams& p, std::shared_ptr<const kvquant::Trained> s,
                                                  const LayerKV& kv, const CodecContext& ctx);
 

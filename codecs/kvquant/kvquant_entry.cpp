@@ -146,7 +146,7 @@ CodecEntry kvquant_entry() {
       "per-token normalization, as the reference code fits them). Key thresholds calibrated offline (§3.6); "
       "RoPE undone with positions pos0 + row and θ from the dump (plain RoPE: a model with scaled RoPE, e.g. "
       "Llama-3.1's, is not un-rotated exactly); dumps with rope_applied = 0 need no un-rotation (the report says "
-      "which ran). Not implemented: the attention-sink fp16 first token and the fused CUDA kernels (CPU only).";
+      "which ran). Not implemented: the attention-sink fp16 first token and the paper's online (per-token) key thresholds. CUDA: the CPU's bytes (device encode), attention from the codes with RoPE re-applied per row.";
   e.candidates = [](int d) {
     std::vector<Candidate> out;
     for (double f : {0.01, 0.0})
@@ -161,6 +161,13 @@ CodecEntry kvquant_entry() {
   e.label = codec_label(kvquant_params(), "kvquant");
   e.make_cpu = kvquant_factory(kvquant_encode_cpu, "cpu");
   e.make_ref = kvquant_factory(kvquant_encode_ref, "ref");
+#ifdef KVB_WITH_CUDA
+  e.make_cuda = kvquant_factory(kvquant_encode_cuda, "cuda");
+#endif
+  // Selftest (CPU vs CUDA, bytes exact): the defaults (3-bit, 1% outliers, Fisher, pre-RoPE), 2-bit with Q-Norm,
+  // dense 4-bit on post-RoPE keys (pre_rope off: no un-rotation, no RoPE when scoring).
+  e.selftest_variants = {Json::object(), Json{{"k_bits", 2}, {"v_bits", 2}, {"qnorm", true}},
+                         Json{{"k_bits", 4}, {"v_bits", 4}, {"outliers", 0.0}, {"pre_rope", false}}};
   return e;
 }
 

@@ -15,13 +15,13 @@
 namespace kvb::codecs::kvquant {
 
 double percentile(float* x, int64_t n, double q) {
-  const double h = q * static_cast<double>(n - 1);
-  const int64_t lo = std::clamp<int64_t>(static_cast<int64_t>(std::floor(h)), 0, n - 1);
+  const double h = quantile_pos(q, n);
+  const int64_t lo = quantile_lo(h, n);
   std::nth_element(x, x + lo, x + n);
   const double a = x[lo];
   if (lo + 1 >= n || h == static_cast<double>(lo)) return a;
   const double b = *std::min_element(x + lo + 1, x + n);  // the (lo+1)-th smallest
-  return a + (h - static_cast<double>(lo)) * (b - a);
+  return quantile_interp(a, b, h, lo);
 }
 
 int values_outliers_per_row(int d, double f) {
@@ -173,11 +173,8 @@ Encoded encode(const Trained& s, const LayerKV& kv, kernels::rope::Style rope, d
       uint8_t* krow = &e.k.codes[(static_cast<size_t>(g) * C + t) * e.k.row_bytes];
       int nk = 0;
       for (int c = 0; c < d; ++c) {
-        const float off = nrm[2 * c], rng = nrm[2 * c + 1];
-        const float diff = x[c] - off;
-        const float y = rng > 0.f ? diff / rng
-                                  : (diff == 0.f ? 0.f : std::copysign(std::numeric_limits<float>::infinity(), diff));
-        if (sparse && (y > 1.f || y < -1.f)) {
+        const float y = key_normalized(x[c], nrm[2 * c], nrm[2 * c + 1]);
+        if (key_outlier(sparse, y)) {
           put(K.index, e.k.index_bytes, c);
           K.value.push_back(kernels::f32_to_f16_sat(x[c]));
           ++nk;
@@ -198,15 +195,14 @@ Encoded encode(const Trained& s, const LayerKV& kv, kernels::rope::Style rope, d
         const float med = sorted[static_cast<size_t>((d - 1) / 2)];  // torch.median: the lower middle value
         mx = mn = med;
       }
-      auto is_out = [&](float a) { return sparse && (a >= hi || a <= lo); };
+      auto is_out = [&](float a) { return value_outlier(sparse, a, hi, lo); };
       for (int c = 0; c < d; ++c)
         if (!is_out(v[c])) {
           mx = std::max(mx, v[c]);
           mn = std::min(mn, v[c]);
         }
       uint16_t* sc = &e.v.scale[(static_cast<size_t>(g) * C + t) * 2];
-      sc[0] = kernels::f32_to_f16_sat(0.5f * (mx + mn));
-      sc[1] = kernels::f32_to_f16_sat(0.5f * (mx - mn));
+      value_scale(mx, mn, sc);
       const float off = f16_to_f32(sc[0]), rng = f16_to_f32(sc[1]);
       uint8_t* vrow = &e.v.codes[(static_cast<size_t>(g) * C + t) * e.v.row_bytes];
       int nv = 0;
@@ -217,8 +213,7 @@ Encoded encode(const Trained& s, const LayerKV& kv, kernels::rope::Style rope, d
           ++nv;
           continue;
         }
-        const float y = rng > 0.f ? (v[c] - off) / rng : 0.f;
-        kernels::uq::pack_code(vrow, c, p.v_bits, nearest(s.v_bounds.data(), kV, y));
+        kernels::uq::pack_code(vrow, c, p.v_bits, nearest(s.v_bounds.data(), kV, value_normalized(v[c], off, rng)));
       }
       put(V.count, e.v.count_bytes, nv);
     }

@@ -38,14 +38,6 @@ void fill(Style st, int d, double theta, int64_t pos, int P, float* c, float* s)
   }
 }
 
-void rotate(float* x, Style st, int P, const float* c, const float* s, float sign) {
-  if (st == Style::kHalf) {
-    for (int i = 0; i < P; ++i) rotate_pair(x[i], x[i + P], c[i], sign * s[i]);
-  } else if (st == Style::kInterleaved) {
-    for (int i = 0; i < P; ++i) rotate_pair(x[2 * i], x[2 * i + 1], c[i], sign * s[i]);
-  }
-}
-
 }  // namespace
 
 void apply(float* x, int d, int64_t pos, Style st, double theta) {
@@ -53,7 +45,7 @@ void apply(float* x, int d, int64_t pos, Style st, double theta) {
   const int P = d / 2;
   std::vector<float> c(static_cast<size_t>(P)), s(static_cast<size_t>(P));
   fill(st, d, theta, pos, P, c.data(), s.data());
-  rotate(x, st, P, c.data(), s.data(), 1.f);
+  rotate_row(x, st, P, c.data(), s.data(), 1.f);
 }
 
 Table::Table(Style st, int d_, double theta, int64_t pos0_, int64_t n_)
@@ -65,11 +57,11 @@ Table::Table(Style st, int d_, double theta, int64_t pos0_, int64_t n_)
 }
 
 void Table::apply(float* x, int64_t row) const {
-  if (style != Style::kNone) rotate(x, style, P, &cs[row * P], &sn[row * P], 1.f);
+  if (style != Style::kNone) rotate_row(x, style, P, &cs[row * P], &sn[row * P], 1.f);
 }
 
 void Table::unapply(float* x, int64_t row) const {
-  if (style != Style::kNone) rotate(x, style, P, &cs[row * P], &sn[row * P], -1.f);
+  if (style != Style::kNone) rotate_row(x, style, P, &cs[row * P], &sn[row * P], -1.f);
 }
 
 BlockTable::BlockTable(Style st, int d_, double theta, int64_t pos0_, int64_t n_)
@@ -89,12 +81,9 @@ void BlockTable::cos_sin(int64_t r, float* c, float* s) const {
   const float* cs = &coarse_s[(r / kBlock) * P];
   const float* fc = &fine_c[(r % kBlock) * P];
   const float* fs = &fine_s[(r % kBlock) * P];
-  for (int i = 0; i < P; ++i) {
-    c[i] = cc[i] * fc[i] - cs[i] * fs[i];
-    s[i] = cs[i] * fc[i] + cc[i] * fs[i];
-  }
+  for (int i = 0; i < P; ++i) add_angles(cc[i], cs[i], fc[i], fs[i], &c[i], &s[i]);
 }
 
-void BlockTable::apply(float* x, const float* c, const float* s) const { rotate(x, style, P, c, s, 1.f); }
+void BlockTable::apply(float* x, const float* c, const float* s) const { rotate_row(x, style, P, c, s, 1.f); }
 
 }  // namespace kvb::kernels::rope

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "kvb/core/hd.h"
+
 namespace kvb::kernels::rope {
 
 enum class Style { kNone, kHalf, kInterleaved };
@@ -19,14 +21,27 @@ bool parse(const std::string& s, Style* out);
 const char* name(Style s);
 
 /// Channels of pair i of P pairs.
-inline int pair_a(Style st, int /*P*/, int i) { return st == Style::kInterleaved ? 2 * i : i; }
-inline int pair_b(Style st, int P, int i) { return st == Style::kInterleaved ? 2 * i + 1 : i + P; }
+KVB_HD_INLINE int pair_a(Style st, int /*P*/, int i) { return st == Style::kInterleaved ? 2 * i : i; }
+KVB_HD_INLINE int pair_b(Style st, int P, int i) { return st == Style::kInterleaved ? 2 * i + 1 : i + P; }
 
-/// (a, b) ← (a·c − b·s, b·c + a·s): rotation by the angle whose cos/sin are c, s (−s undoes it).
-inline void rotate_pair(float& a, float& b, float c, float s) {
+/// (a, b) ← (a·c − b·s, b·c + a·s): rotation by the angle whose cos/sin are c, s (−s undoes it). Each product
+/// and sum rounded once (fmul_rn/fadd_rn), so a device computes the host's bytes (KVQuant's device encode).
+KVB_HD_INLINE void rotate_pair(float& a, float& b, float c, float s) {
   const float x = a, y = b;
-  a = x * c - y * s;
-  b = y * c + x * s;
+  a = fadd_rn(fmul_rn(x, c), -fmul_rn(y, s));
+  b = fadd_rn(fmul_rn(y, c), fmul_rn(x, s));
+}
+
+/// x ← R x for one vector of P pairs with per-pair cos/sin c[P], s[P]; sign −1 applies Rᵀ (undoes it).
+KVB_HD_INLINE void rotate_row(float* x, Style st, int P, const float* c, const float* s, float sign) {
+  if (st == Style::kNone) return;
+  for (int i = 0; i < P; ++i) rotate_pair(x[pair_a(st, P, i)], x[pair_b(st, P, i)], c[i], sign * s[i]);
+}
+
+/// BlockTable's angle addition for one pair: (c, s) of the sum of the angles whose cos/sin are (cc, cs), (fc, fs).
+KVB_HD_INLINE void add_angles(float cc, float cs, float fc, float fs, float* c, float* s) {
+  *c = cc * fc - cs * fs;
+  *s = cs * fc + cc * fs;
 }
 
 /// cos and sin of pos·θ^(−2i/d), in float64.

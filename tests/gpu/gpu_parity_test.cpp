@@ -127,6 +127,39 @@ TEST(GpuParity, Polarquant) {
       for (const auto& k : r.checks) EXPECT_TRUE(k.pass) << k.name << " = " << k.value << " > " << k.tol << " " << k.detail;
     }
 }
+// KVQuant (codecs/kvquant): codes, value scales, outlier counts, block index and the compacted outliers byte-exact
+// (kvquant_row.h's steps on both sides; the key un-rotation with every product rounded once), scores with RoPE
+// re-applied per row and outputs within the tolerances; selftest variants: defaults, 2-bit Q-Norm, dense 4-bit
+// post-RoPE. Added here: head_dim 7 (an odd channel RoPE leaves alone), interleaved RoPE, a first position of
+// 1000 and 70 tokens (a 64-row block boundary inside a chunk), and no RoPE on the dump.
+TEST(GpuParity, Kvquant) {
+#if defined(KVB_CUDA_EMULATED)
+  run_device_cases("kvquant", false, 129);  // the 4097-token cases: kvbench selftest --device cuda --codec kvquant
+#else
+  run_device_cases("kvquant", false);
+#endif
+  std::string why;
+  if (!gpu_usable(&why)) GTEST_SKIP() << why;
+  struct Extra {
+    int d;
+    int64_t C, pos0;
+    const char* rope;
+  };
+  for (const Extra& x : {Extra{7, 70, 0, "half"}, Extra{7, 129, 1000, "interleaved"}, Extra{64, 70, 1000, "interleaved"},
+                         Extra{96, 129, 0, "none"}, Extra{128, 1, 5, "half"}}) {
+    SelftestCase c;
+    c.codec = "kvquant";
+    c.head_dim = x.d;
+    c.tokens = x.C;
+    c.pos0 = x.pos0;
+    c.rope = x.rope;
+    c.seed = 950 + x.d + x.C;
+    SCOPED_TRACE(c.describe());
+    const SelftestResult r = run_selftest_case(c, "cuda");
+    ASSERT_FALSE(r.skipped);
+    for (const auto& k : r.checks) EXPECT_TRUE(k.pass) << k.name << " = " << k.value << " > " << k.tol << " " << k.detail;
+  }
+}
 // The eviction codecs (codecs/evict): host-planned kept rows, packed fp16 heads of different lengths (adakv) through
 // the split-context kernel's packed view; buffers byte-exact, attention within the tolerances. More shapes,
 // small windows, attend_lse and hand-made unequal heads: evict_gpu_test.cpp.

@@ -15,8 +15,10 @@
 namespace kvb {
 
 std::string SelftestCase::describe() const {
-  return fmt::format("{}{} H={}x{} C={} d={} seed={}", codec, params.empty() ? "" : params.dump(), kv_heads, group,
-                     tokens, head_dim, seed);
+  std::string s = fmt::format("{}{} H={}x{} C={} d={} seed={}", codec, params.empty() ? "" : params.dump(), kv_heads,
+                               group, tokens, head_dim, seed);
+  if (rope != "half" || pos0 != 0) s += fmt::format(" rope={} pos0={}", rope, pos0);
+  return s;
 }
 
 bool SelftestResult::pass() const {
@@ -62,6 +64,7 @@ LayerKV make_cache(const SelftestCase& c) {
   kv.kv_heads = c.kv_heads;
   kv.tokens = c.tokens;
   kv.head_dim = c.head_dim;
+  kv.pos0 = c.pos0;
   const size_t n = static_cast<size_t>(c.kv_heads) * c.tokens * c.head_dim;
   kv.k.resize(n);
   kv.v.resize(n);
@@ -125,7 +128,7 @@ SelftestResult run_selftest_case(const SelftestCase& c, const std::string& devic
   ctx.attn.softmax_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
   ctx.seed = derive_seed(c.seed, {0xc0dec});
   // Keys as a RoPE model caches them (kvquant undoes and re-applies RoPE; every other codec ignores this).
-  ctx.rope = RopeInfo{true, "half", 10000.0};
+  ctx.rope = RopeInfo{c.rope != "none", c.rope, 10000.0};
   const LayerKV kv = make_cache(c);
   std::unique_ptr<EncodedLayer> a, b;  // a: the backend under test, b: what it is compared with
   try {

@@ -22,7 +22,11 @@ struct SelftestCase {
   int64_t tokens = 0;
   int head_dim = 0;
   uint64_t seed = 0;
-  std::string describe() const;  ///< "int{code_bits:4} H=2x2 C=4097 d=96 seed=7"
+  /// The cache's RoPE as the dump would record it (kvquant undoes and re-applies it; every other codec ignores
+  /// it) and the position of its first row (LayerKV::pos0).
+  std::string rope = "half";
+  int64_t pos0 = 0;
+  std::string describe() const;  ///< "int{code_bits:4} H=2x2 C=4097 d=96 seed=7" (+ " rope=… pos0=…" if not the defaults)
 };
 
 struct SelftestCheck {

@@ -40,6 +40,22 @@ KVB_HD_INLINE double ddiv_rn(double a, double b) {
   return a / b;
 #endif
 }
+/// float32 a·b and a + b rounded once (never contracted into an FMA by nvcc): per-element float steps whose
+/// bytes the device must reproduce (kernels/cpu/rope.h's rotation, which KVQuant's device encode runs).
+KVB_HD_INLINE float fmul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+KVB_HD_INLINE float fadd_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
 KVB_HD_INLINE double dsqrt_rn(double a) {
 #if defined(__CUDA_ARCH__)
   return __dsqrt_rn(a);
