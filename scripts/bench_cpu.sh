@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # CPU throughput benchmark (README "Performance"): memory read bandwidth, then exact fp16 attention and
-# every baseline codec, the token-selection and the token-eviction codecs at C = 4096 and C = 32768, head_dim 128 (Llama-3-8B shapes, one layer), as
-# ratios against the fp16 row measured in the same run. Usage: scripts/bench_cpu.sh [threads]
+# every baseline codec, the token-selection and the token-eviction codecs, and issue 17's quantizers (Hadamard-rotated
+# int/kivi, the microscaling formats, turboquant, polarquant, kvquant) at C = 4096 and C = 32768, head_dim 128
+# (Llama-3-8B shapes, one layer), as ratios against the fp16 row measured in the same run. The dump has one
+# sequence: kvquant calibrates on it ("calibration": {"sequences": 0}; its results say it was fitted on its own
+# evaluation data, which is fine for throughput). Usage: scripts/bench_cpu.sh [threads]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-0}
@@ -17,7 +20,12 @@ for C in 4096 32768; do
  "codecs": [{"codec": "fp16"}, {"codec": "fp8"}, {"codec": "int", "bits": [3, 5, 9]}, {"codec": "kivi", "bits": [3, 5]},
    {"codec": "balancekv", "bits": [4]}, {"codec": "uniform", "bits": [4]},
    {"codec": "streamingllm", "bits": [4]}, {"codec": "h2o", "bits": [4]}, {"codec": "snapkv", "bits": [4]},
-   {"codec": "pyramidkv", "bits": [4]}, {"codec": "adakv", "bits": [4]}],
+   {"codec": "pyramidkv", "bits": [4]}, {"codec": "adakv", "bits": [4]},
+   {"codec": "int", "bits": [5], "params": {"rotate": "hadamard"}}, {"codec": "kivi", "bits": [3], "params": {"rotate": "hadamard"}},
+   {"codec": "nvfp4"}, {"codec": "mxfp4"}, {"codec": "mxfp8"},
+   {"codec": "turboquant", "preset": "2.5bit"}, {"codec": "turboquant", "preset": "3.5bit"},
+   {"codec": "polarquant"}, {"codec": "kvquant", "preset": "paper-3bit-1%"}],
+ "calibration": {"sequences": 0},
  "metrics": {"topk": 32}, "threads": $threads, "repeats": 5, "min_time_s": 1.0, "seed": 1}
 JSON
   "$build/kvbench" run results/bench-c$C.json -q --output results/bench-c$C >/dev/null
