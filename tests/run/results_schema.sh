@@ -2,7 +2,7 @@
 # results_schema (ctest): every kind of results file kvbench writes validates against docs/results.schema.json.
 # Produces, from a fresh tiny dump: the ci run (one skipped cell), its two shards and their merge, a resumed run
 # (some cell and dataset records deleted first), a two-dataset run with kendall, presets, a trainable codec and
-# throughput off, and, when a python with h5py is there, a run with error cells (a float32 dump whose keys
+# throughput off, a timed run (the roofline blocks), and, when a python with h5py is there, a run with error cells (a float32 dump whose keys
 # overflow fp8's logits); then validates each results.json, cells/<i>.json and datasets/<i>.json, and the committed
 # baseline results/baselines/ci.json, and kvbench e2e's results (a run, shards merged, a resume), with
 # tests/run/validate_results.py.
@@ -56,6 +56,11 @@ cfg["codecs"] = [{"codec": "fp16"}, {"codec": "kivi", "preset": "paper-2"}, {"co
 cfg["metrics"] = {"topk": 8, "kendall": True}
 cfg["throughput"] = False
 json.dump(cfg, open(f"{tmp}/variants.json", "w"), indent=1)
+# A timed run (min_time_s > 0): environment.roofline and every throughput record's roofline fields.
+cfg = json.load(open(f"{tmp}/ci.json"))
+cfg["codecs"] = [{"codec": "fp16"}, {"codec": "int", "bits": [5]}, {"codec": "snapkv", "bits": [4]}]
+cfg["min_time_s"], cfg["repeats"] = 0.01, 2
+json.dump(cfg, open(f"{tmp}/timed.json", "w"), indent=1)
 PY
 
 run "$TMP/ci" "$TMP/ci.json"
@@ -68,6 +73,8 @@ cp -r "$TMP/ci" "$TMP/resumed"
 rm -f "$TMP/resumed/cells/1.json" "$TMP/resumed/cells/4.json" "$TMP/resumed/datasets/0.json"
 run "$TMP/resumed" "$TMP/ci.json" --resume
 expect "$TMP/resumed/results.json" "d['run']['resumed_cells'] > 0"
+run "$TMP/timed" "$TMP/timed.json"
+expect "$TMP/timed/results.json" "'roofline' in d['environment'] and all('roofline_fraction' in c['throughput'] for c in d['cells'])"
 run "$TMP/variants" "$TMP/variants.json"
 expect "$TMP/variants/results.json" "any('calibration' in c for c in d['cells']) and all('kendall' in c['fidelity'] for c in d['cells'] if c['status'] == 'ok')"
 

@@ -4,6 +4,8 @@
 #include <hdf5.h>
 
 #include <algorithm>
+#include <fstream>
+#include <map>
 #include <cmath>
 #include <set>
 #include <limits>
@@ -47,12 +49,58 @@ TEST(Cli, VersionAndHelp) {
   auto r = kvbtest::kvbench("--version", tmp);
   EXPECT_EQ(r.code, 0) << kvbtest::describe(r);
   EXPECT_NE(r.out.find("kvbench"), std::string::npos);
-  for (const char* sub : {"run", "list", "gen", "inspect", "membw"}) {
+  for (const char* sub : {"run", "list", "gen", "inspect", "membw", "peak"}) {
     r = kvbtest::kvbench(std::string(sub) + " --help", tmp);
     EXPECT_EQ(r.code, 0) << sub << "\n" << kvbtest::describe(r);
   }
   r = kvbtest::kvbench("frobnicate", tmp);
   EXPECT_EQ(r.code, 2) << kvbtest::describe(r);
+}
+
+// A run that times (min_time_s > 0) measures the host roofline once and gives every CPU throughput record its
+// byte and dense-equivalent flop counts and the fraction of the larger bound its median call reached; the
+// fraction is exactly what the recorded figures give, and a codec holding fewer rows declares fewer flops.
+TEST(Cli, RooflineFractionInEveryHostThroughputRecord) {
+  TempDir tmp("roofline");
+  make_ci_dump(tmp);
+  const fs::path cfg = tmp / "roofline.json";
+  {
+    std::ofstream f(cfg);
+    f << json{{"name", "roofline"},
+              {"datasets", {{{"path", std::string(KVB_SOURCE_DIR) + "/data/ci-tiny.h5"}, {"max_queries", 4}}}},
+              {"codecs", {{{"codec", "fp16"}}, {{"codec", "int"}, {"bits", {5}}}, {{"codec", "snapkv"}, {"bits", {4}}}}},
+              {"threads", 2}, {"repeats", 2}, {"min_time_s", 0.01}, {"seed", 3}}
+             .dump();
+  }
+  const std::string out = tmp / "out";
+  const auto r = kvbtest::kvbench("run '" + cfg.string() + "' -q --output '" + out + "'", tmp);
+  ASSERT_EQ(r.code, 0) << kvbtest::describe(r);
+  const json doc = json::parse(kvbtest::slurp(fs::path(out) / "results.json"));
+  const json& roof = doc.at("environment").at("roofline");
+  for (const char* k : {"read_bytes_per_s", "fp32_flops_per_s", "int8_ops_per_s"}) {
+    expect_number(roof.at(k), k);
+    EXPECT_GT(roof.at(k).get<double>(), 0) << k;
+  }
+  const json& shape = doc.at("datasets")[0].at("shape");
+  const double d = shape.at("head_dim").get<double>();
+  std::map<std::string, double> flops;
+  for (const json& c : doc.at("cells")) {
+    SCOPED_TRACE(c.at("label").get<std::string>());
+    const json& t = c.at("throughput");
+    const double bytes = t.at("attend_bytes_per_call"), fl = t.at("attend_flops_per_call");
+    const double calls_per_s = t.at("attend_queries_per_s").at("median").get<double>() / t.at("queries").get<double>();
+    const double limit = std::max(bytes / roof.at("read_bytes_per_s").get<double>(),
+                                  fl / roof.at("fp32_flops_per_s").get<double>());
+    EXPECT_NEAR(t.at("roofline_fraction").get<double>(), limit * calls_per_s, 1e-9 * limit * calls_per_s);
+    EXPECT_TRUE(t.at("roofline_bound") == "memory" || t.at("roofline_bound") == "fp32 compute") << t.dump();
+    // bytes per call = the bytes/s figure over the call rate
+    EXPECT_NEAR(bytes * calls_per_s, t.at("attend_bytes_per_s").at("median").get<double>(), 1e-6 * bytes * calls_per_s);
+    flops[c.at("codec")] = fl;
+    if (c.at("codec") == "fp16")  // every query against every one of the C rows: 4·d per (query, row)
+      EXPECT_DOUBLE_EQ(fl, t.at("context_len").get<double>() * t.at("queries").get<double>() * 4 * d);
+  }
+  EXPECT_DOUBLE_EQ(flops.at("int"), flops.at("fp16"));  // a dense quantizer does the dense work
+  EXPECT_LT(flops.at("snapkv"), 0.5 * flops.at("fp16"));  // keeps a quarter of the rows
 }
 
 TEST(Cli, ListShowsEveryCodec) {

@@ -44,6 +44,7 @@ int cli_main(int argc, char** argv) {
   add_gen_command(app, commands);
   add_inspect_command(app, commands);
   add_membw_command(app, commands);
+  add_peak_command(app, commands);
   add_capture_command(app, commands);
   add_compare_command(app, commands);
   add_merge_command(app, commands);

@@ -38,6 +38,7 @@ void add_list_command(CLI::App& root, std::vector<Command>& out);     // cmd_lis
 void add_gen_command(CLI::App& root, std::vector<Command>& out);      // cmd_gen.cpp
 void add_inspect_command(CLI::App& root, std::vector<Command>& out);  // cmd_inspect.cpp
 void add_membw_command(CLI::App& root, std::vector<Command>& out);    // cmd_membw.cpp
+void add_peak_command(CLI::App& root, std::vector<Command>& out);     // cmd_membw.cpp
 void add_capture_command(CLI::App& root, std::vector<Command>& out);  // cmd_capture.cpp
 void add_compare_command(CLI::App& root, std::vector<Command>& out);  // cmd_compare.cpp
 void add_merge_command(CLI::App& root, std::vector<Command>& out);    // cmd_merge.cpp

@@ -33,6 +33,13 @@ struct ThroughputRecord {
   std::optional<std::string> device_name;        ///< timed with CUDA events on this device
   std::optional<std::string> codec, device;      ///< reference rows: "fp16" and where it ran
   std::optional<double> attend_speedup_vs_fp16;  ///< cells: attend q/s over the reference's, same device
+  // The roofline (issue 19; docs/metrics.md §7): what one timed call reads and computes, and how close its median
+  // time came to the machine's limit for that work (host runs; environment.roofline holds the limits).
+  std::optional<double> attend_bytes_per_call;   ///< bytes one call scans (every GQA group's compressed cache)
+  std::optional<double> attend_flops_per_call;   ///< fp32 operations one call needs, as the codec declares them
+  std::optional<std::string> attend_ops_source;  ///< how that count was made
+  std::optional<double> roofline_fraction;       ///< max(bytes/bandwidth, flops/fp32 peak) / median call time
+  std::optional<std::string> roofline_bound;     ///< "memory" | "fp32 compute": which limit is the larger
 };
 
 struct StorageItemRecord {

@@ -96,6 +96,11 @@ const std::vector<Column>& columns() {
       {"e2e_top1_agreement_mean", e2e_number("top1_agreement", "mean")},
       {"e2e_hidden_cosine_mean", e2e_number("hidden_cosine", "mean")},
       {"e2e_decode_ratio_vs_fp16", e2e_number("decode_tokens_per_s", "ratio_vs_fp16")},
+      // appended for the roofline (issue 19):
+      {"roofline_fraction",
+       [](const CellRecord& c) { return c.throughput ? num(c.throughput->roofline_fraction) : std::string(); }},
+      {"roofline_bound",
+       [](const CellRecord& c) { return c.throughput && c.throughput->roofline_bound ? *c.throughput->roofline_bound : std::string(); }},
   };
   return cols;
 }

@@ -10,6 +10,8 @@
 
 #include <fmt/format.h>
 
+#include "kernels/cpu/row_kernels.h"
+#include "kvb/bench/peak.h"
 #include "kvb/run/device_api.h"
 #include "kvb/version.h"
 
@@ -65,6 +67,10 @@ Json environment_json(int threads) {
   j["cpu_model"] = cpu_model();
   j["hardware_threads"] = std::thread::hardware_concurrency();
   j["threads"] = threads;
+  // Which CPU paths runtime dispatch chose (kernels/cpu/row_kernels.h; the KVB_CPU_CLONES loops take the
+  // x86-64-v3 clone exactly when avx2, fma and f16c are all listed).
+  j["simd_features"] = cpu_simd_features();
+  j["cpu_row_kernels"] = kernels::row_kernels_switched().name;
   utsname u{};
   if (uname(&u) == 0) j["os"] = fmt::format("{} {} {}", u.sysname, u.release, u.machine);
   j["libraries"] = {{"hdf5", H5_VERS_INFO},

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "kvb/attention/exact_batch.h"
+#include "kvb/bench/roofline.h"
 #include "kvb/bench/timing.h"
 #include "kvb/core/error.h"
 #include "kvb/core/rng.h"
@@ -151,7 +152,7 @@ bool evaluate_layer(const EncodedLayer& enc, const LayerData& L, const ModelShap
 }
 
 ThroughputRecord throughput_record(const LayerData& L, const ModelShape& shape, const StorageAcc& layer_storage,
-                                   const Timing& te, const Timing& ta, std::string note) {
+                                   const EncodedLayer& enc, const Timing& te, const Timing& ta, std::string note) {
   const int64_t C = L.kv.tokens;
   const int64_t P = static_cast<int64_t>(L.pairs.size());
   const int64_t n_groups = static_cast<int64_t>(shape.n_kv_heads) * L.q.n;
@@ -171,6 +172,18 @@ ThroughputRecord throughput_record(const LayerData& L, const ModelShape& shape, 
   t.queries = P;
   t.gqa_group = shape.group();
   t.note = std::move(note);
+  // The operation count of one call (docs/metrics.md §7): attention over the rows each KV head holds, 2·d flops
+  // for q·k and 2·d for p·v per (query, row) — what exact attention over the held rows costs in fp32, the
+  // arithmetic every codec here performs after decoding (codecs that score from tables or integers do other
+  // work per row; the count is the dense-equivalent one for all of them, and says so).
+  double rows = 0;
+  for (int g = 0; g < shape.n_kv_heads; ++g) {
+    const std::vector<uint8_t> held = enc.held_tokens(g);
+    rows += held.empty() ? static_cast<double>(C) : static_cast<double>(std::count(held.begin(), held.end(), 1));
+  }
+  t.attend_bytes_per_call = bytes;
+  t.attend_flops_per_call = rows * static_cast<double>(L.q.n) * shape.group() * 4.0 * shape.head_dim;
+  t.attend_ops_source = "dense-equivalent: 4·head_dim fp32 operations per (query, held row)";
   return t;
 }
 
@@ -184,7 +197,7 @@ ThroughputRecord measure_throughput(const Codec& codec, const LayerData& L, cons
   DeviceTimes dt;
   if (enc.device_timing(L.kv, L.q, cfg.repeats, cfg.min_time_s, &dt)) {
     ThroughputRecord t = throughput_record(
-        L, shape, layer_storage, Timing{dt.encode_median_s, dt.encode_p95_s, dt.encode_samples},
+        L, shape, layer_storage, enc, Timing{dt.encode_median_s, dt.encode_p95_s, dt.encode_samples},
         Timing{dt.attend_median_s, dt.attend_p95_s, dt.attend_samples},
         "median and p95 over timed repeats; CUDA events on " + dt.device +
             "; encode of the layer's cache already on the device; one launch attends every query of every "
@@ -215,10 +228,19 @@ ThroughputRecord measure_throughput(const Codec& codec, const LayerData& L, cons
         }
       },
       cfg.repeats, cfg.min_time_s);
-  return throughput_record(L, shape, layer_storage, te, ta,
-                           "median and p95 over timed repeats (p95 of rates is the slow tail); host clock, CPU; each "
-                           "call attends the G query heads of a KV head together (attend_many); bytes count each KV "
-                           "head's compressed cache once per group");
+  ThroughputRecord t = throughput_record(
+      L, shape, layer_storage, enc, te, ta,
+      "median and p95 over timed repeats (p95 of rates is the slow tail); host clock, CPU; each call attends the G "
+      "query heads of a KV head together (attend_many); bytes count each KV head's compressed cache once per group");
+  // The host roofline, measured once per run before it is first needed (runs with min_time_s = 0 skip it: their
+  // timings are single samples, no figure to compare).
+  if (cfg.min_time_s > 0 && ta.median_s > 0) {
+    const HostRoofline& R = host_roofline(cfg.threads, std::min(0.5, std::max(0.05, 0.5 * cfg.min_time_s)));
+    const RooflineBound b = roofline_bound(R, *t.attend_bytes_per_call, *t.attend_flops_per_call);
+    t.roofline_fraction = b.limit_s / ta.median_s;
+    t.roofline_bound = b.bound;
+  }
+  return t;
 }
 
 /// Runs one step of a cell. A codec's own failure becomes the cell's status ("skipped" when it cannot

@@ -4,6 +4,7 @@
 
 #include "kvb/metrics/metrics.h"
 #include "kvb/report/results_io.h"
+#include "kvb/bench/roofline.h"
 #include "kvb/run/environment.h"
 #include "kvb/run/evaluate.h"
 
@@ -189,6 +190,7 @@ ResultDoc results_doc(const Config& cfg, const RunOptions& opts, const DeviceCho
     r.cell_indices.push_back(static_cast<int64_t>(c.plan.index));
   }
   doc.environment = environment_json(dev.threads);
+  if (const auto roof = measured_host_roofline()) doc.environment["roofline"] = roofline_json(*roof);
   doc.metrics = registry_metrics();
   return doc;
 }
