@@ -1,5 +1,7 @@
 #include "codecs/common/baseline.h"
 
+#include "kernels/cpu/attend_f16.h"
+
 #include <cmath>
 
 #include "kernels/cpu/row_kernels.h"
@@ -34,6 +36,7 @@ bool BaselineLayer::scores(int g, const float* q, float* s_out, Scratch& scratch
 }
 
 void BaselineLayer::attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const {
+  if (attend_many_fused(g, qs, nq, outs, scratch)) return;
   if (nq == 1) return attend(g, qs[0], outs[0], scratch);
   const float kf = key_factor(g), vf = value_factor(g);
   const size_t tmp = decode_tmp_floats();
@@ -54,6 +57,15 @@ void BaselineLayer::attend_one(int g, const float* q, float* o_out, double* lse_
   weighted_values(g, s, o_out, scratch);
   const float inv = static_cast<float>(1.0 / l);  // l >= 1: the max token contributes exp(0)
   for (int j = 0; j < d_; ++j) o_out[j] *= inv;
+}
+
+bool attend_many_f16_fused(const uint16_t* K, const uint16_t* V, int64_t rows, int d, const AttnConfig& attn,
+                           const float* const* qs, int nq, float* const* outs, Scratch& scratch) {
+  if (attn.softcap != 0.f) return false;
+  kernels::F16Attend a;
+  a.K = K, a.V = V, a.rows = rows, a.d = d, a.qs = qs, a.nq = nq, a.outs = outs;
+  a.softmax_scale = attn.softmax_scale;
+  return kernels::attend_f16_fused(a, scratch.floats(static_cast<size_t>(kernels::attend_f16_work_floats(nq))));
 }
 
 float* thread_floats(int which, size_t n) {

@@ -83,6 +83,12 @@ template <class DecodeK>
 void decoded_row_dots(int64_t rows, int d, size_t tmp_floats, const float* const* qc, int nc, float* s,
                       Scratch& scratch, DecodeK&& decode_keys);
 
+/// The fused exact attention of nq queries over fp16 rows K, V [rows][d] (kernels/cpu/attend_f16.h; logits
+/// softmax_scale·<q, k>): false when it cannot run this call (softcap set, no SIMD path, head_dim, overflowing
+/// logits), and the caller runs its unfused path. Used by the fp16 codec and the eviction codecs' attend_many.
+bool attend_many_f16_fused(const uint16_t* K, const uint16_t* V, int64_t rows, int d, const AttnConfig& attn,
+                           const float* const* qs, int nq, float* const* outs, Scratch& scratch);
+
 /// attend_many of the row-keeping codecs (token selection, token eviction): nq queries against `rows` stored
 /// fp16 key and value rows K, V [rows][d] (binary16 bits) of one KV head, through attend_many_rows and
 /// decoded_row_dots. Per query the logits are softcap(softmax_scale·<q, k̂_r>), then adjust(s) may add
@@ -161,6 +167,13 @@ class BaselineLayer : public EncodedLayer {
   }
   /// Scratch floats decode_keys / decode_values need.
   virtual size_t decode_tmp_floats() const { return 8 * static_cast<size_t>(d_) + 64; }
+  /// A layer's fused GQA kernel, tried first by attend_many (issue 19): returns false when it cannot run this call
+  /// (no SIMD path, an unsupported shape or softcap, overflowing logits), and attend_many then runs the decoded-row
+  /// path above, which stays the oracle tests hold the fused kernels to.
+  virtual bool attend_many_fused(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const {
+    (void)g, (void)qs, (void)nq, (void)outs, (void)scratch;
+    return false;
+  }
 
   int kv_heads_;
   int64_t C_;

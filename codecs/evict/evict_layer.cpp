@@ -84,14 +84,16 @@ class EvictCpuLayer final : public EvictLayerBase {
   void attend_lse(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const override {
     attend_one(g, q, o_out, lse_out, scratch);
   }
-  /// GQA groups share one pass over the head's rows (codecs/common/baseline.h attend_many_rows).
+  /// GQA groups share one pass over the head's kept rows: the fused fp16 kernel (codecs/common/baseline.h
+  /// attend_many_f16_fused), else attend_many_rows.
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
-    if (nq == 1) return attend(g, qs[0], outs[0], scratch);
     const int64_t rows = head_rows(g);
     if (rows == 0) {
       for (int i = 0; i < nq; ++i) std::fill(outs[i], outs[i] + d_, 0.f);
       return;
     }
+    if (attend_many_f16_fused(head_k(g), head_v(g), rows, d_, attn_, qs, nq, outs, scratch)) return;
+    if (nq == 1) return attend(g, qs[0], outs[0], scratch);
     attend_many_f16_rows(head_k(g), head_v(g), rows, d_, attn_, qs, nq, outs, scratch, [](float*) {}, [](float*) {});
   }
 

@@ -1,6 +1,7 @@
 /// fp16 CPU implementation. Layout: k16, v16 [kv_head][token][head_dim] binary16 bits (saturating
 /// conversion, kernels/formats/fp16.h). attend: one dot per key row and one axpy per value row, both
-/// converting fp16 -> float in registers (F16C where available), float accumulation.
+/// converting fp16 -> float in registers (F16C where available), float accumulation. attend_many (GQA groups,
+/// what throughput times): the fused kernel of kernels/cpu/attend_f16.h, else BaselineLayer's decoded rows.
 #include "codecs/common/baseline.h"
 #include "kernels/cpu/row_kernels.h"
 #include "codecs/fp16/fp16_codec.h"
@@ -40,6 +41,11 @@ class Fp16Layer final : public BaselineLayer {
     for (int j = 0; j < d_; ++j) out[j] = 0.f;
     for (int64_t t = 0; t < C_; ++t)
       if (w[t] != 0.f) axpy(w[t], v + t * d_, out, d_);
+  }
+  /// The fused exact-attention kernel over the stored rows (codecs/common/baseline.h attend_many_f16_fused).
+  bool attend_many_fused(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
+    const size_t off = static_cast<size_t>(g) * C_ * d_;
+    return attend_many_f16_fused(&k_[off], &v_[off], C_, d_, attn_, qs, nq, outs, scratch);
   }
   void decode_keys(int g, int64_t t0, int n, float* out, float*) const override {
     kernels::row_kernels_switched().from_f16(&k_[(static_cast<size_t>(g) * C_ + t0) * d_], out, static_cast<int64_t>(n) * d_);

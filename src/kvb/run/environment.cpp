@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "kernels/cpu/attend_f16.h"
 #include "kernels/cpu/row_kernels.h"
 #include "kvb/bench/peak.h"
 #include "kvb/run/device_api.h"
@@ -71,6 +72,9 @@ Json environment_json(int threads) {
   // x86-64-v3 clone exactly when avx2, fma and f16c are all listed).
   j["simd_features"] = cpu_simd_features();
   j["cpu_row_kernels"] = kernels::row_kernels_switched().name;
+  // The fused exact fp16 attention (kernels/cpu/attend_f16.h) the fp16 codec's GQA calls take, by head_dim.
+  j["fp16_attend_kernel"] = {{"head_dim % 16 == 0", kernels::attend_f16_path(16)},
+                             {"head_dim % 8 == 0 only", kernels::attend_f16_path(8)}};
   utsname u{};
   if (uname(&u) == 0) j["os"] = fmt::format("{} {} {}", u.sysname, u.release, u.machine);
   j["libraries"] = {{"hdf5", H5_VERS_INFO},
