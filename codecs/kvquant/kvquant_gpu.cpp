@@ -145,12 +145,7 @@ class KvquantGpuLayer final : public gpu::DeviceLayer {
     da.what = "kvquant attend kernel";
     da.plan = [this](int nq, int* chunk, int* splits) { return kg::plan_attend(nq, C_, d_, chunk, splits); };
     da.launch = [this](const kernels::gpu::QueryLaunch& ql, cudaStream_t st) {
-      kg::Attend a;
-      a.q = ql.q, a.q_head = ql.q_head, a.nq = ql.nq;
-      a.out = ql.out, a.logits = ql.logits, a.work = ql.work;
-      a.chunk = ql.chunk, a.splits = ql.splits;
-      a.softmax_scale = attn_.softmax_scale, a.softcap = attn_.softcap;
-      return kg::launch_attend(L_, a, st);
+      return kg::launch_attend(L_, kernels::gpu::split_attend(ql, attn_), st);
     };
     return da;
   }

@@ -22,6 +22,8 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/launch.h"
+
 namespace kvb::codecs::kvquant::gpu {
 
 struct PartView {
@@ -55,16 +57,7 @@ struct LayerView {
   float* v_thresh = nullptr;       ///< [H][C][2] encode scratch: each value row's (hi, lo) outlier thresholds
 };
 
-struct Attend {
-  const float* q = nullptr;     ///< [nq][d]
-  const int* q_head = nullptr;  ///< [nq]
-  int nq = 0;
-  float* out = nullptr;     ///< [nq][d]
-  float* logits = nullptr;  ///< [nq][C] or null
-  float* work = nullptr;    ///< plan_attend's floats
-  int chunk = 0, splits = 0;
-  float softmax_scale = 1.f, softcap = 0.f;
-};
+using Attend = kernels::gpu::SplitAttend;  ///< kernels/cuda/launch.h
 
 /// Launch 1 of the encode: codes, counts, value scales and thresholds of every row of k, v ([H][C][d] floats).
 cudaError_t launch_encode_rows(const LayerView& L, const float* k, const float* v, cudaStream_t s);

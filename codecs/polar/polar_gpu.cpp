@@ -99,12 +99,7 @@ class PolarGpuLayer final : public gpu::DeviceLayer {
     da.what = "polarquant attend kernels";
     da.plan = [this](int nq, int* chunk, int* splits) { return polar::gpu::plan_attend(view_, nq, chunk, splits); };
     da.launch = [this](const kernels::gpu::QueryLaunch& ql, cudaStream_t st) {
-      polar::gpu::Attend a;
-      a.q = ql.q, a.q_head = ql.q_head, a.nq = ql.nq;
-      a.out = ql.out, a.logits = ql.logits, a.work = ql.work;
-      a.chunk = ql.chunk, a.splits = ql.splits;
-      a.softmax_scale = attn_.softmax_scale, a.softcap = attn_.softcap;
-      return polar::gpu::launch_attend(view_, a, st);
+      return polar::gpu::launch_attend(view_, kernels::gpu::split_attend(ql, attn_), st);
     };
     return da;
   }

@@ -20,6 +20,8 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/launch.h"
+
 #include "codecs/polar/polar_math.h"
 
 namespace kvb::codecs::polar::gpu {
@@ -41,16 +43,7 @@ struct LayerView {
   PartView k, v;
 };
 
-struct Attend {
-  const float* q = nullptr;     ///< [nq][d]
-  const int* q_head = nullptr;  ///< [nq]
-  int nq = 0;
-  float* out = nullptr;     ///< [nq][d]
-  float* logits = nullptr;  ///< [nq][C] or null
-  float* work = nullptr;    ///< plan_attend's floats
-  int chunk = 0, splits = 0;
-  float softmax_scale = 1.f, softcap = 0.f;
-};
+using Attend = kernels::gpu::SplitAttend;  ///< kernels/cuda/launch.h
 
 /// Dynamic shared memory of an encode block: y [dp] and the level buffer [dp/2] (float64), the codes
 /// [angles] and the packed row [row_bytes] (bytes). At most 13.3 KB (dp = 1024).

@@ -97,17 +97,6 @@ class SketchGpuLayer : public gpu::DeviceLayer {
 
  protected:
 
-  sk::gpu::SketchAttend args(const float* q, const int* qh, int nq) const {
-    sk::gpu::SketchAttend a;
-    a.q = q;
-    a.q_head = qh;
-    a.nq = nq;
-    a.softmax_scale = attn_.softmax_scale;
-    a.softcap = attn_.softcap;
-    a.v = values();
-    return a;
-  }
-
   virtual int align() const = 0;
   virtual int64_t query_floats() const = 0;
   virtual cudaError_t launch(const sk::gpu::SketchAttend& a, cudaStream_t s) const = 0;
@@ -123,9 +112,9 @@ class SketchGpuLayer : public gpu::DeviceLayer {
       return sk::gpu::plan_sketch_attend(nq, C_, d_, align(), query_floats(), chunk, splits);
     };
     da.launch = [this](const kernels::gpu::QueryLaunch& ql, cudaStream_t st) {
-      sk::gpu::SketchAttend a = args(ql.q, ql.q_head, ql.nq);
-      a.out = ql.out, a.logits = ql.logits, a.work = ql.work;
-      a.chunk = ql.chunk, a.splits = ql.splits;
+      sk::gpu::SketchAttend a;
+      static_cast<kernels::gpu::SplitAttend&>(a) = kernels::gpu::split_attend(ql, attn_);
+      a.v = values();
       return launch(a, st);
     };
     return da;

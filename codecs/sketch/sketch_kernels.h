@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/layer_view.h"
 
 namespace kvb::codecs::sk::gpu {
@@ -52,16 +53,8 @@ cudaError_t launch_h1b_encode(const H1bKeys& k, const float* x, double* norm_wor
 
 /// Split-context attention from the bits: query i attends KV head q_head[i]; values as kernels::gpu::Part (uniform.h
 /// rows, fp16 window as the tail). `logits` [nq][C] optional.
-struct SketchAttend {
-  const float* q = nullptr;     ///< [nq][d]
-  const int* q_head = nullptr;  ///< [nq]
-  int nq = 0;
-  float softmax_scale = 1.f, softcap = 0.f;
-  kernels::gpu::Part v;
-  float* out = nullptr;     ///< [nq][d]
-  float* logits = nullptr;  ///< [nq][C] or nullptr
-  float* work = nullptr;    ///< sketch_attend_work_floats(...)
-  int chunk = 0, splits = 0;
+struct SketchAttend : kernels::gpu::SplitAttend {
+  kernels::gpu::Part v;  ///< the values (work: sketch_attend_work_floats(...))
 };
 
 /// Chooses chunk (a multiple of `align` tokens, at most kMaxSketchChunk) and splits; returns the work floats

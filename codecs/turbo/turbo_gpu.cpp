@@ -136,12 +136,7 @@ class TurboGpuLayer final : public gpu::DeviceLayer {
       return turbo::gpu::plan_attend(k_->view, v_->view, nq, C_, chunk, splits);
     };
     da.launch = [this](const kernels::gpu::QueryLaunch& ql, cudaStream_t st) {
-      turbo::gpu::Attend a;
-      a.q = ql.q, a.q_head = ql.q_head, a.nq = ql.nq;
-      a.out = ql.out, a.logits = ql.logits, a.work = ql.work;
-      a.chunk = ql.chunk, a.splits = ql.splits;
-      a.softmax_scale = attn_.softmax_scale, a.softcap = attn_.softcap;
-      return turbo::gpu::launch_attend(k_->view, v_->view, C_, d_, a, st);
+      return turbo::gpu::launch_attend(k_->view, v_->view, C_, d_, kernels::gpu::split_attend(ql, attn_), st);
     };
     return da;
   }

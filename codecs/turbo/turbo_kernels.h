@@ -14,6 +14,8 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/launch.h"
+
 namespace kvb::codecs::turbo::gpu {
 
 constexpr int kMaxInstances = 2;  ///< regular, or outliers + regular
@@ -44,16 +46,7 @@ struct PartView {
   uint16_t* rnormv = nullptr; ///< [heads][C][rnorms]
 };
 
-struct Attend {
-  const float* q = nullptr;     ///< [nq][d]
-  const int* q_head = nullptr;  ///< [nq]
-  int nq = 0;
-  float* out = nullptr;     ///< [nq][d]
-  float* logits = nullptr;  ///< [nq][C] or null
-  float* work = nullptr;    ///< plan_attend's floats
-  int chunk = 0, splits = 0;
-  float softmax_scale = 1.f, softcap = 0.f;
-};
+using Attend = kernels::gpu::SplitAttend;  ///< kernels/cuda/launch.h
 
 /// Encodes x [heads][C][d] (device floats) into P's rows.
 cudaError_t launch_encode(const PartView& P, int heads, int64_t C, int d, const float* x, cudaStream_t s);

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 
+#include "kernels/cuda/launch.h"
 #include "kvb/core/codec.h"
 
 namespace kvb::kernels::gpu {
@@ -22,6 +23,17 @@ struct QueryLaunch {
   float* work = nullptr;    ///< plan()'s floats
   int chunk = 0, splits = 0;
 };
+
+/// A codec family's split-context launch arguments (launch.h SplitAttend) from the drivers' QueryLaunch and the
+/// layer's logit transform.
+inline SplitAttend split_attend(const QueryLaunch& ql, const AttnConfig& attn) {
+  SplitAttend a;
+  a.q = ql.q, a.q_head = ql.q_head, a.nq = ql.nq;
+  a.out = ql.out, a.logits = ql.logits, a.work = ql.work;
+  a.chunk = ql.chunk, a.splits = ql.splits;
+  a.softmax_scale = attn.softmax_scale, a.softcap = attn.softcap;
+  return a;
+}
 
 /// How a device-resident layer attends: plan(nq, &chunk, &splits) returns the work floats its kernels need,
 /// launch(args, stream) enqueues them. The drivers below do the rest (queries to the device, buffers,

@@ -11,6 +11,21 @@
 
 namespace kvb::kernels::gpu {
 
+/// One split-context attention launch of a codec family's own kernels (turboquant, polarquant, kvquant; the
+/// sketches add their value part): queries on the device and their KV heads, outputs, optional logits, the
+/// work floats and chunking of the family's plan, and the logit transform. Filled by split_attend()
+/// (drivers.h) from the drivers' QueryLaunch.
+struct SplitAttend {
+  const float* q = nullptr;     ///< [nq][d]
+  const int* q_head = nullptr;  ///< [nq]
+  int nq = 0;
+  float* out = nullptr;     ///< [nq][d]
+  float* logits = nullptr;  ///< [nq][C] or null
+  float* work = nullptr;    ///< the plan's floats
+  int chunk = 0, splits = 0;
+  float softmax_scale = 1.f, softcap = 0.f;
+};
+
 /// Split-context decode attention (flash-decoding): every query i attends KV head q_head[i] of `L`; the
 /// context is cut into `splits` chunks of `chunk` tokens, one thread block per (query, chunk) computes
 /// its logits from the compressed rows (dequantization fused into the loads, kernels/cuda/layer_view.h load()), a
