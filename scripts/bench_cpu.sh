@@ -2,7 +2,8 @@
 # CPU throughput benchmark (README "Performance"): memory read bandwidth, then exact fp16 attention and
 # every baseline codec, the token-selection and the token-eviction codecs, and issue 17's quantizers (Hadamard-rotated
 # int/kivi, the microscaling formats, turboquant, polarquant, kvquant) at C = 4096 and C = 32768, head_dim 128
-# (Llama-3-8B shapes, one layer), as ratios against the fp16 row measured in the same run. The dump has one
+# (Llama-3-8B shapes, one layer), as ratios against the fp16 row measured in the same run, with each cell's
+# roofline fraction (docs/metrics.md §7: the run measures the machine's read bandwidth and fp32 peak first). The dump has one
 # sequence: kvquant calibrates on it ("calibration": {"sequences": 0}; its results say it was fitted on its own
 # evaluation data, which is fine for throughput). Usage: scripts/bench_cpu.sh [threads]
 set -euo pipefail
@@ -38,15 +39,32 @@ print(f"\nC = {C}, head_dim 128, {ref['queries']} queries (32 heads x 16), threa
 fp16 = next(c for c in d["cells"] if c["codec"] == "fp16")["throughput"]["attend_queries_per_s"]["median"]
 print(f"reference row (exact fp16 attention, measured again after the cells): "
       f"{ref['attend_queries_per_s']['median']:.1f} queries/s, {ref['attend_bytes_per_s']['median']/1e9:.2f} GB/s")
-print(f"{'label':18s} {'bits':>5s} {'queries/s':>10s} {'p95 q/s':>9s} {'GB/s scanned':>12s} {'vs fp16 cell':>12s} {'encode Mtok/s':>13s}")
+roof = d["environment"].get("roofline")
+if roof:
+    print(f"roofline (this run): read {roof['read_bytes_per_s']/1e9:.1f} GB/s, fp32 {roof['fp32_flops_per_s']/1e9:.0f} GFLOP/s "
+          f"({roof['fp32_path']}), int8 {roof['int8_ops_per_s']/1e9:.0f} GOP/s ({roof['int8_path']}); "
+          f"fp16 attend kernel {d['environment'].get('fp16_attend_kernel')}")
+print(f"{'label':18s} {'bits':>5s} {'queries/s':>10s} {'p95 q/s':>9s} {'GB/s scanned':>12s} {'vs fp16 cell':>12s} "
+      f"{'roofline':>8s} {'bound':>12s} {'encode Mtok/s':>13s}")
 for c in d["cells"]:
     t = c["throughput"]
     q = t["attend_queries_per_s"]
     print(f"{c['label']:18s} {c['storage']['bits_per_element']:5.2f} {q['median']:10.1f} {q['p95']:9.1f} "
-          f"{t['attend_bytes_per_s']['median']/1e9:12.2f} {q['median']/fp16:12.2f} {t['encode_tokens_per_s']['median']/1e6:13.2f}")
+          f"{t['attend_bytes_per_s']['median']/1e9:12.2f} {q['median']/fp16:12.2f} {t.get('roofline_fraction', 0):8.2f} "
+          f"{t.get('roofline_bound', '-'):>12s} {t['encode_tokens_per_s']['median']/1e6:13.2f}")
 for c in d["cells"]:
     r = c.get("codec_report", {})
     if "walk_tokens_per_s" in r:
         print(f"{c['label']}: walk {r['walk_tokens_per_s']/1e3:.1f} k tokens/s ({r['walk_tokens']} tokens entering a halving, all encodes)")
 PY
+  # The "what a user would write" row: float32 numpy (OpenBLAS) on the same dump and shapes.
+  py=""
+  for p in python3 /usr/bin/python3; do
+    if command -v "$p" >/dev/null 2>&1 && "$p" -c "import h5py, numpy" >/dev/null 2>&1; then py=$p; break; fi
+  done
+  if [ -n "$py" ]; then
+    "$py" scripts/bench_numpy_attention.py "$f" --queries 16 --threads "${threads/#0/$(nproc)}" --min-time 1
+  else
+    echo "numpy row skipped: no python3 with numpy and h5py (scripts/setup.sh installs them)"
+  fi
 done
