@@ -73,7 +73,7 @@ TEST(Cli, RooflineFractionInEveryHostThroughputRecord) {
              .dump();
   }
   const std::string out = tmp / "out";
-  const auto r = kvbtest::kvbench("run '" + cfg.string() + "' -q --output '" + out + "'", tmp);
+  const auto r = kvbtest::kvbench("run '" + cfg.string() + "' -q --device cpu --output '" + out + "'", tmp);
   ASSERT_EQ(r.code, 0) << kvbtest::describe(r);
   const json doc = json::parse(kvbtest::slurp(fs::path(out) / "results.json"));
   const json& roof = doc.at("environment").at("roofline");
