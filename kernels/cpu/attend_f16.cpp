@@ -16,8 +16,12 @@ namespace kvb::kernels {
 namespace {
 
 // ---- AVX2 + FMA + F16C: 8 floats per vector, 16 registers: 4 queries × 2 rows (dots), 4 × 2 vectors (values) ----
+#if defined(__clang__)  // clang ignores GCC's target pragma: its attribute pragma gives every function the target
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
+#endif
 namespace avx2 {
 struct VT {
   using V = __m256;
@@ -56,16 +60,26 @@ struct VT {
 constexpr int NR = 2, NV = 2;
 #include "kernels/cpu/attend_f16_body.inc"
 }  // namespace avx2
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 // ---- AVX-512F: 16 floats per vector, 32 registers: 4 queries × 4 rows, 4 × 4 vectors ----
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx2,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx2,fma,f16c")
+#endif
 // GCC 12's avx512fintrin.h initializes its pass-through operands with _mm512_undefined_*() (a self-initialized
 // variable), which -Wmaybe-uninitialized reports at every use after inlining: a false positive of the header.
+#if !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 namespace avx512 {
 struct VT {
   using V = __m512;
@@ -104,8 +118,14 @@ struct VT {
 constexpr int NR = 4, NV = 4;
 #include "kernels/cpu/attend_f16_body.inc"
 }  // namespace avx512
+#if !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 bool cpu_has_avx512f() {
   __builtin_cpu_init();
@@ -119,6 +139,9 @@ bool g_avx512_on = true;
 bool attend_f16_fused(const F16Attend& a, float* work) {
 #if defined(KVB_F16A_X86)
   if (!simd_kernels_enabled() || a.d % 8 != 0 || a.rows < 1 || a.nq < 1 || a.nq > 64) return false;
+  int64_t covered = 0;
+  for (int i = 0; i < a.nsegs; ++i) covered += a.segs[i].rows;
+  if (a.nsegs > 0 && covered != a.rows) return false;
   static const bool avx512 = cpu_has_avx512f();
   if (avx512 && g_avx512_on && a.d % 16 == 0) return avx512::fused_entry(a, work);
   return avx2::fused_entry(a, work);
