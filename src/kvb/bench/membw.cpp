@@ -61,16 +61,20 @@ uint64_t sum_lines(const uint64_t* p, int64_t lines, int threads, int* threads_u
 
 }  // namespace
 
+int probe_threads(int threads, double min_time_s, const char* who) {
+  KVB_CHECK(std::isfinite(min_time_s) && min_time_s >= 0, UsageError,
+            "{}: min_time_s = {} must be a finite number >= 0", who, min_time_s);
+#ifdef _OPENMP
+  return threads > 0 ? threads : omp_get_max_threads();
+#else
+  (void)threads;
+  return 1;
+#endif
+}
+
 MembwResult measure_read_bandwidth(size_t bytes, int threads, double min_time_s) {
   KVB_CHECK(bytes >= kLine, UsageError, "membw: bytes = {} is too small: it must be at least {}", bytes, kLine);
-  KVB_CHECK(std::isfinite(min_time_s) && min_time_s >= 0, UsageError,
-            "membw: min_time_s = {} must be a finite number >= 0", min_time_s);
-#ifdef _OPENMP
-  const int nt = threads > 0 ? threads : omp_get_max_threads();
-#else
-  const int nt = 1;
-  (void)threads;
-#endif
+  const int nt = probe_threads(threads, min_time_s, "membw");
   const int64_t lines = static_cast<int64_t>(bytes / kLine);
   const size_t used_bytes = static_cast<size_t>(lines) * kLine;
   const size_t alloc_bytes = (used_bytes + kAlign - 1) / kAlign * kAlign;

@@ -24,4 +24,8 @@ struct MembwResult {
 /// cannot be allocated.
 MembwResult measure_read_bandwidth(size_t bytes, int threads, double min_time_s);
 
+/// The machine probes' common start (membw, peak.h): checks min_time_s (finite, >= 0; UsageError naming `who`)
+/// and returns the threads an OpenMP region will run (threads <= 0: OpenMP's default; 1 without OpenMP).
+int probe_threads(int threads, double min_time_s, const char* who);
+
 }  // namespace kvb

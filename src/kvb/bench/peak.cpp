@@ -6,27 +6,24 @@
 #include <cstdint>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
 #include <immintrin.h>
 #define KVB_PEAK_X86 1
 #endif
 
+#include "kvb/bench/membw.h"
 #include "kvb/core/error.h"
 #include "kvb/metrics/metrics.h"
 
 namespace kvb {
 namespace {
 
-/// Keeps the compiler from hoisting loop-invariant arithmetic or folding the chains: the value may have changed
-/// (a vector register operand; opaque_int for a general-purpose one).
-template <class T>
-inline __attribute__((always_inline)) void opaque(T& x) {
-  asm volatile("" : "+v"(x));
-}
+/// Keeps the compiler from hoisting loop-invariant arithmetic or folding the chains: the value may have changed.
+/// A macro, so the asm sits in the target-specific function itself (clang checks a vector operand's width against
+/// the function's target).
+#define KVB_OPAQUE(x) asm volatile("" : "+x"(x))
+#define KVB_OPAQUE_ZMM(x) asm volatile("" : "+v"(x))
 inline void opaque_int(int32_t& x) { asm volatile("" : "+r"(x)); }
 
 // Each kernel runs `iters` iterations and returns a value derived from every chain (checked finite / used),
@@ -64,8 +61,8 @@ __attribute__((target("avx2,fma"))) float fma_avx2(int64_t iters) {
   __m256 a[12];
   for (int k = 0; k < 12; ++k) a[k] = _mm256_set1_ps(1.f + 1e-3f * k);
   __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
-  opaque(m);
-  opaque(c);
+  KVB_OPAQUE(m);
+  KVB_OPAQUE(c);
   for (int64_t i = 0; i < iters; ++i)
     for (int k = 0; k < 12; ++k) a[k] = _mm256_fmadd_ps(a[k], m, c);
   __m256 s = a[0];
@@ -96,7 +93,7 @@ __attribute__((target("avx2"))) int32_t int8_avx2(int64_t iters) {
   for (int k = 0; k < 12; ++k) acc[k] = _mm256_setzero_si256();
   __m256i u = _mm256_set1_epi8(3), s = _mm256_set1_epi8(-2), one = _mm256_set1_epi16(1);
   for (int64_t i = 0; i < iters; ++i) {
-    opaque(u);  // the products are "new" every iteration: nothing is hoisted out of the loop
+    KVB_OPAQUE(u);  // the products are "new" every iteration: nothing is hoisted out of the loop
     for (int k = 0; k < 12; ++k) acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), one));
   }
   __m256i t = acc[0];
@@ -111,7 +108,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) int32_t int8_vnni(int64_t
   for (int k = 0; k < 16; ++k) acc[k] = _mm512_setzero_si512();
   __m512i u = _mm512_set1_epi8(3), s = _mm512_set1_epi8(-2);
   for (int64_t i = 0; i < iters; ++i) {
-    opaque(u);
+    KVB_OPAQUE_ZMM(u);
     for (int k = 0; k < 16; ++k) acc[k] = _mm512_dpbusd_epi32(acc[k], u, s);
   }
   __m512i t = acc[0];
@@ -128,14 +125,7 @@ constexpr double kInt8VnniOps = 16 * 64 * 2;
 /// until min_time_s and >= 5 repeats. ops: per iteration per thread.
 template <class Kernel>
 PeakResult run_peak(Kernel kernel, double ops, const char* path, int threads, double min_time_s) {
-  KVB_CHECK(std::isfinite(min_time_s) && min_time_s >= 0, UsageError,
-            "peak: min_time_s = {} must be a finite number >= 0", min_time_s);
-#ifdef _OPENMP
-  const int nt = threads > 0 ? threads : omp_get_max_threads();
-#else
-  const int nt = 1;
-  (void)threads;
-#endif
+  const int nt = probe_threads(threads, min_time_s, "peak");
   using clk = std::chrono::steady_clock;
   volatile double sink = 0;
   auto once = [&](int64_t iters) {
@@ -147,6 +137,7 @@ PeakResult run_peak(Kernel kernel, double ops, const char* path, int threads, do
     return std::chrono::duration<double>(clk::now() - t0).count();
   };
   int64_t iters = 1 << 12;
+  once(iters);  // untimed: starts the OpenMP team, whose first fork alone can take the 5 ms calibrated for
   while (once(iters) < 0.005 && iters < (int64_t{1} << 40)) iters *= 2;
   std::vector<double> times;
   double total = 0;
