@@ -1,7 +1,5 @@
 #include "codecs/common/baseline.h"
 
-#include "kernels/cpu/attend_f16.h"
-
 #include <cmath>
 
 #include "kernels/cpu/row_kernels.h"
@@ -60,10 +58,12 @@ void BaselineLayer::attend_one(int g, const float* q, float* o_out, double* lse_
 }
 
 bool attend_many_f16_fused(const uint16_t* K, const uint16_t* V, int64_t rows, int d, const AttnConfig& attn,
-                           const float* const* qs, int nq, float* const* outs, Scratch& scratch) {
+                           const float* const* qs, int nq, float* const* outs, Scratch& scratch,
+                           const kernels::F16Segment* segs, int nsegs) {
   if (attn.softcap != 0.f) return false;
   kernels::F16Attend a;
   a.K = K, a.V = V, a.rows = rows, a.d = d, a.qs = qs, a.nq = nq, a.outs = outs;
+  a.segs = segs, a.nsegs = nsegs;
   a.softmax_scale = attn.softmax_scale;
   return kernels::attend_f16_fused(a, scratch.floats(static_cast<size_t>(kernels::attend_f16_work_floats(nq))));
 }

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cpu/attend_f16.h"
 #include "kernels/cpu/row_kernels.h"
 #include "kvb/core/codec.h"
 #include "kvb/core/error.h"
@@ -85,9 +86,11 @@ void decoded_row_dots(int64_t rows, int d, size_t tmp_floats, const float* const
 
 /// The fused exact attention of nq queries over fp16 rows K, V [rows][d] (kernels/cpu/attend_f16.h; logits
 /// softmax_scale·<q, k>): false when it cannot run this call (softcap set, no SIMD path, head_dim, overflowing
-/// logits), and the caller runs its unfused path. Used by the fp16 codec and the eviction codecs' attend_many.
+/// logits), and the caller runs its unfused path. Used by the fp16 codec, the eviction codecs and (with segments:
+/// per-run logit biases and value factors) the selection codecs' attend_many.
 bool attend_many_f16_fused(const uint16_t* K, const uint16_t* V, int64_t rows, int d, const AttnConfig& attn,
-                           const float* const* qs, int nq, float* const* outs, Scratch& scratch);
+                           const float* const* qs, int nq, float* const* outs, Scratch& scratch,
+                           const kernels::F16Segment* segs = nullptr, int nsegs = 0);
 
 /// attend_many of the row-keeping codecs (token selection, token eviction): nq queries against `rows` stored
 /// fp16 key and value rows K, V [rows][d] (binary16 bits) of one KV head, through attend_many_rows and

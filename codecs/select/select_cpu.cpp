@@ -129,8 +129,13 @@ class SelectedLayer final : public SelectLayerBase {
     attend_one(g, q, o_out, lse_out, scratch);
   }
 
-  /// GQA groups share one pass over the rows (codecs/common/baseline.h attend_many_rows).
+  /// GQA groups share one pass over the rows: the fused fp16 kernel with one run per weight class
+  /// (codecs/common/baseline.h attend_many_f16_fused), else attend_many_rows.
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
+    kernels::F16Segment segs[32];
+    const int ns = class_segments(g, segs, 32);
+    const size_t off = static_cast<size_t>(g) * rows_ * d_;
+    if (ns > 0 && attend_many_f16_fused(&k_[off], &v_[off], rows_, d_, attn_, qs, nq, outs, scratch, segs, ns)) return;
     if (nq == 1) return attend(g, qs[0], outs[0], scratch);
     attend_many_f16_rows(&k_[static_cast<size_t>(g) * rows_ * d_], &v_[static_cast<size_t>(g) * rows_ * d_], rows_, d_,
                          attn_, qs, nq, outs, scratch, [&](float* s) { add_class_bias(g, s); },

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cpu/attend_f16.h"
+
 #include "codecs/select/select_codec.h"
 
 namespace kvb::codecs {
@@ -50,6 +52,10 @@ class SelectLayerBase : public EncodedLayer {
   void add_class_bias(int g, float* s) const;
   /// ... and multiplies each kept row's softmax weight w[r] by its class's value factor.
   void scale_class_weights(int g, float* w) const;
+  /// The rows of KV head g as runs for the fused fp16 kernel: sink, one run per weight class (its bias and value
+  /// factor), the rest (window); at most levels + 3 runs into out (capacity cap); returns the count, or 0 when
+  /// they do not fit.
+  int class_segments(int g, kernels::F16Segment* out, int cap) const;
   /// s_out[0, C) from per-row logits s[rows] of KV head g: held tokens get theirs, dropped tokens 0.
   void scatter_scores(int g, const float* s, float* s_out) const;
 

@@ -12,6 +12,14 @@
 
 namespace kvb::kernels {
 
+/// A run of consecutive rows sharing a logit bias and a value factor (the selection family's weight classes):
+/// logit = softmax_scale·key_factor·<q, k> + bias; the row's softmax weight counts in the normalizer as is and
+/// multiplies its value by vfac.
+struct F16Segment {
+  int64_t rows = 0;
+  float bias = 0.f, vfac = 1.f;
+};
+
 struct F16Attend {
   const uint16_t* K = nullptr;  ///< [rows][d] binary16 bits
   const uint16_t* V = nullptr;  ///< [rows][d]
@@ -23,6 +31,8 @@ struct F16Attend {
   float key_factor = 1.f;    ///< logit = softmax_scale·(key_factor·<q, k>), as to_logits (no softcap here)
   float out_factor = 1.f;    ///< outputs times this over the normalizer
   float* const* outs = nullptr;  ///< nq outputs [d]
+  const F16Segment* segs = nullptr;  ///< nsegs runs covering the rows in order (Σ rows == rows); none: one plain run
+  int nsegs = 0;
 };
 
 constexpr int kF16AttendTile = 64;

@@ -4,6 +4,7 @@
 // softmaxes, and the inputs it must hand back to the caller's oracle path (overflowing or NaN logits).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -121,6 +122,58 @@ TEST(AttendF16, FusedEqualsTheFloat64OracleOnEveryPath) {
   for (bool avx512 : {true, false}) {
     kernels::set_attend_f16_avx512(avx512);
     for (const Case& c : cases()) check_against_oracle(c);
+  }
+  kernels::set_attend_f16_avx512(true);
+}
+
+// The selection family's runs (F16Segment): a per-run logit bias, and a value factor that weights the run's values
+// but not its share of the normalizer — against the float64 oracle with the same rule, on both paths, with runs
+// that cut tiles at odd places (and an empty one).
+TEST(AttendF16, SegmentsAddTheirBiasAndScaleOnlyTheirValues) {
+  if (!kernels::simd_kernels_enabled()) GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU";
+  const Case c{300, 128, 4, 1.0, 42};
+  const Data x = make(c);
+  const std::vector<kernels::F16Segment> segs{{5, 0.f, 1.f}, {70, 1.3f, 0.25f}, {0, -2.f, 4.f}, {100, -0.7f, 2.f},
+                                             {125, 0.f, 1.f}};
+  const float scale = 0.0884f;
+  for (bool avx512 : {true, false}) {
+    kernels::set_attend_f16_avx512(avx512);
+    SCOPED_TRACE(std::string("path ") + kernels::attend_f16_path(c.d));
+    std::vector<std::vector<float>> outs(c.nq, std::vector<float>(c.d));
+    std::vector<const float*> qs;
+    std::vector<float*> op;
+    for (int i = 0; i < c.nq; ++i) qs.push_back(x.q[i].data()), op.push_back(outs[i].data());
+    std::vector<float> work(static_cast<size_t>(kernels::attend_f16_work_floats(c.nq)));
+    kernels::F16Attend a;
+    a.K = x.K.data(), a.V = x.V.data(), a.rows = c.rows, a.d = c.d, a.qs = qs.data(), a.nq = c.nq, a.outs = op.data();
+    a.softmax_scale = scale, a.segs = segs.data(), a.nsegs = static_cast<int>(segs.size());
+    ASSERT_TRUE(kernels::attend_f16_fused(a, work.data()));
+    for (int i = 0; i < c.nq; ++i) {
+      std::vector<double> s(c.rows), fac(c.rows), o(c.d, 0.0);
+      int64_t t = 0;
+      for (const auto& sg : segs)
+        for (int64_t k = 0; k < sg.rows; ++k, ++t) {
+          double dot = 0;
+          for (int j = 0; j < c.d; ++j) dot += static_cast<double>(x.q[i][j]) * f16_to_f32(x.K[t * c.d + j]);
+          s[t] = static_cast<double>(scale) * dot + sg.bias;
+          fac[t] = sg.vfac;
+        }
+      const double m = *std::max_element(s.begin(), s.end());
+      double l = 0;
+      for (int64_t r = 0; r < c.rows; ++r) {
+        const double w = std::exp(s[r] - m);
+        l += w;
+        for (int j = 0; j < c.d; ++j) o[j] += w * fac[r] * f16_to_f32(x.V[r * c.d + j]);
+      }
+      double num = 0, den = 0;
+      for (int j = 0; j < c.d; ++j) {
+        num += (outs[i][j] - o[j] / l) * (outs[i][j] - o[j] / l);
+        den += (o[j] / l) * (o[j] / l);
+      }
+      EXPECT_LE(std::sqrt(num / den), kFusedRelTol) << "query " << i;
+    }
+    a.nsegs = 2;  // runs that do not cover the rows: declined
+    EXPECT_FALSE(kernels::attend_f16_fused(a, work.data()));
   }
   kernels::set_attend_f16_avx512(true);
 }
