@@ -49,7 +49,7 @@ Json roofline_json(const HostRoofline& r) {
               {"simd_features", r.simd_features},
               {"threads", r.threads},
               {"probe_s", r.probe_s},
-              {"note", "measured by this run before its first CPU timing: streaming read of 256 MiB (kvbench membw) "
+              {"note", "measured once by this run, right after its first CPU timing: streaming read of 256 MiB (kvbench membw) "
                        "and register-resident FMA / int8 multiply-add loops on every thread (kvbench peak); a "
                        "throughput record's roofline_fraction is max(bytes/read bandwidth, flops/fp32 peak) over "
                        "its median call time"}};
