@@ -136,30 +136,41 @@ bool g_avx512_on = true;
 }  // namespace
 #endif
 
-bool attend_f16_fused(const F16Attend& a, float* work) {
+namespace {
+enum class Path { kUnfused, kAvx2, kAvx512 };
+/// The one dispatch rule: attend_f16_fused runs it, attend_f16_path names it.
+Path path_for(int d) {
 #if defined(KVB_F16A_X86)
-  if (!simd_kernels_enabled() || a.d % 8 != 0 || a.rows < 1 || a.nq < 1 || a.nq > 64) return false;
+  if (!simd_kernels_enabled() || d % 8 != 0) return Path::kUnfused;
+  static const bool avx512 = cpu_has_avx512f();
+  return avx512 && g_avx512_on && d % 16 == 0 ? Path::kAvx512 : Path::kAvx2;
+#else
+  (void)d;
+  return Path::kUnfused;
+#endif
+}
+}  // namespace
+
+bool attend_f16_fused(const F16Attend& a, float* work) {
+  const Path p = path_for(a.d);
+  if (p == Path::kUnfused || a.rows < 1 || a.nq < 1 || a.nq > 64) return false;
   int64_t covered = 0;
   for (int i = 0; i < a.nsegs; ++i) covered += a.segs[i].rows;
   if (a.nsegs > 0 && covered != a.rows) return false;
-  static const bool avx512 = cpu_has_avx512f();
-  if (avx512 && g_avx512_on && a.d % 16 == 0) return avx512::fused_entry(a, work);
-  return avx2::fused_entry(a, work);
+#if defined(KVB_F16A_X86)
+  return p == Path::kAvx512 ? avx512::fused_entry(a, work) : avx2::fused_entry(a, work);
 #else
-  (void)a, (void)work;
+  (void)work;
   return false;
 #endif
 }
 
 const char* attend_f16_path(int d) {
-#if defined(KVB_F16A_X86)
-  if (!simd_kernels_enabled() || d % 8 != 0) return "unfused";
-  static const bool avx512 = cpu_has_avx512f();
-  return avx512 && g_avx512_on && d % 16 == 0 ? "avx512f" : "avx2-fma-f16c";
-#else
-  (void)d;
-  return "unfused";
-#endif
+  switch (path_for(d)) {
+    case Path::kAvx512: return "avx512f";
+    case Path::kAvx2: return "avx2-fma-f16c";
+    default: return "unfused";
+  }
 }
 
 void set_attend_f16_avx512(bool enabled) {
