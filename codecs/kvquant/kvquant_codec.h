@@ -137,6 +137,8 @@ struct Encoded {
   int64_t C = 0, pos0 = 0;
   Part k, v;
 };
+/// Throws when the cache does not fit the state (head count, head_dim, RoPE un-rotation): every backend's encode.
+void check_fits(const Trained& s, const LayerKV& kv, kernels::rope::Style rope);
 Encoded encode(const Trained& s, const LayerKV& kv, kernels::rope::Style rope, double theta);
 
 /// Storage items (same names, kinds, bytes and order for every backend).

@@ -77,12 +77,7 @@ class KvquantGpuLayer final : public gpu::DeviceLayer {
                   const CodecContext& ctx)
       : DeviceLayer(kv.kv_heads), s_(std::move(s)), H_(kv.kv_heads), C_(kv.tokens), d_(kv.head_dim), pos0_(kv.pos0),
         attn_(ctx.attn) {
-    KVB_CHECK(s_->kv_heads == H_ && s_->d == d_, DataError,
-              "kvquant: the layer was fitted on [{} KV heads, head_dim {}] but the cache is [{}, {}]", s_->kv_heads,
-              s_->d, H_, d_);
-    KVB_CHECK(s_->pre_rope == (rope != kernels::rope::Style::kNone), UsageError,
-              "kvquant: fitted {} RoPE un-rotation but encoding {} it", s_->pre_rope ? "with" : "without",
-              rope != kernels::rope::Style::kNone ? "with" : "without");
+    kvquant::check_fits(*s_, kv, rope);
     const KvquantParams& p = s_->fitted_with;
     L_.H = H_, L_.d = d_, L_.C = C_;
     L_.rope = static_cast<int>(rope);
@@ -116,10 +111,11 @@ class KvquantGpuLayer final : public gpu::DeviceLayer {
     L_.k = k_.view, L_.v = v_.view;
     check(kg::launch_write_outliers(L_, dk.as<float>(), dv.as<float>(), st), "kvquant outlier kernel");
     check(cudaStreamSynchronize(st), "kvquant encode");
+    storage_ = kvquant::storage(*s_, encoded());  // once: the item sizes are fixed now (a re-encode writes the same)
   }
 
   int64_t tokens() const override { return C_; }
-  Storage storage() const override { return kvquant::storage(*s_, encoded()); }
+  Storage storage() const override { return storage_; }
   std::vector<NamedBuffer> buffers() const override { return kvquant::buffers(*s_, encoded()); }
 
  private:
@@ -160,6 +156,7 @@ class KvquantGpuLayer final : public gpu::DeviceLayer {
   DeviceBuffer k_norm_, v_scale_, v_thresh_;
   std::vector<DeviceBuffer> tables_;
   kg::LayerView L_;
+  Storage storage_;
 };
 
 }  // namespace

@@ -135,13 +135,17 @@ void join(Part& P, std::vector<HeadRows>& rows) {
 
 }  // namespace
 
-Encoded encode(const Trained& s, const LayerKV& kv, kernels::rope::Style rope, double theta) {
+void check_fits(const Trained& s, const LayerKV& kv, kernels::rope::Style rope) {
   KVB_CHECK(s.kv_heads == kv.kv_heads && s.d == kv.head_dim, DataError,
             "kvquant: the layer was fitted on [{} KV heads, head_dim {}] but the cache is [{}, {}]", s.kv_heads, s.d,
             kv.kv_heads, kv.head_dim);
   KVB_CHECK(s.pre_rope == (rope != kernels::rope::Style::kNone), UsageError,
             "kvquant: fitted {} RoPE un-rotation but encoding {} it", s.pre_rope ? "with" : "without",
             rope != kernels::rope::Style::kNone ? "with" : "without");
+}
+
+Encoded encode(const Trained& s, const LayerKV& kv, kernels::rope::Style rope, double theta) {
+  check_fits(s, kv, rope);
   const KvquantParams& p = s.fitted_with;
   Encoded e;
   e.H = kv.kv_heads;
