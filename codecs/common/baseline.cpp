@@ -57,15 +57,25 @@ void BaselineLayer::attend_one(int g, const float* q, float* o_out, double* lse_
   for (int j = 0; j < d_; ++j) o_out[j] *= inv;
 }
 
-bool attend_many_f16_fused(const uint16_t* K, const uint16_t* V, int64_t rows, int d, const AttnConfig& attn,
-                           const float* const* qs, int nq, float* const* outs, Scratch& scratch,
-                           const kernels::F16Segment* segs, int nsegs) {
+bool attend_many_coded_fused(const kernels::StoredRows& K, const kernels::StoredRows& V, int64_t rows, int d,
+                             const AttnConfig& attn, const float* const* qs, int nq, float* const* outs,
+                             Scratch& scratch, float key_factor, float out_factor, const kernels::RowSegment* segs,
+                             int nsegs) {
   if (attn.softcap != 0.f) return false;
-  kernels::F16Attend a;
+  kernels::RowAttend a;
   a.K = K, a.V = V, a.rows = rows, a.d = d, a.qs = qs, a.nq = nq, a.outs = outs;
   a.segs = segs, a.nsegs = nsegs;
-  a.softmax_scale = attn.softmax_scale;
-  return kernels::attend_f16_fused(a, scratch.floats(static_cast<size_t>(kernels::attend_f16_work_floats(nq))));
+  a.softmax_scale = attn.softmax_scale, a.key_factor = key_factor, a.out_factor = out_factor;
+  const int groups = K.group > 0 ? d / K.group : 0;
+  return kernels::attend_rows_fused(
+      a, scratch.floats(static_cast<size_t>(kernels::attend_rows_work_floats(nq, d, groups))));
+}
+
+bool attend_many_f16_fused(const uint16_t* K, const uint16_t* V, int64_t rows, int d, const AttnConfig& attn,
+                           const float* const* qs, int nq, float* const* outs, Scratch& scratch,
+                           const kernels::RowSegment* segs, int nsegs) {
+  return attend_many_coded_fused({kernels::RowCodec::kF16, K}, {kernels::RowCodec::kF16, V}, rows, d, attn, qs, nq,
+                                 outs, scratch, 1.f, 1.f, segs, nsegs);
 }
 
 float* thread_floats(int which, size_t n) {

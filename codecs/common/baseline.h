@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/cpu/attend_f16.h"
+#include "kernels/cpu/attend_rows.h"
 #include "kernels/cpu/row_kernels.h"
 #include "kvb/core/codec.h"
 #include "kvb/core/error.h"
@@ -84,13 +84,22 @@ template <class DecodeK>
 void decoded_row_dots(int64_t rows, int d, size_t tmp_floats, const float* const* qc, int nc, float* s,
                       Scratch& scratch, DecodeK&& decode_keys);
 
-/// The fused exact attention of nq queries over fp16 rows K, V [rows][d] (kernels/cpu/attend_f16.h; logits
+/// The fused attention of nq queries over stored rows K, V of one KV head (kernels/cpu/attend_rows.h: fp16, fp8 or
+/// per-token uniform codes decoded in registers; logits softmax_scale·key_factor·<q, k̂>, outputs times out_factor):
+/// false when it cannot run this call (softcap set, no SIMD path for the codec and shape, overflowing logits), and
+/// the caller runs its unfused path. Used by the int and fp8 codecs' attend_many (and through the next function).
+bool attend_many_coded_fused(const kernels::StoredRows& K, const kernels::StoredRows& V, int64_t rows, int d,
+                             const AttnConfig& attn, const float* const* qs, int nq, float* const* outs,
+                             Scratch& scratch, float key_factor = 1.f, float out_factor = 1.f,
+                             const kernels::RowSegment* segs = nullptr, int nsegs = 0);
+
+/// The fused exact attention of nq queries over fp16 rows K, V [rows][d] (kernels/cpu/attend_rows.h; logits
 /// softmax_scale·<q, k>): false when it cannot run this call (softcap set, no SIMD path, head_dim, overflowing
 /// logits), and the caller runs its unfused path. Used by the fp16 codec, the eviction codecs and (with segments:
 /// per-run logit biases and value factors) the selection codecs' attend_many.
 bool attend_many_f16_fused(const uint16_t* K, const uint16_t* V, int64_t rows, int d, const AttnConfig& attn,
                            const float* const* qs, int nq, float* const* outs, Scratch& scratch,
-                           const kernels::F16Segment* segs = nullptr, int nsegs = 0);
+                           const kernels::RowSegment* segs = nullptr, int nsegs = 0);
 
 /// attend_many of the row-keeping codecs (token selection, token eviction): nq queries against `rows` stored
 /// fp16 key and value rows K, V [rows][d] (binary16 bits) of one KV head, through attend_many_rows and

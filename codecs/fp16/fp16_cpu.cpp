@@ -1,7 +1,7 @@
 /// fp16 CPU implementation. Layout: k16, v16 [kv_head][token][head_dim] binary16 bits (saturating
 /// conversion, kernels/formats/fp16.h). attend: one dot per key row and one axpy per value row, both
 /// converting fp16 -> float in registers (F16C where available), float accumulation. attend_many (GQA groups,
-/// what throughput times): the fused kernel of kernels/cpu/attend_f16.h, else BaselineLayer's decoded rows.
+/// what throughput times): the fused kernel of kernels/cpu/attend_rows.h, else BaselineLayer's decoded rows.
 #include "codecs/common/baseline.h"
 #include "kernels/cpu/row_kernels.h"
 #include "codecs/fp16/fp16_codec.h"

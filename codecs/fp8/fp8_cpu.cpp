@@ -235,6 +235,17 @@ class Fp8Layer final : public BaselineLayer {
 #endif
     fp8_values(lut_, w, &v_[static_cast<size_t>(g) * C_ * d_], C_, d_, v_scale_[g], out, scratch.floats2(d_));
   }
+  /// GQA calls: the codes decoded in registers by the fused kernel (kernels/cpu/attend_rows.h), where the shift
+  /// decode applies (no E4M3 NaN code); its 2^-8 joins the head's scales as in key_factor.
+  bool attend_many_fused(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
+    if (!shift_decode_ok_) return false;
+    const bool e4m3 = format_ == kernels::fp8::Format::kE4M3;
+    const kernels::RowCodec rc = e4m3 ? kernels::RowCodec::kE4M3 : kernels::RowCodec::kE5M2;
+    const size_t at = static_cast<size_t>(g) * C_ * d_;
+    const float shift = e4m3 ? 256.f : 1.f;
+    return attend_many_coded_fused({rc, &k_[at]}, {rc, &v_[at]}, C_, d_, attn_, qs, nq, outs, scratch,
+                                   shift * k_scale_[g], shift * v_scale_[g]);
+  }
   void decode_keys(int g, int64_t t0, int n, float* out, float*) const override {
     decode(&k_[(static_cast<size_t>(g) * C_ + t0) * d_], static_cast<int64_t>(n) * d_, out);
   }

@@ -43,6 +43,20 @@ class IntLayer final : public BaselineLayer {
     for (int j = 0; j < d_; ++j) out[j] = 0.f;
     kernels::uq::accumulate_rows(f_, w, v_codes_.data() + codes_at(g), v_sm_.data() + sm_at(g), C_, out, scratch.floats2(f_.scratch_floats()));
   }
+  /// GQA calls: the codes decoded in registers by the fused kernel (kernels/cpu/attend_rows.h) for 2-, 4- and
+  /// 8-bit codes whose groups fit its chunks; other widths and shapes take the decoded-row path.
+  bool attend_many_fused(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
+    const kernels::RowCodec rc = p_.code_bits == 8   ? kernels::RowCodec::kU8
+                                 : p_.code_bits == 4 ? kernels::RowCodec::kU4
+                                 : p_.code_bits == 2 ? kernels::RowCodec::kU2
+                                                     : kernels::RowCodec::kF16;
+    if (rc == kernels::RowCodec::kF16) return false;
+    const auto side = [&](const std::vector<uint8_t>& codes, const std::vector<kernels::uq::GroupParams>& sm) {
+      return kernels::StoredRows{rc, codes.data() + codes_at(g),
+                                 reinterpret_cast<const uint16_t*>(sm.data() + sm_at(g)), p_.group_size};
+    };
+    return attend_many_coded_fused(side(k_codes_, k_sm_), side(v_codes_, v_sm_), C_, d_, attn_, qs, nq, outs, scratch);
+  }
   void decode_keys(int g, int64_t t0, int n, float* out, float* tmp) const override {
     kernels::uq::decode_rows(f_, k_codes_.data() + codes_at(g) + t0 * f_.bytes(), k_sm_.data() + sm_at(g) + t0 * f_.groups(), n,
                     out, tmp);

@@ -132,7 +132,7 @@ class SelectedLayer final : public SelectLayerBase {
   /// GQA groups share one pass over the rows: the fused fp16 kernel with one run per weight class
   /// (codecs/common/baseline.h attend_many_f16_fused), else attend_many_rows.
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
-    kernels::F16Segment segs[32];
+    kernels::RowSegment segs[32];
     const int ns = class_segments(g, segs, 32);
     const size_t off = static_cast<size_t>(g) * rows_ * d_;
     if (ns > 0 && attend_many_f16_fused(&k_[off], &v_[off], rows_, d_, attn_, qs, nq, outs, scratch, segs, ns)) return;

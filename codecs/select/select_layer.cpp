@@ -126,17 +126,17 @@ void SelectLayerBase::scale_class_weights(int g, float* w) const {
     for (int32_t i = 0; i < cnt[k]; ++i) w[r++] *= vfac_[k];
 }
 
-int SelectLayerBase::class_segments(int g, kernels::F16Segment* out, int cap) const {
+int SelectLayerBase::class_segments(int g, kernels::RowSegment* out, int cap) const {
   if (p_.levels + 3 > cap) return 0;
   const int32_t* cnt = &counts_[static_cast<size_t>(g) * (p_.levels + 1)];
   int n = 0;
   int64_t r = split_.sink;
-  out[n++] = kernels::F16Segment{split_.sink, 0.f, 1.f};
+  out[n++] = kernels::RowSegment{split_.sink, 0.f, 1.f};
   for (int k = 0; k <= p_.levels; ++k) {
-    out[n++] = kernels::F16Segment{cnt[k], bias_[k], p_.consistent ? 1.f : vfac_[k]};
+    out[n++] = kernels::RowSegment{cnt[k], bias_[k], p_.consistent ? 1.f : vfac_[k]};
     r += cnt[k];
   }
-  out[n++] = kernels::F16Segment{rows_ - r, 0.f, 1.f};
+  out[n++] = kernels::RowSegment{rows_ - r, 0.f, 1.f};
   return n;
 }
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/cpu/attend_f16.h"
+#include "kernels/cpu/attend_rows.h"
 
 #include "codecs/select/select_codec.h"
 
@@ -55,7 +55,7 @@ class SelectLayerBase : public EncodedLayer {
   /// The rows of KV head g as runs for the fused fp16 kernel: sink, one run per weight class (its bias and value
   /// factor), the rest (window); at most levels + 3 runs into out (capacity cap); returns the count, or 0 when
   /// they do not fit.
-  int class_segments(int g, kernels::F16Segment* out, int cap) const;
+  int class_segments(int g, kernels::RowSegment* out, int cap) const;
   /// s_out[0, C) from per-row logits s[rows] of KV head g: held tokens get theirs, dropped tokens 0.
   void scatter_scores(int g, const float* s, float* s_out) const;
 

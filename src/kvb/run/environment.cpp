@@ -10,7 +10,7 @@
 
 #include <fmt/format.h>
 
-#include "kernels/cpu/attend_f16.h"
+#include "kernels/cpu/attend_rows.h"
 #include "kernels/cpu/row_kernels.h"
 #include "kvb/bench/peak.h"
 #include "kvb/run/device_api.h"
@@ -72,9 +72,17 @@ Json environment_json(int threads) {
   // x86-64-v3 clone exactly when avx2, fma and f16c are all listed).
   j["simd_features"] = cpu_simd_features();
   j["cpu_row_kernels"] = kernels::row_kernels_switched().name;
-  // The fused exact fp16 attention (kernels/cpu/attend_f16.h) the fp16 codec's GQA calls take, by head_dim.
-  j["fp16_attend_kernel"] = {{"head_dim % 16 == 0", kernels::attend_f16_path(16)},
-                             {"head_dim % 8 == 0 only", kernels::attend_f16_path(8)}};
+  // The fused attention kernels (kernels/cpu/attend_rows.h) the GQA calls take, by stored row codec at head_dim 128
+  // (kU*: group 32, the int codec's default) and, for fp16, at a head_dim that is a multiple of 8 only.
+  {
+    using kernels::RowCodec;
+    Json k = Json::object();
+    for (RowCodec c : {RowCodec::kF16, RowCodec::kE4M3, RowCodec::kE5M2, RowCodec::kU8, RowCodec::kU4, RowCodec::kU2})
+      k[fmt::format("{} head_dim 128{}", kernels::row_codec_name(c), c >= RowCodec::kU8 ? " group 32" : "")] =
+          kernels::attend_rows_path(c, 128, 32);
+    k["f16 head_dim 8"] = kernels::attend_rows_path(RowCodec::kF16, 8);
+    j["fused_attend_kernel"] = std::move(k);
+  }
   utsname u{};
   if (uname(&u) == 0) j["os"] = fmt::format("{} {} {}", u.sysname, u.release, u.machine);
   j["libraries"] = {{"hdf5", H5_VERS_INFO},
