@@ -3,14 +3,15 @@
 numpy (OpenBLAS matmuls), on the same shapes and the same dump scripts/bench_cpu.sh times, so its queries/s sit
 beside kvbench's fp16 cell.
 
-Per KV head, every query of its G query heads at once (G·queries rows: a batched decode step, the way a numpy
-user writes it; kvbench's attend_many takes the G heads of one query index per call), s = (Q Kᵀ)·softmax_scale,
+Per KV head, the queries of its G query heads at P query positions at once (G·P rows per matmul, as kvbench's
+config positions_per_call = P does; the default P = every position, a batched decode step the way a numpy user
+writes it), KV head fastest as kvbench orders its calls, s = (Q Kᵀ)·softmax_scale,
 p = softmax(s), o = p V, with K and V [C, d] float32 (the dump's keys and values converted once, outside the
 timing: twice the bytes kvbench's fp16 cache reads). The whole call (every
-group of the layer) is timed, median of repeats; the last KV head's outputs are checked against a float64
+group of the layer) is timed, median of repeats; the last call's outputs are checked against a float64
 computation (relative error < 1e-4) so a wrong row cannot post a fast time.
 
-Usage: scripts/bench_numpy_attention.py DUMP.h5 [--queries 16] [--threads 2] [--min-time 1.0]
+Usage: scripts/bench_numpy_attention.py DUMP.h5 [--queries 16] [--positions-per-call P] [--threads 2] [--min-time 1.0]
 Prints queries/s and the BLAS numpy mapped (from /proc/self/maps).
 """
 import argparse
@@ -23,6 +24,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dump")
     ap.add_argument("--queries", type=int, default=16, help="query indices per head (bench_cpu.sh: 16)")
+    ap.add_argument("--positions-per-call", type=int, default=0, help="query positions per matmul (0: all)")
     ap.add_argument("--threads", type=int, default=2, help="OpenBLAS threads (set before numpy loads)")
     ap.add_argument("--min-time", type=float, default=1.0)
     a = ap.parse_args()
@@ -43,22 +45,26 @@ def main():
     nh, nq, _ = Q.shape
     G = nh // H
     nq = min(nq, a.queries)
-    # Every query of a KV head in one matmul ([G·nq, d] x [d, C]): what a user batching a decode step writes.
-    Qh = [np.ascontiguousarray(Q[h * G:(h + 1) * G, :nq, :].reshape(G * nq, d)) for h in range(H)]
+    P = nq if a.positions_per_call <= 0 else min(a.positions_per_call, nq)
+    # The queries of a KV head at P positions in one matmul ([G·P, d] x [d, C]).
+    blocks = [(p0, min(p0 + P, nq)) for p0 in range(0, nq, P)]
+    Qb = [[np.ascontiguousarray(Q[h * G:(h + 1) * G, p0:p1, :].reshape(G * (p1 - p0), d)) for h in range(H)]
+          for (p0, p1) in blocks]
     Kt = [np.ascontiguousarray(K[h].T) for h in range(H)]
 
     def call():
         out = None
-        for h in range(H):
-            s = (Qh[h] @ Kt[h]) * scale
-            s -= s.max(axis=1, keepdims=True)
-            np.exp(s, out=s)
-            s /= s.sum(axis=1, keepdims=True)
-            out = s @ V[h]
+        for qb in Qb:
+            for h in range(H):
+                s = (qb[h] @ Kt[h]) * scale
+                s -= s.max(axis=1, keepdims=True)
+                np.exp(s, out=s)
+                s /= s.sum(axis=1, keepdims=True)
+                out = s @ V[h]
         return out
 
-    o = call()  # the last KV head's outputs
-    s64 = (Qh[H - 1].astype(np.float64) @ K[H - 1].T.astype(np.float64)) * scale
+    o = call()  # the last call's outputs: the last block of positions, the last KV head
+    s64 = (Qb[-1][H - 1].astype(np.float64) @ K[H - 1].T.astype(np.float64)) * scale
     p64 = np.exp(s64 - s64.max(axis=1, keepdims=True))
     o64 = (p64 / p64.sum(axis=1, keepdims=True)) @ V[H - 1].astype(np.float64)
     err = float(np.linalg.norm(o - o64) / np.linalg.norm(o64))
@@ -81,8 +87,8 @@ def main():
     except OSError:
         pass
     queries = H * G * nq
-    print(f"numpy float32 attention: C = {C}, head_dim {d}, {queries} queries ({nh} heads x {nq}), "
-          f"{a.threads} threads: {queries / med:.1f} queries/s (median of {len(times)}), BLAS {blas}")
+    print(f"numpy float32 attention: C = {C}, head_dim {d}, {queries} queries ({nh} heads x {nq}), {G * P} per "
+          f"matmul, {a.threads} threads: {queries / med:.1f} queries/s (median of {len(times)}), BLAS {blas}")
 
 
 if __name__ == "__main__":

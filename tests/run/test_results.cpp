@@ -62,12 +62,13 @@ TEST(Results, CsvHasOneRowPerCell) {
   const std::string csv = kvb::results_csv(doc);
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), static_cast<std::ptrdiff_t>(doc.cells.size() + 1));
   EXPECT_EQ(csv.rfind("dataset,codec,label,params,bits_target,status,reason,device,bits_per_element,", 0), 0u);
-  // Appended columns keep their order (docs/results.md): e2e's, then the roofline's.
+  // Appended columns keep their order (docs/results.md): e2e's, then the roofline's, then queries_per_call.
   const auto& cols = kvb::csv_columns();
-  ASSERT_GE(cols.size(), 3u);
-  EXPECT_EQ(cols[cols.size() - 3], "e2e_decode_ratio_vs_fp16");
-  EXPECT_EQ(cols[cols.size() - 2], "roofline_fraction");
-  EXPECT_EQ(cols.back(), "roofline_bound");
+  ASSERT_GE(cols.size(), 4u);
+  EXPECT_EQ(cols[cols.size() - 4], "e2e_decode_ratio_vs_fp16");
+  EXPECT_EQ(cols[cols.size() - 3], "roofline_fraction");
+  EXPECT_EQ(cols[cols.size() - 2], "roofline_bound");
+  EXPECT_EQ(cols.back(), "queries_per_call");
 }
 
 }  // namespace

@@ -118,6 +118,7 @@ Json throughput_json(const ThroughputRecord& t) {
   if (t.codec) j["codec"] = *t.codec;
   if (t.device) j["device"] = *t.device;
   if (t.attend_speedup_vs_fp16) j["attend_speedup_vs_fp16"] = *t.attend_speedup_vs_fp16;
+  if (t.queries_per_call) j["queries_per_call"] = *t.queries_per_call;
   if (t.attend_bytes_per_call) j["attend_bytes_per_call"] = *t.attend_bytes_per_call;
   if (t.attend_flops_per_call) j["attend_flops_per_call"] = *t.attend_flops_per_call;
   if (t.attend_ops_source) j["attend_ops_source"] = *t.attend_ops_source;
@@ -146,6 +147,7 @@ std::optional<ThroughputRecord> throughput_from(const In& parent, const char* k)
   t.codec = in.opt_str("codec");
   t.device = in.opt_str("device");
   t.attend_speedup_vs_fp16 = in.opt_num("attend_speedup_vs_fp16");
+  if (in.get("queries_per_call")) t.queries_per_call = in.integer("queries_per_call");
   t.attend_bytes_per_call = in.opt_num("attend_bytes_per_call");
   t.attend_flops_per_call = in.opt_num("attend_flops_per_call");
   t.attend_ops_source = in.opt_str("attend_ops_source");

@@ -33,6 +33,7 @@ struct ThroughputRecord {
   std::optional<std::string> device_name;        ///< timed with CUDA events on this device
   std::optional<std::string> codec, device;      ///< reference rows: "fp16" and where it ran
   std::optional<double> attend_speedup_vs_fp16;  ///< cells: attend q/s over the reference's, same device
+  std::optional<int64_t> queries_per_call;       ///< host runs: queries one attend call takes (G · positions_per_call)
   // The roofline (issue 19; docs/metrics.md §7): what one timed call reads and computes, and how close its median
   // time came to the machine's limit for that work (host runs; environment.roofline holds the limits).
   std::optional<double> attend_bytes_per_call;   ///< bytes one call scans (every GQA group's compressed cache)

@@ -101,6 +101,10 @@ const std::vector<Column>& columns() {
        [](const CellRecord& c) { return c.throughput ? num(c.throughput->roofline_fraction) : std::string(); }},
       {"roofline_bound",
        [](const CellRecord& c) { return c.throughput && c.throughput->roofline_bound ? *c.throughput->roofline_bound : std::string(); }},
+      {"queries_per_call",
+       [](const CellRecord& c) {
+         return c.throughput && c.throughput->queries_per_call ? std::to_string(*c.throughput->queries_per_call) : std::string();
+       }},
   };
   return cols;
 }

@@ -175,7 +175,7 @@ std::vector<CodecSpec> config_json::parse_codecs(const Json& j) {
 Config parse_config(const Json& j, const std::string& path, const std::string& dir) {
   if (!j.is_object()) bad_type(path, "a JSON object at the top level", j);
   check_keys(j, {"name", "datasets", "calibration", "codecs", "metrics", "device", "threads", "seed", "repeats",
-                 "min_time_s", "throughput"},
+                 "min_time_s", "positions_per_call", "throughput"},
              "");
   Config c;
   c.raw = j;
@@ -212,6 +212,8 @@ Config parse_config(const Json& j, const std::string& path, const std::string& d
   if (j.contains("seed")) c.seed = static_cast<uint64_t>(get_int(j.at("seed"), "seed", 0, (int64_t{1} << 53)));
   if (j.contains("repeats")) c.repeats = static_cast<int>(get_int(j.at("repeats"), "repeats", 1, 1000000));
   if (j.contains("min_time_s")) c.min_time_s = get_number(j.at("min_time_s"), "min_time_s", 0.0, 3600.0);
+  if (j.contains("positions_per_call"))
+    c.positions_per_call = static_cast<int>(get_int(j.at("positions_per_call"), "positions_per_call", 1, 1024));
   if (j.contains("throughput")) c.throughput = get_bool(j.at("throughput"), "throughput");
   return c;
 }
@@ -251,6 +253,7 @@ Json Config::resolved() const {
   j["seed"] = seed;
   j["repeats"] = repeats;
   j["min_time_s"] = min_time_s;
+  j["positions_per_call"] = positions_per_call;
   j["throughput"] = throughput;
   return j;
 }

@@ -43,6 +43,7 @@ struct Config {
   uint64_t seed = 0;
   int repeats = 3;
   double min_time_s = 0.2;
+  int positions_per_call = 1;  ///< CPU throughput: query positions of each query head one attend call takes
   bool throughput = true;
   Json raw;  ///< the config as given
   Json resolved() const;  ///< the config with every default filled in (written into results.json)

@@ -152,10 +152,14 @@ bool evaluate_layer(const EncodedLayer& enc, const LayerData& L, const ModelShap
 }
 
 ThroughputRecord throughput_record(const LayerData& L, const ModelShape& shape, const StorageAcc& layer_storage,
-                                   const EncodedLayer& enc, const Timing& te, const Timing& ta, std::string note) {
+                                   const EncodedLayer& enc, const Timing& te, const Timing& ta, std::string note,
+                                   int positions_per_call = 0) {
   const int64_t C = L.kv.tokens;
   const int64_t P = static_cast<int64_t>(L.pairs.size());
-  const int64_t n_groups = static_cast<int64_t>(shape.n_kv_heads) * L.q.n;
+  // Calls that each scan one KV head's cache: one per (KV head, block of positions_per_call query positions); the
+  // device path (positions_per_call 0) attends every query in one launch, each KV head's cache read once per group.
+  const int64_t blocks = positions_per_call > 0 ? (L.q.n + positions_per_call - 1) / positions_per_call : L.q.n;
+  const int64_t n_groups = static_cast<int64_t>(shape.n_kv_heads) * blocks;
   const double tokens = static_cast<double>(C) * shape.n_kv_heads;
   // Bytes one GQA group scans per call: its KV head's compressed tokens plus its verbatim buffers.
   const double bytes_per_group = static_cast<double>(C) * layer_storage.bytes_per_token + layer_storage.buffer_bytes;
@@ -172,6 +176,7 @@ ThroughputRecord throughput_record(const LayerData& L, const ModelShape& shape, 
   t.queries = P;
   t.gqa_group = shape.group();
   t.note = std::move(note);
+  if (positions_per_call > 0) t.queries_per_call = static_cast<int64_t>(shape.group()) * std::min<int64_t>(positions_per_call, L.q.n);
   // The operation count of one call (docs/metrics.md §7): attention over the rows each KV head holds, 2·d flops
   // for q·k and 2·d for p·v per (query, row) — what exact attention over the held rows costs in fp32, the
   // arithmetic every codec here performs after decoding (codecs that score from tables or integers do other
@@ -192,7 +197,10 @@ ThroughputRecord measure_throughput(const Codec& codec, const LayerData& L, cons
                                     const EncodedLayer& enc, const StorageAcc& layer_storage) {
   const ModelShape& shape = ctx.shape;
   const int G = shape.group();
-  const int64_t n_groups = static_cast<int64_t>(shape.n_kv_heads) * L.q.n;
+  const int H = shape.n_kv_heads;
+  const int64_t pos = std::max<int64_t>(1, std::min<int64_t>(cfg.positions_per_call, L.q.n));  // positions per call
+  const int64_t blocks = (L.q.n + pos - 1) / pos;
+  const int64_t n_calls = static_cast<int64_t>(H) * blocks;
   // Device-resident layers time themselves with CUDA events, the data already on the GPU.
   DeviceTimes dt;
   if (enc.device_timing(L.kv, L.q, cfg.repeats, cfg.min_time_s, &dt)) {
@@ -208,22 +216,26 @@ ThroughputRecord measure_throughput(const Codec& codec, const LayerData& L, cons
   const Timing te = time_call([&] { auto e = codec.encode(L.layer, L.kv, nullptr, ctx); }, cfg.repeats, cfg.min_time_s);
   // A decode step attends the G query heads of a GQA group against their shared KV head at once
   // (attend_many), so a codec reads and unpacks its compressed rows once per group, as a serving
-  // kernel does. Work items are (KV head, query index) groups.
+  // kernel does; positions_per_call > 1 adds more query positions to each call (batched decode). Work items
+  // are (KV head, block of positions), KV head fastest: threads running at once attend different KV heads.
   const Timing ta = time_call(
       [&] {
 #pragma omp parallel
         {
           Scratch scratch;
-          std::vector<float> of(static_cast<size_t>(G) * shape.head_dim);
-          std::vector<const float*> qs(static_cast<size_t>(G));
-          std::vector<float*> outs(static_cast<size_t>(G));
-          for (int j = 0; j < G; ++j) outs[j] = of.data() + static_cast<size_t>(j) * shape.head_dim;
-#pragma omp for schedule(dynamic, 2)
-          for (int64_t w = 0; w < n_groups; ++w) {
-            const int g = static_cast<int>(w / L.q.n);
-            const int64_t qi = w % L.q.n;
-            for (int j = 0; j < G; ++j) qs[j] = L.q.query(g * G + j, qi);
-            enc.attend_many(g, qs.data(), G, outs.data(), scratch);
+          const size_t nq_max = static_cast<size_t>(G) * static_cast<size_t>(pos);
+          std::vector<float> of(nq_max * shape.head_dim);
+          std::vector<const float*> qs(nq_max);
+          std::vector<float*> outs(nq_max);
+          for (size_t j = 0; j < nq_max; ++j) outs[j] = of.data() + j * shape.head_dim;
+#pragma omp for schedule(dynamic, 1)
+          for (int64_t w = 0; w < n_calls; ++w) {
+            const int g = static_cast<int>(w % H);
+            const int64_t q0 = (w / H) * pos, q1 = std::min<int64_t>(q0 + pos, L.q.n);
+            int nq = 0;
+            for (int64_t qi = q0; qi < q1; ++qi)
+              for (int j = 0; j < G; ++j) qs[nq++] = L.q.query(g * G + j, qi);
+            enc.attend_many(g, qs.data(), nq, outs.data(), scratch);
           }
         }
       },
@@ -231,7 +243,9 @@ ThroughputRecord measure_throughput(const Codec& codec, const LayerData& L, cons
   ThroughputRecord t = throughput_record(
       L, shape, layer_storage, enc, te, ta,
       "median and p95 over timed repeats (p95 of rates is the slow tail); host clock, CPU; each call attends the G "
-      "query heads of a KV head together (attend_many); bytes count each KV head's compressed cache once per group");
+      "query heads of a KV head together (attend_many) at positions_per_call query positions (queries_per_call); "
+      "bytes count each KV head's compressed cache once per call",
+      static_cast<int>(pos));
   // The host roofline, measured once per run before it is first needed (runs with min_time_s = 0 skip it: their
   // timings are single samples, no figure to compare).
   if (cfg.min_time_s > 0 && ta.median_s > 0) {
