@@ -60,13 +60,14 @@ void BaselineLayer::attend_one(int g, const float* q, float* o_out, double* lse_
 bool attend_many_coded_fused(const kernels::StoredRows& K, const kernels::StoredRows& V, int64_t rows, int d,
                              const AttnConfig& attn, const float* const* qs, int nq, float* const* outs,
                              Scratch& scratch, float key_factor, float out_factor, const kernels::RowSegment* segs,
-                             int nsegs) {
+                             int nsegs, kernels::RowAttendState* state, bool finish) {
   if (attn.softcap != 0.f) return false;
   kernels::RowAttend a;
   a.K = K, a.V = V, a.rows = rows, a.d = d, a.qs = qs, a.nq = nq, a.outs = outs;
   a.segs = segs, a.nsegs = nsegs;
   a.softmax_scale = attn.softmax_scale, a.key_factor = key_factor, a.out_factor = out_factor;
-  const int groups = K.group > 0 ? d / K.group : 0;
+  a.state = state, a.finish = finish;
+  const int groups = std::max(K.group > 0 ? d / K.group : 0, V.group > 0 ? d / V.group : 0);
   return kernels::attend_rows_fused(
       a, scratch.floats(static_cast<size_t>(kernels::attend_rows_work_floats(nq, d, groups))));
 }

@@ -87,11 +87,13 @@ void decoded_row_dots(int64_t rows, int d, size_t tmp_floats, const float* const
 /// The fused attention of nq queries over stored rows K, V of one KV head (kernels/cpu/attend_rows.h: fp16, fp8 or
 /// per-token uniform codes decoded in registers; logits softmax_scale·key_factor·<q, k̂>, outputs times out_factor):
 /// false when it cannot run this call (softcap set, no SIMD path for the codec and shape, overflowing logits), and
-/// the caller runs its unfused path. Used by the int and fp8 codecs' attend_many (and through the next function).
+/// the caller runs its unfused path. Used by the int, fp8 and kivi codecs' attend_many (and through the next
+/// function); state / finish chain calls over consecutive row ranges stored differently (RowAttend::state).
 bool attend_many_coded_fused(const kernels::StoredRows& K, const kernels::StoredRows& V, int64_t rows, int d,
                              const AttnConfig& attn, const float* const* qs, int nq, float* const* outs,
                              Scratch& scratch, float key_factor = 1.f, float out_factor = 1.f,
-                             const kernels::RowSegment* segs = nullptr, int nsegs = 0);
+                             const kernels::RowSegment* segs = nullptr, int nsegs = 0,
+                             kernels::RowAttendState* state = nullptr, bool finish = true);
 
 /// The fused exact attention of nq queries over fp16 rows K, V [rows][d] (kernels/cpu/attend_rows.h; logits
 /// softmax_scale·<q, k>): false when it cannot run this call (softcap set, no SIMD path, head_dim, overflowing

@@ -10,6 +10,7 @@
 ///   <q, k̂_t> = Σ_j (q_j·scale_j)·(code_tj - c0) + Σ_j q_j·mid_j      (centred form, uniform.h),
 /// so the per-token loop is one dot product of the block's scaled query with the token's codes.
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "codecs/common/baseline.h"
@@ -138,6 +139,46 @@ class KiviLayer final : public BaselineLayer {
     const uint16_t* win = v_win_.data() + static_cast<size_t>(g) * (C_ - Vq_) * d_;
     for (int64_t t = Vq_; t < C_; ++t, win += d_)
       if (w[t] != 0.f) axpy(w[t], win, out, d_);
+  }
+  /// GQA calls: the fused kernel (kernels/cpu/attend_rows.h) over KIVI's three row ranges, chained through one
+  /// running softmax — [0, min(Cq, Vq)) per-channel keys and per-token values, then the range where one side is
+  /// already fp16 (the value window when Vq < Cq, the key residual otherwise), then [max(Cq, Vq), C) fp16 on both —
+  /// for 2-, 4- and 8-bit codes on a shape its chunks fit; otherwise the decoded-row path.
+  bool attend_many_fused(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const override {
+    using kernels::RowCodec;
+    const int b = p_.code_bits;
+    if (b != 2 && b != 4 && b != 8) return false;
+    const RowCodec kc = b == 8 ? RowCodec::kC8 : b == 4 ? RowCodec::kC4 : RowCodec::kC2;
+    const RowCodec vc = b == 8 ? RowCodec::kU8 : b == 4 ? RowCodec::kU4 : RowCodec::kU2;
+    const int64_t blocks = Cq_ / G_;
+    const uint8_t* kcodes = k_codes_.data() + g * Cq_ * rb_;
+    const auto* ksm = reinterpret_cast<const uint16_t*>(k_sm_.data() + g * blocks * d_);
+    const uint8_t* vcodes = v_codes_.data() + g * Vq_ * rb_;
+    const auto* vsm = reinterpret_cast<const uint16_t*>(v_sm_.data() + g * Vq_ * vf_.groups());
+    const uint16_t* kres = k_res_.data() + static_cast<size_t>(g) * (C_ - Cq_) * d_;
+    const uint16_t* vwin = v_win_.data() + static_cast<size_t>(g) * (C_ - Vq_) * d_;
+    // Side t0 of keys / values: quantized rows below Cq / Vq, fp16 above.
+    const auto kside = [&](int64_t t) {
+      return t < Cq_ ? kernels::StoredRows{kc, kcodes + t * rb_, ksm, G_, t}
+                     : kernels::StoredRows{RowCodec::kF16, kres + (t - Cq_) * d_};
+    };
+    const auto vside = [&](int64_t t) {
+      return t < Vq_ ? kernels::StoredRows{vc, vcodes + t * rb_, vsm + t * 2 * vf_.groups(), p_.group_size}
+                     : kernels::StoredRows{RowCodec::kF16, vwin + (t - Vq_) * d_};
+    };
+    if (std::string(kernels::attend_rows_path(kside(0), vside(0), d_)) == "unfused") return false;
+    const int64_t cuts[4] = {0, std::min(Cq_, Vq_), std::max(Cq_, Vq_), C_};
+    int64_t last = 0;  // the last non-empty range
+    for (int r = 0; r < 3; ++r)
+      if (cuts[r + 1] > cuts[r]) last = r;
+    kernels::RowAttendState state;
+    for (int r = 0; r < 3; ++r) {
+      if (cuts[r + 1] <= cuts[r]) continue;
+      if (!attend_many_coded_fused(kside(cuts[r]), vside(cuts[r]), cuts[r + 1] - cuts[r], d_, attn_, qs, nq, outs,
+                                   scratch, 1.f, 1.f, nullptr, 0, &state, r == last))
+        return false;
+    }
+    return true;
   }
   void decode_keys(int g, int64_t t0, int n, float* out, float* tmp) const override {
     const int64_t blocks = Cq_ / G_;

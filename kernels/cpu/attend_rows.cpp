@@ -1,5 +1,6 @@
 #include "kernels/cpu/attend_rows.h"
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 
@@ -231,38 +232,50 @@ enum class Path { kUnfused, kAvx2, kAvx512 };
 
 int codec_bits(RowCodec c) {
   switch (c) {
-    case RowCodec::kU8: return 8;
-    case RowCodec::kU4: return 4;
-    case RowCodec::kU2: return 2;
+    case RowCodec::kU8: case RowCodec::kC8: return 8;
+    case RowCodec::kU4: case RowCodec::kC4: return 4;
+    case RowCodec::kU2: case RowCodec::kC2: return 2;
     default: return 0;
   }
 }
+bool per_channel(RowCodec c) { return c == RowCodec::kC8 || c == RowCodec::kC4 || c == RowCodec::kC2; }
 
 /// Whether rows of `codec` at head_dim d (and group) fit a path of W lanes (attend_rows_path's rule).
 bool fits(RowCodec codec, int d, int group, int W) {
   const int b = codec_bits(codec);
   if (b == 0) return d % W == 0;
   const int cpc = W * 8 / b;  // channels per chunk
-  return group > 0 && d % group == 0 && d % cpc == 0 && d / cpc <= 128 && (group % cpc == 0 || 2 * group == cpc);
+  if (d % cpc != 0 || d / cpc > 128) return false;
+  if (per_channel(codec)) return group >= 8;
+  return group > 0 && d % group == 0 && (group % cpc == 0 || 2 * group == cpc);
+}
+
+/// The pairs fused_entry takes (attend_rows.h).
+bool pair_ok(RowCodec k, RowCodec v) {
+  const bool vu = v == RowCodec::kU8 || v == RowCodec::kU4 || v == RowCodec::kU2;
+  if (k == v) return !per_channel(k);
+  if (per_channel(k)) return vu || v == RowCodec::kF16;
+  return k == RowCodec::kF16 && vu;
 }
 
 /// The one dispatch rule: attend_rows_fused runs it, attend_rows_path names it.
-Path path_for(RowCodec codec, int d, int group) {
+Path path_for(const StoredRows& K, const StoredRows& V, int d) {
 #if defined(KVB_ROWA_X86)
-  if (!simd_kernels_enabled() || d < 1) return Path::kUnfused;
+  if (!simd_kernels_enabled() || d < 1 || !pair_ok(K.codec, V.codec)) return Path::kUnfused;
+  if (K.codec == V.codec && codec_bits(K.codec) > 0 && K.group != V.group) return Path::kUnfused;  // one source type
   static const bool avx512 = cpu_has_avx512f();
-  if (avx512 && g_avx512_on && fits(codec, d, group, 16)) return Path::kAvx512;
-  return fits(codec, d, group, 8) ? Path::kAvx2 : Path::kUnfused;
+  const auto both = [&](int W) { return fits(K.codec, d, K.group, W) && fits(V.codec, d, V.group, W); };
+  if (avx512 && g_avx512_on && both(16)) return Path::kAvx512;
+  return both(8) ? Path::kAvx2 : Path::kUnfused;
 #else
-  (void)codec, (void)d, (void)group;
+  (void)K, (void)V, (void)d;
   return Path::kUnfused;
 #endif
 }
 }  // namespace
 
 bool attend_rows_fused(const RowAttend& a, float* work) {
-  if (a.V.codec != a.K.codec || a.V.group != a.K.group) return false;
-  const Path p = path_for(a.K.codec, a.d, a.K.group);
+  const Path p = path_for(a.K, a.V, a.d);
   if (p == Path::kUnfused || a.rows < 1 || a.nq < 1 || a.nq > 64) return false;
   int64_t covered = 0;
   for (int i = 0; i < a.nsegs; ++i) covered += a.segs[i].rows;
@@ -276,7 +289,12 @@ bool attend_rows_fused(const RowAttend& a, float* work) {
 }
 
 const char* attend_rows_path(RowCodec codec, int d, int group) {
-  switch (path_for(codec, d, group)) {
+  const StoredRows s{codec, nullptr, nullptr, group};
+  return attend_rows_path(s, s, d);
+}
+
+const char* attend_rows_path(const StoredRows& K, const StoredRows& V, int d) {
+  switch (path_for(K, V, d)) {
     case Path::kAvx512: return "avx512f";
     case Path::kAvx2: return "avx2-fma-f16c";
     default: return "unfused";
@@ -299,6 +317,9 @@ const char* row_codec_name(RowCodec codec) {
     case RowCodec::kU8: return "u8";
     case RowCodec::kU4: return "u4";
     case RowCodec::kU2: return "u2";
+    case RowCodec::kC8: return "c8";
+    case RowCodec::kC4: return "c4";
+    case RowCodec::kC2: return "c2";
   }
   return "?";
 }

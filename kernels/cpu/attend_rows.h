@@ -20,6 +20,12 @@
 ///           products and value sums are the unpermuted ones. Each vector's scale and min are broadcasts of the
 ///           row's group parameters (converted once per tile), or a blend of two groups' when a chunk spans
 ///           exactly two groups (AVX-512, 2-bit codes, group 32). x̂ = fma(code, scale, min) in registers.
+///   kC8/C4/C2  per-channel uniform codes (KIVI's keys): the same packed token rows, with a (scale, min) per channel
+///           per block of `group` consecutive tokens ([blocks][d] pairs); each block's parameters are converted once
+///           per call into the lane order and loaded as vectors, x̂ = fma(code, scale_j, min_j).
+/// The two sides may differ where a codec stores them differently: same codec on both sides, or keys kC_b with
+/// values kU_b or kF16, or keys kF16 with values kU_b (KIVI's ranges: quantized keys and values, quantized keys and
+/// the fp16 value window, the fp16 key residual and quantized values).
 ///
 /// The query is never quantized: scores are float32 dot products of the float query with the exactly decoded
 /// stored values, the same numbers the oracle computes (up to summation order). The unfused path the codecs
@@ -38,16 +44,26 @@ struct RowSegment {
 };
 
 /// How a side's rows are stored.
-enum class RowCodec : uint8_t { kF16, kE4M3, kE5M2, kU8, kU4, kU2 };
+enum class RowCodec : uint8_t { kF16, kE4M3, kE5M2, kU8, kU4, kU2, kC8, kC4, kC2 };
 
 /// One side (keys or values) of the stored rows.
 struct StoredRows {
   RowCodec codec = RowCodec::kF16;
   /// [rows][row bytes]: d binary16 (kF16), d bytes (fp8), uniform.h packed rows of d·b/8 bytes (kU*)
   const void* rows = nullptr;
-  /// kU*: [rows][d / group] (scale, min) binary16 pairs (uniform.h GroupParams); unused otherwise
+  /// kU*: [rows][d / group] (scale, min) binary16 pairs (uniform.h GroupParams); kC*: [blocks][d] pairs, block 0
+  /// being the one of absolute row 0 (row0 below); unused otherwise
   const uint16_t* sm = nullptr;
-  int group = 0;  ///< kU*: channels per (scale, min) pair
+  int group = 0;  ///< kU*: channels per (scale, min) pair; kC*: tokens per block (>= 8)
+  int64_t row0 = 0;  ///< kC*: the absolute row index of rows[0] (its block is row0 / group)
+};
+
+/// The running softmax of a GQA group's queries across chained calls over consecutive row ranges (a codec whose
+/// rows change format part-way, KIVI): m, l per query; the outputs hold the unnormalized sums between calls.
+struct RowAttendState {
+  float m[64];
+  double l[64];
+  bool started = false;
 };
 
 struct RowAttend {
@@ -62,6 +78,11 @@ struct RowAttend {
   float* const* outs = nullptr;  ///< nq outputs [d]
   const RowSegment* segs = nullptr;  ///< nsegs runs covering the rows in order (Σ rows == rows); none: one plain run
   int nsegs = 0;
+  /// Chained calls: null for one call over all rows. Otherwise the first call (state->started false) starts the
+  /// softmax, later ones continue it from state and the outputs' unnormalized sums, and the call with `finish`
+  /// normalizes (times out_factor); a call without `finish` leaves the sums in outs.
+  RowAttendState* state = nullptr;
+  bool finish = true;
 };
 
 constexpr int kRowAttendTile = 64;
@@ -71,7 +92,7 @@ constexpr int kRowAttendTile = 64;
 /// parameters.
 inline int64_t attend_rows_work_floats(int nq, int d, int groups = 0) {
   return static_cast<int64_t>(nq) * kRowAttendTile + 2 * static_cast<int64_t>(nq) * d +
-         4 * static_cast<int64_t>(kRowAttendTile) * groups + 128;
+         4 * static_cast<int64_t>(kRowAttendTile) * groups + 24 * static_cast<int64_t>(d) + 128;
 }
 
 /// Runs the fused kernel when it can (attend_rows_path is not "unfused", 1 <= nq <= 64, rows >= 1, segments cover
@@ -85,11 +106,14 @@ bool attend_rows_fused(const RowAttend& a, float* work);
 /// "unfused" (the caller's oracle path). A kU* chunk holds W·8/b channels (W = 16 or 8 lanes); a path needs
 /// d % chunk == 0 and group % chunk == 0 or group == chunk / 2; fp16 and fp8 need d % W == 0.
 const char* attend_rows_path(RowCodec codec, int d, int group = 0);
+/// The same for keys and values stored differently (both sides must fit a path; kC* needs d % chunk == 0 and a
+/// block of >= 8 tokens); "unfused" for a pair the kernel does not take.
+const char* attend_rows_path(const StoredRows& K, const StoredRows& V, int d);
 /// Switches the AVX-512 path off (false: AVX2 even where AVX-512 exists) or back on; for tests comparing the two.
 /// Not thread-safe: call it while no attend is running.
 void set_attend_rows_avx512(bool enabled);
 
-/// The name of a RowCodec ("f16", "e4m3", "e5m2", "u8", "u4", "u2").
+/// The name of a RowCodec ("f16", "e4m3", "e5m2", "u8", "u4", "u2", "c8", "c4", "c2").
 const char* row_codec_name(RowCodec codec);
 
 }  // namespace kvb::kernels

@@ -351,5 +351,117 @@ TEST(AttendRows, CodedPathsAreTheDocumentedOnes) {
   EXPECT_FALSE(kernels::attend_rows_fused(a, work));
 }
 
+// KIVI's layout through chained calls: keys per-channel codes (a (scale, min) per channel per block of G tokens) for
+// rows [0, Cq), fp16 after; values per-token codes for [0, Vq), fp16 after; the three ranges attended as three
+// calls sharing one RowAttendState, against the float64 oracle of the decoded rows. Random code bytes and random
+// binary16 parameters (every byte pattern is a valid packed row), cuts that fall inside blocks and tiles, both
+// orders of Cq and Vq, both paths.
+TEST(AttendRows, ChainedRangesOfMixedCodecsEqualTheOracle) {
+  if (!kernels::simd_kernels_enabled()) GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU";
+  using kernels::RowCodec;
+  struct Mixed {
+    int bits, d, G, vgroup;
+    int64_t C, Cq, Vq;
+    int nq;
+  };
+  const std::vector<Mixed> cases{{4, 128, 32, 32, 300, 256, 172, 4},  {2, 128, 32, 32, 300, 256, 172, 5},
+                                 {8, 96, 16, 32, 129, 96, 100, 3},    {4, 64, 8, 16, 200, 120, 199, 8},
+                                 {2, 256, 32, 64, 4099, 4096, 3971, 4}, {4, 128, 32, 32, 77, 64, 0, 1}};
+  uint64_t seed = 900;
+  for (bool avx512 : {true, false}) {
+    kernels::set_attend_rows_avx512(avx512);
+    for (const Mixed& m : cases) {
+      Rng r(seed++);
+      const int rb = m.d * m.bits / 8, vg = m.d / m.vgroup;
+      const RowCodec kc = m.bits == 8 ? RowCodec::kC8 : m.bits == 4 ? RowCodec::kC4 : RowCodec::kC2;
+      const RowCodec vc = m.bits == 8 ? RowCodec::kU8 : m.bits == 4 ? RowCodec::kU4 : RowCodec::kU2;
+      std::vector<uint8_t> kcodes(static_cast<size_t>(m.Cq * rb)), vcodes(static_cast<size_t>(m.Vq * rb));
+      for (auto& x : kcodes) x = static_cast<uint8_t>(r.next_u64() & 0xFF);
+      for (auto& x : vcodes) x = static_cast<uint8_t>(r.next_u64() & 0xFF);
+      const auto h = [&](double lo, double hi) { return kernels::f32_to_f16_sat(static_cast<float>(lo + (hi - lo) * r.uniform())); };
+      std::vector<uint16_t> ksm(static_cast<size_t>(2 * (m.Cq / m.G) * m.d)), vsm(static_cast<size_t>(2 * m.Vq * vg));
+      for (size_t i = 0; i < ksm.size(); i += 2) ksm[i] = h(0.0, 0.3), ksm[i + 1] = h(-2.0, 0.5);
+      for (size_t i = 0; i < vsm.size(); i += 2) vsm[i] = h(0.0, 0.2), vsm[i + 1] = h(-1.0, 0.0);
+      std::vector<uint16_t> kres(static_cast<size_t>((m.C - m.Cq) * m.d)), vwin(static_cast<size_t>((m.C - m.Vq) * m.d));
+      for (auto& x : kres) x = h(-2.0, 2.0);
+      for (auto& x : vwin) x = h(-1.0, 1.5);
+      // The oracle's decoded rows.
+      std::vector<double> K(static_cast<size_t>(m.C * m.d)), V(K.size());
+      for (int64_t t = 0; t < m.C; ++t)
+        for (int j = 0; j < m.d; ++j) {
+          if (t < m.Cq) {
+            const size_t pj = static_cast<size_t>(2 * ((t / m.G) * m.d + j));
+            K[t * m.d + j] = kernels::uq::unpack_code(kcodes.data() + t * rb, j, m.bits) * static_cast<double>(f16_to_f32(ksm[pj])) +
+                             f16_to_f32(ksm[pj + 1]);
+          } else {
+            K[t * m.d + j] = f16_to_f32(kres[(t - m.Cq) * m.d + j]);
+          }
+          if (t < m.Vq) {
+            const size_t pj = static_cast<size_t>(2 * (t * vg + j / m.vgroup));
+            V[t * m.d + j] = kernels::uq::unpack_code(vcodes.data() + t * rb, j, m.bits) * static_cast<double>(f16_to_f32(vsm[pj])) +
+                             f16_to_f32(vsm[pj + 1]);
+          } else {
+            V[t * m.d + j] = f16_to_f32(vwin[(t - m.Vq) * m.d + j]);
+          }
+        }
+      std::vector<std::vector<float>> q(m.nq, std::vector<float>(m.d)), outs(m.nq, std::vector<float>(m.d, -7.f));
+      for (auto& qi : q)
+        for (auto& x : qi) x = static_cast<float>(r.normal());
+      std::vector<const float*> qs;
+      std::vector<float*> op;
+      for (int i = 0; i < m.nq; ++i) qs.push_back(q[i].data()), op.push_back(outs[i].data());
+      const auto kside = [&](int64_t t) {
+        return t < m.Cq ? kernels::StoredRows{kc, kcodes.data() + t * rb, ksm.data(), m.G, t}
+                        : kernels::StoredRows{RowCodec::kF16, kres.data() + (t - m.Cq) * m.d};
+      };
+      const auto vside = [&](int64_t t) {
+        return t < m.Vq ? kernels::StoredRows{vc, vcodes.data() + t * rb, vsm.data() + t * 2 * vg, m.vgroup}
+                        : kernels::StoredRows{RowCodec::kF16, vwin.data() + (t - m.Vq) * m.d};
+      };
+      const std::string what = fmt::format("bits={} d={} G={} vgroup={} C={} Cq={} Vq={} nq={} path {}", m.bits, m.d, m.G,
+                                           m.vgroup, m.C, m.Cq, m.Vq, m.nq, kernels::attend_rows_path(kside(0), vside(0), m.d));
+      SCOPED_TRACE(what);
+      ASSERT_STRNE(kernels::attend_rows_path(kside(0), vside(0), m.d), "unfused");
+      std::vector<float> work(static_cast<size_t>(kernels::attend_rows_work_floats(m.nq, m.d, std::max(vg, m.d / m.G))));
+      const int64_t cuts[4] = {0, std::min(m.Cq, m.Vq), std::max(m.Cq, m.Vq), m.C};
+      int last = 0;
+      for (int k = 0; k < 3; ++k)
+        if (cuts[k + 1] > cuts[k]) last = k;
+      kernels::RowAttendState state;
+      const float scale = 0.09f;
+      for (int k = 0; k < 3; ++k) {
+        if (cuts[k + 1] <= cuts[k]) continue;
+        kernels::RowAttend a;
+        a.K = kside(cuts[k]), a.V = vside(cuts[k]), a.rows = cuts[k + 1] - cuts[k], a.d = m.d;
+        a.qs = qs.data(), a.nq = m.nq, a.outs = op.data(), a.softmax_scale = scale;
+        a.state = &state, a.finish = k == last;
+        ASSERT_TRUE(kernels::attend_rows_fused(a, work.data())) << "range " << k;
+      }
+      for (int i = 0; i < m.nq; ++i) {
+        std::vector<double> sc(static_cast<size_t>(m.C)), o(static_cast<size_t>(m.d), 0.0);
+        for (int64_t t = 0; t < m.C; ++t) {
+          double dot = 0;
+          for (int j = 0; j < m.d; ++j) dot += static_cast<double>(q[i][j]) * K[t * m.d + j];
+          sc[t] = static_cast<double>(scale) * dot;
+        }
+        const double mx = *std::max_element(sc.begin(), sc.end());
+        double l = 0;
+        for (int64_t t = 0; t < m.C; ++t) {
+          const double w = std::exp(sc[t] - mx);
+          l += w;
+          for (int j = 0; j < m.d; ++j) o[j] += w * V[t * m.d + j];
+        }
+        double num = 0, den = 0;
+        for (int j = 0; j < m.d; ++j) {
+          num += (outs[i][j] - o[j] / l) * (outs[i][j] - o[j] / l);
+          den += (o[j] / l) * (o[j] / l);
+        }
+        EXPECT_LE(std::sqrt(num / den), kFusedRelTol) << "query " << i;
+      }
+    }
+  }
+  kernels::set_attend_rows_avx512(true);
+}
+
 }  // namespace
 }  // namespace kvb::test
