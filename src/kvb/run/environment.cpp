@@ -81,6 +81,9 @@ Json environment_json(int threads) {
       k[fmt::format("{} head_dim 128{}", kernels::row_codec_name(c), c >= RowCodec::kU8 ? " group 32" : "")] =
           kernels::attend_rows_path(c, 128, 32);
     k["f16 head_dim 8"] = kernels::attend_rows_path(RowCodec::kF16, 8);
+    for (RowCodec c : {RowCodec::kC4, RowCodec::kC2})  // kivi: per-channel keys (blocks of 32 tokens), per-token values
+      k[fmt::format("{} keys + u{} values head_dim 128 group 32", kernels::row_codec_name(c), c == RowCodec::kC4 ? 4 : 2)] =
+          kernels::attend_rows_path({c, nullptr, nullptr, 32}, {c == RowCodec::kC4 ? RowCodec::kU4 : RowCodec::kU2, nullptr, nullptr, 32}, 128);
     j["fused_attend_kernel"] = std::move(k);
   }
   utsname u{};
