@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "codecs/common/ref_dense.h"
+#include "kernels/cpu/attend_rows.h"
 #include "kernels/cpu/row_kernels.h"
 #include "kvb/core/attn_math.h"
 
@@ -34,8 +36,36 @@ bool SketchLayer::scores(int g, const float* q, float* s_out, Scratch& scratch) 
   return true;
 }
 
+bool SketchLayer::attend_many_fused(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const {
+  using kernels::RowCodec;
+  const int b = vf_.bits;
+  if ((b != 2 && b != 4 && b != 8) || nq > 64) return false;
+  const RowCodec vc = b == 8 ? RowCodec::kU8 : b == 4 ? RowCodec::kU4 : RowCodec::kU2;
+  const kernels::StoredRows vq{vc, v_codes_.data() + g * Vq_ * vf_.bytes(),
+                               reinterpret_cast<const uint16_t*>(v_sm_.data() + g * Vq_ * vf_.groups()), vf_.group};
+  if (std::string(kernels::attend_rows_path(kernels::StoredRows{}, vq, d_)) == "unfused") return false;
+  // Logits per query from the sketches (scores() may use floats2; the kernel's work is scratch.floats()).
+  float* L = thread_floats(0, static_cast<size_t>(nq) * static_cast<size_t>(C_));
+  for (int i = 0; i < nq; ++i) scores(g, qs[i], L + static_cast<size_t>(i) * C_, scratch);
+  float* work = scratch.floats(static_cast<size_t>(kernels::attend_rows_work_floats(nq, d_, vf_.groups())));
+  kernels::RowAttendState state;
+  const uint16_t* win = v_win_.data() + static_cast<size_t>(g) * (C_ - Vq_) * d_;
+  const int64_t cuts[3] = {0, Vq_, C_};
+  for (int r = 0; r < 2; ++r) {
+    if (cuts[r + 1] <= cuts[r]) continue;
+    kernels::RowAttend a;
+    a.V = r == 0 ? vq : kernels::StoredRows{RowCodec::kF16, win};
+    a.rows = cuts[r + 1] - cuts[r], a.d = d_, a.qs = qs, a.nq = nq, a.outs = outs;
+    a.logits = L + cuts[r], a.logits_stride = C_;
+    a.state = &state, a.finish = cuts[r + 1] == C_;
+    if (!kernels::attend_rows_fused(a, work)) return false;
+  }
+  return true;
+}
+
 void SketchLayer::attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const {
   if (nq == 1) return attend(g, qs[0], outs[0], scratch);
+  if (attend_many_fused(g, qs, nq, outs, scratch)) return;
   const kernels::RowKernels& K = kernels::row_kernels_switched();
   const uint8_t* codes = v_codes_.data() + g * Vq_ * vf_.bytes();
   const kernels::uq::GroupParams* sm = v_sm_.data() + g * Vq_ * vf_.groups();

@@ -32,8 +32,10 @@ class SketchLayer : public EncodedLayer {
   void attend_lse(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const final {
     attend_one(g, q, o_out, lse_out, scratch);
   }
-  /// GQA groups (attend_many_rows, baseline.h): logits per query (each query has its own sketch), then each
-  /// block of value rows is decoded once and added into every query's output.
+  /// GQA groups: logits per query (each query has its own sketch), then the values through the fused kernel
+  /// (kernels/cpu/attend_rows.h with the logits given: online softmax, value codes decoded in registers) for 2-,
+  /// 4- and 8-bit values on a shape it fits; otherwise attend_many_rows (baseline.h), each block of value rows
+  /// decoded once and added into every query's output.
   void attend_many(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const final;
 
  protected:
@@ -57,6 +59,7 @@ class SketchLayer : public EncodedLayer {
   std::vector<uint16_t> v_win_;        // [H][C - Vq][d]
 
  private:
+  bool attend_many_fused(int g, const float* const* qs, int nq, float* const* outs, Scratch& scratch) const;
   /// attend() and attend_lse(): lse_out may be null.
   void attend_one(int g, const float* q, float* o_out, double* lse_out, Scratch& scratch) const;
 };

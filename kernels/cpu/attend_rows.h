@@ -83,6 +83,11 @@ struct RowAttend {
   /// normalizes (times out_factor); a call without `finish` leaves the sums in outs.
   RowAttendState* state = nullptr;
   bool finish = true;
+  /// Logits given (codecs that score from sketches: qjl, h1b): [nq][logits_stride], the final logits of rows
+  /// [0, rows) (softmax_scale, key_factor and segments are not applied; K is not read and must stay kF16). The
+  /// kernel then runs the online softmax and the fused value sum only.
+  const float* logits = nullptr;
+  int64_t logits_stride = 0;
 };
 
 constexpr int kRowAttendTile = 64;

@@ -463,5 +463,47 @@ TEST(AttendRows, ChainedRangesOfMixedCodecsEqualTheOracle) {
   kernels::set_attend_rows_avx512(true);
 }
 
+// Logits given (the sketch codecs): the kernel's softmax and value sum over per-token 4-bit values, against the
+// float64 oracle of the same logits; the keys are not read (null), and a NaN logit hands back to the caller.
+TEST(AttendRows, GivenLogitsWeightTheCodedValues) {
+  if (!kernels::simd_kernels_enabled()) GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU";
+  const CodedCase c{kernels::RowCodec::kU4, 1000, 128, 32, 5, 77};
+  Rng r(c.seed);
+  std::vector<float> v(static_cast<size_t>(c.rows * c.d)), logits(static_cast<size_t>(c.nq * c.rows));
+  for (auto& x : v) x = static_cast<float>(r.normal());
+  for (auto& x : logits) x = static_cast<float>(3.0 * r.normal());
+  const CodedSide V = encode_side(c, v);
+  std::vector<std::vector<float>> outs(c.nq, std::vector<float>(c.d));
+  std::vector<float*> op;
+  for (auto& o : outs) op.push_back(o.data());
+  std::vector<float> work(static_cast<size_t>(kernels::attend_rows_work_floats(c.nq, c.d, c.d / c.group)));
+  for (bool avx512 : {true, false}) {
+    kernels::set_attend_rows_avx512(avx512);
+    kernels::RowAttend a;
+    a.V = {c.codec, V.codes.data(), reinterpret_cast<const uint16_t*>(V.sm.data()), c.group};
+    a.rows = c.rows, a.d = c.d, a.nq = c.nq, a.outs = op.data(), a.logits = logits.data(), a.logits_stride = c.rows;
+    a.softmax_scale = 123.f;  // not applied to given logits
+    ASSERT_TRUE(kernels::attend_rows_fused(a, work.data()));
+    for (int i = 0; i < c.nq; ++i) {
+      const float* li = logits.data() + i * c.rows;
+      const double m = *std::max_element(li, li + c.rows);
+      std::vector<double> o(c.d, 0.0);
+      double l = 0;
+      for (int64_t t = 0; t < c.rows; ++t) {
+        const double w = std::exp(li[t] - m);
+        l += w;
+        for (int j = 0; j < c.d; ++j) o[j] += w * V.dec[t * c.d + j];
+      }
+      double num = 0, den = 0;
+      for (int j = 0; j < c.d; ++j) num += (outs[i][j] - o[j] / l) * (outs[i][j] - o[j] / l), den += o[j] * o[j] / (l * l);
+      EXPECT_LE(std::sqrt(num / den), kFusedRelTol) << "query " << i << (avx512 ? " avx512" : " avx2");
+    }
+    logits[17] = std::nanf("");
+    EXPECT_FALSE(kernels::attend_rows_fused(a, work.data())) << "a NaN logit";
+    logits[17] = 0.f;
+  }
+  kernels::set_attend_rows_avx512(true);
+}
+
 }  // namespace
 }  // namespace kvb::test
