@@ -5,9 +5,9 @@
 # at C = 4096 and C = 32768, each with 1 and 16 query positions per attend call (config positions_per_call: 4 and
 # 64 queries per KV head per call — a decode step, and a batched one), and at C = 131072 with 1 position for the
 # quantizers (head_dim 128, Llama-3-8B shapes, one layer), as ratios against the fp16 row measured in the same run, with each cell's
-# roofline fraction (docs/metrics.md §7: the run measures the machine's read bandwidth and fp32 peak first). The dump has one
-# sequence: kvquant calibrates on it ("calibration": {"sequences": 0}; its results say it was fitted on its own
-# evaluation data, which is fine for throughput). Usage: scripts/bench_cpu.sh [threads]
+# roofline fraction (docs/metrics.md §7: the run measures the machine's read bandwidth and fp32 peak first). The 4k and
+# 32k dumps have two sequences: the first calibrates (lookat's codebooks, kvquant's levels), the second is timed; the
+# 128k dump has one ("calibration": {"sequences": 0}; no calibrated codec runs there). Usage: scripts/bench_cpu.sh [threads]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-0}
@@ -30,13 +30,15 @@ for cp in 4096:1 4096:16 32768:1 32768:16 131072:1; do
   C=${cp%:*} P=${cp#*:}
   codecs=$all_codecs
   [ "$C" -gt 32768 ] && codecs=$long_codecs  # 128k: the quantizers and sketches (each encode holds the 1 GiB layer)
-  f=data/bench-c$C-obs32.h5  # with the prompt's 32 observation queries (h2o and the snapkv family score with them)
-  [ -f "$f" ] || "$build/kvbench" gen --model-like llama3-8b --layers 1 --sequences 1 --tokens $((C + 16)) --queries 16 --no-ref-out --out "$f"
+  seqs=2 cal=1
+  [ "$C" -gt 32768 ] && seqs=1 cal=0
+  f=data/bench-c$C-obs32-s$seqs.h5  # with the prompt's 32 observation queries (h2o and the snapkv family score with them)
+  [ -f "$f" ] || "$build/kvbench" gen --model-like llama3-8b --layers 1 --sequences $seqs --tokens $((C + 16)) --queries 16 --no-ref-out --out "$f"
   name=bench-c$C-p$P
   cat > results/$name.json <<JSON
 {"name": "$name", "datasets": [{"path": "../$f", "max_queries": 16}],
  "codecs": [$codecs],
- "calibration": {"sequences": 0},
+ "calibration": {"sequences": $cal},
  "metrics": {"topk": 32}, "threads": $threads, "repeats": 5, "min_time_s": 1.0, "positions_per_call": $P, "seed": 1}
 JSON
   "$build/kvbench" run results/$name.json -q --output results/$name >/dev/null
@@ -58,7 +60,10 @@ if roof:
 print(f"{'label':18s} {'bits':>5s} {'queries/s':>10s} {'p95 q/s':>9s} {'GB/s scanned':>12s} {'vs fp16 cell':>12s} "
       f"{'roofline':>8s} {'bound':>12s} {'encode Mtok/s':>13s}")
 for c in d["cells"]:
-    t = c["throughput"]
+    t = c.get("throughput")
+    if not t:
+        print(f"{c['label']:18s} {c['status']}: {c.get('reason', '')[:150]}")
+        continue
     q = t["attend_queries_per_s"]
     print(f"{c['label']:18s} {c['storage']['bits_per_element']:5.2f} {q['median']:10.1f} {q['p95']:9.1f} "
           f"{t['attend_bytes_per_s']['median']/1e9:12.2f} {q['median']/fp16:12.2f} {t.get('roofline_fraction', 0):8.2f} "

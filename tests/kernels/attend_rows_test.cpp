@@ -201,6 +201,21 @@ TEST(AttendRows, DeclinesWhatTheOraclePathMustHandle) {
 
 // ---- coded rows (fp8, uniform) ----
 
+/// rel-L2 of `out` against the float64 attention output softmax(logits) · V (V [rows][d] decoded values).
+double rel_l2_vs_softmax(const std::vector<double>& logits, const std::vector<double>& V, int d, const std::vector<float>& out) {
+  const double m = *std::max_element(logits.begin(), logits.end());
+  std::vector<double> o(static_cast<size_t>(d), 0.0);
+  double l = 0;
+  for (size_t t = 0; t < logits.size(); ++t) {
+    const double w = std::exp(logits[t] - m);
+    l += w;
+    for (int j = 0; j < d; ++j) o[j] += w * V[t * d + j];
+  }
+  double num = 0, den = 0;
+  for (int j = 0; j < d; ++j) num += (out[j] - o[j] / l) * (out[j] - o[j] / l), den += (o[j] / l) * (o[j] / l);
+  return std::sqrt(num / den);
+}
+
 struct CodedCase {
   kernels::RowCodec codec;
   int64_t rows;
@@ -281,26 +296,13 @@ void check_coded(const CodedCase& c) {
   if (c.codec == kernels::RowCodec::kE4M3) a.key_factor = a.out_factor = 256.f;
   ASSERT_TRUE(kernels::attend_rows_fused(a, work.data()));
   for (int i = 0; i < c.nq; ++i) {
-    std::vector<double> s(static_cast<size_t>(c.rows)), o(static_cast<size_t>(c.d), 0.0);
-    double m = -INFINITY;
+    std::vector<double> s(static_cast<size_t>(c.rows));
     for (int64_t t = 0; t < c.rows; ++t) {
       double dot = 0;
       for (int j = 0; j < c.d; ++j) dot += static_cast<double>(q[i][j]) * K.dec[t * c.d + j];
       s[t] = static_cast<double>(a.softmax_scale) * dot;
-      m = std::max(m, s[t]);
     }
-    double l = 0;
-    for (int64_t t = 0; t < c.rows; ++t) {
-      const double w = std::exp(s[t] - m);
-      l += w;
-      for (int j = 0; j < c.d; ++j) o[j] += w * V.dec[t * c.d + j];
-    }
-    double num = 0, den = 0;
-    for (int j = 0; j < c.d; ++j) {
-      num += (outs[i][j] - o[j] / l) * (outs[i][j] - o[j] / l);
-      den += (o[j] / l) * (o[j] / l);
-    }
-    EXPECT_LE(std::sqrt(num / den), kFusedRelTol) << "query " << i;
+    EXPECT_LE(rel_l2_vs_softmax(s, V.dec, c.d, outs[i]), kFusedRelTol) << "query " << i;
   }
 }
 
@@ -438,25 +440,13 @@ TEST(AttendRows, ChainedRangesOfMixedCodecsEqualTheOracle) {
         ASSERT_TRUE(kernels::attend_rows_fused(a, work.data())) << "range " << k;
       }
       for (int i = 0; i < m.nq; ++i) {
-        std::vector<double> sc(static_cast<size_t>(m.C)), o(static_cast<size_t>(m.d), 0.0);
+        std::vector<double> sc(static_cast<size_t>(m.C));
         for (int64_t t = 0; t < m.C; ++t) {
           double dot = 0;
           for (int j = 0; j < m.d; ++j) dot += static_cast<double>(q[i][j]) * K[t * m.d + j];
           sc[t] = static_cast<double>(scale) * dot;
         }
-        const double mx = *std::max_element(sc.begin(), sc.end());
-        double l = 0;
-        for (int64_t t = 0; t < m.C; ++t) {
-          const double w = std::exp(sc[t] - mx);
-          l += w;
-          for (int j = 0; j < m.d; ++j) o[j] += w * V[t * m.d + j];
-        }
-        double num = 0, den = 0;
-        for (int j = 0; j < m.d; ++j) {
-          num += (outs[i][j] - o[j] / l) * (outs[i][j] - o[j] / l);
-          den += (o[j] / l) * (o[j] / l);
-        }
-        EXPECT_LE(std::sqrt(num / den), kFusedRelTol) << "query " << i;
+        EXPECT_LE(rel_l2_vs_softmax(sc, V, m.d, outs[i]), kFusedRelTol) << "query " << i;
       }
     }
   }
@@ -485,18 +475,8 @@ TEST(AttendRows, GivenLogitsWeightTheCodedValues) {
     a.softmax_scale = 123.f;  // not applied to given logits
     ASSERT_TRUE(kernels::attend_rows_fused(a, work.data()));
     for (int i = 0; i < c.nq; ++i) {
-      const float* li = logits.data() + i * c.rows;
-      const double m = *std::max_element(li, li + c.rows);
-      std::vector<double> o(c.d, 0.0);
-      double l = 0;
-      for (int64_t t = 0; t < c.rows; ++t) {
-        const double w = std::exp(li[t] - m);
-        l += w;
-        for (int j = 0; j < c.d; ++j) o[j] += w * V.dec[t * c.d + j];
-      }
-      double num = 0, den = 0;
-      for (int j = 0; j < c.d; ++j) num += (outs[i][j] - o[j] / l) * (outs[i][j] - o[j] / l), den += o[j] * o[j] / (l * l);
-      EXPECT_LE(std::sqrt(num / den), kFusedRelTol) << "query " << i << (avx512 ? " avx512" : " avx2");
+      const std::vector<double> li(logits.begin() + i * c.rows, logits.begin() + (i + 1) * c.rows);
+      EXPECT_LE(rel_l2_vs_softmax(li, V.dec, c.d, outs[i]), kFusedRelTol) << "query " << i << (avx512 ? " avx512" : " avx2");
     }
     logits[17] = std::nanf("");
     EXPECT_FALSE(kernels::attend_rows_fused(a, work.data())) << "a NaN logit";
